@@ -14,7 +14,28 @@
  *
  * Threads: a backend's functions may be called from any thread; calls on one window are
  * serialised by the caller (the worker's per-session lock). No function holds a global
- * lock across a GPU call.
+ * lock across a GPU call. On cuda every function makes the device's primary context
+ * current for its own duration (push/pop), so callers need not.
+ *
+ * Sink: one per window, a physical chunk of agile__window_sink_chunk() bytes =
+ * clamp(W / 1024, granularity, 64 MiB), mapped over every chunk-aligned piece of the
+ * unleased window and the gap, so a window costs at most ~1024 + gap/chunk mappings
+ * (vm.max_map_count on host, map + cuMemSetAccess time on cuda) and at most 0.1 % of W
+ * of real memory. On cuda, where cuMemMap cannot map part of an allocation and cuMemUnmap
+ * cannot unmap part of a mapping, pieces smaller than a chunk (around leases that are not
+ * chunk-aligned) use a second sink chunk of one granule; both belong to the tenant.
+ *
+ * Changes to the first version of this header (all backwards-compatible in spirit):
+ *   - devinfo.uuid is 48 bytes: "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" as nvidia-smi
+ *     prints it is 40 characters plus the NUL.
+ *   - agile__window_sink_chunk, agile__window_gap, agile__window_dev: tests and the guard
+ *     need the sink geometry and the gap actually reserved.
+ *   - agile__backend_enter/leave and agile__backend_cuda_context: the worker runs its own
+ *     CUDA work (modules, guarded launches) in the backend's context.
+ *   - agile__lease_create fails with AGILE_EBUSY on overlap with a live lease,
+ *     AGILE_EBOUNDS outside the window and AGILE_EINVAL when not granule-aligned.
+ *   - Scrubbing happens when memory is handed out (lease_create), which covers every reuse
+ *     of physical memory; lease_destroy does not zero memory a client may still map.
  */
 #ifndef AGILE_BACKEND_H
 #define AGILE_BACKEND_H
@@ -35,7 +56,7 @@ typedef struct agile__devinfo {
     uint64_t free_mem;
     int cc_major, cc_minor;
     uint64_t granularity; /* physical chunk granularity (2 MiB on H100/H200, host: 2 MiB) */
-    char uuid[40];
+    char uuid[48]; /* "GPU-<uuid>" on cuda, "host" on host */
 } agile__devinfo;
 
 /* agile__backend_open: open the backend of the given kind (AGILE_BACKEND_*). On failure
@@ -51,7 +72,8 @@ int agile__backend_device_info(agile__backend *be, int dev, agile__devinfo *out)
 /* ---- windows (worker side) ---------------------------------------------------------------- */
 
 /* agile__window_create: reserve `size` (a power of two >= granularity) aligned to `size`,
- * plus `guard_gap` bytes after it, on device dev, and map the sink over all of it. */
+ * plus `guard_gap` bytes after it (rounded up to the granularity), on device dev, and map
+ * the sink over all of it. Blocks: on cuda ~20 ms per GiB (DESIGN.md). */
 int agile__window_create(agile__backend *be, int dev, uint64_t size, uint64_t guard_gap,
                          agile__window **out);
 /* Unmaps and releases everything, leases included (they must not be used afterwards). */
@@ -59,18 +81,31 @@ void agile__window_destroy(agile__window *w);
 /* Worker-side base address of the window (device VA on cuda, host VA on host). */
 uint64_t agile__window_base(const agile__window *w);
 uint64_t agile__window_size(const agile__window *w);
+/* The guard gap actually reserved after the window (guard_gap rounded up). */
+uint64_t agile__window_gap(const agile__window *w);
+/* Size of the sink chunk: window offset o (o outside leases) aliases sink byte o % chunk. */
+uint64_t agile__window_sink_chunk(const agile__window *w);
+int agile__window_dev(const agile__window *w);
 
 /* agile__lease_create: allocate `size` bytes (a multiple of granularity) of fresh, zeroed
- * physical memory, map it at `offset` of the window (replacing the sink there) and export
- * it: *fd is a new file descriptor the caller owns (send it, then close it). */
+ * physical memory, map it at `offset` (a multiple of granularity) of the window (replacing
+ * the sink there) and export it: *fd is a new close-on-exec file descriptor the caller owns
+ * (send it, then close it). The zeroing is complete before the call returns. On host the
+ * fd is a memfd sealed against shrinking, so a client cannot truncate it under the worker.
+ * Errors: AGILE_EINVAL (alignment), AGILE_EBOUNDS (outside the window), AGILE_EBUSY
+ * (overlaps a live lease), AGILE_ENOMEM / wrapped OS or CUDA errors. On error the window
+ * is unchanged. */
 int agile__lease_create(agile__window *w, uint64_t offset, uint64_t size, agile__lease **out,
                         int *fd);
-/* agile__lease_destroy: scrub, unmap, put the sink back over the range, free the memory. */
+/* agile__lease_destroy: unmap, put the sink back over the range, drop the worker's
+ * reference to the memory (a client mapping keeps it alive until the client unmaps). */
 void agile__lease_destroy(agile__lease *l);
 uint64_t agile__lease_offset(const agile__lease *l);
 uint64_t agile__lease_size(const agile__lease *l);
 
 /* ---- protected memory (worker and modules; never inside a window, never exported) ------- */
+/* agile__pmem_alloc: `size` bytes of worker-only memory (cuMemAlloc on cuda, anonymous
+ * mmap on host, zeroed on host only); *addr is its worker-side address. */
 int agile__pmem_alloc(agile__backend *be, int dev, uint64_t size, agile__pmem **out,
                       uint64_t *addr);
 void agile__pmem_free(agile__pmem *p);
@@ -78,6 +113,17 @@ void agile__pmem_free(agile__pmem *p);
 /* ---- memory operations on worker-side addresses (in-window memcpy/memset commands) ------ */
 int agile__backend_memset(agile__backend *be, int dev, uint64_t addr, int value, uint64_t n);
 int agile__backend_memcpy(agile__backend *be, int dev, uint64_t dst, uint64_t src, uint64_t n);
+/* Both block until the operation is complete (a backend-owned stream per device on cuda).
+ * Addresses are not checked: callers validate them against the tenant's window. */
+
+/* ---- contexts ------------------------------------------------------------------------------ */
+
+/* agile__backend_enter: make device dev's context current on the calling thread (a push on
+ * cuda, nothing on host) until the matching agile__backend_leave. Nests. */
+int agile__backend_enter(agile__backend *be, int dev);
+void agile__backend_leave(agile__backend *be);
+/* The CUcontext (primary context) of dev as void *, NULL on host or a bad dev. */
+void *agile__backend_cuda_context(agile__backend *be, int dev);
 
 /* ---- client side -------------------------------------------------------------------------- */
 
@@ -85,13 +131,16 @@ typedef struct agile__cwin agile__cwin;
 
 /* agile__cmem_reserve: in the client process, reserve a window of `size` aligned to
  * `size` for device dev of the given backend kind. On cuda this uses the client's own
- * CUDA context (the primary context of dev, retained). */
+ * CUDA context (the primary context of dev, retained until agile__cmem_release). On host
+ * the range stays reserved PROT_NONE wherever nothing is mapped. */
 int agile__cmem_reserve(int kind, int dev, uint64_t size, agile__cwin **out);
 /* Import the lease fd (the callee takes ownership of fd on success and failure) and map it
  * at `offset`, readable and writable by the client. */
 int agile__cmem_map(agile__cwin *w, int fd, uint64_t offset, uint64_t size);
+/* Unmap exactly a range earlier mapped with agile__cmem_map (same offset and size). */
 int agile__cmem_unmap(agile__cwin *w, uint64_t offset, uint64_t size);
 uint64_t agile__cmem_base(const agile__cwin *w);
+/* Unmaps whatever is still mapped and frees the reservation. */
 void agile__cmem_release(agile__cwin *w);
 
 #endif

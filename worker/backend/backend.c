@@ -1,0 +1,346 @@
+/* backend.c — argument checks, bookkeeping shared by both backends, dispatch. */
+#include "backend_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static bool is_pow2(uint64_t x)
+{
+    return x && !(x & (x - 1));
+}
+
+uint64_t agile__sink_chunk(uint64_t size, uint64_t gran)
+{
+    /* W/1024 keeps a window at ~1024 sink mappings; 64 MiB caps the memory a sink costs
+     * (0.1 % of W) and matches the usual lease step, so whole-chunk leases need no
+     * fragment mappings. */
+    uint64_t c = size / 1024;
+    if (c < gran)
+        c = gran;
+    if (c > (64ull << 20))
+        c = 64ull << 20;
+    if (c < gran)
+        c = gran;
+    return c;
+}
+
+int agile__backend_open(int kind, agile__backend **out, char *why, size_t whycap)
+{
+    if (why && whycap)
+        why[0] = '\0';
+    if (!out)
+        return AGILE_EINVAL;
+    switch (kind) {
+    case AGILE_BACKEND_HOST:
+        return agile__host_open(out, why, whycap);
+    case AGILE_BACKEND_CUDA:
+        return agile__cuda_open(out, why, whycap);
+    default:
+        if (why && whycap)
+            snprintf(why, whycap, "unknown backend kind %d", kind);
+        return AGILE_EINVAL;
+    }
+}
+
+void agile__backend_close(agile__backend *be)
+{
+    if (be)
+        be->ops->close(be);
+}
+
+int agile__backend_kind(const agile__backend *be)
+{
+    return be->kind;
+}
+
+const char *agile__backend_name(const agile__backend *be)
+{
+    return be->ops->name;
+}
+
+int agile__backend_device_count(agile__backend *be)
+{
+    return be->ops->device_count(be);
+}
+
+static bool dev_ok(agile__backend *be, int dev)
+{
+    return dev >= 0 && dev < be->ops->device_count(be);
+}
+
+int agile__backend_device_info(agile__backend *be, int dev, agile__devinfo *out)
+{
+    if (!out || !dev_ok(be, dev))
+        return AGILE_EINVAL;
+    memset(out, 0, sizeof *out);
+    return be->ops->device_info(be, dev, out);
+}
+
+int agile__window_create(agile__backend *be, int dev, uint64_t size, uint64_t guard_gap,
+                         agile__window **out)
+{
+    int rv = AGILE_OK;
+    agile__window *w = NULL;
+    uint64_t gran;
+
+    if (!out || !dev_ok(be, dev))
+        return AGILE_EINVAL;
+    gran = be->ops->granularity(be, dev);
+    /* Power-of-two sizes are what makes translation one and/or (DESIGN.md); 2^62 keeps
+     * size*2 + gap from overflowing. */
+    if (!is_pow2(gran) || !is_pow2(size) || size < gran || size > (1ull << 46) ||
+        guard_gap > size)
+        return AGILE_EINVAL;
+    w = calloc(1, sizeof *w);
+    if (!w)
+        return AGILE_ENOMEM;
+    w->be = be;
+    w->dev = dev;
+    w->size = size;
+    w->gran = gran;
+    w->gap = AGILE_ALIGN_UP(guard_gap, gran);
+    w->chunk = agile__sink_chunk(size, gran);
+    w->sink_fd = -1;
+    AGILE_TRY(be->ops->window_create(w));
+    *out = w;
+    w = NULL;
+out:
+    free(w);
+    return rv;
+}
+
+void agile__window_destroy(agile__window *w)
+{
+    if (!w)
+        return;
+    /* The backend unmaps and frees the leases' memory; the records are ours. */
+    w->be->ops->window_destroy(w);
+    while (w->leases) {
+        agile__lease *l = w->leases;
+        w->leases = l->next;
+        free(l);
+    }
+    free(w);
+}
+
+uint64_t agile__window_base(const agile__window *w)
+{
+    return w->base;
+}
+
+uint64_t agile__window_size(const agile__window *w)
+{
+    return w->size;
+}
+
+uint64_t agile__window_gap(const agile__window *w)
+{
+    return w->gap;
+}
+
+uint64_t agile__window_sink_chunk(const agile__window *w)
+{
+    return w->chunk;
+}
+
+int agile__window_dev(const agile__window *w)
+{
+    return w->dev;
+}
+
+int agile__lease_create(agile__window *w, uint64_t offset, uint64_t size, agile__lease **out,
+                        int *fd)
+{
+    int rv = AGILE_OK;
+    agile__lease *l = NULL;
+
+    if (!w || !out || !fd)
+        return AGILE_EINVAL;
+    *fd = -1;
+    if (size == 0 || (offset & (w->gran - 1)) || (size & (w->gran - 1)))
+        return AGILE_EINVAL;
+    if (offset >= w->size || size > w->size - offset)
+        return AGILE_EBOUNDS;
+    if (w->broken)
+        return AGILE_EINTERNAL;
+    for (agile__lease *o = w->leases; o; o = o->next)
+        if (offset < o->offset + o->size && o->offset < offset + size)
+            return AGILE_EBUSY;
+    l = calloc(1, sizeof *l);
+    if (!l)
+        return AGILE_ENOMEM;
+    l->w = w;
+    l->offset = offset;
+    l->size = size;
+    AGILE_TRY(w->be->ops->lease_create(l, fd));
+    l->next = w->leases;
+    if (w->leases)
+        w->leases->prev = l;
+    w->leases = l;
+    *out = l;
+    l = NULL;
+out:
+    free(l);
+    return rv;
+}
+
+void agile__lease_destroy(agile__lease *l)
+{
+    agile__window *w;
+    if (!l)
+        return;
+    w = l->w;
+    w->be->ops->lease_destroy(l);
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        w->leases = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    free(l);
+}
+
+uint64_t agile__lease_offset(const agile__lease *l)
+{
+    return l->offset;
+}
+
+uint64_t agile__lease_size(const agile__lease *l)
+{
+    return l->size;
+}
+
+int agile__pmem_alloc(agile__backend *be, int dev, uint64_t size, agile__pmem **out,
+                      uint64_t *addr)
+{
+    int rv = AGILE_OK;
+    agile__pmem *p = NULL;
+
+    if (!out || !addr || size == 0 || !dev_ok(be, dev))
+        return AGILE_EINVAL;
+    p = calloc(1, sizeof *p);
+    if (!p)
+        return AGILE_ENOMEM;
+    p->be = be;
+    p->dev = dev;
+    p->size = size;
+    AGILE_TRY(be->ops->pmem_alloc(p));
+    *addr = p->addr;
+    *out = p;
+    p = NULL;
+out:
+    free(p);
+    return rv;
+}
+
+void agile__pmem_free(agile__pmem *p)
+{
+    if (!p)
+        return;
+    p->be->ops->pmem_free(p);
+    free(p);
+}
+
+int agile__backend_memset(agile__backend *be, int dev, uint64_t addr, int value, uint64_t n)
+{
+    if (!dev_ok(be, dev))
+        return AGILE_EINVAL;
+    if (n == 0)
+        return AGILE_OK;
+    return be->ops->memset(be, dev, addr, value, n);
+}
+
+int agile__backend_memcpy(agile__backend *be, int dev, uint64_t dst, uint64_t src, uint64_t n)
+{
+    if (!dev_ok(be, dev))
+        return AGILE_EINVAL;
+    if (n == 0)
+        return AGILE_OK;
+    return be->ops->memcpy(be, dev, dst, src, n);
+}
+
+int agile__backend_enter(agile__backend *be, int dev)
+{
+    if (!dev_ok(be, dev))
+        return AGILE_EINVAL;
+    return be->ops->enter(be, dev);
+}
+
+void agile__backend_leave(agile__backend *be)
+{
+    be->ops->leave(be);
+}
+
+void *agile__backend_cuda_context(agile__backend *be, int dev)
+{
+    if (!dev_ok(be, dev))
+        return NULL;
+    return be->ops->cuda_context(be, dev);
+}
+
+/* ---- client side ------------------------------------------------------------------------ */
+
+int agile__cmem_reserve(int kind, int dev, uint64_t size, agile__cwin **out)
+{
+    int rv = AGILE_OK;
+    agile__cwin *w = NULL;
+
+    if (!out || dev < 0 || !is_pow2(size) || size > (1ull << 46) ||
+        (kind != AGILE_BACKEND_HOST && kind != AGILE_BACKEND_CUDA))
+        return AGILE_EINVAL;
+    w = calloc(1, sizeof *w);
+    if (!w)
+        return AGILE_ENOMEM;
+    w->kind = kind;
+    w->dev = dev;
+    w->size = size;
+    if (kind == AGILE_BACKEND_HOST)
+        AGILE_TRY(agile__host_cmem_reserve(w));
+    else
+        AGILE_TRY(agile__cuda_cmem_reserve(w));
+    *out = w;
+    w = NULL;
+out:
+    free(w);
+    return rv;
+}
+
+int agile__cmem_map(agile__cwin *w, int fd, uint64_t offset, uint64_t size)
+{
+    if (!w || fd < 0 || size == 0 || offset >= w->size || size > w->size - offset) {
+        if (fd >= 0)
+            close(fd);
+        return fd < 0 ? AGILE_EINVAL : AGILE_EBOUNDS;
+    }
+    if (w->kind == AGILE_BACKEND_HOST)
+        return agile__host_cmem_map(w, fd, offset, size);
+    return agile__cuda_cmem_map(w, fd, offset, size);
+}
+
+int agile__cmem_unmap(agile__cwin *w, uint64_t offset, uint64_t size)
+{
+    if (!w || size == 0 || offset >= w->size || size > w->size - offset)
+        return AGILE_EBOUNDS;
+    if (w->kind == AGILE_BACKEND_HOST)
+        return agile__host_cmem_unmap(w, offset, size);
+    return agile__cuda_cmem_unmap(w, offset, size);
+}
+
+uint64_t agile__cmem_base(const agile__cwin *w)
+{
+    return w->base;
+}
+
+void agile__cmem_release(agile__cwin *w)
+{
+    if (!w)
+        return;
+    if (w->kind == AGILE_BACKEND_HOST)
+        agile__host_cmem_release(w);
+    else
+        agile__cuda_cmem_release(w);
+    free(w->maps);
+    free(w);
+}

@@ -1,0 +1,99 @@
+/* backend_int.h — what the host and cuda backends share behind backend.h. Internal. */
+#ifndef AGILE_BACKEND_INT_H
+#define AGILE_BACKEND_INT_H
+
+#include "backend.h"
+#include "core.h"
+
+/* One operations table per backend kind; backend.c validates arguments and dispatches. */
+typedef struct agile__backend_ops {
+    const char *name;
+    void (*close)(agile__backend *be);
+    int (*device_count)(agile__backend *be);
+    int (*device_info)(agile__backend *be, int dev, agile__devinfo *out);
+    uint64_t (*granularity)(agile__backend *be, int dev);
+    int (*window_create)(agile__window *w);  /* fields filled in; maps the sink */
+    void (*window_destroy)(agile__window *w); /* unmaps and frees leases and sink */
+    int (*lease_create)(agile__lease *l, int *fd);
+    void (*lease_destroy)(agile__lease *l);
+    int (*pmem_alloc)(agile__pmem *p);
+    void (*pmem_free)(agile__pmem *p);
+    int (*memset)(agile__backend *be, int dev, uint64_t addr, int value, uint64_t n);
+    int (*memcpy)(agile__backend *be, int dev, uint64_t dst, uint64_t src, uint64_t n);
+    int (*enter)(agile__backend *be, int dev);
+    void (*leave)(agile__backend *be);
+    void *(*cuda_context)(agile__backend *be, int dev);
+} agile__backend_ops;
+
+struct agile__backend {
+    const agile__backend_ops *ops;
+    int kind;
+};
+
+struct agile__lease {
+    agile__window *w;
+    agile__lease *prev, *next;
+    uint64_t offset, size;
+    uint64_t handle; /* cuda: CUmemGenericAllocationHandle */
+};
+
+struct agile__window {
+    agile__backend *be;
+    int dev;
+    uint64_t base;  /* worker-side address of offset 0 */
+    uint64_t size;  /* W */
+    uint64_t gap;   /* guard gap after the window, a multiple of gran */
+    uint64_t gran;  /* granularity of leases and of the small sink */
+    uint64_t chunk; /* sink chunk: clamp(W/1024, gran, 64 MiB) */
+    agile__lease *leases;
+    /* host */
+    int sink_fd;
+    uint64_t rsv_len; /* host: what is reserved at base (size + gap) */
+    /* cuda */
+    uint64_t sink_big, sink_small; /* CUmemGenericAllocationHandle; small == big if equal */
+    uint8_t *gmap;                 /* per granule of window + gap: AGILE__G_* */
+    bool broken;                   /* a failed rollback left the mappings unknown */
+};
+
+struct agile__pmem {
+    agile__backend *be;
+    int dev;
+    uint64_t addr, size;
+};
+
+/* agile__sink_chunk: the sink chunk size for a window of `size` with granularity gran. */
+uint64_t agile__sink_chunk(uint64_t size, uint64_t gran);
+
+extern const agile__backend_ops agile__host_ops;
+extern const agile__backend_ops agile__cuda_ops;
+
+/* backend_host.c / backend_cuda.c */
+int agile__host_open(agile__backend **out, char *why, size_t whycap);
+int agile__cuda_open(agile__backend **out, char *why, size_t whycap);
+
+/* Client side, per kind. */
+int agile__host_cmem_reserve(agile__cwin *w);
+int agile__host_cmem_map(agile__cwin *w, int fd, uint64_t offset, uint64_t size);
+int agile__host_cmem_unmap(agile__cwin *w, uint64_t offset, uint64_t size);
+void agile__host_cmem_release(agile__cwin *w);
+int agile__cuda_cmem_reserve(agile__cwin *w);
+int agile__cuda_cmem_map(agile__cwin *w, int fd, uint64_t offset, uint64_t size);
+int agile__cuda_cmem_unmap(agile__cwin *w, uint64_t offset, uint64_t size);
+void agile__cuda_cmem_release(agile__cwin *w);
+
+typedef struct agile__cmap {
+    uint64_t offset, size;
+} agile__cmap;
+
+struct agile__cwin {
+    int kind, dev;
+    uint64_t base, size;
+    void *ctx;         /* cuda: the retained primary context */
+    agile__cmap *maps; /* cuda: live mappings, so release can unmap them */
+    size_t nmaps, capmaps;
+};
+
+/* Host physical memory in bytes (sysconf), 0 when unknown. */
+uint64_t agile__host_phys_mem(void);
+
+#endif
