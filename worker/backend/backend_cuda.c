@@ -251,6 +251,9 @@ static int sink_unmap(agile__window *w, uint64_t g0, uint64_t g1, uint64_t *a0, 
             if (rv != AGILE_OK)
                 return rv;
             memset(w->gmap + p, G_NONE, cg);
+            /* widen first, so that a repair after a failure below covers the chunk */
+            *a0 = AGILE_MIN(*a0, p);
+            *a1 = AGILE_MAX(*a1, p + cg);
             for (uint64_t i = p; i < p + cg; i++) {
                 if (i >= g0 && i < g1)
                     continue;
@@ -258,8 +261,6 @@ static int sink_unmap(agile__window *w, uint64_t g0, uint64_t g1, uint64_t *a0, 
                 if (rv != AGILE_OK)
                     return rv;
             }
-            *a0 = AGILE_MIN(*a0, p);
-            *a1 = AGILE_MAX(*a1, p + cg);
             g = p + cg;
         } else if (w->gmap[g] == G_SMALL) {
             int rv = CU(agile__cu.cuMemUnmap(gva(w, g), w->gran));

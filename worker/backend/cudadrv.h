@@ -3,8 +3,10 @@
  * includes cuda.h (for types only; no libcuda symbol is referenced at link time).
  *
  * Call through the table with the names the header gives: agile__cu.cuMemAlloc(...) uses
- * cuda.h's own #define to land on the field cuMemAlloc_v2, whose type is checked at
- * compile time against cudaTypedefs.h's PFN for the ABI version named in the list.
+ * cuda.h's own #define to land on the field cuMemAlloc_v2, whose type is the PFN of
+ * cudaTypedefs.h for the ABI version named in the list; cudadrv.c checks at compile time
+ * that it matches what cuda.h declares (a version bump that changed only semantics, such
+ * as cuDeviceGetUuid_v2, keeps its signature: read the version off cudaTypedefs.h).
  */
 #ifndef AGILE_CUDADRV_H
 #define AGILE_CUDADRV_H
