@@ -338,20 +338,31 @@ static int cuda_window_create(agile__window *w)
             goto popout;
         w->sink_small = h;
     }
-    /* The last granule is always a small piece, so the small sink can be zeroed through
-     * it here, before any lease fragment shows it. */
-    rv = sink_map(w, 0, ng - 1);
-    if (rv == AGILE_OK)
-        rv = sink_map(w, ng - 1, ng);
+    /* Fresh physical memory is not guaranteed zero, and what a tenant reads in its sink
+     * must be its own writes only: zero the small sink through a moment's mapping at the
+     * base, then the big one through the window. */
+    if (w->sink_small != w->sink_big) {
+        rv = CU(agile__cu.cuMemMap(w->base, w->gran, 0, w->sink_small, 0));
+        if (rv != AGILE_OK)
+            goto popout;
+        w->gmap[0] = G_SMALL; /* so a failure below unmaps it */
+        rv = set_access(d->dev, w->base, w->gran);
+        if (rv == AGILE_OK)
+            rv = CU(agile__cu.cuMemsetD8Async(w->base, 0, w->gran, d->stream));
+        if (rv == AGILE_OK)
+            rv = CU(agile__cu.cuStreamSynchronize(d->stream));
+        if (rv != AGILE_OK)
+            goto popout;
+        rv = CU(agile__cu.cuMemUnmap(w->base, w->gran));
+        if (rv != AGILE_OK)
+            goto popout;
+        w->gmap[0] = G_NONE;
+    }
+    rv = sink_map(w, 0, ng);
     if (rv == AGILE_OK)
         rv = set_access(d->dev, w->base, w->size + w->gap);
-    /* Fresh physical memory is not guaranteed zero: what a tenant may read in its sink
-     * must be its own writes only. */
     if (rv == AGILE_OK)
-        rv = CU(agile__cu.cuMemsetD8Async(w->base, 0, w->gmap[0] == G_BIG ? w->chunk : w->gran,
-                                          d->stream));
-    if (rv == AGILE_OK)
-        rv = CU(agile__cu.cuMemsetD8Async(gva(w, ng - 1), 0, w->gran, d->stream));
+        rv = CU(agile__cu.cuMemsetD8Async(w->base, 0, w->chunk, d->stream));
     if (rv == AGILE_OK)
         rv = CU(agile__cu.cuStreamSynchronize(d->stream));
 popout:

@@ -1,0 +1,418 @@
+/* mockcuda.c — a libcuda.so.1 for CPU-only machines that enforces the VMM API's rules
+ * (cuMemMap: offset 0, never over a mapping; cuMemUnmap: whole mappings only;
+ * cuMemSetAccess: a fully mapped range, and nothing is accessible before it; a current
+ * context for every memory call; cuMemAddressFree: nothing mapped) on host memory.
+ *
+ * It exists to test backend_cuda.c's bookkeeping (which mapping is where, rollback,
+ * destroy order, export/import across processes) where there is no GPU. It is NOT a GPU
+ * test and proves nothing about the real driver: backend-gpu-test on a GPU does that. It
+ * is built into its own directory and only loaded where a test puts it on LD_LIBRARY_PATH.
+ *
+ * Defined with cuda.h's names, so each function gets the exported (versioned) symbol the
+ * header maps it to. Single-threaded callers only (the tests). */
+#include <cuda.h>
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define API __attribute__((visibility("default")))
+#define GRAN (2ull << 20)
+#define TOTAL (80ull << 30)
+#define MAXN 4096
+
+typedef struct alloc {
+    int fd; /* memfd: the "physical" memory */
+    size_t size;
+    int refs; /* handle + mappings */
+    int live; /* handle not yet released */
+} alloc;
+typedef struct region {
+    uint64_t va, size;
+    alloc *a; /* NULL: a reservation */
+} region;
+
+static region rsv[MAXN], maps[MAXN];
+static int nrsv, nmaps;
+static uint64_t used;
+static int inited;
+static int ctx_token; /* &ctx_token is the one context */
+static _Thread_local int ctx_depth;
+static _Thread_local CUcontext cur;
+
+static CUresult bad(const char *what)
+{
+    fprintf(stderr, "mockcuda: rule broken: %s\n", what);
+    return CUDA_ERROR_INVALID_VALUE;
+}
+
+#define NEED_CTX()                                                                             \
+    do {                                                                                       \
+        if (!inited)                                                                           \
+            return CUDA_ERROR_NOT_INITIALIZED;                                                 \
+        if (!cur)                                                                              \
+            return (fprintf(stderr, "mockcuda: no current context in %s\n", __func__),       \
+                    CUDA_ERROR_INVALID_CONTEXT);                                               \
+    } while (0)
+
+static void unref(alloc *a)
+{
+    if (--a->refs == 0) {
+        used -= a->size;
+        close(a->fd);
+        free(a);
+    }
+}
+
+API CUresult cuInit(unsigned int flags)
+{
+    inited = 1;
+    return CUDA_SUCCESS;
+}
+API CUresult cuDriverGetVersion(int *v)
+{
+    *v = 13000;
+    return CUDA_SUCCESS;
+}
+API CUresult cuGetErrorName(CUresult e, const char **s)
+{
+    static char buf[32];
+    snprintf(buf, sizeof buf, "MOCK_ERROR_%d", (int)e);
+    *s = e == CUDA_SUCCESS ? "CUDA_SUCCESS" : buf;
+    return CUDA_SUCCESS;
+}
+API CUresult cuGetErrorString(CUresult e, const char **s)
+{
+    return cuGetErrorName(e, s);
+}
+API CUresult cuDeviceGetCount(int *n)
+{
+    *n = 1;
+    return inited ? CUDA_SUCCESS : CUDA_ERROR_NOT_INITIALIZED;
+}
+API CUresult cuDeviceGet(CUdevice *d, int i)
+{
+    if (i != 0)
+        return CUDA_ERROR_INVALID_DEVICE;
+    *d = 0;
+    return CUDA_SUCCESS;
+}
+API CUresult cuDeviceGetName(char *name, int len, CUdevice d)
+{
+    snprintf(name, (size_t)len, "mockcuda (not a GPU)");
+    return CUDA_SUCCESS;
+}
+API CUresult cuDeviceTotalMem(size_t *b, CUdevice d)
+{
+    *b = TOTAL;
+    return CUDA_SUCCESS;
+}
+API CUresult cuDeviceGetUuid(CUuuid *u, CUdevice d)
+{
+    memset(u->bytes, 0xab, sizeof u->bytes);
+    return CUDA_SUCCESS;
+}
+API CUresult cuDeviceGetAttribute(int *v, CUdevice_attribute a, CUdevice d)
+{
+    switch (a) {
+    case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR:
+        *v = 9;
+        break;
+    case CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED:
+    case CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED:
+        *v = 1;
+        break;
+    default:
+        *v = 0;
+    }
+    return CUDA_SUCCESS;
+}
+API CUresult cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d)
+{
+    if (!inited)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    *c = (CUcontext)&ctx_token;
+    return CUDA_SUCCESS;
+}
+API CUresult cuDevicePrimaryCtxRelease(CUdevice d)
+{
+    return CUDA_SUCCESS;
+}
+API CUresult cuCtxSetCurrent(CUcontext c)
+{
+    cur = c;
+    return CUDA_SUCCESS;
+}
+API CUresult cuCtxGetCurrent(CUcontext *c)
+{
+    *c = cur;
+    return CUDA_SUCCESS;
+}
+static _Thread_local CUcontext stack[64];
+API CUresult cuCtxPushCurrent(CUcontext c)
+{
+    if (ctx_depth == 64)
+        return bad("context stack overflow (unbalanced push)");
+    stack[ctx_depth++] = cur;
+    cur = c;
+    return CUDA_SUCCESS;
+}
+API CUresult cuCtxPopCurrent(CUcontext *c)
+{
+    if (ctx_depth == 0)
+        return bad("pop without push");
+    if (c)
+        *c = cur;
+    cur = stack[--ctx_depth];
+    return CUDA_SUCCESS;
+}
+API CUresult cuStreamCreate(CUstream *s, unsigned int f)
+{
+    NEED_CTX();
+    *s = (CUstream)malloc(1);
+    return CUDA_SUCCESS;
+}
+API CUresult cuStreamDestroy(CUstream s)
+{
+    free(s);
+    return CUDA_SUCCESS;
+}
+API CUresult cuStreamSynchronize(CUstream s)
+{
+    NEED_CTX();
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemGetAllocationGranularity(size_t *g, const CUmemAllocationProp *p,
+                                           CUmemAllocationGranularity_flags o)
+{
+    *g = GRAN;
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemGetInfo(size_t *fr, size_t *total)
+{
+    NEED_CTX();
+    *fr = TOTAL - used;
+    *total = TOTAL;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemAddressReserve(CUdeviceptr *p, size_t size, size_t align, CUdeviceptr addr,
+                                 unsigned long long f)
+{
+    NEED_CTX();
+    if (size % GRAN || (align & (align - 1)) || nrsv == MAXN)
+        return bad("cuMemAddressReserve arguments");
+    size_t span = size + align;
+    char *m = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    uint64_t s = (uint64_t)(uintptr_t)m, b = align ? (s + align - 1) & ~(uint64_t)(align - 1) : s;
+    if (b > s)
+        munmap(m, b - s);
+    if (s + span > b + size)
+        munmap((void *)(uintptr_t)(b + size), s + span - b - size);
+    rsv[nrsv++] = (region){b, size, NULL};
+    *p = b;
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemAddressFree(CUdeviceptr p, size_t size)
+{
+    NEED_CTX();
+    for (int i = 0; i < nrsv; i++)
+        if (rsv[i].va == p && rsv[i].size == size) {
+            for (int j = 0; j < nmaps; j++)
+                if (maps[j].va < p + size && p < maps[j].va + maps[j].size)
+                    return bad("cuMemAddressFree with live mappings");
+            munmap((void *)(uintptr_t)p, size);
+            rsv[i] = rsv[--nrsv];
+            return CUDA_SUCCESS;
+        }
+    return bad("cuMemAddressFree of no reservation");
+}
+API CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t size,
+                         const CUmemAllocationProp *p, unsigned long long f)
+{
+    NEED_CTX();
+    if (size == 0 || size % GRAN)
+        return bad("cuMemCreate size");
+    if (used + size > TOTAL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    alloc *a = calloc(1, sizeof *a);
+    a->fd = memfd_create("mockcuda", MFD_CLOEXEC);
+    /* Fresh GPU memory is not zero: make that visible to the tests. */
+    if (a->fd < 0 || ftruncate(a->fd, (off_t)size) != 0)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    char *m = mmap(NULL, size, PROT_WRITE, MAP_SHARED, a->fd, 0);
+    memset(m, 0xee, size);
+    munmap(m, size);
+    a->size = size;
+    a->refs = 1;
+    a->live = 1;
+    used += size;
+    *h = (CUmemGenericAllocationHandle)(uintptr_t)a;
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemRelease(CUmemGenericAllocationHandle h)
+{
+    alloc *a = (alloc *)(uintptr_t)h;
+    NEED_CTX();
+    if (!a || !a->live)
+        return bad("cuMemRelease of a released handle");
+    a->live = 0;
+    unref(a);
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemMap(CUdeviceptr p, size_t size, size_t off, CUmemGenericAllocationHandle h,
+                      unsigned long long f)
+{
+    alloc *a = (alloc *)(uintptr_t)h;
+    int in = 0;
+    NEED_CTX();
+    if (off != 0)
+        return bad("cuMemMap offset must be 0");
+    if (!a || !a->live || size > a->size || size % GRAN || p % GRAN || nmaps == MAXN)
+        return bad("cuMemMap arguments");
+    for (int i = 0; i < nrsv; i++)
+        if (p >= rsv[i].va && p + size <= rsv[i].va + rsv[i].size)
+            in = 1;
+    if (!in)
+        return bad("cuMemMap outside a reservation");
+    for (int j = 0; j < nmaps; j++)
+        if (maps[j].va < p + size && p < maps[j].va + maps[j].size)
+            return bad("cuMemMap over a mapping");
+    /* PROT_NONE until cuMemSetAccess, as on the GPU. */
+    if (mmap((void *)(uintptr_t)p, size, PROT_NONE, MAP_SHARED | MAP_FIXED, a->fd, 0) ==
+        MAP_FAILED)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    a->refs++;
+    maps[nmaps++] = (region){p, size, a};
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemUnmap(CUdeviceptr p, size_t size)
+{
+    NEED_CTX();
+    /* Whole mappings only; a range may span several whole ones. */
+    uint64_t covered = 0;
+    for (int j = 0; j < nmaps; j++) {
+        region *m = &maps[j];
+        if (m->va < p + size && p < m->va + m->size) {
+            if (m->va < p || m->va + m->size > p + size)
+                return bad("cuMemUnmap of part of a mapping");
+            covered += m->size;
+        }
+    }
+    if (covered != size)
+        return bad("cuMemUnmap of an unmapped range");
+    for (int j = 0; j < nmaps;) {
+        region *m = &maps[j];
+        if (m->va >= p && m->va + m->size <= p + size) {
+            mmap((void *)(uintptr_t)m->va, m->size, PROT_NONE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+            unref(m->a);
+            maps[j] = maps[--nmaps];
+        } else {
+            j++;
+        }
+    }
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemSetAccess(CUdeviceptr p, size_t size, const CUmemAccessDesc *d, size_t n)
+{
+    uint64_t covered = 0;
+    NEED_CTX();
+    for (int j = 0; j < nmaps; j++) {
+        region *m = &maps[j];
+        if (m->va < p + size && p < m->va + m->size) {
+            uint64_t a = m->va > p ? m->va : p;
+            uint64_t b = m->va + m->size < p + size ? m->va + m->size : p + size;
+            covered += b - a;
+        }
+    }
+    if (covered != size || n != 1 || d->flags != CU_MEM_ACCESS_FLAGS_PROT_READWRITE)
+        return bad("cuMemSetAccess on a range not fully mapped");
+    return mprotect((void *)(uintptr_t)p, size, PROT_READ | PROT_WRITE) ? CUDA_ERROR_UNKNOWN
+                                                                        : CUDA_SUCCESS;
+}
+API CUresult cuMemExportToShareableHandle(void *out, CUmemGenericAllocationHandle h,
+                                          CUmemAllocationHandleType t, unsigned long long f)
+{
+    alloc *a = (alloc *)(uintptr_t)h;
+    NEED_CTX();
+    if (t != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR || !a || !a->live)
+        return bad("cuMemExportToShareableHandle arguments");
+    *(int *)out = dup(a->fd); /* like the driver: not close-on-exec */
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *h, void *os,
+                                            CUmemAllocationHandleType t)
+{
+    struct stat st;
+    int fd = (int)(uintptr_t)os;
+    NEED_CTX();
+    if (t != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR || fstat(fd, &st) != 0)
+        return bad("cuMemImportFromShareableHandle arguments");
+    alloc *a = calloc(1, sizeof *a);
+    a->fd = dup(fd);
+    a->size = (size_t)st.st_size;
+    a->refs = 1;
+    a->live = 1;
+    used += a->size;
+    *h = (CUmemGenericAllocationHandle)(uintptr_t)a;
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemsetD8Async(CUdeviceptr p, unsigned char v, size_t n, CUstream s)
+{
+    NEED_CTX();
+    memset((void *)(uintptr_t)p, v, n);
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemsetD8(CUdeviceptr p, unsigned char v, size_t n)
+{
+    return cuMemsetD8Async(p, v, n, NULL);
+}
+API CUresult cuMemcpyAsync(CUdeviceptr d, CUdeviceptr s, size_t n, CUstream st)
+{
+    NEED_CTX();
+    memmove((void *)(uintptr_t)d, (const void *)(uintptr_t)s, n);
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemcpy(CUdeviceptr d, CUdeviceptr s, size_t n)
+{
+    return cuMemcpyAsync(d, s, n, NULL);
+}
+API CUresult cuMemcpyHtoD(CUdeviceptr d, const void *s, size_t n)
+{
+    return cuMemcpyAsync(d, (CUdeviceptr)(uintptr_t)s, n, NULL);
+}
+API CUresult cuMemcpyDtoH(void *d, CUdeviceptr s, size_t n)
+{
+    return cuMemcpyAsync((CUdeviceptr)(uintptr_t)d, s, n, NULL);
+}
+API CUresult cuMemAlloc(CUdeviceptr *p, size_t n)
+{
+    NEED_CTX();
+    /* Size in a header page before the block, so cuMemFree can unmap it. */
+    size_t tot = n + 4096;
+    char *m = mmap(NULL, tot, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    *(size_t *)m = tot;
+    used += n;
+    *p = (CUdeviceptr)(uintptr_t)(m + 4096);
+    return CUDA_SUCCESS;
+}
+API CUresult cuMemFree(CUdeviceptr p)
+{
+    NEED_CTX();
+    char *m = (char *)(uintptr_t)p - 4096;
+    size_t tot = *(size_t *)m;
+    used -= tot - 4096;
+    munmap(m, tot);
+    return CUDA_SUCCESS;
+}
