@@ -17,37 +17,30 @@ uint64_t agile__sink_chunk(uint64_t size, uint64_t gran)
      * (0.1 % of W) and matches the usual lease step, so whole-chunk leases need no
      * fragment mappings. */
     uint64_t c = size / 1024;
-    if (c < gran)
-        c = gran;
-    if (c > (64ull << 20))
-        c = 64ull << 20;
-    if (c < gran)
-        c = gran;
+    if (c < gran) c = gran;
+    if (c > (64ull << 20)) c = 64ull << 20;
+    if (c < gran) c = gran;
     return c;
 }
 
 int agile__backend_open(int kind, agile__backend **out, char *why, size_t whycap)
 {
-    if (why && whycap)
-        why[0] = '\0';
-    if (!out)
-        return AGILE_EINVAL;
+    if (why && whycap) why[0] = '\0';
+    if (!out) return AGILE_EINVAL;
     switch (kind) {
     case AGILE_BACKEND_HOST:
         return agile__host_open(out, why, whycap);
     case AGILE_BACKEND_CUDA:
         return agile__cuda_open(out, why, whycap);
     default:
-        if (why && whycap)
-            snprintf(why, whycap, "unknown backend kind %d", kind);
+        if (why && whycap) snprintf(why, whycap, "unknown backend kind %d", kind);
         return AGILE_EINVAL;
     }
 }
 
 void agile__backend_close(agile__backend *be)
 {
-    if (be)
-        be->ops->close(be);
+    if (be) be->ops->close(be);
 }
 
 int agile__backend_kind(const agile__backend *be)
@@ -72,8 +65,7 @@ static bool dev_ok(agile__backend *be, int dev)
 
 int agile__backend_device_info(agile__backend *be, int dev, agile__devinfo *out)
 {
-    if (!out || !dev_ok(be, dev))
-        return AGILE_EINVAL;
+    if (!out || !dev_ok(be, dev)) return AGILE_EINVAL;
     memset(out, 0, sizeof *out);
     return be->ops->device_info(be, dev, out);
 }
@@ -85,17 +77,14 @@ int agile__window_create(agile__backend *be, int dev, uint64_t size, uint64_t gu
     agile__window *w = NULL;
     uint64_t gran;
 
-    if (!out || !dev_ok(be, dev))
-        return AGILE_EINVAL;
+    if (!out || !dev_ok(be, dev)) return AGILE_EINVAL;
     gran = be->ops->granularity(be, dev);
     /* Power-of-two sizes are what makes translation one and/or (DESIGN.md); 2^62 keeps
      * size*2 + gap from overflowing. */
-    if (!is_pow2(gran) || !is_pow2(size) || size < gran || size > (1ull << 46) ||
-        guard_gap > size)
+    if (!is_pow2(gran) || !is_pow2(size) || size < gran || size > (1ull << 46) || guard_gap > size)
         return AGILE_EINVAL;
     w = calloc(1, sizeof *w);
-    if (!w)
-        return AGILE_ENOMEM;
+    if (!w) return AGILE_ENOMEM;
     w->be = be;
     w->dev = dev;
     w->size = size;
@@ -113,8 +102,7 @@ out:
 
 void agile__window_destroy(agile__window *w)
 {
-    if (!w)
-        return;
+    if (!w) return;
     /* The backend unmaps and frees the leases' memory; the records are ours. */
     w->be->ops->window_destroy(w);
     while (w->leases) {
@@ -156,28 +144,21 @@ int agile__lease_create(agile__window *w, uint64_t offset, uint64_t size, agile_
     int rv = AGILE_OK;
     agile__lease *l = NULL;
 
-    if (!w || !out || !fd)
-        return AGILE_EINVAL;
+    if (!w || !out || !fd) return AGILE_EINVAL;
     *fd = -1;
-    if (size == 0 || (offset & (w->gran - 1)) || (size & (w->gran - 1)))
-        return AGILE_EINVAL;
-    if (offset >= w->size || size > w->size - offset)
-        return AGILE_EBOUNDS;
-    if (w->broken)
-        return AGILE_EINTERNAL;
+    if (size == 0 || (offset & (w->gran - 1)) || (size & (w->gran - 1))) return AGILE_EINVAL;
+    if (offset >= w->size || size > w->size - offset) return AGILE_EBOUNDS;
+    if (w->broken) return AGILE_EINTERNAL;
     for (agile__lease *o = w->leases; o; o = o->next)
-        if (offset < o->offset + o->size && o->offset < offset + size)
-            return AGILE_EBUSY;
+        if (offset < o->offset + o->size && o->offset < offset + size) return AGILE_EBUSY;
     l = calloc(1, sizeof *l);
-    if (!l)
-        return AGILE_ENOMEM;
+    if (!l) return AGILE_ENOMEM;
     l->w = w;
     l->offset = offset;
     l->size = size;
     AGILE_TRY(w->be->ops->lease_create(l, fd));
     l->next = w->leases;
-    if (w->leases)
-        w->leases->prev = l;
+    if (w->leases) w->leases->prev = l;
     w->leases = l;
     *out = l;
     l = NULL;
@@ -189,16 +170,14 @@ out:
 void agile__lease_destroy(agile__lease *l)
 {
     agile__window *w;
-    if (!l)
-        return;
+    if (!l) return;
     w = l->w;
     w->be->ops->lease_destroy(l);
     if (l->prev)
         l->prev->next = l->next;
     else
         w->leases = l->next;
-    if (l->next)
-        l->next->prev = l->prev;
+    if (l->next) l->next->prev = l->prev;
     free(l);
 }
 
@@ -212,17 +191,14 @@ uint64_t agile__lease_size(const agile__lease *l)
     return l->size;
 }
 
-int agile__pmem_alloc(agile__backend *be, int dev, uint64_t size, agile__pmem **out,
-                      uint64_t *addr)
+int agile__pmem_alloc(agile__backend *be, int dev, uint64_t size, agile__pmem **out, uint64_t *addr)
 {
     int rv = AGILE_OK;
     agile__pmem *p = NULL;
 
-    if (!out || !addr || size == 0 || !dev_ok(be, dev))
-        return AGILE_EINVAL;
+    if (!out || !addr || size == 0 || !dev_ok(be, dev)) return AGILE_EINVAL;
     p = calloc(1, sizeof *p);
-    if (!p)
-        return AGILE_ENOMEM;
+    if (!p) return AGILE_ENOMEM;
     p->be = be;
     p->dev = dev;
     p->size = size;
@@ -237,34 +213,28 @@ out:
 
 void agile__pmem_free(agile__pmem *p)
 {
-    if (!p)
-        return;
+    if (!p) return;
     p->be->ops->pmem_free(p);
     free(p);
 }
 
 int agile__backend_memset(agile__backend *be, int dev, uint64_t addr, int value, uint64_t n)
 {
-    if (!dev_ok(be, dev))
-        return AGILE_EINVAL;
-    if (n == 0)
-        return AGILE_OK;
+    if (!dev_ok(be, dev)) return AGILE_EINVAL;
+    if (n == 0) return AGILE_OK;
     return be->ops->memset(be, dev, addr, value, n);
 }
 
 int agile__backend_memcpy(agile__backend *be, int dev, uint64_t dst, uint64_t src, uint64_t n)
 {
-    if (!dev_ok(be, dev))
-        return AGILE_EINVAL;
-    if (n == 0)
-        return AGILE_OK;
+    if (!dev_ok(be, dev)) return AGILE_EINVAL;
+    if (n == 0) return AGILE_OK;
     return be->ops->memcpy(be, dev, dst, src, n);
 }
 
 int agile__backend_enter(agile__backend *be, int dev)
 {
-    if (!dev_ok(be, dev))
-        return AGILE_EINVAL;
+    if (!dev_ok(be, dev)) return AGILE_EINVAL;
     return be->ops->enter(be, dev);
 }
 
@@ -275,8 +245,7 @@ void agile__backend_leave(agile__backend *be)
 
 void *agile__backend_cuda_context(agile__backend *be, int dev)
 {
-    if (!dev_ok(be, dev))
-        return NULL;
+    if (!dev_ok(be, dev)) return NULL;
     return be->ops->cuda_context(be, dev);
 }
 
@@ -291,8 +260,7 @@ int agile__cmem_reserve(int kind, int dev, uint64_t size, agile__cwin **out)
         (kind != AGILE_BACKEND_HOST && kind != AGILE_BACKEND_CUDA))
         return AGILE_EINVAL;
     w = calloc(1, sizeof *w);
-    if (!w)
-        return AGILE_ENOMEM;
+    if (!w) return AGILE_ENOMEM;
     w->kind = kind;
     w->dev = dev;
     w->size = size;
@@ -310,21 +278,17 @@ out:
 int agile__cmem_map(agile__cwin *w, int fd, uint64_t offset, uint64_t size)
 {
     if (!w || fd < 0 || size == 0 || offset >= w->size || size > w->size - offset) {
-        if (fd >= 0)
-            close(fd);
+        if (fd >= 0) close(fd);
         return fd < 0 ? AGILE_EINVAL : AGILE_EBOUNDS;
     }
-    if (w->kind == AGILE_BACKEND_HOST)
-        return agile__host_cmem_map(w, fd, offset, size);
+    if (w->kind == AGILE_BACKEND_HOST) return agile__host_cmem_map(w, fd, offset, size);
     return agile__cuda_cmem_map(w, fd, offset, size);
 }
 
 int agile__cmem_unmap(agile__cwin *w, uint64_t offset, uint64_t size)
 {
-    if (!w || size == 0 || offset >= w->size || size > w->size - offset)
-        return AGILE_EBOUNDS;
-    if (w->kind == AGILE_BACKEND_HOST)
-        return agile__host_cmem_unmap(w, offset, size);
+    if (!w || size == 0 || offset >= w->size || size > w->size - offset) return AGILE_EBOUNDS;
+    if (w->kind == AGILE_BACKEND_HOST) return agile__host_cmem_unmap(w, offset, size);
     return agile__cuda_cmem_unmap(w, offset, size);
 }
 
@@ -335,8 +299,7 @@ uint64_t agile__cmem_base(const agile__cwin *w)
 
 void agile__cmem_release(agile__cwin *w)
 {
-    if (!w)
-        return;
+    if (!w) return;
     if (w->kind == AGILE_BACKEND_HOST)
         agile__host_cmem_release(w);
     else

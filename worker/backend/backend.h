@@ -56,7 +56,7 @@ typedef struct agile__devinfo {
     uint64_t free_mem;
     int cc_major, cc_minor;
     uint64_t granularity; /* physical chunk granularity (2 MiB on H100/H200, host: 2 MiB) */
-    char uuid[48]; /* "GPU-<uuid>" on cuda, "host" on host */
+    char uuid[48];        /* "GPU-<uuid>" on cuda, "host" on host */
 } agile__devinfo;
 
 /* agile__backend_open: open the backend of the given kind (AGILE_BACKEND_*). On failure

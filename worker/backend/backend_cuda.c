@@ -77,8 +77,7 @@ static void cuda_close(agile__backend *be)
             agile__cu.cuStreamDestroy(d->stream);
             pop();
         }
-        if (d->ctx)
-            agile__cu.cuDevicePrimaryCtxRelease(d->dev);
+        if (d->ctx) agile__cu.cuDevicePrimaryCtxRelease(d->dev);
     }
     free(cb->devs);
     free(cb);
@@ -121,8 +120,7 @@ int agile__cuda_open(agile__backend **out, char *why, size_t whycap)
         AGILE_TRY(push(&cb->be, i));
         rv = CU(agile__cu.cuStreamCreate(&d->stream, CU_STREAM_NON_BLOCKING));
         pop();
-        if (rv != AGILE_OK)
-            goto out;
+        if (rv != AGILE_OK) goto out;
         p = alloc_prop(d->dev, true);
         if (d->vmm && agile__cu.cuMemGetAllocationGranularity(
                           &g, &p, CU_MEM_ALLOC_GRANULARITY_MINIMUM) != CUDA_SUCCESS)
@@ -134,8 +132,7 @@ int agile__cuda_open(agile__backend **out, char *why, size_t whycap)
     *out = &cb->be;
     cb = NULL;
 out:
-    if (cb)
-        cuda_close(&cb->be);
+    if (cb) cuda_close(&cb->be);
     return rv;
 }
 
@@ -159,9 +156,9 @@ static int cuda_device_info(agile__backend *be, int dev, agile__devinfo *out)
     AGILE_TRY(CU(agile__cu.cuDeviceGetUuid(&u, d->dev)));
     b = (const unsigned char *)u.bytes;
     snprintf(out->uuid, sizeof out->uuid,
-             "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-             b[14], b[15]);
+             "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
     AGILE_TRY(push(be, dev));
     rv = CU(agile__cu.cuMemGetInfo(&fr, &total));
     pop();
@@ -201,14 +198,12 @@ static int sink_map(agile__window *w, uint64_t g0, uint64_t g1)
     for (uint64_t g = g0; g < g1;) {
         if (cg > 1 && g % cg == 0 && g + cg <= g1) {
             int rv = CU(agile__cu.cuMemMap(gva(w, g), w->chunk, 0, w->sink_big, 0));
-            if (rv != AGILE_OK)
-                return rv;
+            if (rv != AGILE_OK) return rv;
             memset(w->gmap + g, G_BIG, cg);
             g += cg;
         } else {
             int rv = CU(agile__cu.cuMemMap(gva(w, g), w->gran, 0, w->sink_small, 0));
-            if (rv != AGILE_OK)
-                return rv;
+            if (rv != AGILE_OK) return rv;
             w->gmap[g] = G_SMALL;
             g++;
         }
@@ -248,24 +243,20 @@ static int sink_unmap(agile__window *w, uint64_t g0, uint64_t g1, uint64_t *a0, 
         if (w->gmap[g] == G_BIG) {
             uint64_t p = g - g % cg;
             int rv = CU(agile__cu.cuMemUnmap(gva(w, p), w->chunk));
-            if (rv != AGILE_OK)
-                return rv;
+            if (rv != AGILE_OK) return rv;
             memset(w->gmap + p, G_NONE, cg);
             /* widen first, so that a repair after a failure below covers the chunk */
             *a0 = AGILE_MIN(*a0, p);
             *a1 = AGILE_MAX(*a1, p + cg);
             for (uint64_t i = p; i < p + cg; i++) {
-                if (i >= g0 && i < g1)
-                    continue;
+                if (i >= g0 && i < g1) continue;
                 rv = sink_map(w, i, i + 1);
-                if (rv != AGILE_OK)
-                    return rv;
+                if (rv != AGILE_OK) return rv;
             }
             g = p + cg;
         } else if (w->gmap[g] == G_SMALL) {
             int rv = CU(agile__cu.cuMemUnmap(gva(w, g), w->gran));
-            if (rv != AGILE_OK)
-                return rv;
+            if (rv != AGILE_OK) return rv;
             w->gmap[g] = G_NONE;
             g++;
         } else {
@@ -280,8 +271,7 @@ static int sink_unmap(agile__window *w, uint64_t g0, uint64_t g1, uint64_t *a0, 
 static void repair(agile__window *w, uint64_t a0, uint64_t a1)
 {
     for (uint64_t g = a0; g < a1; g++)
-        if (w->gmap[g] == G_NONE && sink_map(w, g, g + 1) != AGILE_OK)
-            goto broken;
+        if (w->gmap[g] == G_NONE && sink_map(w, g, g + 1) != AGILE_OK) goto broken;
     if (set_access(CB(w->be)->devs[w->dev].dev, gva(w, a0), (a1 - a0) * w->gran) == AGILE_OK)
         return;
 broken:
@@ -293,14 +283,10 @@ broken:
 static void window_free(agile__window *w)
 {
     uint64_t ng = (w->size + w->gap) / w->gran;
-    if (w->gmap)
-        unmap_all(w, 0, ng);
-    if (w->sink_small && w->sink_small != w->sink_big)
-        agile__cu.cuMemRelease(w->sink_small);
-    if (w->sink_big)
-        agile__cu.cuMemRelease(w->sink_big);
-    if (w->base)
-        agile__cu.cuMemAddressFree(w->base, w->size + w->gap);
+    if (w->gmap) unmap_all(w, 0, ng);
+    if (w->sink_small && w->sink_small != w->sink_big) agile__cu.cuMemRelease(w->sink_small);
+    if (w->sink_big) agile__cu.cuMemRelease(w->sink_big);
+    if (w->base) agile__cu.cuMemAddressFree(w->base, w->size + w->gap);
     free(w->gmap);
     w->gmap = NULL;
 }
@@ -314,8 +300,7 @@ static int cuda_window_create(agile__window *w)
     CUmemAllocationProp p = alloc_prop(d->dev, false);
     CUmemGenericAllocationHandle h = 0;
 
-    if (!d->vmm)
-        return AGILE_ENOTSUP;
+    if (!d->vmm) return AGILE_ENOTSUP;
     AGILE_TRY(push(w->be, w->dev));
     if (!(w->gmap = calloc(ng, 1))) {
         rv = AGILE_ENOMEM;
@@ -323,19 +308,16 @@ static int cuda_window_create(agile__window *w)
     }
     /* alignment = size: offsets translate with one and/or (DESIGN.md). */
     rv = CU(agile__cu.cuMemAddressReserve(&va, w->size + w->gap, w->size, 0, 0));
-    if (rv != AGILE_OK)
-        goto popout;
+    if (rv != AGILE_OK) goto popout;
     w->base = va;
     rv = CU(agile__cu.cuMemCreate(&h, w->chunk, &p, 0));
-    if (rv != AGILE_OK)
-        goto popout;
+    if (rv != AGILE_OK) goto popout;
     w->sink_big = h;
     if (w->chunk == w->gran) {
         w->sink_small = h;
     } else {
         rv = CU(agile__cu.cuMemCreate(&h, w->gran, &p, 0));
-        if (rv != AGILE_OK)
-            goto popout;
+        if (rv != AGILE_OK) goto popout;
         w->sink_small = h;
     }
     /* Fresh physical memory is not guaranteed zero, and what a tenant reads in its sink
@@ -343,31 +325,22 @@ static int cuda_window_create(agile__window *w)
      * base, then the big one through the window. */
     if (w->sink_small != w->sink_big) {
         rv = CU(agile__cu.cuMemMap(w->base, w->gran, 0, w->sink_small, 0));
-        if (rv != AGILE_OK)
-            goto popout;
+        if (rv != AGILE_OK) goto popout;
         w->gmap[0] = G_SMALL; /* so a failure below unmaps it */
         rv = set_access(d->dev, w->base, w->gran);
-        if (rv == AGILE_OK)
-            rv = CU(agile__cu.cuMemsetD8Async(w->base, 0, w->gran, d->stream));
-        if (rv == AGILE_OK)
-            rv = CU(agile__cu.cuStreamSynchronize(d->stream));
-        if (rv != AGILE_OK)
-            goto popout;
+        if (rv == AGILE_OK) rv = CU(agile__cu.cuMemsetD8Async(w->base, 0, w->gran, d->stream));
+        if (rv == AGILE_OK) rv = CU(agile__cu.cuStreamSynchronize(d->stream));
+        if (rv != AGILE_OK) goto popout;
         rv = CU(agile__cu.cuMemUnmap(w->base, w->gran));
-        if (rv != AGILE_OK)
-            goto popout;
+        if (rv != AGILE_OK) goto popout;
         w->gmap[0] = G_NONE;
     }
     rv = sink_map(w, 0, ng);
-    if (rv == AGILE_OK)
-        rv = set_access(d->dev, w->base, w->size + w->gap);
-    if (rv == AGILE_OK)
-        rv = CU(agile__cu.cuMemsetD8Async(w->base, 0, w->chunk, d->stream));
-    if (rv == AGILE_OK)
-        rv = CU(agile__cu.cuStreamSynchronize(d->stream));
+    if (rv == AGILE_OK) rv = set_access(d->dev, w->base, w->size + w->gap);
+    if (rv == AGILE_OK) rv = CU(agile__cu.cuMemsetD8Async(w->base, 0, w->chunk, d->stream));
+    if (rv == AGILE_OK) rv = CU(agile__cu.cuStreamSynchronize(d->stream));
 popout:
-    if (rv != AGILE_OK)
-        window_free(w);
+    if (rv != AGILE_OK) window_free(w);
     pop();
 out:
     return rv;
@@ -400,8 +373,7 @@ static int cuda_lease_create(agile__lease *l, int *fdp)
     bool touched = false, mapped = false;
 
     for (uint64_t g = g0; g < g1; g++)
-        if (w->gmap[g] != G_BIG && w->gmap[g] != G_SMALL)
-            return AGILE_EBUSY;
+        if (w->gmap[g] != G_BIG && w->gmap[g] != G_SMALL) return AGILE_EBUSY;
     AGILE_TRY(push(w->be, w->dev));
     rv = CU(agile__cu.cuMemCreate(&h, l->size, &p, 0));
     if (rv != AGILE_OK) {
@@ -410,11 +382,9 @@ static int cuda_lease_create(agile__lease *l, int *fdp)
     }
     touched = true;
     rv = sink_unmap(w, g0, g1, &a0, &a1);
-    if (rv != AGILE_OK)
-        goto popout;
+    if (rv != AGILE_OK) goto popout;
     rv = CU(agile__cu.cuMemMap(w->base + l->offset, l->size, 0, h, 0));
-    if (rv != AGILE_OK)
-        goto popout;
+    if (rv != AGILE_OK) goto popout;
     mapped = true;
     memset(w->gmap + g0, G_LEASE, g1 - g0);
     rv = set_access(d->dev, gva(w, a0), (a1 - a0) * w->gran);
@@ -422,8 +392,7 @@ static int cuda_lease_create(agile__lease *l, int *fdp)
      * it, and wait, because the client's context is not ordered after our stream. */
     if (rv == AGILE_OK)
         rv = CU(agile__cu.cuMemsetD8Async(w->base + l->offset, 0, l->size, d->stream));
-    if (rv == AGILE_OK)
-        rv = CU(agile__cu.cuStreamSynchronize(d->stream));
+    if (rv == AGILE_OK) rv = CU(agile__cu.cuStreamSynchronize(d->stream));
     if (rv == AGILE_OK)
         rv = CU(agile__cu.cuMemExportToShareableHandle(
             &fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
@@ -437,10 +406,8 @@ popout:
             agile__cu.cuMemUnmap(w->base + l->offset, l->size);
             memset(w->gmap + g0, G_NONE, g1 - g0);
         }
-        if (h)
-            agile__cu.cuMemRelease(h);
-        if (touched)
-            repair(w, a0, a1);
+        if (h) agile__cu.cuMemRelease(h);
+        if (touched) repair(w, a0, a1);
     } else {
         l->handle = h;
         *fdp = fd;
@@ -466,10 +433,8 @@ static void cuda_lease_destroy(agile__lease *l)
         memset(w->gmap + g0, G_NONE, g1 - g0);
         agile__cu.cuMemRelease(l->handle);
         rv = sink_map(w, g0, g1);
-        if (rv == AGILE_OK)
-            rv = set_access(d->dev, gva(w, g0), (g1 - g0) * w->gran);
-        if (rv != AGILE_OK)
-            repair(w, g0, g1);
+        if (rv == AGILE_OK) rv = set_access(d->dev, gva(w, g0), (g1 - g0) * w->gran);
+        if (rv != AGILE_OK) repair(w, g0, g1);
     } else {
         /* Still mapped: keep the memory rather than free it under a live mapping. */
         agile__error("cuda: cannot unmap lease at %#llx: the window is unusable",
@@ -493,8 +458,7 @@ out:
 
 static void cuda_pmem_free(agile__pmem *p)
 {
-    if (push(p->be, p->dev) != AGILE_OK)
-        return;
+    if (push(p->be, p->dev) != AGILE_OK) return;
     agile__cu.cuMemFree(p->addr);
     pop();
 }
@@ -505,8 +469,7 @@ static int cuda_memset(agile__backend *be, int dev, uint64_t addr, int value, ui
     CUstream s = CB(be)->devs[dev].stream;
     AGILE_TRY(push(be, dev));
     rv = CU(agile__cu.cuMemsetD8Async(addr, (unsigned char)value, n, s));
-    if (rv == AGILE_OK)
-        rv = CU(agile__cu.cuStreamSynchronize(s));
+    if (rv == AGILE_OK) rv = CU(agile__cu.cuStreamSynchronize(s));
     pop();
 out:
     return rv;
@@ -518,8 +481,7 @@ static int cuda_memcpy(agile__backend *be, int dev, uint64_t dst, uint64_t src, 
     CUstream s = CB(be)->devs[dev].stream;
     AGILE_TRY(push(be, dev));
     rv = CU(agile__cu.cuMemcpyAsync(dst, src, n, s));
-    if (rv == AGILE_OK)
-        rv = CU(agile__cu.cuStreamSynchronize(s));
+    if (rv == AGILE_OK) rv = CU(agile__cu.cuStreamSynchronize(s));
     pop();
 out:
     return rv;
@@ -619,15 +581,11 @@ int agile__cuda_cmem_map(agile__cwin *w, int fd, uint64_t offset, uint64_t size)
     AGILE_TRY(set_access(dev, w->base + offset, size));
     w->maps[w->nmaps++] = (agile__cmap){offset, size};
 out:
-    if (rv != AGILE_OK && mapped)
-        agile__cu.cuMemUnmap(w->base + offset, size);
+    if (rv != AGILE_OK && mapped) agile__cu.cuMemUnmap(w->base + offset, size);
     /* The mapping keeps the memory alive; unmapping then frees our side of it. */
-    if (h)
-        agile__cu.cuMemRelease(h);
-    if (pushed)
-        pop();
-    if (fd >= 0)
-        close(fd);
+    if (h) agile__cu.cuMemRelease(h);
+    if (pushed) pop();
+    if (fd >= 0) close(fd);
     return rv;
 }
 
@@ -637,15 +595,12 @@ int agile__cuda_cmem_unmap(agile__cwin *w, uint64_t offset, uint64_t size)
     size_t i;
 
     for (i = 0; i < w->nmaps; i++)
-        if (w->maps[i].offset == offset && w->maps[i].size == size)
-            break;
-    if (i == w->nmaps)
-        return AGILE_EINVAL;
+        if (w->maps[i].offset == offset && w->maps[i].size == size) break;
+    if (i == w->nmaps) return AGILE_EINVAL;
     AGILE_TRY(cpush(w));
     rv = CU(agile__cu.cuMemUnmap(w->base + offset, size));
     pop();
-    if (rv == AGILE_OK)
-        w->maps[i] = w->maps[--w->nmaps];
+    if (rv == AGILE_OK) w->maps[i] = w->maps[--w->nmaps];
 out:
     return rv;
 }

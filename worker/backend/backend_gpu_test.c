@@ -22,24 +22,23 @@
 #define MiB ((uint64_t)1 << 20)
 #define GiB ((uint64_t)1 << 30)
 
-#define CHECK(c)                                                                               \
-    do {                                                                                       \
-        if (!(c)) {                                                                            \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c);                       \
-            exit(1);                                                                           \
-        }                                                                                      \
+#define CHECK(c)                                                                                   \
+    do {                                                                                           \
+        if (!(c)) {                                                                                \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c);                           \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
-#define OK(e)                                                                                  \
-    do {                                                                                       \
-        int rv_ = (e);                                                                         \
-        if (rv_ != AGILE_OK) {                                                                 \
-            fprintf(stderr, "FAIL %s:%d: %s: %s (%s)\n", __FILE__, __LINE__, #e,               \
-                    agile_err_name(rv_), agile_strerror(rv_));                                 \
-            if (agile_err_class(rv_) == AGILE_ECUDA)                                           \
-                fprintf(stderr, "  %s\n",                                                      \
-                        agile__cu_name((CUresult)(rv_ & AGILE_ERR_CODE_MASK)));                \
-            exit(1);                                                                           \
-        }                                                                                      \
+#define OK(e)                                                                                      \
+    do {                                                                                           \
+        int rv_ = (e);                                                                             \
+        if (rv_ != AGILE_OK) {                                                                     \
+            fprintf(stderr, "FAIL %s:%d: %s: %s (%s)\n", __FILE__, __LINE__, #e,                   \
+                    agile_err_name(rv_), agile_strerror(rv_));                                     \
+            if (agile_err_class(rv_) == AGILE_ECUDA)                                               \
+                fprintf(stderr, "  %s\n", agile__cu_name((CUresult)(rv_ & AGILE_ERR_CODE_MASK)));  \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 #define CU_OK(call) OK(agile__cu_err((call), #call))
 
@@ -97,8 +96,8 @@ static int child(int sock, uint64_t W, uint64_t off, uint64_t len)
     CHECK(buf);
     t0 = agile__now_ns();
     OK(agile__cmem_reserve(AGILE_BACKEND_CUDA, 0, W, &cw));
-    printf("  child: reserve %" PRIu64 " GiB: %.2f ms, base %#" PRIx64 "\n", W / GiB,
-           ms_since(t0), agile__cmem_base(cw));
+    printf("  child: reserve %" PRIu64 " GiB: %.2f ms, base %#" PRIx64 "\n", W / GiB, ms_since(t0),
+           agile__cmem_base(cw));
     CHECK(agile__cmem_base(cw) % W == 0);
     OK(agile__fd_recv(sock, &fd, &tag, sizeof tag, &got));
     CHECK(got == sizeof tag && fd >= 0 && tag == off);
@@ -141,8 +140,8 @@ static void check_sink(agile__window *w, const char *what)
         wr64(b + W, 0x5a5a0003);
         CHECK(rd64(b) == 0x5a5a0003);
     }
-    printf("  %s: sink aliasing ok (chunk %" PRIu64 " MiB, gap %" PRIu64 " MiB)\n", what,
-           c / MiB, gap / MiB);
+    printf("  %s: sink aliasing ok (chunk %" PRIu64 " MiB, gap %" PRIu64 " MiB)\n", what, c / MiB,
+           gap / MiB);
 }
 
 static void run_child_import(agile__window *w, int fd, uint64_t off, uint64_t len)

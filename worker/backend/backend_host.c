@@ -28,9 +28,7 @@ int agile__host_open(agile__backend **out, char *why, size_t whycap)
     return AGILE_OK;
 }
 
-static void host_close(agile__backend *be)
-{
-}
+static void host_close(agile__backend *be) {}
 
 static int host_device_count(agile__backend *be)
 {
@@ -57,15 +55,12 @@ static int reserve_aligned(uint64_t len, uint64_t align, uint64_t *base)
 {
     uint64_t span = len + align, start, b;
     void *p = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED)
-        return agile_err_sys(errno);
+    if (p == MAP_FAILED) return agile_err_sys(errno);
     start = (uint64_t)(uintptr_t)p;
     b = AGILE_ALIGN_UP(start, align);
     /* Trim the head and tail: only [b, b + len) stays reserved. */
-    if (b > start)
-        munmap(p, b - start);
-    if (start + span > b + len)
-        munmap((void *)(uintptr_t)(b + len), start + span - (b + len));
+    if (b > start) munmap(p, b - start);
+    if (start + span > b + len) munmap((void *)(uintptr_t)(b + len), start + span - (b + len));
     *base = b;
     return AGILE_OK;
 }
@@ -80,8 +75,7 @@ static int sink_map(agile__window *w, uint64_t off, uint64_t len)
         uint64_t n = AGILE_MIN(w->chunk - in, end - off);
         void *p = mmap((void *)(uintptr_t)(w->base + off), n, PROT_READ | PROT_WRITE,
                        MAP_SHARED | MAP_FIXED, w->sink_fd, (off_t)in);
-        if (p == MAP_FAILED)
-            return agile_err_sys(errno);
+        if (p == MAP_FAILED) return agile_err_sys(errno);
         off += n;
     }
     return AGILE_OK;
@@ -106,10 +100,8 @@ static int host_window_create(agile__window *w)
     AGILE_TRY(sink_map(w, 0, w->rsv_len));
 out:
     if (rv != AGILE_OK) {
-        if (w->base)
-            munmap((void *)(uintptr_t)w->base, w->rsv_len);
-        if (w->sink_fd >= 0)
-            close(w->sink_fd);
+        if (w->base) munmap((void *)(uintptr_t)w->base, w->rsv_len);
+        if (w->sink_fd >= 0) close(w->sink_fd);
         w->base = 0;
         w->sink_fd = -1;
     }
@@ -131,8 +123,7 @@ static int host_lease_create(agile__lease *l, int *fdp)
     void *p;
 
     fd = memfd_create("agile-lease", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (fd < 0)
-        return agile_err_sys(errno);
+    if (fd < 0) return agile_err_sys(errno);
     /* ftruncate gives zero pages: the lease is scrubbed by construction. The seals stop a
      * client from shrinking the file under the worker's mapping (SIGBUS in the worker). */
     if (ftruncate(fd, (off_t)l->size) != 0 ||
@@ -145,15 +136,13 @@ static int host_lease_create(agile__lease *l, int *fdp)
     if (p == MAP_FAILED) {
         rv = agile_err_sys(errno);
         /* A failed MAP_FIXED may already have removed the old mapping. */
-        if (sink_map(w, l->offset, l->size) != AGILE_OK)
-            w->broken = true;
+        if (sink_map(w, l->offset, l->size) != AGILE_OK) w->broken = true;
         goto out;
     }
     *fdp = fd;
     fd = -1;
 out:
-    if (fd >= 0)
-        close(fd);
+    if (fd >= 0) close(fd);
     return rv;
 }
 
@@ -173,8 +162,7 @@ static void host_lease_destroy(agile__lease *l)
 static int host_pmem_alloc(agile__pmem *p)
 {
     void *m = mmap(NULL, p->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED)
-        return agile_err_sys(errno);
+    if (m == MAP_FAILED) return agile_err_sys(errno);
     p->addr = (uint64_t)(uintptr_t)m;
     return AGILE_OK;
 }
@@ -202,9 +190,7 @@ static int host_enter(agile__backend *be, int dev)
     return AGILE_OK;
 }
 
-static void host_leave(agile__backend *be)
-{
-}
+static void host_leave(agile__backend *be) {}
 
 static void *host_cuda_context(agile__backend *be, int dev)
 {

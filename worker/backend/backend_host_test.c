@@ -28,8 +28,7 @@ static int count_fds(void)
     struct dirent *e;
     assert_non_null(d);
     while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
-            n++;
+        if (e->d_name[0] != '.') n++;
     closedir(d);
     return n - 1; /* the DIR's own fd */
 }
@@ -162,27 +161,21 @@ static int child_import(int sock, uint64_t size, uint64_t off, uint64_t len)
     size_t got;
     volatile uint8_t *p;
 
-    if (agile__cmem_reserve(AGILE_BACKEND_HOST, 0, size, &cw) != AGILE_OK)
-        return 10;
-    if (agile__cmem_base(cw) % size)
-        return 11;
+    if (agile__cmem_reserve(AGILE_BACKEND_HOST, 0, size, &cw) != AGILE_OK) return 10;
+    if (agile__cmem_base(cw) % size) return 11;
     if (agile__fd_recv(sock, &fd, &tag, sizeof tag, &got) != AGILE_OK || got != sizeof tag ||
         fd < 0 || tag != off)
         return 12;
-    if (agile__cmem_map(cw, fd, off, len) != AGILE_OK)
-        return 13;
+    if (agile__cmem_map(cw, fd, off, len) != AGILE_OK) return 13;
     p = (volatile uint8_t *)(uintptr_t)(agile__cmem_base(cw) + off);
     for (uint64_t i = 0; i < len; i += 4096)
-        if (p[i] != (uint8_t)(i / 4096 + 1))
-            return 14;
+        if (p[i] != (uint8_t)(i / 4096 + 1)) return 14;
     p[len - 1] = 0xc7; /* the parent checks it sees this */
-    if (agile__cmem_unmap(cw, off, len) != AGILE_OK)
-        return 15;
+    if (agile__cmem_unmap(cw, off, len) != AGILE_OK) return 15;
     /* unmapped, the range is still reserved: nothing else may be placed there */
-    void *q = mmap((void *)p, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-                   -1, 0);
-    if (q != MAP_FAILED)
-        return 16;
+    void *q =
+        mmap((void *)p, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (q != MAP_FAILED) return 16;
     agile__cmem_release(cw);
     return 0;
 }
@@ -292,8 +285,8 @@ static void test_fdpass_edges(void **state)
             char b[CMSG_SPACE(2 * sizeof(int))];
         } ctl;
         struct iovec iov = {.iov_base = "x", .iov_len = 1};
-        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
-                           .msg_controllen = sizeof ctl.b};
+        struct msghdr m = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof ctl.b};
         struct cmsghdr *c = CMSG_FIRSTHDR(&m);
         c->cmsg_level = SOL_SOCKET;
         c->cmsg_type = SCM_RIGHTS;
@@ -323,14 +316,10 @@ static void test_fdpass_edges(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_devinfo),
-        cmocka_unit_test(test_window_alignment),
-        cmocka_unit_test(test_sink_aliasing),
-        cmocka_unit_test(test_lease_errors),
-        cmocka_unit_test(test_lease_fork_import),
-        cmocka_unit_test(test_destroy_with_live_leases),
-        cmocka_unit_test(test_pmem_and_ops),
-        cmocka_unit_test(test_fdpass_edges),
+        cmocka_unit_test(test_devinfo),           cmocka_unit_test(test_window_alignment),
+        cmocka_unit_test(test_sink_aliasing),     cmocka_unit_test(test_lease_errors),
+        cmocka_unit_test(test_lease_fork_import), cmocka_unit_test(test_destroy_with_live_leases),
+        cmocka_unit_test(test_pmem_and_ops),      cmocka_unit_test(test_fdpass_edges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,7 +12,7 @@ typedef struct agile__backend_ops {
     int (*device_count)(agile__backend *be);
     int (*device_info)(agile__backend *be, int dev, agile__devinfo *out);
     uint64_t (*granularity)(agile__backend *be, int dev);
-    int (*window_create)(agile__window *w);  /* fields filled in; maps the sink */
+    int (*window_create)(agile__window *w);   /* fields filled in; maps the sink */
     void (*window_destroy)(agile__window *w); /* unmaps and frees leases and sink */
     int (*lease_create)(agile__lease *l, int *fd);
     void (*lease_destroy)(agile__lease *l);

@@ -16,17 +16,17 @@ agile__cu_table agile__cu;
 
 /* Each field's type must be the ABI cuda.h declares for the name, so the version in the
  * list is the one the header was written against. */
-#define AGILE__CU_CHECK(name, ver)                                                             \
-    _Static_assert(__builtin_types_compatible_p(PFN_##name##_v##ver, __typeof__(&name)),       \
+#define AGILE__CU_CHECK(name, ver)                                                                 \
+    _Static_assert(__builtin_types_compatible_p(PFN_##name##_v##ver, __typeof__(&name)),           \
                    #name ": version " #ver " is not the ABI cuda.h declares");
 AGILE_CU_LIST(AGILE__CU_CHECK)
 #undef AGILE__CU_CHECK
 
 typedef struct cu_sym {
-    const char *api;    /* what cuGetProcAddress wants: "cuMemAlloc" */
-    const char *sym;    /* the exported versioned symbol, for dlsym: "cuMemAlloc_v2" */
-    int version;        /* cudaVersion for cuGetProcAddress */
-    size_t field;       /* offset in agile__cu */
+    const char *api; /* what cuGetProcAddress wants: "cuMemAlloc" */
+    const char *sym; /* the exported versioned symbol, for dlsym: "cuMemAlloc_v2" */
+    int version;     /* cudaVersion for cuGetProcAddress */
+    size_t field;    /* offset in agile__cu */
 } cu_sym;
 
 static const cu_sym cu_syms[] = {
@@ -65,18 +65,15 @@ const char *agile__cu_name(CUresult r)
 {
     static _Thread_local char buf[48];
     const char *s = NULL;
-    if (agile__cu.cuGetErrorName && agile__cu.cuGetErrorName(r, &s) == CUDA_SUCCESS && s)
-        return s;
-    if ((size_t)r < AGILE_ARRAY_LEN(cu_names) && cu_names[r])
-        return cu_names[r];
+    if (agile__cu.cuGetErrorName && agile__cu.cuGetErrorName(r, &s) == CUDA_SUCCESS && s) return s;
+    if ((size_t)r < AGILE_ARRAY_LEN(cu_names) && cu_names[r]) return cu_names[r];
     snprintf(buf, sizeof buf, "CUresult %d", (int)r);
     return buf;
 }
 
 int agile__cu_err(CUresult r, const char *what)
 {
-    if (r != CUDA_SUCCESS)
-        agile__debug("cuda: %s: %s", what ? what : "call", agile__cu_name(r));
+    if (r != CUDA_SUCCESS) agile__debug("cuda: %s: %s", what ? what : "call", agile__cu_name(r));
     return agile_err_cuda((int)r);
 }
 
@@ -110,13 +107,11 @@ static void do_load(void)
         const cu_sym *s = &cu_syms[i];
         void *fn = NULL;
         CUdriverProcAddressQueryResult st = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
-        if (get_proc &&
-            (get_proc(s->api, &fn, s->version, CU_GET_PROC_ADDRESS_LEGACY_STREAM, &st) !=
-                 CUDA_SUCCESS ||
-             st != CU_GET_PROC_ADDRESS_SUCCESS))
+        if (get_proc && (get_proc(s->api, &fn, s->version, CU_GET_PROC_ADDRESS_LEGACY_STREAM,
+                                  &st) != CUDA_SUCCESS ||
+                         st != CU_GET_PROC_ADDRESS_SUCCESS))
             fn = NULL;
-        if (!fn)
-            fn = dlsym(libcuda, s->sym);
+        if (!fn) fn = dlsym(libcuda, s->sym);
         memcpy((char *)&t + s->field, &fn, sizeof fn);
     }
     /* What the backends cannot work without. */
@@ -124,8 +119,7 @@ static void do_load(void)
         !t.cuMemAddressReserve || !t.cuMemSetAccess || !t.cuMemExportToShareableHandle ||
         !t.cuDevicePrimaryCtxRetain || !t.cuCtxPushCurrent || !t.cuCtxPopCurrent) {
         snprintf(load_why, sizeof load_why,
-                 "%s lacks the virtual memory management API (driver too old)",
-                 lib_path(libcuda));
+                 "%s lacks the virtual memory management API (driver too old)", lib_path(libcuda));
         return;
     }
     agile__cu = t;
@@ -141,8 +135,7 @@ static void do_load(void)
             snprintf(load_why, sizeof load_why, "cuInit failed: %s", name);
         goto fail;
     }
-    if (t.cuDriverGetVersion)
-        t.cuDriverGetVersion(&drv);
+    if (t.cuDriverGetVersion) t.cuDriverGetVersion(&drv);
     r = t.cuDeviceGetCount(&n);
     if (r != CUDA_SUCCESS || n <= 0) {
         snprintf(load_why, sizeof load_why, "no CUDA device");
@@ -161,7 +154,6 @@ fail:
 int agile__cuda_load(char *why, size_t cap)
 {
     pthread_once(&load_once, do_load);
-    if (why && cap)
-        snprintf(why, cap, "%s", load_rv == AGILE_OK ? "" : load_why);
+    if (why && cap) snprintf(why, cap, "%s", load_rv == AGILE_OK ? "" : load_why);
     return load_rv;
 }

@@ -55,8 +55,7 @@ static void test_load_no_driver(void **state)
     rv = agile__cuda_load(why, sizeof why);
     for (int i = 0; i < 8; i++)
         assert_int_equal(rvs[i], rv);
-    if (rv == AGILE_OK)
-        skip(); /* a machine with a GPU: backend-gpu-test covers it */
+    if (rv == AGILE_OK) skip(); /* a machine with a GPU: backend-gpu-test covers it */
     print_message("agile__cuda_load: %s\n", why);
     assert_int_equal(rv, AGILE_ENODEV);
     assert_true(strlen(why) > 0);
@@ -127,14 +126,12 @@ static void test_stub_is_not_a_driver(void **state)
 {
     char dir[] = "/tmp/agile-cudadrv-XXXXXX", link[64], out[512];
     (void)state;
-    if (access(STUB, R_OK) != 0)
-        skip();
+    if (access(STUB, R_OK) != 0) skip();
     /* The stubs directory itself has no libcuda.so.1: pointing LD_LIBRARY_PATH at it
      * must not load the stub at all. */
     assert_int_equal(run_child("/usr/local/cuda/lib64/stubs", out, sizeof out), 0);
     print_message("stubs dir in LD_LIBRARY_PATH: %s", out);
-    if (!strstr(out, "rv=0"))
-        assert_non_null(strstr(out, "libcuda.so.1 not found"));
+    if (!strstr(out, "rv=0")) assert_non_null(strstr(out, "libcuda.so.1 not found"));
     /* A libcuda.so.1 that is the stub: cuInit fails and the reason says so. */
     assert_non_null(mkdtemp(dir));
     snprintf(link, sizeof link, "%s/libcuda.so.1", dir);
@@ -155,8 +152,7 @@ static int child_main(void)
     int rv = agile__cuda_load(why, sizeof why);
     int rv2 = agile__backend_open(AGILE_BACKEND_CUDA, &be, NULL, 0);
     printf("rv=%s why=%s\n", rv == AGILE_OK ? "0" : agile_err_name(rv), why);
-    if (be)
-        agile__backend_close(be);
+    if (be) agile__backend_close(be);
     return rv2 == rv ? 0 : 1;
 }
 
@@ -168,7 +164,6 @@ int main(void)
         cmocka_unit_test(test_backend_open_no_driver),
         cmocka_unit_test(test_stub_is_not_a_driver),
     };
-    if (getenv(CHILD_ENV))
-        return child_main();
+    if (getenv(CHILD_ENV)) return child_main();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,8 +22,7 @@ int agile__fd_send(int sock, int fd, const void *data, size_t len)
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
     ssize_t n;
 
-    if (!data || len == 0 || len > 4096)
-        return AGILE_EINVAL;
+    if (!data || len == 0 || len > 4096) return AGILE_EINVAL;
     if (fd >= 0) {
         memset(&ctl, 0, sizeof ctl);
         m.msg_control = ctl.buf;
@@ -37,8 +36,7 @@ int agile__fd_send(int sock, int fd, const void *data, size_t len)
     do {
         n = sendmsg(sock, &m, MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return errno == EPIPE ? AGILE_ECLOSED : agile_err_sys(errno);
+    if (n < 0) return errno == EPIPE ? AGILE_ECLOSED : agile_err_sys(errno);
     return (size_t)n == len ? AGILE_OK : AGILE_EPROTO;
 }
 
@@ -53,8 +51,7 @@ int agile__fd_recv(int sock, int *fd, void *data, size_t cap, size_t *got)
     int rv = AGILE_OK, keep = -1;
     ssize_t n;
 
-    if (!fd || !data || !got || cap == 0)
-        return AGILE_EINVAL;
+    if (!fd || !data || !got || cap == 0) return AGILE_EINVAL;
     *fd = -1;
     *got = 0;
     memset(&ctl, 0, sizeof ctl);
@@ -63,11 +60,9 @@ int agile__fd_recv(int sock, int *fd, void *data, size_t cap, size_t *got)
     do {
         n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
     } while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return agile_err_sys(errno);
+    if (n < 0) return agile_err_sys(errno);
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
         for (size_t i = 0; i < nfd; i++) {
             int f;
@@ -80,13 +75,10 @@ int agile__fd_recv(int sock, int *fd, void *data, size_t cap, size_t *got)
             }
         }
     }
-    if (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
-        rv = AGILE_EPROTO;
-    if (n == 0 && keep < 0)
-        rv = AGILE_ECLOSED;
+    if (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) rv = AGILE_EPROTO;
+    if (n == 0 && keep < 0) rv = AGILE_ECLOSED;
     if (rv != AGILE_OK) {
-        if (keep >= 0)
-            close(keep);
+        if (keep >= 0) close(keep);
         return rv;
     }
     *fd = keep;

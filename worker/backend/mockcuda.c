@@ -52,13 +52,12 @@ static CUresult bad(const char *what)
     return CUDA_ERROR_INVALID_VALUE;
 }
 
-#define NEED_CTX()                                                                             \
-    do {                                                                                       \
-        if (!inited)                                                                           \
-            return CUDA_ERROR_NOT_INITIALIZED;                                                 \
-        if (!cur)                                                                              \
-            return (fprintf(stderr, "mockcuda: no current context in %s\n", __func__),       \
-                    CUDA_ERROR_INVALID_CONTEXT);                                               \
+#define NEED_CTX()                                                                                 \
+    do {                                                                                           \
+        if (!inited) return CUDA_ERROR_NOT_INITIALIZED;                                            \
+        if (!cur)                                                                                  \
+            return (fprintf(stderr, "mockcuda: no current context in %s\n", __func__),             \
+                    CUDA_ERROR_INVALID_CONTEXT);                                                   \
     } while (0)
 
 static void unref(alloc *a)
@@ -98,8 +97,7 @@ API CUresult cuDeviceGetCount(int *n)
 }
 API CUresult cuDeviceGet(CUdevice *d, int i)
 {
-    if (i != 0)
-        return CUDA_ERROR_INVALID_DEVICE;
+    if (i != 0) return CUDA_ERROR_INVALID_DEVICE;
     *d = 0;
     return CUDA_SUCCESS;
 }
@@ -135,8 +133,7 @@ API CUresult cuDeviceGetAttribute(int *v, CUdevice_attribute a, CUdevice d)
 }
 API CUresult cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d)
 {
-    if (!inited)
-        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!inited) return CUDA_ERROR_NOT_INITIALIZED;
     *c = (CUcontext)&ctx_token;
     return CUDA_SUCCESS;
 }
@@ -157,18 +154,15 @@ API CUresult cuCtxGetCurrent(CUcontext *c)
 static _Thread_local CUcontext stack[64];
 API CUresult cuCtxPushCurrent(CUcontext c)
 {
-    if (ctx_depth == 64)
-        return bad("context stack overflow (unbalanced push)");
+    if (ctx_depth == 64) return bad("context stack overflow (unbalanced push)");
     stack[ctx_depth++] = cur;
     cur = c;
     return CUDA_SUCCESS;
 }
 API CUresult cuCtxPopCurrent(CUcontext *c)
 {
-    if (ctx_depth == 0)
-        return bad("pop without push");
-    if (c)
-        *c = cur;
+    if (ctx_depth == 0) return bad("pop without push");
+    if (c) *c = cur;
     cur = stack[--ctx_depth];
     return CUDA_SUCCESS;
 }
@@ -210,13 +204,10 @@ API CUresult cuMemAddressReserve(CUdeviceptr *p, size_t size, size_t align, CUde
         return bad("cuMemAddressReserve arguments");
     size_t span = size + align;
     char *m = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (m == MAP_FAILED)
-        return CUDA_ERROR_OUT_OF_MEMORY;
+    if (m == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
     uint64_t s = (uint64_t)(uintptr_t)m, b = align ? (s + align - 1) & ~(uint64_t)(align - 1) : s;
-    if (b > s)
-        munmap(m, b - s);
-    if (s + span > b + size)
-        munmap((void *)(uintptr_t)(b + size), s + span - b - size);
+    if (b > s) munmap(m, b - s);
+    if (s + span > b + size) munmap((void *)(uintptr_t)(b + size), s + span - b - size);
     rsv[nrsv++] = (region){b, size, NULL};
     *p = b;
     return CUDA_SUCCESS;
@@ -235,19 +226,16 @@ API CUresult cuMemAddressFree(CUdeviceptr p, size_t size)
         }
     return bad("cuMemAddressFree of no reservation");
 }
-API CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t size,
-                         const CUmemAllocationProp *p, unsigned long long f)
+API CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t size, const CUmemAllocationProp *p,
+                         unsigned long long f)
 {
     NEED_CTX();
-    if (size == 0 || size % GRAN)
-        return bad("cuMemCreate size");
-    if (used + size > TOTAL)
-        return CUDA_ERROR_OUT_OF_MEMORY;
+    if (size == 0 || size % GRAN) return bad("cuMemCreate size");
+    if (used + size > TOTAL) return CUDA_ERROR_OUT_OF_MEMORY;
     alloc *a = calloc(1, sizeof *a);
     a->fd = memfd_create("mockcuda", MFD_CLOEXEC);
     /* Fresh GPU memory is not zero: make that visible to the tests. */
-    if (a->fd < 0 || ftruncate(a->fd, (off_t)size) != 0)
-        return CUDA_ERROR_OUT_OF_MEMORY;
+    if (a->fd < 0 || ftruncate(a->fd, (off_t)size) != 0) return CUDA_ERROR_OUT_OF_MEMORY;
     char *m = mmap(NULL, size, PROT_WRITE, MAP_SHARED, a->fd, 0);
     memset(m, 0xee, size);
     munmap(m, size);
@@ -262,8 +250,7 @@ API CUresult cuMemRelease(CUmemGenericAllocationHandle h)
 {
     alloc *a = (alloc *)(uintptr_t)h;
     NEED_CTX();
-    if (!a || !a->live)
-        return bad("cuMemRelease of a released handle");
+    if (!a || !a->live) return bad("cuMemRelease of a released handle");
     a->live = 0;
     unref(a);
     return CUDA_SUCCESS;
@@ -274,21 +261,17 @@ API CUresult cuMemMap(CUdeviceptr p, size_t size, size_t off, CUmemGenericAlloca
     alloc *a = (alloc *)(uintptr_t)h;
     int in = 0;
     NEED_CTX();
-    if (off != 0)
-        return bad("cuMemMap offset must be 0");
+    if (off != 0) return bad("cuMemMap offset must be 0");
     if (!a || !a->live || size > a->size || size % GRAN || p % GRAN || nmaps == MAXN)
         return bad("cuMemMap arguments");
     for (int i = 0; i < nrsv; i++)
-        if (p >= rsv[i].va && p + size <= rsv[i].va + rsv[i].size)
-            in = 1;
-    if (!in)
-        return bad("cuMemMap outside a reservation");
+        if (p >= rsv[i].va && p + size <= rsv[i].va + rsv[i].size) in = 1;
+    if (!in) return bad("cuMemMap outside a reservation");
     for (int j = 0; j < nmaps; j++)
         if (maps[j].va < p + size && p < maps[j].va + maps[j].size)
             return bad("cuMemMap over a mapping");
     /* PROT_NONE until cuMemSetAccess, as on the GPU. */
-    if (mmap((void *)(uintptr_t)p, size, PROT_NONE, MAP_SHARED | MAP_FIXED, a->fd, 0) ==
-        MAP_FAILED)
+    if (mmap((void *)(uintptr_t)p, size, PROT_NONE, MAP_SHARED | MAP_FIXED, a->fd, 0) == MAP_FAILED)
         return CUDA_ERROR_OUT_OF_MEMORY;
     a->refs++;
     maps[nmaps++] = (region){p, size, a};
@@ -307,8 +290,7 @@ API CUresult cuMemUnmap(CUdeviceptr p, size_t size)
             covered += m->size;
         }
     }
-    if (covered != size)
-        return bad("cuMemUnmap of an unmapped range");
+    if (covered != size) return bad("cuMemUnmap of an unmapped range");
     for (int j = 0; j < nmaps;) {
         region *m = &maps[j];
         if (m->va >= p && m->va + m->size <= p + size) {
@@ -400,8 +382,7 @@ API CUresult cuMemAlloc(CUdeviceptr *p, size_t n)
     /* Size in a header page before the block, so cuMemFree can unmap it. */
     size_t tot = n + 4096;
     char *m = mmap(NULL, tot, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED)
-        return CUDA_ERROR_OUT_OF_MEMORY;
+    if (m == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
     *(size_t *)m = tot;
     used += n;
     *p = (CUdeviceptr)(uintptr_t)(m + 4096);
