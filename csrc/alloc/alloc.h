@@ -23,7 +23,9 @@
  * cache and cached blocks settle as soon as memory is short.
  *
  * Sizes: requests up to small_max (1 MiB) are rounded up to their size class (at most 12.5%
- * waste), larger ones to the alignment. Blocks never span two segments.
+ * waste), larger ones to the alignment. Extents the worker leases next to each other join one
+ * segment, and blocks may span them (the worker grows contiguously: the whole lease is one
+ * heap); empty_cache cuts out and gives back every extent that lies inside a free block.
  *
  * Locking: one mutex per arena. All entry points are thread-safe. event_* callbacks are called
  * with the arena mutex held and must not call back into the arena; grow and shrink are called
@@ -74,9 +76,10 @@ typedef struct agile__alloc_stats {
     uint64_t allocations;           /* allocation.all.current */
     uint64_t num_allocs;            /* allocation.all.allocated */
     uint64_t num_frees;             /* allocation.all.freed */
-    uint64_t segments;              /* segment.all.current */
+    uint64_t segments;              /* segment.all.current: contiguous runs of extents */
+    uint64_t extents;               /* leased extents (as grow returned them) */
     uint64_t num_grows;             /* segment.all.allocated: successful grow calls */
-    uint64_t num_shrinks;           /* segment.all.freed */
+    uint64_t num_shrinks;           /* segment.all.freed: extents given back */
     uint64_t num_grow_failures;     /* grow calls refused (quota) or failed */
     uint64_t num_alloc_retries;     /* num_alloc_retries: caches flushed to serve a request */
     uint64_t num_ooms;              /* num_ooms: allocations that failed */
@@ -115,7 +118,12 @@ typedef struct agile__arena {
     struct agile__strm **stab; /* open addressing by stream value */
     uint64_t smask, scount;
     struct agile__strm *slast; /* the stream of the last call: skips the lookup */
-    /* segments: the first block of each, in a list */
+    /* leased extents, sorted by offset; contiguous ones form one segment, whose blocks run
+     * between two zero-size edge blocks (the heads are listed in segs) */
+    struct agile__ext {
+        uint64_t off, size;
+    } *ext;
+    uint64_t n_ext, ext_cap;
     struct agile__blk *segs;
     /* block struct pool */
     struct agile__blk *blk_free;
@@ -136,8 +144,8 @@ int agile__arena_init(agile__arena *a, const agile__arena_ops *ops, void *ctx, u
  * allocated are forgotten; check agile__arena_stats first to report leaks. */
 void agile__arena_fini(agile__arena *a);
 
-/* agile__arena_alloc: allocate size bytes for use on stream; store the address (base-relative
- * address in the caller's view of the window, aligned to the arena alignment) in *addr. May
+/* agile__arena_alloc: allocate size bytes for use on stream; store the address (base + offset
+ * in the window, aligned to the arena alignment) in *addr. May
  * block in ops->grow when the lease must grow. AGILE_EQUOTA / AGILE_ENOMEM (from grow, or when
  * the window is full) and *addr = 0 when it cannot be served: never aborts. size 0 gets a
  * minimal block, so that every success is a distinct address. */
@@ -160,8 +168,8 @@ int agile__arena_free(agile__arena *a, uint64_t addr, uint64_t size, uintptr_t s
  * cached is forgotten. Does not block. */
 void agile__arena_synchronized(agile__arena *a, uintptr_t stream);
 
-/* agile__arena_empty_cache: settle what the events allow, then give every extent that is
- * entirely free back through ops->shrink (blocks). Returns the first shrink error; an extent
+/* agile__arena_empty_cache: settle what the events allow, then give every extent that lies
+ * inside a free block back through ops->shrink (blocks). Returns the first shrink error; an extent
  * whose shrink failed stays leased and usable. Cached blocks whose events are not done stay. */
 int agile__arena_empty_cache(agile__arena *a);
 

@@ -19,6 +19,7 @@
 typedef struct fake {
     pthread_mutex_t mu;
     uint64_t window, next_off, quota, leased, last_min;
+    uint64_t gap; /* left between extents: 0 = contiguous growth, like the worker */
     int grows, grow_refusals, shrinks;
     bool all_done;
     uint64_t submitted[FAKE_STREAMS], completed[FAKE_STREAMS];
@@ -45,7 +46,7 @@ static int fake_grow(void *ctx, uint64_t min_bytes, uint64_t *off, uint64_t *siz
     } else {
         *off = f->next_off;
         *size = min_bytes;
-        f->next_off += min_bytes;
+        f->next_off += min_bytes + f->gap;
         f->leased += min_bytes;
         f->grows++;
     }

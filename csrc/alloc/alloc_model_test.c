@@ -120,9 +120,10 @@ static void model_run(const agile__arena_ops *ops, uint64_t seed, long steps)
                 free_strm[u] = (uint8_t)fs;
                 free_pos[u] = f.submitted[fs];
             }
-            if (rnd(&rng) % 20 == 0) /* double free */
-                assert_int_equal(agile__arena_free(&a, lv[k].addr, lv[k].size, fs),
-                                 AGILE_EINVAL);
+            if (rnd(&rng) % 20 == 0) { /* double free: EINVAL while cached, ENOENT once merged */
+                int rv = agile__arena_free(&a, lv[k].addr, lv[k].size, fs);
+                assert_true(rv == AGILE_EINVAL || rv == AGILE_ENOENT);
+            }
             live_req -= lv[k].size;
             nlive--;
             lv[k].addr = 0;
@@ -221,9 +222,10 @@ static void frag_run(const agile__arena_ops *ops, int nstreams)
     agile__alloc_stats st;
     agile__arena_stats(&a, &st);
     double ratio = (double)st.reserved_bytes_peak / (double)peak;
-    printf("  %d stream(s): %ld ops, peak in use %llu MiB, peak reserved %llu MiB (%.2fx), "
-           "now in use %llu MiB reserved %llu MiB, grows %llu, retries %llu\n",
+    printf("  %d stream(s): %ld ops, peak in use %llu MiB (allocated %llu MiB), peak reserved "
+           "%llu MiB (%.2fx), now in use %llu MiB reserved %llu MiB, grows %llu, retries %llu\n",
            nstreams, steps, (unsigned long long)(peak >> 20),
+           (unsigned long long)(st.allocated_bytes_peak >> 20),
            (unsigned long long)(st.reserved_bytes_peak >> 20), ratio,
            (unsigned long long)(in_use >> 20), (unsigned long long)(st.reserved_bytes >> 20),
            (unsigned long long)st.num_grows, (unsigned long long)st.num_alloc_retries);

@@ -153,13 +153,13 @@ static void test_grow_only_when_needed(void **state)
         assert_int_equal(agile__arena_alloc(&a, 8192, S1, &p[i]), 0);
     assert_int_equal(f.grows, 1);
     assert_int_equal(f.last_min, 64 * MiB);
-    for (int r = 0; r < 10; r++) { /* churn inside the lease */
+    for (int r = 0; r < 10; r++) { /* churn inside the lease: no new lease */
         for (int i = 0; i < 4096; i++)
             assert_int_equal(agile__arena_free(&a, p[i], 8192, S1), 0);
         for (int i = 0; i < 4096; i++)
-            assert_int_equal(agile__arena_alloc(&a, 8192 + 8192 * (r & 1), S1, &p[i]), 0);
+            assert_int_equal(agile__arena_alloc(&a, 8192, S1, &p[i]), 0);
         for (int i = 0; i < 4096; i++)
-            assert_int_equal(agile__arena_free(&a, p[i], 8192 + 8192 * (r & 1), S1), 0);
+            assert_int_equal(agile__arena_free(&a, p[i], 8192, S1), 0);
         for (int i = 0; i < 4096; i++)
             assert_int_equal(agile__arena_alloc(&a, 8192, S1, &p[i]), 0);
     }
@@ -168,7 +168,7 @@ static void test_grow_only_when_needed(void **state)
     uint64_t big;
     assert_int_equal(agile__arena_alloc(&a, 100 * MiB + 1, S1, &big), 0);
     assert_int_equal(f.grows, 2);
-    assert_true(f.last_min >= 100 * MiB + 1);
+    assert_true(f.last_min >= 100 * MiB + 1 - 64 * MiB); /* less the free tail */
     assert_int_equal(stats(&a).num_grows, 2);
     assert_int_equal(agile__arena_check(&a), AGILE_OK);
     agile__arena_fini(&a);
@@ -201,7 +201,8 @@ static void test_quota(void **state)
     agile__arena_fini(&a);
 }
 
-/* At the quota, entirely free extents too small for a request are traded for a larger one. */
+/* At the quota, entirely free extents too small for a request are traded for a larger one
+ * (extents apart from each other: contiguous ones would simply merge). */
 static void test_quota_trade(void **state)
 {
     agile__arena a;
@@ -209,6 +210,7 @@ static void test_quota_trade(void **state)
     uint64_t p, q, r;
     (void)state;
     fake_init(&f, 1ull << 30, 128 * MiB);
+    f.gap = 2 * MiB;
     assert_int_equal(agile__arena_init(&a, &fake_host_ops, &f, BASE, 1ull << 30, 256, 64 * MiB),
                      0);
     assert_int_equal(agile__arena_alloc(&a, 64 * MiB, S1, &p), 0);
@@ -221,6 +223,57 @@ static void test_quota_trade(void **state)
     assert_int_equal(st.reserved_bytes, 100 * MiB);
     assert_int_equal(st.num_shrinks, 2);
     assert_true(st.num_alloc_retries >= 1);
+    assert_int_equal(agile__arena_check(&a), AGILE_OK);
+    agile__arena_fini(&a);
+}
+
+/* Extents leased next to each other form one heap: blocks span them, and empty_cache cuts
+ * the free ones out of the middle of a segment. */
+static void test_extents_merge(void **state)
+{
+    agile__arena a;
+    fake f;
+    uint64_t p[4], big, k;
+    (void)state;
+    fake_init(&f, 1ull << 30, 1ull << 30);
+    assert_int_equal(agile__arena_init(&a, &fake_host_ops, &f, BASE, 1ull << 30, 256, 64 * MiB),
+                     0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(agile__arena_alloc(&a, 64 * MiB, S1, &p[i]), 0);
+    agile__alloc_stats st = stats(&a);
+    assert_int_equal(st.extents, 4);
+    assert_int_equal(st.segments, 1);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(agile__arena_free(&a, p[i], 64 * MiB, S1), 0);
+    assert_int_equal(agile__arena_alloc(&a, 200 * MiB, S1, &big), 0); /* spans 4 extents */
+    assert_int_equal(big, p[0]);
+    assert_int_equal(f.grows, 4);
+    assert_int_equal(agile__arena_alloc(&a, 4096, S1, &k), 0); /* in the 4th extent */
+    assert_int_equal(k, p[0] + 200 * MiB);
+    assert_int_equal(agile__arena_free(&a, big, 200 * MiB, S1), 0);
+    assert_int_equal(agile__arena_check(&a), AGILE_OK);
+    /* extents 1-3 lie in the free block before k: they go, the 4th stays */
+    assert_int_equal(agile__arena_empty_cache(&a), AGILE_OK);
+    assert_int_equal(f.shrinks, 3);
+    st = stats(&a);
+    assert_int_equal(st.reserved_bytes, 64 * MiB);
+    assert_int_equal(st.extents, 1);
+    assert_int_equal(st.segments, 1);
+    assert_int_equal(agile__arena_check(&a), AGILE_OK);
+    /* k's extent still serves small requests; a new lease joins it */
+    assert_int_equal(agile__arena_alloc(&a, 32 * MiB, S1, &big), 0);
+    assert_int_equal(f.grows, 4);
+    assert_int_equal(agile__arena_alloc(&a, 64 * MiB, S1, &p[0]), 0);
+    assert_int_equal(f.grows, 5);
+    assert_int_equal(stats(&a).segments, 1); /* the new extent follows k's */
+    assert_int_equal(agile__arena_free(&a, p[0], 64 * MiB, S1), 0);
+    assert_int_equal(agile__arena_free(&a, big, 32 * MiB, S1), 0);
+    assert_int_equal(agile__arena_free(&a, k, 4096, S1), 0);
+    assert_int_equal(agile__arena_empty_cache(&a), AGILE_OK);
+    st = stats(&a);
+    assert_int_equal(st.reserved_bytes, 0);
+    assert_int_equal(st.segments, 0);
+    assert_int_equal(f.leased, 0);
     assert_int_equal(agile__arena_check(&a), AGILE_OK);
     agile__arena_fini(&a);
 }
@@ -368,7 +421,7 @@ static void test_free_errors(void **state)
     fake_init(&f, 1ull << 30, 1ull << 30);
     assert_int_equal(agile__arena_init(&a, &fake_host_ops, &f, BASE, 1ull << 30, 256, 0), 0);
     assert_int_equal(agile__arena_alloc(&a, 1000, S1, &p), 0);
-    assert_int_equal(agile__arena_alloc(&a, 5 * MiB, S1, &q), 0);
+    assert_int_equal(agile__arena_alloc(&a, 3 * MiB, S1, &q), 0);
     assert_int_equal(agile__arena_free(&a, p, 999, S1), AGILE_EINVAL);   /* size mismatch */
     assert_int_equal(agile__arena_free(&a, p, 1024, S1), AGILE_EINVAL);  /* even within class */
     assert_int_equal(agile__arena_free(&a, p + 256, 1000, S1), AGILE_ENOENT); /* interior */
@@ -377,8 +430,8 @@ static void test_free_errors(void **state)
     assert_int_equal(agile__arena_free(&a, 0, 0, S1), AGILE_ENOENT);
     assert_int_equal(agile__arena_free(&a, p, 1000, S1), AGILE_OK);
     assert_int_equal(agile__arena_free(&a, p, 1000, S1), AGILE_EINVAL); /* double free */
-    assert_int_equal(agile__arena_free(&a, q, 5 * MiB, S1), AGILE_OK);
-    assert_int_equal(agile__arena_free(&a, q, 5 * MiB, S2), AGILE_EINVAL);
+    assert_int_equal(agile__arena_free(&a, q, 3 * MiB, S1), AGILE_OK);
+    assert_int_equal(agile__arena_free(&a, q, 3 * MiB, S2), AGILE_EINVAL);
     agile__alloc_stats st = stats(&a);
     assert_int_equal(st.num_free_errors, 8);
     assert_int_equal(st.num_double_frees, 2);
@@ -387,7 +440,7 @@ static void test_free_errors(void **state)
     assert_int_equal(st.allocated_bytes, 0);
     /* once settled and merged the address is no block at all */
     agile__arena_synchronized(&a, AGILE_ARENA_ALL_STREAMS);
-    assert_int_equal(agile__arena_free(&a, q, 5 * MiB, S1), AGILE_ENOENT);
+    assert_int_equal(agile__arena_free(&a, q, 3 * MiB, S1), AGILE_ENOENT);
     assert_int_equal(agile__arena_check(&a), AGILE_OK);
     agile__arena_fini(&a);
 }
@@ -426,7 +479,8 @@ int main(void)
         cmocka_unit_test(test_init_args),      cmocka_unit_test(test_alignment),
         cmocka_unit_test(test_size_classes),   cmocka_unit_test(test_split_coalesce),
         cmocka_unit_test(test_grow_only_when_needed), cmocka_unit_test(test_quota),
-        cmocka_unit_test(test_quota_trade),    cmocka_unit_test(test_empty_cache),
+        cmocka_unit_test(test_quota_trade),    cmocka_unit_test(test_extents_merge),
+        cmocka_unit_test(test_empty_cache),
         cmocka_unit_test(test_stream_rules),   cmocka_unit_test(test_stream_epochs),
         cmocka_unit_test(test_free_errors),    cmocka_unit_test(test_stats),
     };
