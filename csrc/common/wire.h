@@ -210,4 +210,13 @@ int agile__msg_encode(agile__msg *m, uint8_t *buf, size_t cap, size_t *len);
  * AGILE_EVERSION on another major, AGILE_ETOOBIG on an oversized body. */
 int agile__msg_decode(const uint8_t *buf, size_t len, agile__msg *m);
 
+/* ---- fd socket records -------------------------------------------------------------------- */
+/* Worker → client over DIR/agile.fd.sock, each 48 bytes little-endian, optionally with one fd
+ * in SCM_RIGHTS: magic u32 "AGFD", version u16 (1), kind u16, seq u64 (per session, from 1),
+ * handle u64, a u64, b u64, spare u64. TOKEN: handle = session id, a/b = the one-time token
+ * for HELLO; LEASE: a = window offset, b = size, fd = the memory; RING: the ring region. */
+#define AGILE_FDREC_MAGIC 0x44464741u
+#define AGILE_FDREC_SIZE 48u
+enum { AGILE_FDREC_TOKEN = 1, AGILE_FDREC_LEASE = 2, AGILE_FDREC_RING = 3 };
+
 #endif

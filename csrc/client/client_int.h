@@ -1,0 +1,45 @@
+/* client_int.h — libagile internals shared by the client's source files. */
+#ifndef AGILE_CLIENT_INT_H
+#define AGILE_CLIENT_INT_H
+
+#include <limits.h>
+#include <pthread.h>
+
+#include <nng/nng.h>
+
+#include "agile/agile.h"
+#include "core.h"
+
+/* fd records that arrived before the caller that waits for them asked. */
+typedef struct agile__fdstash {
+    uint64_t seq;
+    uint16_t kind;
+    uint64_t handle, a, b;
+    int fd;
+    struct agile__fdstash *next;
+} agile__fdstash;
+
+struct agile_client {
+    nng_socket sock;
+    int fd;
+    char dir[PATH_MAX / 2];
+    agile_session_info info;
+    int timeout_ms;
+    pthread_mutex_t fd_mu;
+    agile__fdstash *stash;
+    uint64_t next_req;
+    pid_t worker_pid;
+};
+
+/* One request/reply round trip on its own nng context (callers may be concurrent).
+ * m->h.type and the request record are filled by the caller; on success *rep holds the
+ * decoded reply whose blobs point into *buf (free(*buf) when done). A reply with a
+ * non-zero status returns that status and sets agile_last_error(). */
+int agile__call(agile_client *c, agile__msg *m, agile__msg *rep, uint8_t **buf);
+/* Wait for the fd record `seq` (from a LEASE_GROW/RING_ATTACH reply). *fd is owned by the
+ * caller on success. */
+int agile__recv_fd(agile_client *c, uint64_t seq, uint64_t *handle, uint64_t *a, uint64_t *b,
+                   int *fd);
+void agile__set_last_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

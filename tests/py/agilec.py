@@ -1,0 +1,89 @@
+"""ctypes view of libagile for the tests (the product binding lives in agile_torch)."""
+import ctypes
+import os
+
+BUILD = os.environ.get("AGILE_BUILD_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+BUILD = os.path.abspath(BUILD)
+LIB = os.path.join(BUILD, "lib", "libagile.so")
+WORKER = os.path.join(BUILD, "bin", "agile-worker")
+AGILECTL = os.path.join(BUILD, "bin", "agilectl")
+
+ERR = {"OK": 0, "EINVAL": 1, "ENOMEM": 2, "EQUOTA": 3, "EHANDLE": 4, "EPROTO": 5, "EVERSION": 6,
+       "ETIMEDOUT": 7, "ECLOSED": 8, "EBUSY": 9, "ENODEV": 10, "EBOUNDS": 11, "EPERM": 14,
+       "ENOWORKER": 19}
+OBJ_STREAM, OBJ_EVENT = 3, 4
+
+
+class ConnectOpts(ctypes.Structure):
+    _fields_ = [("runtime_dir", ctypes.c_char_p), ("timeout_ms", ctypes.c_int),
+                ("no_autostart", ctypes.c_int), ("worker_path", ctypes.c_char_p),
+                ("backend", ctypes.c_char_p)]
+
+
+class SessionInfo(ctypes.Structure):
+    _fields_ = [("session", ctypes.c_uint64), ("tenant", ctypes.c_uint32),
+                ("backend", ctypes.c_uint32), ("ndev", ctypes.c_uint32),
+                ("priority", ctypes.c_uint32), ("quota", ctypes.c_uint64),
+                ("worker_major", ctypes.c_uint32), ("worker_minor", ctypes.c_uint32)]
+
+
+def load():
+    lib = ctypes.CDLL(LIB)
+    lib.agile_connect.argtypes = [ctypes.POINTER(ConnectOpts), ctypes.POINTER(ctypes.c_void_p)]
+    lib.agile_disconnect.argtypes = [ctypes.c_void_p]
+    lib.agile_ping.argtypes = [ctypes.c_void_p]
+    lib.agile_strerror.restype = ctypes.c_char_p
+    lib.agile_last_error.restype = ctypes.c_char_p
+    lib.agile_object_create.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_int,
+                                        ctypes.POINTER(ctypes.c_uint64)]
+    lib.agile_object_destroy.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+    lib.agile_session_info_get.argtypes = [ctypes.c_void_p, ctypes.POINTER(SessionInfo)]
+    lib.agile_raw_request.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
+                                      ctypes.POINTER(ctypes.c_void_p),
+                                      ctypes.POINTER(ctypes.c_size_t)]
+    lib.agile_free_string.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+class Client:
+    def __init__(self, lib, runtime_dir, autostart=False, timeout_ms=5000):
+        self.lib = lib
+        opts = ConnectOpts(runtime_dir.encode(), timeout_ms, 0 if autostart else 1,
+                           WORKER.encode(), b"host")
+        h = ctypes.c_void_p()
+        rv = lib.agile_connect(ctypes.byref(opts), ctypes.byref(h))
+        if rv != 0:
+            raise OSError(rv, f"agile_connect: {lib.agile_strerror(rv).decode()}: "
+                              f"{lib.agile_last_error().decode()}")
+        self.h = h
+
+    def info(self):
+        si = SessionInfo()
+        assert self.lib.agile_session_info_get(self.h, ctypes.byref(si)) == 0
+        return si
+
+    def ping(self):
+        return self.lib.agile_ping(self.h)
+
+    def create(self, typ=OBJ_STREAM, dev=0):
+        out = ctypes.c_uint64()
+        rv = self.lib.agile_object_create(self.h, typ, dev, ctypes.byref(out))
+        return rv, out.value
+
+    def destroy(self, handle):
+        return self.lib.agile_object_destroy(self.h, handle)
+
+    def raw(self, data: bytes):
+        rep = ctypes.c_void_p()
+        n = ctypes.c_size_t()
+        rv = self.lib.agile_raw_request(self.h, data, len(data), ctypes.byref(rep), ctypes.byref(n))
+        if rv != 0:
+            return rv, None
+        out = ctypes.string_at(rep, n.value)
+        self.lib.agile_free_string(rep)
+        return 0, out
+
+    def close(self):
+        if self.h:
+            self.lib.agile_disconnect(self.h)
+            self.h = None

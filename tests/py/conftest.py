@@ -1,0 +1,91 @@
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import agilec  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one)")
+
+
+def have_gpu():
+    try:
+        import ctypes
+        cu = ctypes.CDLL("libcuda.so.1")
+        n = ctypes.c_int()
+        return cu.cuInit(0) == 0 and cu.cuDeviceGetCount(ctypes.byref(n)) == 0 and n.value > 0
+    except OSError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if have_gpu():
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU on this machine (scripts/gpu-check runs these)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+class Worker:
+    def __init__(self, runtime_dir, backend="host", config=None):
+        self.dir = runtime_dir
+        args = [agilec.WORKER, "--foreground", "--runtime-dir", runtime_dir, "--backend", backend]
+        if config:
+            args += ["--config", config]
+        self.log = open(os.path.join(runtime_dir + ".log"), "w+")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        # Ready when it says so (stale socket files of a killed worker may still be there).
+        while "worker ready" not in self.logtext():
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.log.seek(0)
+                raise RuntimeError("worker did not start: " + self.log.read())
+            time.sleep(0.02)
+
+    def status(self):
+        out = subprocess.run([agilec.AGILECTL, "--runtime-dir", self.dir, "--no-start", "status",
+                              "--json"], capture_output=True, text=True, timeout=10)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def logtext(self):
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def rundir():
+    with tempfile.TemporaryDirectory(prefix="agile-t") as d:
+        yield os.path.join(d, "rt")
+
+
+@pytest.fixture
+def worker(rundir):
+    w = Worker(rundir)
+    yield w
+    w.stop()
+
+
+@pytest.fixture(scope="session")
+def lib():
+    assert os.path.exists(agilec.LIB), f"{agilec.LIB} missing: build first (scripts/build)"
+    return agilec.load()

@@ -1,0 +1,98 @@
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "config.h"
+#include "core.h"
+
+static int parse(agile__config *c, const char *text, char *err)
+{
+    return agile__config_parse(c, text, strlen(text), err, 128);
+}
+
+static void test_defaults_and_sections(void **state)
+{
+    agile__config c;
+    char err[128] = "";
+    (void)state;
+    assert_int_equal(parse(&c, "", err), AGILE_OK);
+    assert_int_equal(c.dflt.quota, 8ull << 30);
+    assert_int_equal(parse(&c,
+                           "# policy\n[default]\nquota = 4GiB\nmodules = fft\n"
+                           "[tenant 1000]\nquota=512MiB   # small\npriority = 4\n"
+                           "time_limit_ms = 250\nlease_step = 32M\n[tenant 0]\nmodules = none\n",
+                           err),
+                     AGILE_OK);
+    assert_int_equal(c.dflt.quota, 4ull << 30);
+    assert_int_equal(c.dflt.modules, 1u);
+    const agile__policy *p = agile__config_policy(&c, 1000);
+    assert_int_equal(p->quota, 512ull << 20);
+    assert_int_equal(p->priority, 4);
+    assert_int_equal(p->modules, 1u); /* inherited from [default] */
+    assert_int_equal(p->time_limit_ms, 250);
+    assert_int_equal(p->lease_step, 32ull << 20);
+    assert_int_equal(agile__config_policy(&c, 0)->modules, 0);
+    assert_ptr_equal(agile__config_policy(&c, 4242), &c.dflt);
+    /* root is a user name everywhere */
+    assert_int_equal(parse(&c, "[tenant root]\nquota=1G\n", err), AGILE_OK);
+    assert_int_equal(agile__config_policy(&c, 0)->quota, 1ull << 30);
+}
+
+static void test_errors_name_the_line(void **state)
+{
+    static const struct {
+        const char *text, *msg;
+    } bad[] = {
+        {"quota = lots\n", "line 1: bad size for quota"},
+        {"\n\npriority = 99\n", "line 3: priority must be 1..16"},
+        {"[tenant nosuchuser_xyz]\n", "line 1: unknown tenant (not a uid nor a user name)"},
+        {"[weird]\n", "line 1: section header must be [default] or [tenant UID|NAME]"},
+        {"modules = fft, gpu\n", "line 1: unknown module in modules (known: fft, guard)"},
+        {"just words\n", "line 1: expected key = value"},
+        {"color = red\n", "line 1: unknown key (known: quota, modules, priority, time_limit_ms, "
+                          "lease_step)"},
+        {"quota = 99999999999999999999\n", "line 1: bad size for quota"},
+        {"quota = 17179869184T\n", "line 1: bad size for quota"},
+        {"lease_step = 0\n", "line 1: bad size for lease_step"},
+    };
+    (void)state;
+    for (size_t i = 0; i < AGILE_ARRAY_LEN(bad); i++) {
+        agile__config c;
+        char err[128] = "";
+        assert_int_equal(parse(&c, bad[i].text, err), AGILE_ECONFIG);
+        assert_string_equal(err, bad[i].msg);
+    }
+    agile__config c;
+    char err[128];
+    assert_int_equal(agile__config_parse(&c, "quota = 1\0G\n", 12, err, sizeof err), AGILE_ECONFIG);
+    assert_string_equal(err, "line 1: NUL byte");
+}
+
+static void test_sizes(void **state)
+{
+    uint64_t v;
+    (void)state;
+    assert_int_equal(agile__parse_size("64MiB", &v), AGILE_OK);
+    assert_int_equal(v, 64ull << 20);
+    assert_int_equal(agile__parse_size("2gb", &v), AGILE_OK);
+    assert_int_equal(v, 2000000000ull);
+    assert_int_equal(agile__parse_size("7", &v), AGILE_OK);
+    assert_int_equal(v, 7);
+    assert_int_equal(agile__parse_size("", &v), AGILE_EINVAL);
+    assert_int_equal(agile__parse_size("-1", &v), AGILE_EINVAL);
+    assert_int_equal(agile__parse_size("1 Q", &v), AGILE_EINVAL);
+    assert_int_equal(agile__parse_size("18446744073709551615", &v), AGILE_OK);
+    assert_int_equal(agile__parse_size("18446744073709551616", &v), AGILE_EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults_and_sections),
+        cmocka_unit_test(test_errors_name_the_line),
+        cmocka_unit_test(test_sizes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

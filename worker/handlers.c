@@ -1,0 +1,446 @@
+/* Control-plane message handlers. Every field is validated before use; malformed input
+ * gets an error reply (or the connection is closed) and is counted in `agilectl status`. */
+#include "worker.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    agile__worker *w;
+    agile__session *s; /* NULL before HELLO */
+    uint32_t pipe_id, pipe_uid;
+    const agile__msg *req;
+    agile__msg rep;
+    char errbuf[512];
+} hctx;
+
+static int fail(hctx *c, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(hctx *c, int err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->errbuf, sizeof c->errbuf, fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+static void count_proto_error(hctx *c)
+{
+    atomic_fetch_add(&c->w->proto_errors, 1);
+    if (c->s) {
+        pthread_mutex_lock(&c->w->mu);
+        c->s->tenant->proto_errors++;
+        pthread_mutex_unlock(&c->w->mu);
+    }
+}
+
+/* ---- leases ------------------------------------------------------------------------------- */
+
+typedef struct lease_obj {
+    agile__session *s;
+    int dev;
+    agile__lease *l;
+    uint64_t off, size;
+} lease_obj;
+
+static void range_free(agile__dwin *dw, uint64_t off, uint64_t size)
+{
+    agile__range **pp = &dw->free, *r, *n;
+    while ((r = *pp) && r->off < off)
+        pp = &r->next;
+    n = malloc(sizeof *n);
+    if (!n)
+        return; /* the range is lost to this session, not to anyone else */
+    n->off = off;
+    n->size = size;
+    n->next = r;
+    *pp = n;
+    /* coalesce with the next and the previous */
+    if (r && n->off + n->size == r->off) {
+        n->size += r->size;
+        n->next = r->next;
+        free(r);
+    }
+    for (agile__range *p = dw->free; p && p != n; p = p->next) {
+        if (p->next == n && p->off + p->size == n->off) {
+            p->size += n->size;
+            p->next = n->next;
+            free(n);
+            n = p;
+            break;
+        }
+    }
+    /* give the top back to the bump pointer */
+    if (n->off + n->size == dw->top) {
+        for (pp = &dw->free; *pp != n; pp = &(*pp)->next)
+            ;
+        *pp = n->next;
+        dw->top = n->off;
+        free(n);
+    }
+}
+
+static int range_alloc(agile__dwin *dw, uint64_t size, uint64_t *off)
+{
+    for (agile__range **pp = &dw->free, *r; (r = *pp); pp = &r->next) {
+        if (r->size >= size) {
+            *off = r->off;
+            r->off += size;
+            r->size -= size;
+            if (!r->size) {
+                *pp = r->next;
+                free(r);
+            }
+            return AGILE_OK;
+        }
+    }
+    if (dw->size - dw->top < size)
+        return AGILE_ENOMEM;
+    *off = dw->top;
+    dw->top += size;
+    return AGILE_OK;
+}
+
+static void lease_fini(void *obj)
+{
+    lease_obj *lo = obj;
+    agile__session *s = lo->s;
+    agile__worker *w = s->w;
+    pthread_mutex_lock(&s->mu);
+    agile__lease_destroy(lo->l);
+    range_free(&s->win[lo->dev], lo->off, lo->size);
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_lock(&w->mu);
+    s->tenant->leased[lo->dev] -= lo->size;
+    pthread_mutex_unlock(&w->mu);
+    agile__session_rele(s);
+    free(lo);
+}
+
+static uint64_t window_size_for(const agile__worker *w, int dev, uint64_t quota)
+{
+    uint64_t g = w->dev[dev].granularity ? w->dev[dev].granularity : (2ull << 20);
+    uint64_t W = g;
+    while (W < quota && W < (1ull << 46))
+        W <<= 1;
+    return W;
+}
+
+static int check_dev(hctx *c, uint32_t dev)
+{
+    if ((int)dev >= c->w->ndev || dev >= AGILE_MAX_DEV)
+        return fail(c, AGILE_EINVAL, "device %u does not exist (worker has %d)", dev, c->w->ndev);
+    return AGILE_OK;
+}
+
+static int h_window(hctx *c)
+{
+    const struct agile__rec_window_req *q = &c->req->u.window_req;
+    struct agile__rec_window_rep *r = &c->rep.u.window_rep;
+    int rv;
+    if ((rv = check_dev(c, q->device)))
+        return rv;
+    pthread_mutex_lock(&c->w->mu);
+    r->quota = c->s->tenant->pol.quota;
+    r->leased = c->s->tenant->leased[q->device];
+    pthread_mutex_unlock(&c->w->mu);
+    r->size = window_size_for(c->w, (int)q->device, r->quota);
+    r->bits = (uint32_t)__builtin_ctzll(r->size);
+    r->granularity = c->w->dev[q->device].granularity;
+    r->flags = 0;
+    return AGILE_OK;
+}
+
+static int h_lease_grow(hctx *c)
+{
+    const struct agile__rec_lease_grow_req *q = &c->req->u.lease_grow_req;
+    struct agile__rec_lease_grow_rep *r = &c->rep.u.lease_grow_rep;
+    agile__worker *w = c->w;
+    agile__session *s = c->s;
+    agile__tenant *t = s->tenant;
+    lease_obj *lo = NULL;
+    uint64_t g, size, min, quota, off = 0, h = 0, seq = 0;
+    int fd = -1, rv = AGILE_OK, reserved = 0, have_range = 0;
+    agile__dwin *dw;
+
+    if ((rv = check_dev(c, q->device)))
+        return rv;
+    if (q->bytes == 0 || q->bytes > (1ull << 46))
+        return fail(c, AGILE_EINVAL, "lease size %llu out of range", (unsigned long long)q->bytes);
+    g = w->dev[q->device].granularity ? w->dev[q->device].granularity : (2ull << 20);
+    min = AGILE_ALIGN_UP(q->bytes, g);
+    size = AGILE_MAX(min, AGILE_ALIGN_UP(t->pol.lease_step, g));
+
+    /* Reserve the bytes against the quota first: nothing is ever over-committed. */
+    pthread_mutex_lock(&w->mu);
+    quota = t->pol.quota;
+    if (t->leased[q->device] + size > quota)
+        size = min; /* the last step may be smaller than lease_step */
+    if (t->leased[q->device] + size > quota) {
+        t->quota_refusals++;
+        uint64_t used = t->leased[q->device];
+        pthread_mutex_unlock(&w->mu);
+        return fail(c, AGILE_EQUOTA,
+                    "tenant %u: lease of %llu bytes on GPU %u exceeds quota (%llu of %llu bytes "
+                    "leased)",
+                    t->uid, (unsigned long long)min, q->device, (unsigned long long)used,
+                    (unsigned long long)quota);
+    }
+    t->leased[q->device] += size;
+    reserved = 1;
+    pthread_mutex_unlock(&w->mu);
+
+    lo = calloc(1, sizeof *lo);
+    if (!lo) {
+        rv = AGILE_ENOMEM;
+        goto out;
+    }
+    pthread_mutex_lock(&s->mu);
+    dw = &s->win[q->device];
+    if (!dw->win) {
+        uint64_t W = window_size_for(w, (int)q->device, quota);
+        rv = agile__window_create(w->be, (int)q->device, W, AGILE_GUARD_GAP, &dw->win);
+        if (rv == AGILE_OK)
+            dw->size = W;
+    }
+    if (rv == AGILE_OK && (rv = range_alloc(dw, size, &off)) == AGILE_OK)
+        have_range = 1;
+    if (rv == AGILE_OK)
+        rv = agile__lease_create(dw->win, off, size, &lo->l, &fd);
+    if (rv != AGILE_OK && have_range)
+        range_free(dw, off, size);
+    pthread_mutex_unlock(&s->mu);
+    if (rv != AGILE_OK) {
+        fail(c, rv, "lease of %llu bytes failed: %s", (unsigned long long)size,
+             agile_strerror(rv));
+        goto out;
+    }
+    lo->s = s;
+    lo->dev = (int)q->device;
+    lo->off = off;
+    lo->size = size;
+    pthread_mutex_lock(&w->mu);
+    s->refs++; /* the lease keeps its session (and window) alive */
+    pthread_mutex_unlock(&w->mu);
+    reserved = 0; /* from here the lease object owns the accounting */
+    rv = agile__htab_add(&w->objs, AGILE_OBJ_LEASE, s->id, lo, lease_fini, &h);
+    if (rv != AGILE_OK) {
+        lease_fini(lo);
+        lo = NULL;
+        goto out;
+    }
+    lo = NULL;
+    rv = agile__session_send_fd(s, AGILE_FDREC_LEASE, h, off, size, fd, &seq);
+    if (rv != AGILE_OK) {
+        agile__htab_remove(&w->objs, h, AGILE_OBJ_LEASE, s->id);
+        fail(c, rv, "could not pass the lease fd: %s", agile_strerror(rv));
+        goto out;
+    }
+    r->handle = h;
+    r->offset = off;
+    r->size = size;
+    r->fd_seq = seq;
+    r->nfds = 1;
+    agile__log(AGILE_LOG_DEBUG, (long)t->uid, "lease %llx: %llu MiB at offset %#llx on GPU %u",
+               (unsigned long long)h, (unsigned long long)(size >> 20), (unsigned long long)off,
+               q->device);
+out:
+    if (fd >= 0)
+        close(fd);
+    if (reserved) {
+        pthread_mutex_lock(&w->mu);
+        t->leased[q->device] -= size;
+        pthread_mutex_unlock(&w->mu);
+    }
+    free(lo);
+    return rv;
+}
+
+static int h_lease_release(hctx *c)
+{
+    int rv = agile__htab_remove(&c->w->objs, c->req->u.handle.handle, AGILE_OBJ_LEASE, c->s->id);
+    if (rv)
+        return fail(c, rv, "not a lease of this session");
+    return AGILE_OK;
+}
+
+/* ---- generic objects ---------------------------------------------------------------------- */
+
+static void plain_fini(void *obj)
+{
+    free(obj);
+}
+
+static int h_obj_create(hctx *c)
+{
+    const struct agile__rec_obj_create_req *q = &c->req->u.obj_create_req;
+    void *o;
+    int rv;
+    if (q->type != AGILE_OBJ_STREAM && q->type != AGILE_OBJ_EVENT)
+        return fail(c, AGILE_EINVAL, "OBJ_CREATE makes streams and events only");
+    if ((rv = check_dev(c, q->device)))
+        return rv;
+    if (!(o = calloc(1, 16)))
+        return AGILE_ENOMEM;
+    rv = agile__htab_add(&c->w->objs, q->type, c->s->id, o, plain_fini, &c->rep.u.handle.handle);
+    if (rv)
+        free(o);
+    return rv;
+}
+
+static int h_obj_destroy(hctx *c)
+{
+    uint64_t h = c->req->u.handle.handle;
+    unsigned type = agile__handle_type(h);
+    if (type != AGILE_OBJ_STREAM && type != AGILE_OBJ_EVENT)
+        return fail(c, AGILE_EHANDLE, "not a stream or event handle");
+    return agile__htab_remove(&c->w->objs, h, type, c->s->id);
+}
+
+/* ---- session ------------------------------------------------------------------------------ */
+
+static int h_hello(hctx *c)
+{
+    const struct agile__rec_hello_req *q = &c->req->u.hello_req;
+    struct agile__rec_hello_rep *r = &c->rep.u.hello_rep;
+    agile__session *s;
+    if (c->s)
+        return fail(c, AGILE_EPROTO, "HELLO twice on one connection");
+    if (q->major != AGILE_WIRE_MAJOR)
+        return fail(c, AGILE_EVERSION, "client speaks protocol %u.%u, worker speaks %u.%u",
+                    q->major, q->minor, AGILE_WIRE_MAJOR, AGILE_WIRE_MINOR);
+    s = agile__session_bind(c->w, q->token_lo, q->token_hi, c->pipe_id, c->pipe_uid);
+    if (!s)
+        return fail(c, AGILE_EPERM, "unknown, used or expired connection token");
+    c->s = s;
+    r->major = AGILE_WIRE_MAJOR;
+    r->minor = AGILE_WIRE_MINOR;
+    r->session = s->handle;
+    r->tenant = s->uid;
+    r->backend = (uint32_t)agile__backend_kind(c->w->be);
+    r->ndev = (uint32_t)c->w->ndev;
+    pthread_mutex_lock(&c->w->mu);
+    r->quota = s->tenant->pol.quota;
+    r->priority = s->tenant->pol.priority;
+    pthread_mutex_unlock(&c->w->mu);
+    agile__log(AGILE_LOG_INFO, (long)s->uid, "session %u (pid %d) connected", s->id, (int)s->pid);
+    return AGILE_OK;
+}
+
+static int h_status(hctx *c, char **text)
+{
+    uint32_t fmt = c->req->u.status_req.format;
+    if (fmt > 1)
+        return fail(c, AGILE_EINVAL, "status format must be 0 (text) or 1 (json)");
+    *text = agile__worker_status(c->w, (int)fmt);
+    if (!*text)
+        return AGILE_ENOMEM;
+    c->rep.u.status_rep.text = agile__blob_of(*text, strlen(*text));
+    return AGILE_OK;
+}
+
+static int encode_reply(hctx *c, int status, uint8_t **rep, size_t *replen)
+{
+    size_t cap;
+    if (status != AGILE_OK) {
+        const char *m = c->errbuf[0] ? c->errbuf : agile_strerror(status);
+        memset(&c->rep.u, 0, sizeof c->rep.u);
+        c->rep.u.error.message = agile__blob_of(m, strlen(m));
+    }
+    c->rep.h.flags = AGILE_MSGF_REPLY;
+    c->rep.h.status = status;
+    cap = agile__msg_size(&c->rep);
+    if (!cap || !(*rep = malloc(cap)))
+        return AGILE_ENOMEM;
+    return agile__msg_encode(&c->rep, *rep, cap, replen);
+}
+
+int agile__worker_handle(agile__worker *w, uint32_t pipe_id, uint32_t pipe_uid,
+                         const uint8_t *req, size_t reqlen, uint8_t **rep, size_t *replen)
+{
+    agile__msg m;
+    hctx c;
+    char *text = NULL;
+    int rv, close_after = 0;
+    agile__hdr h;
+
+    memset(&c, 0, sizeof c);
+    c.w = w;
+    c.pipe_id = pipe_id;
+    c.pipe_uid = pipe_uid;
+    c.req = &m;
+    *rep = NULL;
+    *replen = 0;
+    atomic_fetch_add(&w->requests, 1);
+    c.s = agile__session_by_pipe(w, pipe_id);
+
+    rv = agile__msg_decode(req, reqlen, &m);
+    if (rv != AGILE_OK) {
+        count_proto_error(&c);
+        /* Without a trustworthy header there is nobody to answer: close. */
+        if (agile__hdr_decode(req, reqlen, &h) == AGILE_EPROTO &&
+            (reqlen < AGILE_WIRE_HDR_SIZE || h.magic != AGILE_WIRE_MAGIC)) {
+            rv = AGILE_ECLOSED;
+            goto done;
+        }
+        memset(&c.rep.h, 0, sizeof c.rep.h);
+        if (reqlen >= AGILE_WIRE_HDR_SIZE) {
+            agile__rbuf rb = {req, reqlen, 8, 0};
+            c.rep.h.type = agile__get_u16(&rb);
+            rb.off = 16;
+            c.rep.h.req_id = agile__get_u64(&rb);
+        }
+        if (c.rep.h.type == 0 || c.rep.h.type >= AGILE_MSG_MAX_)
+            c.rep.h.type = AGILE_MSG_PING; /* a known type to carry the error */
+        fail(&c, rv, "malformed request: %s", agile_strerror(rv));
+        rv = encode_reply(&c, rv, rep, replen);
+        goto done;
+    }
+    if (m.h.flags & AGILE_MSGF_REPLY) {
+        count_proto_error(&c);
+        rv = AGILE_ECLOSED;
+        goto done;
+    }
+    c.rep.h.type = m.h.type;
+    c.rep.h.req_id = m.h.req_id;
+    agile__log(AGILE_LOG_DEBUG, c.s ? (long)c.s->uid : AGILE_NO_TENANT, "pipe %u: %s request %llu",
+               pipe_id, agile__msg_name(m.h.type), (unsigned long long)m.h.req_id);
+
+    if (!c.s && m.h.type != AGILE_MSG_HELLO) {
+        count_proto_error(&c);
+        rv = fail(&c, AGILE_EPROTO, "%s before HELLO", agile__msg_name(m.h.type));
+    } else {
+        switch (m.h.type) {
+        case AGILE_MSG_HELLO: rv = h_hello(&c); break;
+        case AGILE_MSG_PING: c.rep.u.ping.nonce = m.u.ping.nonce; rv = AGILE_OK; break;
+        case AGILE_MSG_STATUS: rv = h_status(&c, &text); break;
+        case AGILE_MSG_BYE: rv = AGILE_OK; close_after = 1; break;
+        case AGILE_MSG_OBJ_CREATE: rv = h_obj_create(&c); break;
+        case AGILE_MSG_OBJ_DESTROY: rv = h_obj_destroy(&c); break;
+        case AGILE_MSG_WINDOW: rv = h_window(&c); break;
+        case AGILE_MSG_LEASE_GROW: rv = h_lease_grow(&c); break;
+        case AGILE_MSG_LEASE_RELEASE: rv = h_lease_release(&c); break;
+        default:
+            rv = fail(&c, AGILE_ENOTSUP, "%s is not served by this worker",
+                      agile__msg_name(m.h.type));
+        }
+        if (rv == AGILE_EPROTO)
+            count_proto_error(&c);
+    }
+    rv = encode_reply(&c, rv, rep, replen);
+    if (close_after && c.s)
+        agile__session_kill(c.s, "BYE");
+done:
+    if (c.s)
+        agile__session_rele(c.s);
+    free(text);
+    if (rv != AGILE_OK) {
+        free(*rep);
+        *rep = NULL;
+        *replen = 0;
+    }
+    return rv;
+}

@@ -1,0 +1,184 @@
+/* agile-worker: the trusted process that owns the GPU. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#include "worker.h"
+
+static const char usage[] =
+    "usage: agile-worker [--backend auto|cuda|host] [--runtime-dir DIR] [--config FILE]\n"
+    "                    [--foreground] [--log-level debug|info|warn|error]\n"
+    "\n"
+    "The trusted agile worker: owns the GPU's CUDA contexts, the memory it leases to each\n"
+    "tenant, the protected modules (fft) and the PTX guard, and serves clients (agile_torch,\n"
+    "libagile, agilectl) on DIR/agile.sock (nng, control plane) and DIR/agile.fd.sock (peer\n"
+    "credentials and fd passing).\n"
+    "\n"
+    "  --backend B       auto (default): cuda when a GPU and driver are usable, else host;\n"
+    "                    cuda: fail if no GPU; host: memfd memory, no GPU\n"
+    "  --runtime-dir DIR default $AGILE_RUNTIME_DIR, else $XDG_RUNTIME_DIR/agile,\n"
+    "                    else /tmp/agile-$UID (created 0700)\n"
+    "  --config FILE     tenant policy (quota, modules, priority, time_limit_ms, lease_step);\n"
+    "                    defaults apply without one (see README, Configuration)\n"
+    "  --foreground      stay attached to the terminal and log to stderr; otherwise the\n"
+    "                    worker detaches once it is ready and logs to DIR/worker.log\n"
+    "  --log-level L     overrides $AGILE_LOG\n"
+    "  --version, --help\n"
+    "\n"
+    "Exit status: 0 after a clean shutdown (SIGTERM/SIGINT) or, detached, once the worker is\n"
+    "ready; 1 when it cannot start (another worker on DIR, no GPU with --backend cuda, ...);\n"
+    "2 on a usage error.\n";
+
+static int parse_level(const char *s)
+{
+    if (!strcmp(s, "debug"))
+        return AGILE_LOG_DEBUG;
+    if (!strcmp(s, "info"))
+        return AGILE_LOG_INFO;
+    if (!strcmp(s, "warn"))
+        return AGILE_LOG_WARN;
+    if (!strcmp(s, "error"))
+        return AGILE_LOG_ERROR;
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"backend", required_argument, 0, 'b'},    {"runtime-dir", required_argument, 0, 'd'},
+        {"config", required_argument, 0, 'c'},     {"foreground", no_argument, 0, 'f'},
+        {"log-level", required_argument, 0, 'l'},  {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, 'V'},          {0, 0, 0, 0}};
+    agile__worker_opts o = {0};
+    int foreground = 0, ch, ready[2] = {-1, -1};
+    static agile__worker w;
+    char err[512] = "";
+    sigset_t set;
+
+    while ((ch = getopt_long(argc, argv, "b:d:c:fl:hV", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'b':
+            if (!strcmp(optarg, "auto"))
+                o.backend = 0;
+            else if (!strcmp(optarg, "cuda"))
+                o.backend = AGILE_BACKEND_CUDA;
+            else if (!strcmp(optarg, "host"))
+                o.backend = AGILE_BACKEND_HOST;
+            else {
+                fprintf(stderr, "agile-worker: unknown backend '%s'\n%s", optarg, usage);
+                return 2;
+            }
+            break;
+        case 'd': o.runtime_dir = optarg; break;
+        case 'c': o.config = optarg; break;
+        case 'f': foreground = 1; break;
+        case 'l': {
+            int l = parse_level(optarg);
+            if (l < 0) {
+                fprintf(stderr, "agile-worker: unknown log level '%s'\n", optarg);
+                return 2;
+            }
+            agile__log_set_level((agile__log_level)l);
+            break;
+        }
+        case 'h': fputs(usage, stdout); return 0;
+        case 'V': printf("agile-worker %s (protocol %u.%u)\n", AGILE_VERSION, AGILE_WIRE_MAJOR,
+                         AGILE_WIRE_MINOR); return 0;
+        default: fputs(usage, stderr); return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "agile-worker: unexpected argument '%s'\n%s", argv[optind], usage);
+        return 2;
+    }
+
+    if (!foreground) {
+        /* Detach, but exit only when the child says it is ready (or why it is not). */
+        char dir[PATH_MAX / 2], logp[PATH_MAX];
+        pid_t pid;
+        if (o.runtime_dir)
+            snprintf(dir, sizeof dir, "%s", o.runtime_dir);
+        else if (agile__runtime_dir(dir, sizeof dir) != AGILE_OK) {
+            fprintf(stderr, "agile-worker: runtime dir path too long\n");
+            return 1;
+        }
+        if (pipe(ready) != 0 || (pid = fork()) < 0) {
+            perror("agile-worker");
+            return 1;
+        }
+        if (pid > 0) {
+            char msg[600];
+            ssize_t n;
+            close(ready[1]);
+            n = read(ready[0], msg, sizeof msg - 1);
+            if (n <= 0) {
+                fprintf(stderr, "agile-worker: the worker died while starting (see %s/worker.log)\n",
+                        dir);
+                return 1;
+            }
+            msg[n] = 0;
+            fputs(msg + 1, msg[0] == '0' ? stdout : stderr);
+            return msg[0] == '0' ? 0 : 1;
+        }
+        close(ready[0]);
+        setsid();
+        mkdir(dir, 0700);
+        snprintf(logp, sizeof logp, "%s/worker.log", dir);
+        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        int nul = open("/dev/null", O_RDWR);
+        if (nul >= 0) {
+            dup2(nul, 0);
+            dup2(nul, 1);
+            close(nul);
+        }
+        if (fd >= 0) {
+            dup2(fd, 2);
+            close(fd);
+        }
+    }
+
+    /* Signals are taken synchronously by this thread; every other thread blocks them. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int rv = agile__worker_start(&w, &o, err, sizeof err);
+    if (rv != AGILE_OK) {
+        agile__error("cannot start: %s", err);
+        agile__worker_fini(&w);
+        if (ready[1] >= 0) {
+            dprintf(ready[1], "1agile-worker: cannot start: %s\n", err);
+            close(ready[1]);
+        } else {
+            fprintf(stderr, "agile-worker: cannot start: %s\n", err);
+        }
+        return 1;
+    }
+    if (ready[1] >= 0) {
+        dprintf(ready[1], "0agile-worker: pid %d, backend %s%s%s%s, runtime dir %s\n",
+                (int)getpid(), agile__backend_name(w.be), w.backend_why[0] ? " (no usable GPU: " : "",
+                w.backend_why, w.backend_why[0] ? ")" : "", w.dir);
+        close(ready[1]);
+    } else if (agile__backend_kind(w.be) == AGILE_BACKEND_HOST && w.backend_why[0]) {
+        fprintf(stderr, "agile-worker: no usable GPU (%s): running on the host backend\n",
+                w.backend_why);
+    }
+    for (;;) {
+        int sig;
+        if (sigwait(&set, &sig) == 0 && sig != SIGHUP)
+            break;
+    }
+    agile__info("shutting down");
+    agile__worker_fini(&w);
+    agile__info("stopped");
+    return 0;
+}

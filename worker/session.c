@@ -1,0 +1,265 @@
+/* Sessions: one per client connection (fd socket + nng pipe), owned by a tenant (uid). */
+#include "worker.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MAX_SESSIONS 4096
+
+static agile__tenant *tenant_get_locked(agile__worker *w, uint32_t uid)
+{
+    agile__tenant *t;
+    for (t = w->tenants; t; t = t->next)
+        if (t->uid == uid)
+            return t;
+    t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->uid = uid;
+    t->pol = *agile__config_policy(&w->cfg, uid);
+    t->next = w->tenants;
+    w->tenants = t;
+    return t;
+}
+
+static void session_obj_fini(void *obj)
+{
+    (void)obj; /* the SESSION handle only names the session; the list owns it */
+}
+
+int agile__session_new(agile__worker *w, int fd, uint32_t uid, pid_t pid, agile__session **out)
+{
+    agile__session *s;
+    unsigned n = 0;
+    int rv = AGILE_OK;
+
+    s = calloc(1, sizeof *s);
+    if (!s)
+        return AGILE_ENOMEM;
+    AGILE_TRY(agile__random(s->token, sizeof s->token));
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->fd_mu, NULL);
+    s->w = w;
+    s->fd = fd;
+    s->uid = uid;
+    s->pid = pid;
+    s->state = SESS_PENDING;
+    s->refs = 1; /* the list's */
+    s->created_ns = agile__now_ns();
+    s->token_expiry_ns = s->created_ns + AGILE_TOKEN_TTL_NS;
+
+    pthread_mutex_lock(&w->mu);
+    for (agile__session *p = w->sessions; p; p = p->next)
+        n++;
+    if (n >= MAX_SESSIONS) {
+        pthread_mutex_unlock(&w->mu);
+        rv = AGILE_EBUSY;
+        goto out;
+    }
+    s->tenant = tenant_get_locked(w, uid);
+    if (!s->tenant) {
+        pthread_mutex_unlock(&w->mu);
+        rv = AGILE_ENOMEM;
+        goto out;
+    }
+    s->tenant->sessions++;
+    s->id = ++w->next_session_id;
+    s->next = w->sessions;
+    w->sessions = s;
+    pthread_mutex_unlock(&w->mu);
+    rv = agile__htab_add(&w->objs, AGILE_OBJ_SESSION, s->id, s, session_obj_fini, &s->handle);
+    if (rv != AGILE_OK) {
+        agile__session_kill(s, "object table full");
+        return rv;
+    }
+    *out = s;
+    return AGILE_OK;
+out:
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->fd_mu);
+    free(s);
+    return rv;
+}
+
+agile__session *agile__session_by_pipe(agile__worker *w, uint32_t pipe_id)
+{
+    agile__session *s;
+    pthread_mutex_lock(&w->mu);
+    for (s = w->sessions; s; s = s->next)
+        if (s->pipe_id == pipe_id && s->state == SESS_ACTIVE)
+            break;
+    if (s)
+        s->refs++;
+    pthread_mutex_unlock(&w->mu);
+    return s;
+}
+
+static int token_eq(const uint64_t a[2], uint64_t lo, uint64_t hi)
+{
+    /* constant time: the token is a capability */
+    return ((a[0] ^ lo) | (a[1] ^ hi)) == 0;
+}
+
+agile__session *agile__session_bind(agile__worker *w, uint64_t tok_lo, uint64_t tok_hi,
+                                    uint32_t pipe_id, uint32_t pipe_uid)
+{
+    agile__session *s, *found = NULL;
+    uint64_t now = agile__now_ns();
+    pthread_mutex_lock(&w->mu);
+    for (s = w->sessions; s; s = s->next) {
+        int eq = token_eq(s->token, tok_lo, tok_hi);
+        if (eq && !found)
+            found = s;
+    }
+    s = found;
+    /* One use, not expired, and the nng peer is the same user as the fd-socket peer. */
+    if (s && (s->state != SESS_PENDING || now > s->token_expiry_ns || s->uid != pipe_uid))
+        s = NULL;
+    if (s) {
+        s->state = SESS_ACTIVE;
+        s->pipe_id = pipe_id;
+        s->token[0] = s->token[1] = 0;
+        s->refs++;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return s;
+}
+
+static void session_free(agile__session *s)
+{
+    for (int d = 0; d < AGILE_MAX_DEV; d++) {
+        agile__range *r = s->win[d].free;
+        while (r) {
+            agile__range *n = r->next;
+            free(r);
+            r = n;
+        }
+        if (s->win[d].win)
+            agile__window_destroy(s->win[d].win);
+    }
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->fd_mu);
+    free(s);
+}
+
+void agile__session_rele(agile__session *s)
+{
+    agile__worker *w = s->w;
+    int last;
+    pthread_mutex_lock(&w->mu);
+    last = --s->refs == 0;
+    pthread_mutex_unlock(&w->mu);
+    if (last)
+        session_free(s);
+}
+
+void agile__session_kill(agile__session *s, const char *why)
+{
+    agile__worker *w = s->w;
+    pthread_mutex_lock(&w->mu);
+    if (s->state != SESS_DEAD) {
+        s->state = SESS_DEAD;
+        agile__log(AGILE_LOG_DEBUG, (long)s->uid, "session %u (pid %d) closing: %s", s->id,
+                   (int)s->pid, why);
+    }
+    pthread_cond_signal(&w->reap_cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void agile__session_kill_pipe(agile__worker *w, uint32_t pipe_id)
+{
+    agile__session *s = agile__session_by_pipe(w, pipe_id);
+    if (s) {
+        agile__session_kill(s, "control connection closed");
+        agile__session_rele(s);
+    }
+}
+
+void agile__sessions_reap(agile__worker *w)
+{
+    for (;;) {
+        agile__session *s, **pp;
+        pthread_mutex_lock(&w->mu);
+        for (pp = &w->sessions; (s = *pp); pp = &s->next)
+            if (s->state == SESS_DEAD)
+                break;
+        if (s) {
+            *pp = s->next; /* off the list: no new lookups find it */
+            s->tenant->sessions--;
+        }
+        pthread_mutex_unlock(&w->mu);
+        if (!s)
+            return;
+        uint64_t t0 = agile__now_ns();
+        uint32_t n = agile__htab_remove_owner(&w->objs, s->id);
+        /* The nng pipe is left to its peer: once the session is off the list, requests on
+         * it find no session and get "before HELLO". (Closing pipes from here made nng 1.5
+         * drop other clients' pending requests under load.) */
+        pthread_mutex_lock(&s->fd_mu);
+        if (s->fd >= 0) {
+            close(s->fd);
+            s->fd = -1;
+        }
+        pthread_mutex_unlock(&s->fd_mu);
+        agile__log(AGILE_LOG_INFO, (long)s->uid,
+                   "session %u (pid %d) released: %u objects in %.2f ms", s->id, (int)s->pid, n,
+                   (double)(agile__now_ns() - t0) / 1e6);
+        agile__session_rele(s);
+    }
+}
+
+int agile__session_send_fd(agile__session *s, uint16_t kind, uint64_t handle, uint64_t a,
+                           uint64_t b, int fd, uint64_t *seq)
+{
+    uint8_t rec[AGILE_FDREC_SIZE];
+    agile__wbuf wb = {rec, sizeof rec, 0, 0};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {rec, sizeof rec};
+    struct msghdr mh;
+    ssize_t n;
+    int rv = AGILE_OK;
+
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (fd >= 0) {
+        memset(&u, 0, sizeof u);
+        mh.msg_control = u.buf;
+        mh.msg_controllen = sizeof u.buf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    }
+    pthread_mutex_lock(&s->fd_mu);
+    *seq = ++s->fd_seq;
+    agile__put_u32(&wb, AGILE_FDREC_MAGIC);
+    agile__put_u16(&wb, 1);
+    agile__put_u16(&wb, kind);
+    agile__put_u64(&wb, *seq);
+    agile__put_u64(&wb, handle);
+    agile__put_u64(&wb, a);
+    agile__put_u64(&wb, b);
+    agile__put_u64(&wb, 0);
+    if (s->fd < 0) {
+        rv = AGILE_ECLOSED;
+    } else {
+        /* Never block on a client that does not read its fd socket. */
+        do {
+            n = sendmsg(s->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } while (n < 0 && errno == EINTR);
+        if (n < 0)
+            rv = errno == EAGAIN ? AGILE_EBUSY : agile_err_sys(errno);
+        else if ((size_t)n != sizeof rec)
+            rv = AGILE_EPROTO;
+    }
+    pthread_mutex_unlock(&s->fd_mu);
+    return rv;
+}

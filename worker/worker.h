@@ -1,0 +1,146 @@
+/* worker.h — the agile worker's internal state. One worker per runtime directory.
+ *
+ * Threads: NCTX request threads, each owning one nng rep context (a slow request holds
+ * only its own context); one fd-socket thread (accept, SO_PEERCRED, token hand-out, hang-up
+ * detection); one reaper thread that tears down dead sessions off the request path.
+ * Locks: w->mu guards the session and tenant lists and tenant counters, and is never held
+ * across a backend (GPU) call; s->mu serialises one session's window/lease operations.
+ */
+#ifndef AGILE_WORKER_H
+#define AGILE_WORKER_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+
+#include <nng/nng.h>
+
+#include "backend/backend.h"
+#include "config.h"
+#include "core.h"
+
+#define AGILE_MAX_DEV 16
+#define AGILE_NCTX 32
+#define AGILE_TOKEN_TTL_NS (10ull * 1000000000ull)
+/* Trailing guard gap after each window: covers the widest fenced [reg+imm] access. */
+#define AGILE_GUARD_GAP (2ull << 20)
+
+typedef struct agile__tenant {
+    uint32_t uid;
+    agile__policy pol;
+    uint64_t leased[AGILE_MAX_DEV];
+    uint32_t sessions;
+    uint64_t proto_errors;
+    uint64_t quota_refusals;
+    struct agile__tenant *next;
+} agile__tenant;
+
+/* A free range in a window (offsets), for reusing released lease ranges. */
+typedef struct agile__range {
+    uint64_t off, size;
+    struct agile__range *next;
+} agile__range;
+
+typedef struct agile__dwin {
+    agile__window *win;
+    uint64_t size;
+    uint64_t top;         /* bump pointer */
+    agile__range *free;   /* released ranges, sorted, coalesced */
+} agile__dwin;
+
+enum { SESS_PENDING = 1, SESS_ACTIVE = 2, SESS_DEAD = 3 };
+
+typedef struct agile__session {
+    uint32_t id;          /* owner id in the object table */
+    uint64_t handle;      /* its SESSION handle */
+    agile__tenant *tenant;
+    uint32_t uid;
+    pid_t pid;
+    int fd;               /* the fd socket connection */
+    uint64_t token[2];
+    uint64_t token_expiry_ns;
+    uint32_t pipe_id;     /* nng pipe, 0 until HELLO */
+    int state;
+    int refs;             /* under w->mu */
+    uint64_t created_ns;
+    pthread_mutex_t mu;
+    pthread_mutex_t fd_mu;
+    uint64_t fd_seq;
+    agile__dwin win[AGILE_MAX_DEV];
+    struct agile__worker *w;
+    struct agile__session *next;
+} agile__session;
+
+typedef struct agile__worker {
+    agile__backend *be;
+    char backend_why[256];
+    int ndev;
+    agile__devinfo dev[AGILE_MAX_DEV];
+    char dir[PATH_MAX / 2];
+    char url[PATH_MAX];
+    char fd_path[PATH_MAX];
+    char lock_path[PATH_MAX];
+    int lock_fd;
+    int fd_listen;
+    int wake[2];
+    nng_socket sock;
+    int sock_open;
+    agile__htab objs;
+    agile__config cfg;
+    pthread_mutex_t mu;
+    pthread_cond_t reap_cv;
+    agile__session *sessions;
+    agile__tenant *tenants;
+    uint32_t next_session_id;
+    uint64_t started_ns;
+    atomic_uint_fast64_t proto_errors;
+    atomic_uint_fast64_t requests;
+    atomic_int stop;
+    int nthreads;
+    pthread_t ctx_threads[AGILE_NCTX];
+    pthread_t fd_thread, reap_thread;
+} agile__worker;
+
+typedef struct agile__worker_opts {
+    int backend;            /* 0 = auto, else AGILE_BACKEND_* */
+    const char *runtime_dir; /* NULL: agile__runtime_dir() */
+    const char *config;     /* NULL: defaults */
+} agile__worker_opts;
+
+/* Lifecycle (worker.c). init_core: config, backend, devices, object table; no listeners and
+ * no threads, on a worker set up by agile__worker_zero (the fuzzer and unit tests drive agile__worker_handle on it). start: lock the runtime dir, open the backend, listen. */
+void agile__worker_zero(agile__worker *w);
+int agile__worker_init_core(agile__worker *w, int backend, const char *config, char *err,
+                            size_t errcap);
+int agile__worker_start(agile__worker *w, const agile__worker_opts *o, char *err, size_t errcap);
+void agile__worker_request_stop(agile__worker *w);
+/* Blocks until stop is requested, then releases everything and removes the socket files. */
+void agile__worker_run_until_stopped(agile__worker *w);
+void agile__worker_fini(agile__worker *w);
+
+/* Sessions (session.c). */
+int agile__session_new(agile__worker *w, int fd, uint32_t uid, pid_t pid, agile__session **out);
+agile__session *agile__session_by_pipe(agile__worker *w, uint32_t pipe_id); /* +ref */
+agile__session *agile__session_bind(agile__worker *w, uint64_t tok_lo, uint64_t tok_hi,
+                                    uint32_t pipe_id, uint32_t pipe_uid); /* +ref */
+void agile__session_rele(agile__session *s);
+/* Mark dead (idempotent) and wake the reaper; the teardown happens there. */
+void agile__session_kill(agile__session *s, const char *why);
+void agile__session_kill_pipe(agile__worker *w, uint32_t pipe_id);
+/* Reaper body: tear down every dead session now. */
+void agile__sessions_reap(agile__worker *w);
+int agile__session_send_fd(agile__session *s, uint16_t kind, uint64_t handle, uint64_t a,
+                           uint64_t b, int fd, uint64_t *seq);
+
+/* The message handler (handlers.c): one request in, one reply out. Never crashes on input.
+ * `pipe_id`/`pipe_uid` identify the nng connection. The reply is written into *rep (a
+ * malloc()ed buffer the caller frees) and its length into *replen; returns AGILE_ECLOSED
+ * when the connection must be closed instead of answered. */
+int agile__worker_handle(agile__worker *w, uint32_t pipe_id, uint32_t pipe_uid,
+                         const uint8_t *req, size_t reqlen, uint8_t **rep, size_t *replen);
+
+/* Status as JSON or text (status.c); malloc()ed, NUL-terminated. */
+char *agile__worker_status(agile__worker *w, int json);
+
+#endif
