@@ -17,10 +17,13 @@
  *   3. the worker: ops->grow leases a new extent (a "segment") when 1 and 2 cannot serve.
  * A cached block moves from 1 to 2 only once an event recorded on S after its free reports
  * done (ops->event_query), or when the caller says S is synchronized. The event is recorded
- * lazily — when another stream needs memory, or when S caches more than grow_step unsettled
- * bytes — which is safe because an event recorded later than the free completes later too.
+ * lazily — when tiers 1 and 2 cannot serve a request, or when S's cache outgrows its cap —
+ * which is safe because an event recorded later than the free completes later too. A cache
+ * is capped at 1/64 of the lease (at least 4 MiB): idle cached blocks cannot merge with their
+ * neighbours, and an uncapped cache doubled the lease in the fragmentation test. Over the cap,
+ * the oldest blocks S has passed settle (amortized: at most one poll per cap/8 bytes freed).
  * Without ops->event_record (host backend: streams are synchronous) all streams share one
- * cache and cached blocks settle as soon as memory is short.
+ * cache and cached blocks settle as soon as memory is short or the cache is over its cap.
  *
  * Sizes: requests up to small_max (1 MiB) are rounded up to their size class (at most 12.5%
  * waste), larger ones to the alignment. Extents the worker leases next to each other join one
@@ -28,8 +31,13 @@
  * heap); empty_cache cuts out and gives back every extent that lies inside a free block.
  *
  * Locking: one mutex per arena. All entry points are thread-safe. event_* callbacks are called
- * with the arena mutex held and must not call back into the arena; grow and shrink are called
- * without it (they talk to the worker and may block), serialized by a second mutex.
+ * with the arena mutex held (from alloc's slow path, from free only when a cache is over its
+ * cap, from empty_cache) and must not call back into the arena or block; grow and shrink are
+ * called without it (they talk to the worker and may block), serialized by a second mutex.
+ * Not done: per-thread caches (one lock pair per malloc+free is within the 150 ns goal).
+ *
+ * Cost (alloc-bench, host CPU): malloc+free p50 ~30-80 ns on the same stream, ~80 ns when
+ * every allocation crosses streams; glibc malloc/free measures ~10-45 ns in the same run.
  */
 #ifndef AGILE_ALLOC_H
 #define AGILE_ALLOC_H
