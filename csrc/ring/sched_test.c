@@ -1,0 +1,373 @@
+/* sched_test.c — deficit round robin: weighted shares, fairness, idle tenants, threads. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "ring/sched.h"
+
+#define NT 1100u
+
+/* Simulated tenant queues: backlog in units (UINT64_MAX: flooding), cost per command. */
+typedef struct {
+    uint64_t backlog[NT];
+    uint32_t cost[NT];
+    uint64_t units[NT];
+    uint64_t pulls[NT];
+    uint64_t total_pulls;
+} sim;
+
+static bool sim_pull(void *arg, uint32_t id, uint32_t allowance, uint32_t *used)
+{
+    sim *s = arg;
+    uint32_t cost = s->cost[id] ? s->cost[id] : 1;
+    uint32_t u = 0;
+    s->pulls[id]++;
+    s->total_pulls++;
+    /* Dispatch whole commands while the allowance covers them; one command is always
+     * allowed (DRR charges the overdraft to the next turn). */
+    while (s->backlog[id] && (u == 0 || u + cost <= allowance)) {
+        u += cost;
+        if (s->backlog[id] != UINT64_MAX)
+            s->backlog[id]--;
+    }
+    s->units[id] += u;
+    *used = u;
+    return s->backlog[id] != 0;
+}
+
+static double jain(const uint64_t *x, const uint32_t *w, unsigned n)
+{
+    double sum = 0, sq = 0;
+    for (unsigned i = 0; i < n; i++) {
+        double v = (double)x[i] / w[i];
+        sum += v;
+        sq += v * v;
+    }
+    return sum * sum / (n * sq);
+}
+
+static sim *sim_new(void)
+{
+    sim *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    return s;
+}
+
+static void flood(agile__sched *s, sim *m, uint32_t id, uint32_t weight)
+{
+    assert_int_equal(agile__sched_add_tenant(s, id, weight), AGILE_OK);
+    m->backlog[id] = UINT64_MAX;
+    assert_int_equal(agile__sched_mark_ready(s, id), AGILE_OK);
+}
+
+static void test_two_flooders_equal(void **state)
+{
+    (void)state;
+    agile__sched s;
+    sim *m = sim_new();
+    uint64_t done;
+    assert_int_equal(agile__sched_init(&s, 16, 0), AGILE_OK);
+    flood(&s, m, 1, 1);
+    flood(&s, m, 2, 1);
+    /* tenant 2's commands cost 3 units each: shares are in units, not in commands */
+    m->cost[2] = 3;
+    assert_int_equal(agile__sched_run(&s, sim_pull, m, 100000, &done), AGILE_OK);
+    assert_int_equal(done, m->units[1] + m->units[2]);
+    assert_true(done >= 100000);
+    double ratio = (double)m->units[1] / (double)m->units[2];
+    print_message("    1:1 flooding: %llu vs %llu units (ratio %.3f)\n",
+                  (unsigned long long)m->units[1], (unsigned long long)m->units[2], ratio);
+    assert_true(ratio > 0.9 && ratio < 1.1);
+    uint64_t served;
+    assert_int_equal(agile__sched_served(&s, 1, &served), AGILE_OK);
+    assert_int_equal(served, m->units[1]);
+    agile__sched_fini(&s);
+    free(m);
+}
+
+static void test_weighted(void **state)
+{
+    (void)state;
+    agile__sched s;
+    sim *m = sim_new();
+    assert_int_equal(agile__sched_init(&s, 16, 4), AGILE_OK);
+    flood(&s, m, 1, 1);
+    flood(&s, m, 2, 2);
+    flood(&s, m, 3, 5);
+    assert_int_equal(agile__sched_run(&s, sim_pull, m, 80000, NULL), AGILE_OK);
+    double r21 = (double)m->units[2] / (double)m->units[1];
+    double r31 = (double)m->units[3] / (double)m->units[1];
+    print_message("    weights 1:2:5 -> %llu:%llu:%llu (%.3f, %.3f)\n",
+                  (unsigned long long)m->units[1], (unsigned long long)m->units[2],
+                  (unsigned long long)m->units[3], r21, r31);
+    assert_true(r21 > 1.8 && r21 < 2.2);
+    assert_true(r31 > 4.5 && r31 < 5.5);
+    /* changing a weight takes effect on the following turns */
+    memset(m->units, 0, sizeof m->units);
+    assert_int_equal(agile__sched_set_weight(&s, 3, 1), AGILE_OK);
+    assert_int_equal(agile__sched_run(&s, sim_pull, m, 60000, NULL), AGILE_OK);
+    r31 = (double)m->units[3] / (double)m->units[1];
+    assert_true(r31 > 0.9 && r31 < 1.1);
+    assert_int_equal(agile__sched_set_weight(&s, 3, 0), AGILE_EINVAL);
+    assert_int_equal(agile__sched_set_weight(&s, 9, 1), AGILE_ENOENT);
+    agile__sched_fini(&s);
+    free(m);
+}
+
+static void test_jain_four_equal(void **state)
+{
+    (void)state;
+    agile__sched s;
+    sim *m = sim_new();
+    uint32_t w[4] = {1, 1, 1, 1};
+    assert_int_equal(agile__sched_init(&s, 16, 0), AGILE_OK);
+    for (uint32_t i = 0; i < 4; i++)
+        flood(&s, m, i, 1);
+    m->cost[3] = 7; /* one tenant with expensive commands */
+    /* many short runs, as the worker's dispatch loop does */
+    for (int k = 0; k < 1000; k++)
+        assert_int_equal(agile__sched_run(&s, sim_pull, m, 100, NULL), AGILE_OK);
+    double j = jain(m->units, w, 4);
+    print_message("    4 equal tenants: %llu %llu %llu %llu, Jain %.5f\n",
+                  (unsigned long long)m->units[0], (unsigned long long)m->units[1],
+                  (unsigned long long)m->units[2], (unsigned long long)m->units[3], j);
+    assert_true(j >= 0.99);
+    agile__sched_fini(&s);
+    free(m);
+}
+
+/* A light tenant among flooders gets its work done at once, not after theirs. */
+static void test_light_tenant_not_starved(void **state)
+{
+    (void)state;
+    agile__sched s;
+    sim *m = sim_new();
+    assert_int_equal(agile__sched_init(&s, 16, 0), AGILE_OK);
+    flood(&s, m, 1, 1);
+    flood(&s, m, 2, 1);
+    assert_int_equal(agile__sched_run(&s, sim_pull, m, 1000, NULL), AGILE_OK);
+    assert_int_equal(agile__sched_add_tenant(&s, 3, 1), AGILE_OK);
+    m->backlog[3] = 5;
+    assert_int_equal(agile__sched_mark_ready(&s, 3), AGILE_OK);
+    uint64_t done;
+    /* within one round it is served: the flooders' turns (at most two quanta each, with
+     * carried-over deficit) and then its own */
+    assert_int_equal(agile__sched_run(&s, sim_pull, m, 5 * AGILE_SCHED_DEFAULT_QUANTUM, &done),
+                     AGILE_OK);
+    assert_int_equal(m->units[3], 5);
+    assert_int_equal(m->backlog[3], 0);
+    agile__sched_fini(&s);
+    free(m);
+}
+
+static void test_idle_costs_nothing(void **state)
+{
+    (void)state;
+    agile__sched s;
+    sim *m = sim_new();
+    assert_int_equal(agile__sched_init(&s, NT, 0), AGILE_OK);
+    /* 1000 tenants that never have work, registered and even marked ready once and drained */
+    for (uint32_t i = 100; i < 1100; i++) {
+        assert_int_equal(agile__sched_add_tenant(&s, i, 1 + i % 8), AGILE_OK);
+        m->backlog[i] = 1;
+        assert_int_equal(agile__sched_mark_ready(&s, i), AGILE_OK);
+    }
+    assert_int_equal(agile__sched_run(&s, sim_pull, m, UINT64_MAX, NULL), AGILE_OK);
+    uint64_t before = m->total_pulls;
+    assert_int_equal(before, 1000);
+    flood(&s, m, 1, 1);
+    uint64_t t0 = agile__now_ns();
+    assert_int_equal(agile__sched_run(&s, sim_pull, m, 80000, NULL), AGILE_OK);
+    uint64_t dt = agile__now_ns() - t0;
+    /* every pull went to the busy tenant; idle ones were never visited */
+    assert_int_equal(m->total_pulls - before, m->pulls[1]);
+    assert_int_equal(m->units[1], 80000);
+    assert_int_equal(m->pulls[1], 80000 / AGILE_SCHED_DEFAULT_QUANTUM);
+    print_message("    1000 idle + 1 busy: %.0f ns per turn\n", (double)dt / (double)m->pulls[1]);
+    uint32_t id, allow;
+    memset(&m->backlog[1], 0, sizeof m->backlog[1]);
+    assert_int_equal(agile__sched_run(&s, sim_pull, m, 100, NULL), AGILE_OK);
+    assert_int_equal(agile__sched_next(&s, &id, &allow), AGILE_ENOENT);
+    assert_int_equal(agile__sched_wait(&s, 1000000), AGILE_ETIMEDOUT);
+    agile__sched_fini(&s);
+    free(m);
+}
+
+static void test_tenant_table(void **state)
+{
+    (void)state;
+    agile__sched s;
+    uint64_t u;
+    assert_int_equal(agile__sched_init(&s, 64, 0), AGILE_OK);
+    assert_int_equal(agile__sched_add_tenant(&s, 1, 0), AGILE_EINVAL);
+    assert_int_equal(agile__sched_add_tenant(&s, 1, AGILE_SCHED_MAX_WEIGHT + 1), AGILE_EINVAL);
+    /* churn: ids that collide in the hash, removed in odd orders */
+    for (int round = 0; round < 50; round++) {
+        for (uint32_t i = 0; i < 64; i++)
+            assert_int_equal(agile__sched_add_tenant(&s, i * 1024 + (uint32_t)round, 1),
+                             AGILE_OK);
+        assert_int_equal(agile__sched_add_tenant(&s, 99999, 1), AGILE_ENOMEM);
+        assert_int_equal(agile__sched_add_tenant(&s, (uint32_t)round, 1), AGILE_EBUSY);
+        for (uint32_t i = 0; i < 64; i += 2)
+            assert_int_equal(agile__sched_remove_tenant(&s, i * 1024 + (uint32_t)round),
+                             AGILE_OK);
+        for (uint32_t i = 0; i < 64; i++)
+            assert_int_equal(agile__sched_served(&s, i * 1024 + (uint32_t)round, &u),
+                             (i & 1) ? AGILE_OK : AGILE_ENOENT);
+        for (uint32_t i = 1; i < 64; i += 2) {
+            assert_int_equal(agile__sched_mark_ready(&s, i * 1024 + (uint32_t)round), AGILE_OK);
+            assert_int_equal(agile__sched_remove_tenant(&s, i * 1024 + (uint32_t)round),
+                             AGILE_OK);
+        }
+        assert_int_equal(s.ntenants, 0);
+        assert_int_equal(s.nactive, 0);
+    }
+    assert_int_equal(agile__sched_remove_tenant(&s, 5), AGILE_ENOENT);
+    assert_int_equal(agile__sched_mark_ready(&s, 5), AGILE_ENOENT);
+    agile__sched_fini(&s);
+}
+
+/* Marked ready while being pulled and reporting empty: not lost. Removed from inside its own
+ * pull: gone when the pull returns. */
+typedef struct {
+    agile__sched *s;
+    int mode;
+    int calls;
+} reentry;
+
+static bool reentry_pull(void *arg, uint32_t id, uint32_t allowance, uint32_t *used)
+{
+    reentry *r = arg;
+    r->calls++;
+    *used = 1;
+    if (r->mode == 0 && r->calls == 1)
+        agile__sched_mark_ready(r->s, id); /* new work arrived as we drained */
+    if (r->mode == 1)
+        assert_int_equal(agile__sched_remove_tenant(r->s, id), AGILE_OK);
+    return false;
+}
+
+static void test_reentry(void **state)
+{
+    (void)state;
+    agile__sched s;
+    reentry r = {&s, 0, 0};
+    uint64_t done;
+    assert_int_equal(agile__sched_init(&s, 4, 0), AGILE_OK);
+    assert_int_equal(agile__sched_add_tenant(&s, 7, 1), AGILE_OK);
+    assert_int_equal(agile__sched_mark_ready(&s, 7), AGILE_OK);
+    assert_int_equal(agile__sched_run(&s, reentry_pull, &r, 100, &done), AGILE_OK);
+    assert_int_equal(r.calls, 2);
+    assert_int_equal(done, 2);
+    r.mode = 1;
+    r.calls = 0;
+    assert_int_equal(agile__sched_mark_ready(&s, 7), AGILE_OK);
+    assert_int_equal(agile__sched_run(&s, reentry_pull, &r, 100, &done), AGILE_OK);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(agile__sched_served(&s, 7, &done), AGILE_ENOENT);
+    assert_int_equal(s.ntenants, 0);
+    agile__sched_fini(&s);
+}
+
+/* ---- threads: producers mark ready, one dispatcher, tenants come and go -------------------- */
+
+#define TT 8u
+#define PER 20000u
+
+typedef struct {
+    agile__sched s;
+    _Atomic uint64_t queued[TT];
+    _Atomic uint64_t taken[TT];
+    atomic_bool stop;
+} mt;
+
+static bool mt_pull(void *arg, uint32_t id, uint32_t allowance, uint32_t *used)
+{
+    mt *m = arg;
+    uint64_t q = atomic_load(&m->queued[id]), t = atomic_load(&m->taken[id]);
+    uint32_t n = (uint32_t)AGILE_MIN((uint64_t)allowance, q - t);
+    atomic_fetch_add(&m->taken[id], n);
+    *used = n;
+    return q - t > n;
+}
+
+typedef struct {
+    mt *m;
+    uint32_t id;
+} producer_arg;
+
+static void *producer(void *p)
+{
+    producer_arg *a = p;
+    for (unsigned i = 0; i < PER; i++) {
+        atomic_fetch_add(&a->m->queued[a->id], 1);
+        if (agile__sched_mark_ready(&a->m->s, a->id) != AGILE_OK)
+            abort();
+    }
+    return NULL;
+}
+
+static void *dispatcher(void *p)
+{
+    mt *m = p;
+    while (!atomic_load(&m->stop)) {
+        if (agile__sched_wait(&m->s, 1000000) == AGILE_OK)
+            agile__sched_run(&m->s, mt_pull, m, 256, NULL);
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    mt *m = calloc(1, sizeof *m);
+    pthread_t d, p[TT];
+    producer_arg pa[TT];
+    assert_non_null(m);
+    assert_int_equal(agile__sched_init(&m->s, TT + 1, 0), AGILE_OK);
+    for (uint32_t i = 0; i < TT; i++)
+        assert_int_equal(agile__sched_add_tenant(&m->s, i, 1 + i % 3), AGILE_OK);
+    assert_int_equal(pthread_create(&d, NULL, dispatcher, m), 0);
+    for (uint32_t i = 0; i < TT; i++) {
+        pa[i] = (producer_arg){m, i};
+        assert_int_equal(pthread_create(&p[i], NULL, producer, &pa[i]), 0);
+    }
+    for (uint32_t i = 0; i < TT; i++)
+        pthread_join(p[i], NULL);
+    /* everything queued is dispatched: no lost wake-up */
+    uint64_t end = agile__now_ns() + 10ull * 1000000000ull;
+    for (uint32_t i = 0; i < TT; i++)
+        while (atomic_load(&m->taken[i]) < PER && agile__now_ns() < end)
+            sched_yield();
+    for (uint32_t i = 0; i < TT; i++)
+        assert_int_equal(atomic_load(&m->taken[i]), PER);
+    /* removal while the dispatcher runs: blocks until it is not being pulled */
+    for (uint32_t i = 0; i < TT; i++)
+        assert_int_equal(agile__sched_remove_tenant(&m->s, i), AGILE_OK);
+    atomic_store(&m->stop, true);
+    pthread_join(d, NULL);
+    agile__sched_fini(&m->s);
+    free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_two_flooders_equal),
+        cmocka_unit_test(test_weighted),
+        cmocka_unit_test(test_jain_four_equal),
+        cmocka_unit_test(test_light_tenant_not_starved),
+        cmocka_unit_test(test_idle_costs_nothing),
+        cmocka_unit_test(test_tenant_table),
+        cmocka_unit_test(test_reentry),
+        cmocka_unit_test(test_threads),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
