@@ -242,8 +242,9 @@ static void cufft_close(agile__fft_backend *bb)
     while (b->ws)
         cufft_release_tenant(bb, b->ws->tenant);
     pthread_mutex_destroy(&b->mu);
-    if (b->lib)
-        dlclose(b->lib);
+    /* cuFFT stays loaded: it carries the CUDA runtime and C++ static state whose teardown
+     * on dlclose is not safe while other CUDA users live in the process (and libstdc++'s
+     * pool would show up as a leak). A second open just takes another reference. */
     free(b);
 }
 

@@ -122,6 +122,22 @@ static void test_cufft_load_if_present(void **state)
     assert_string_equal(be->name, "cufft");
     assert_int_equal(agile__fft_cufft_version(be, &version), AGILE_OK);
     assert_true(version >= 10000);
+    {
+        /* Planning needs a GPU; without one it must fail with a wrapped cuFFT error and
+         * leave nothing behind, with one it must succeed. */
+        agile__fft_desc d;
+        agile__fft_bplan *p = NULL;
+        uint64_t n[3] = {64, 0, 0};
+        agile__fft_desc_init_basic(&d, AGILE_FFT_C2C, 1, n, 4, 0);
+        assert_int_equal(agile__fft_desc_validate(&d), AGILE_OK);
+        rv = be->plan_create(be, &d, 0, &p);
+        print_message("cuFFT %d: plan_create without a context -> %s\n", version,
+                      agile_strerror(rv));
+        if (rv == AGILE_OK)
+            be->plan_destroy(be, p);
+        else
+            assert_int_equal(agile_err_class(rv), AGILE_ECUFFT);
+    }
     be->close(be);
 }
 
