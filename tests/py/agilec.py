@@ -87,3 +87,33 @@ class Client:
         if self.h:
             self.lib.agile_disconnect(self.h)
             self.h = None
+
+
+class MemStats(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint64) for n in (
+        "allocated_bytes", "allocated_bytes_peak", "allocated_bytes_total", "freed_bytes_total",
+        "requested_bytes", "requested_bytes_peak", "reserved_bytes", "reserved_bytes_peak",
+        "cached_bytes", "free_bytes", "allocations", "num_allocs", "num_frees", "segments",
+        "num_grows", "num_shrinks", "num_grow_failures", "num_alloc_retries", "num_ooms",
+        "num_free_errors", "quota_bytes", "window_bytes")]
+
+
+def load_mem(lib, runtime_dir):
+    """Point the process's default client at runtime_dir (no autostart) and type the calls."""
+    lib.agile_init.argtypes = [ctypes.POINTER(ConnectOpts)]
+    lib.agile_malloc.restype = ctypes.c_void_p
+    lib.agile_malloc.argtypes = [ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
+    lib.agile_free.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
+    lib.agile_memory_stats.argtypes = [ctypes.c_int, ctypes.POINTER(MemStats)]
+    lib.agile_pool_window.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_uint64),
+                                      ctypes.POINTER(ctypes.c_uint64)]
+    opts = ConnectOpts(runtime_dir.encode(), 5000, 1, WORKER.encode(), b"host")
+    rv = lib.agile_init(ctypes.byref(opts))
+    assert rv == 0, lib.agile_last_error()
+    return lib
+
+
+def stats(lib, dev=0):
+    s = MemStats()
+    assert lib.agile_memory_stats(dev, ctypes.byref(s)) == 0
+    return s

@@ -67,6 +67,50 @@ AGILE_API const char *agile_last_error(void);
 AGILE_API int agile_raw_request(agile_client *c, const void *req, size_t len, void **rep,
                                 size_t *replen);
 
+/* ---- memory: per-tenant pools in worker-owned windows ------------------------------------
+ * The first call connects the process's default client (agile_init's options, else the
+ * defaults: autostart, backend auto). Addresses are device pointers on the cuda backend and
+ * host pointers on the host backend. */
+
+/* agile_init: connect the default client with these options (idempotent: AGILE_OK if it is
+ * connected already, whatever the options). opts may be NULL. */
+AGILE_API int agile_init(const agile_connect_opts *opts);
+/* agile_default_client: the default client (connecting it if needed), borrowed. */
+AGILE_API int agile_default_client(agile_client **out);
+/* agile_malloc: size bytes on device for use on stream (a cudaStream_t / CUstream; NULL is
+ * the default stream), aligned to 512 bytes. Talks to the worker only to grow the lease.
+ * NULL when the tenant's quota or the window is exhausted (agile_last_error says which);
+ * never aborts. Signature of torch.cuda.memory.CUDAPluggableAllocator's alloc. */
+AGILE_API void *agile_malloc(size_t size, int device, void *stream);
+/* agile_free: free a block of agile_malloc, with the size it was allocated with and the
+ * stream its last use was on. Reusable at once on that stream, on others once the stream has
+ * passed this point (an event). Signature of CUDAPluggableAllocator's free. */
+AGILE_API void agile_free(void *ptr, size_t size, int device, void *stream);
+/* agile_empty_cache: give every fully unused leased extent of every device back to the
+ * worker. Blocks on the worker. */
+AGILE_API int agile_empty_cache(void);
+/* agile_stream_synchronized: the caller saw stream complete (or all of device's streams:
+ * stream = (void*)-1): blocks freed on it are reusable on every stream at once. */
+AGILE_API void agile_stream_synchronized(int device, void *stream);
+
+typedef struct agile_mem_stats {
+    uint64_t allocated_bytes, allocated_bytes_peak, allocated_bytes_total, freed_bytes_total;
+    uint64_t requested_bytes, requested_bytes_peak;
+    uint64_t reserved_bytes, reserved_bytes_peak;
+    uint64_t cached_bytes, free_bytes;
+    uint64_t allocations, num_allocs, num_frees;
+    uint64_t segments, num_grows, num_shrinks, num_grow_failures;
+    uint64_t num_alloc_retries, num_ooms, num_free_errors;
+    uint64_t quota_bytes;   /* the tenant's quota on this device */
+    uint64_t window_bytes;  /* W */
+} agile_mem_stats;
+/* agile_memory_stats: this process's counters for device (zeros before its first use). */
+AGILE_API int agile_memory_stats(int device, agile_mem_stats *out);
+/* agile_pool_window: the client-side window of device: [*base, *base + *size). AGILE_ENOENT
+ * before the device's first agile_malloc. A pointer p is in this tenant's pool iff
+ * base <= p < base + size. */
+AGILE_API int agile_pool_window(int device, uint64_t *base, uint64_t *size);
+
 #ifdef __cplusplus
 }
 #endif

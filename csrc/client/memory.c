@@ -1,0 +1,328 @@
+/* libagile memory: one window and one sub-allocator arena per device, leases from the
+ * worker imported as file descriptors and mapped at the worker's offsets. */
+#include "client_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "backend/backend.h"
+#include "backend/cudadrv.h"
+
+#define MAX_DEV 16
+#define ALIGNMENT 512
+
+typedef struct cl_lease {
+    uint64_t off, size, handle;
+    struct cl_lease *next;
+} cl_lease;
+
+typedef struct cl_dev {
+    pthread_mutex_t mu; /* setup and the lease list; the arena has its own locks */
+    int ready;
+    int dev;
+    agile__cwin *cw;
+    uint64_t base, size, quota;
+    agile__arena arena;
+    cl_lease *leases;
+} cl_dev;
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static agile_client *g_client;
+static cl_dev g_dev[MAX_DEV];
+static pthread_once_t g_dev_once = PTHREAD_ONCE_INIT;
+
+static void dev_init_all(void)
+{
+    for (int i = 0; i < MAX_DEV; i++) {
+        pthread_mutex_init(&g_dev[i].mu, NULL);
+        g_dev[i].dev = i;
+    }
+}
+
+AGILE_API int agile_init(const agile_connect_opts *opts)
+{
+    int rv = AGILE_OK;
+    pthread_mutex_lock(&g_mu);
+    if (!g_client)
+        rv = agile_connect(opts, &g_client);
+    pthread_mutex_unlock(&g_mu);
+    return rv;
+}
+
+AGILE_API int agile_default_client(agile_client **out)
+{
+    int rv = agile_init(NULL);
+    if (rv == AGILE_OK)
+        *out = g_client;
+    return rv;
+}
+
+/* ---- arena callbacks ---------------------------------------------------------------------- */
+
+static int lease_release(agile_client *c, uint64_t handle)
+{
+    agile__msg m, rep;
+    uint8_t *buf = NULL;
+    int rv;
+    memset(&m, 0, sizeof m);
+    m.h.type = AGILE_MSG_LEASE_RELEASE;
+    m.u.handle.handle = handle;
+    rv = agile__call(c, &m, &rep, &buf);
+    free(buf);
+    return rv;
+}
+
+static int op_grow(void *ctx, uint64_t min_bytes, uint64_t *offset, uint64_t *size)
+{
+    cl_dev *d = ctx;
+    agile__msg m, rep;
+    uint8_t *buf = NULL;
+    uint64_t h, a, b;
+    int fd = -1, rv;
+    cl_lease *l = NULL;
+
+    memset(&m, 0, sizeof m);
+    m.h.type = AGILE_MSG_LEASE_GROW;
+    m.u.lease_grow_req.device = (uint32_t)d->dev;
+    m.u.lease_grow_req.bytes = min_bytes;
+    if ((rv = agile__call(g_client, &m, &rep, &buf)) != AGILE_OK)
+        return rv;
+    struct agile__rec_lease_grow_rep r = rep.u.lease_grow_rep;
+    free(buf);
+    rv = agile__recv_fd(g_client, r.fd_seq, &h, &a, &b, &fd);
+    if (rv == AGILE_OK && (h != r.handle || a != r.offset || b != r.size || fd < 0 ||
+                           r.offset + r.size > d->size || r.size < min_bytes)) {
+        agile__set_last_error("worker sent an inconsistent lease");
+        rv = AGILE_EPROTO;
+    }
+    if (rv == AGILE_OK && !(l = calloc(1, sizeof *l)))
+        rv = AGILE_ENOMEM;
+    if (rv == AGILE_OK) {
+        rv = agile__cmem_map(d->cw, fd, r.offset, r.size); /* takes fd */
+        fd = -1;
+    }
+    if (rv != AGILE_OK) {
+        if (fd >= 0)
+            close(fd);
+        free(l);
+        lease_release(g_client, r.handle);
+        return rv;
+    }
+    l->off = r.offset;
+    l->size = r.size;
+    l->handle = r.handle;
+    pthread_mutex_lock(&d->mu);
+    l->next = d->leases;
+    d->leases = l;
+    pthread_mutex_unlock(&d->mu);
+    *offset = r.offset;
+    *size = r.size;
+    return AGILE_OK;
+}
+
+static int op_shrink(void *ctx, uint64_t offset, uint64_t size)
+{
+    cl_dev *d = ctx;
+    cl_lease *l, **pp;
+    int rv;
+    pthread_mutex_lock(&d->mu);
+    for (pp = &d->leases; (l = *pp); pp = &l->next)
+        if (l->off == offset && l->size == size)
+            break;
+    if (l)
+        *pp = l->next;
+    pthread_mutex_unlock(&d->mu);
+    if (!l)
+        return AGILE_ENOENT;
+    if ((rv = agile__cmem_unmap(d->cw, offset, size)) == AGILE_OK)
+        rv = lease_release(g_client, l->handle);
+    free(l);
+    return rv;
+}
+
+/* Events for stream-aware reuse (cuda backend): recorded in the client's own context. */
+static int op_event_record(void *ctx, uintptr_t stream, uint64_t *event)
+{
+    CUevent ev;
+    CUresult r = agile__cu.cuEventCreate(&ev, CU_EVENT_DISABLE_TIMING);
+    (void)ctx;
+    if (r != CUDA_SUCCESS)
+        return agile_err_cuda((int)r);
+    if ((r = agile__cu.cuEventRecord(ev, (CUstream)stream)) != CUDA_SUCCESS) {
+        agile__cu.cuEventDestroy(ev);
+        return agile_err_cuda((int)r);
+    }
+    *event = (uint64_t)(uintptr_t)ev;
+    return AGILE_OK;
+}
+
+static int op_event_query(void *ctx, uint64_t event)
+{
+    CUresult r = agile__cu.cuEventQuery((CUevent)(uintptr_t)event);
+    (void)ctx;
+    if (r == CUDA_SUCCESS)
+        return AGILE_OK;
+    return r == CUDA_ERROR_NOT_READY ? AGILE_EBUSY : agile_err_cuda((int)r);
+}
+
+static void op_event_release(void *ctx, uint64_t event)
+{
+    (void)ctx;
+    agile__cu.cuEventDestroy((CUevent)(uintptr_t)event);
+}
+
+static const agile__arena_ops host_ops = {op_grow, op_shrink, NULL, NULL, NULL};
+static const agile__arena_ops cuda_ops = {op_grow, op_shrink, op_event_record, op_event_query,
+                                          op_event_release};
+
+/* ---- per-device setup ----------------------------------------------------------------------- */
+
+static int dev_get(int device, cl_dev **out)
+{
+    cl_dev *d;
+    agile__msg m, rep;
+    uint8_t *buf = NULL;
+    int rv = AGILE_OK;
+
+    if (device < 0 || device >= MAX_DEV)
+        return AGILE_EINVAL;
+    pthread_once(&g_dev_once, dev_init_all);
+    d = &g_dev[device];
+    if (__atomic_load_n(&d->ready, __ATOMIC_ACQUIRE)) {
+        *out = d;
+        return AGILE_OK;
+    }
+    if ((rv = agile_init(NULL)) != AGILE_OK)
+        return rv;
+    pthread_mutex_lock(&d->mu);
+    if (d->ready)
+        goto out;
+    if ((unsigned)device >= g_client->info.ndev) {
+        agile__set_last_error("device %d does not exist (the worker has %u)", device,
+                              g_client->info.ndev);
+        rv = AGILE_EINVAL;
+        goto out;
+    }
+    memset(&m, 0, sizeof m);
+    m.h.type = AGILE_MSG_WINDOW;
+    m.u.window_req.device = (uint32_t)device;
+    AGILE_TRY(agile__call(g_client, &m, &rep, &buf));
+    d->size = rep.u.window_rep.size;
+    d->quota = rep.u.window_rep.quota;
+    AGILE_TRY(agile__cmem_reserve((int)g_client->info.backend, device, d->size, &d->cw));
+    d->base = agile__cmem_base(d->cw);
+    rv = agile__arena_init(&d->arena,
+                           g_client->info.backend == AGILE_BACKEND_CUDA ? &cuda_ops : &host_ops,
+                           d, d->base, d->size, ALIGNMENT, 0);
+    if (rv != AGILE_OK) {
+        agile__cmem_release(d->cw);
+        d->cw = NULL;
+        goto out;
+    }
+    __atomic_store_n(&d->ready, 1, __ATOMIC_RELEASE);
+out:
+    pthread_mutex_unlock(&d->mu);
+    free(buf);
+    if (rv == AGILE_OK)
+        *out = d;
+    return rv;
+}
+
+AGILE_API void *agile_malloc(size_t size, int device, void *stream)
+{
+    cl_dev *d;
+    uint64_t addr = 0;
+    if (dev_get(device, &d) != AGILE_OK)
+        return NULL;
+    if (agile__arena_alloc(&d->arena, size, (uintptr_t)stream, &addr) != AGILE_OK)
+        return NULL;
+    return (void *)(uintptr_t)addr;
+}
+
+AGILE_API void agile_free(void *ptr, size_t size, int device, void *stream)
+{
+    cl_dev *d;
+    if (!ptr || device < 0 || device >= MAX_DEV)
+        return;
+    pthread_once(&g_dev_once, dev_init_all);
+    d = &g_dev[device];
+    if (!__atomic_load_n(&d->ready, __ATOMIC_ACQUIRE))
+        return;
+    /* A refused free (unknown pointer, size mismatch, double free) is counted in the
+     * stats (num_free_errors) and changes nothing. */
+    agile__arena_free(&d->arena, (uint64_t)(uintptr_t)ptr, size, (uintptr_t)stream);
+}
+
+AGILE_API int agile_empty_cache(void)
+{
+    int rv = AGILE_OK;
+    pthread_once(&g_dev_once, dev_init_all);
+    for (int i = 0; i < MAX_DEV; i++) {
+        if (!__atomic_load_n(&g_dev[i].ready, __ATOMIC_ACQUIRE))
+            continue;
+        int r = agile__arena_empty_cache(&g_dev[i].arena);
+        if (r != AGILE_OK && rv == AGILE_OK)
+            rv = r;
+    }
+    return rv;
+}
+
+AGILE_API void agile_stream_synchronized(int device, void *stream)
+{
+    if (device < 0 || device >= MAX_DEV)
+        return;
+    pthread_once(&g_dev_once, dev_init_all);
+    if (__atomic_load_n(&g_dev[device].ready, __ATOMIC_ACQUIRE))
+        agile__arena_synchronized(&g_dev[device].arena, (uintptr_t)stream);
+}
+
+AGILE_API int agile_memory_stats(int device, agile_mem_stats *out)
+{
+    agile__alloc_stats s;
+    if (device < 0 || device >= MAX_DEV || !out)
+        return AGILE_EINVAL;
+    memset(out, 0, sizeof *out);
+    pthread_once(&g_dev_once, dev_init_all);
+    cl_dev *d = &g_dev[device];
+    if (!__atomic_load_n(&d->ready, __ATOMIC_ACQUIRE))
+        return AGILE_OK;
+    agile__arena_stats(&d->arena, &s);
+    out->allocated_bytes = s.allocated_bytes;
+    out->allocated_bytes_peak = s.allocated_bytes_peak;
+    out->allocated_bytes_total = s.allocated_bytes_total;
+    out->freed_bytes_total = s.freed_bytes_total;
+    out->requested_bytes = s.requested_bytes;
+    out->requested_bytes_peak = s.requested_bytes_peak;
+    out->reserved_bytes = s.reserved_bytes;
+    out->reserved_bytes_peak = s.reserved_bytes_peak;
+    out->cached_bytes = s.cached_bytes;
+    out->free_bytes = s.free_bytes;
+    out->allocations = s.allocations;
+    out->num_allocs = s.num_allocs;
+    out->num_frees = s.num_frees;
+    out->segments = s.segments;
+    out->num_grows = s.num_grows;
+    out->num_shrinks = s.num_shrinks;
+    out->num_grow_failures = s.num_grow_failures;
+    out->num_alloc_retries = s.num_alloc_retries;
+    out->num_ooms = s.num_ooms;
+    out->num_free_errors = s.num_free_errors;
+    out->quota_bytes = d->quota;
+    out->window_bytes = d->size;
+    return AGILE_OK;
+}
+
+AGILE_API int agile_pool_window(int device, uint64_t *base, uint64_t *size)
+{
+    if (device < 0 || device >= MAX_DEV || !base || !size)
+        return AGILE_EINVAL;
+    pthread_once(&g_dev_once, dev_init_all);
+    if (!__atomic_load_n(&g_dev[device].ready, __ATOMIC_ACQUIRE))
+        return AGILE_ENOENT;
+    *base = g_dev[device].base;
+    *size = g_dev[device].size;
+    return AGILE_OK;
+}
