@@ -17,13 +17,13 @@ enum { B_FREE = 1, B_USED = 2, B_CACHED = 3, B_EDGE = 4 };
 #define SL_LOG AGILE__ARENA_SL_LOG
 #define SL_COUNT (1u << SL_LOG)
 #define NBINS AGILE__ARENA_NBINS
-#define EV_MAX 4              /* outstanding events per stream */
-#define CACHE_SCAN 4          /* cached blocks looked at per allocation */
-#define BIN_SCAN 32           /* tier-2 blocks looked at for the best fit in the first bin */
+#define EV_MAX 4               /* outstanding events per stream */
+#define CACHE_SCAN 4           /* cached blocks looked at per allocation */
+#define BIN_SCAN 32            /* tier-2 blocks looked at for the best fit in the first bin */
 #define SMALL_MAX (1ull << 20) /* requests up to this are rounded to their size class */
 #define BLK_CHUNK 512
-#define CACHE_CAP_SHIFT 6           /* a stream caches at most 1/16 of the lease ... */
-#define CACHE_CAP_MIN (4ull << 20)  /* ... or 4 MiB */
+#define CACHE_CAP_SHIFT 6          /* a stream caches at most 1/64 of the lease ... */
+#define CACHE_CAP_MIN (4ull << 20) /* ... or 4 MiB */
 
 typedef struct agile__blk {
     uint64_t off, size, req;

@@ -21,7 +21,8 @@ typedef struct fake {
     uint64_t window, next_off, quota, leased, last_min;
     uint64_t gap; /* left between extents: 0 = contiguous growth, like the worker */
     int grows, grow_refusals, shrinks;
-    bool all_done;
+    bool all_done, shrink_fail, record_fail;
+    int bad_grow; /* 1: overlapping extent, 2: outside the window, 3: less than asked */
     uint64_t submitted[FAKE_STREAMS], completed[FAKE_STREAMS];
     uint64_t ev_stream[FAKE_EVENTS], ev_pos[FAKE_EVENTS];
     bool ev_live[FAKE_EVENTS];
@@ -43,6 +44,14 @@ static int fake_grow(void *ctx, uint64_t min_bytes, uint64_t *off, uint64_t *siz
     if (f->leased + min_bytes > f->quota || f->next_off + min_bytes > f->window) {
         f->grow_refusals++;
         rv = AGILE_EQUOTA;
+    } else if (f->bad_grow == 3) { /* half of it, apart from the rest */
+        *off = f->next_off + min_bytes;
+        *size = min_bytes / 2;
+        f->next_off += 2 * min_bytes;
+        f->leased += min_bytes / 2;
+    } else if (f->bad_grow) {
+        *off = f->bad_grow == 1 ? 0 : f->window;
+        *size = min_bytes;
     } else {
         *off = f->next_off;
         *size = min_bytes;
@@ -59,6 +68,10 @@ static int fake_shrink(void *ctx, uint64_t off, uint64_t size)
     fake *f = ctx;
     (void)off;
     pthread_mutex_lock(&f->mu);
+    if (f->shrink_fail) {
+        pthread_mutex_unlock(&f->mu);
+        return AGILE_ETIMEDOUT;
+    }
     f->leased -= size;
     f->shrinks++;
     pthread_mutex_unlock(&f->mu);
@@ -71,7 +84,7 @@ static int fake_record(void *ctx, uintptr_t stream, uint64_t *ev)
 {
     fake *f = ctx;
     pthread_mutex_lock(&f->mu);
-    for (uint64_t i = 0; i < FAKE_EVENTS; i++) {
+    for (uint64_t i = 0; i < FAKE_EVENTS && !f->record_fail; i++) {
         if (!f->ev_live[i]) {
             f->ev_live[i] = true;
             f->ev_stream[i] = stream % FAKE_STREAMS;

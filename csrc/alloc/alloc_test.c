@@ -445,6 +445,57 @@ static void test_free_errors(void **state)
     agile__arena_fini(&a);
 }
 
+/* A misbehaving worker or event source is an error return, never a crash or a bad block. */
+static void test_worker_faults(void **state)
+{
+    agile__arena a;
+    fake f;
+    uint64_t p, q;
+    (void)state;
+    fake_init(&f, 1ull << 30, 1ull << 30);
+    assert_int_equal(agile__arena_init(&a, &fake_stream_ops, &f, BASE, 1ull << 30, 256, 0), 0);
+    assert_int_equal(agile__arena_alloc(&a, 4096, S1, &p), 0);
+    for (int mode = 1; mode <= 3; mode++) {
+        f.bad_grow = mode;
+        assert_int_equal(agile__arena_alloc(&a, 64 * MiB, S1, &q), AGILE_EPROTO);
+        assert_int_equal(q, 0);
+    }
+    f.bad_grow = 0;
+    assert_int_equal(agile__arena_check(&a), AGILE_OK);
+    /* the too-small extent was taken: the lease is what the worker says it is */
+    assert_int_equal(stats(&a).reserved_bytes, f.leased);
+    /* events that cannot be recorded: S1's cache stays S1's */
+    f.record_fail = true;
+    f.quota = f.leased;
+    fake_submit(&f, S1);
+    assert_int_equal(agile__arena_free(&a, p, 4096, S1), 0);
+    assert_int_equal(agile__arena_alloc(&a, 4096, S2, &q), 0); /* from the free extent */
+    assert_int_not_equal(q, p);
+    assert_int_equal(stats(&a).cached_bytes, 4096);
+    assert_int_equal(agile__arena_empty_cache(&a), AGILE_OK); /* tries to record: fails */
+    assert_true(stats(&a).num_event_errors > 0);
+    assert_int_equal(stats(&a).cached_bytes, 4096);
+    agile__arena_synchronized(&a, S1); /* ... until the caller knows better */
+    f.record_fail = false;
+    /* a failed shrink leaves the extent leased and usable */
+    assert_int_equal(agile__arena_free(&a, q, 4096, S2), 0);
+    f.shrink_fail = true;
+    assert_int_equal(agile__arena_empty_cache(&a), AGILE_ETIMEDOUT);
+    agile__alloc_stats st = stats(&a);
+    assert_int_equal(st.reserved_bytes, f.leased);
+    assert_true(st.reserved_bytes > 0);
+    assert_int_equal(st.num_shrinks, 0);
+    assert_int_equal(agile__arena_check(&a), AGILE_OK);
+    assert_int_equal(agile__arena_alloc(&a, 4096, S2, &q), 0);
+    assert_int_equal(agile__arena_free(&a, q, 4096, S2), 0);
+    f.shrink_fail = false;
+    assert_int_equal(agile__arena_empty_cache(&a), AGILE_OK);
+    assert_int_equal(stats(&a).reserved_bytes, 0);
+    assert_int_equal(f.leased, 0);
+    agile__arena_fini(&a);
+    assert_int_equal(f.ev_records, f.ev_releases);
+}
+
 static void test_stats(void **state)
 {
     agile__arena a;
@@ -482,7 +533,8 @@ int main(void)
         cmocka_unit_test(test_quota_trade),    cmocka_unit_test(test_extents_merge),
         cmocka_unit_test(test_empty_cache),
         cmocka_unit_test(test_stream_rules),   cmocka_unit_test(test_stream_epochs),
-        cmocka_unit_test(test_free_errors),    cmocka_unit_test(test_stats),
+        cmocka_unit_test(test_free_errors),    cmocka_unit_test(test_worker_faults),
+        cmocka_unit_test(test_stats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
