@@ -23,7 +23,8 @@
  * (vm.max_map_count on host, map + cuMemSetAccess time on cuda) and at most 0.1 % of W
  * of real memory. On cuda, where cuMemMap cannot map part of an allocation and cuMemUnmap
  * cannot unmap part of a mapping, pieces smaller than a chunk (around leases that are not
- * chunk-aligned) use a second sink chunk of one granule; both belong to the tenant.
+ * chunk-aligned) use a second sink chunk of one granule; both belong to the tenant, both
+ * are zeroed at window creation, and a chunk whose lease goes away is one mapping again.
  *
  * Changes to the first version of this header (all backwards-compatible in spirit):
  *   - devinfo.uuid is 48 bytes: "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" as nvidia-smi

@@ -266,6 +266,30 @@ static int sink_unmap(agile__window *w, uint64_t g0, uint64_t g1, uint64_t *a0, 
     return AGILE_OK;
 }
 
+/* Chunks touching [g0, g1) that are all small sink pieces again become one big mapping,
+ * so fragments exist only around live leases and a window keeps ~1024 mappings. */
+static int sink_coalesce(agile__window *w, uint64_t g0, uint64_t g1, uint64_t *a0, uint64_t *a1)
+{
+    uint64_t cg = per_chunk(w), ng = (w->size + w->gap) / w->gran;
+    if (cg == 1) return AGILE_OK;
+    for (uint64_t p = g0 - g0 % cg; p < g1 && p + cg <= ng; p += cg) {
+        bool all = true;
+        for (uint64_t i = p; i < p + cg && all; i++)
+            all = w->gmap[i] == G_SMALL;
+        if (!all) continue;
+        *a0 = AGILE_MIN(*a0, p);
+        *a1 = AGILE_MAX(*a1, p + cg);
+        for (uint64_t i = p; i < p + cg; i++) {
+            int rv = CU(agile__cu.cuMemUnmap(gva(w, i), w->gran));
+            if (rv != AGILE_OK) return rv;
+            w->gmap[i] = G_NONE;
+        }
+        int rv = sink_map(w, p, p + cg);
+        if (rv != AGILE_OK) return rv;
+    }
+    return AGILE_OK;
+}
+
 /* After a failure: sink over every unmapped granule of [a0, a1), access set again. If
  * even that fails the window's state is unknown: it refuses further leases. */
 static void repair(agile__window *w, uint64_t a0, uint64_t a1)
@@ -432,9 +456,11 @@ static void cuda_lease_destroy(agile__lease *l)
     if (rv == AGILE_OK) {
         memset(w->gmap + g0, G_NONE, g1 - g0);
         agile__cu.cuMemRelease(l->handle);
+        uint64_t a0 = g0, a1 = g1;
         rv = sink_map(w, g0, g1);
-        if (rv == AGILE_OK) rv = set_access(d->dev, gva(w, g0), (g1 - g0) * w->gran);
-        if (rv != AGILE_OK) repair(w, g0, g1);
+        if (rv == AGILE_OK) rv = sink_coalesce(w, g0, g1, &a0, &a1);
+        if (rv == AGILE_OK) rv = set_access(d->dev, gva(w, a0), (a1 - a0) * w->gran);
+        if (rv != AGILE_OK) repair(w, a0, a1);
     } else {
         /* Still mapped: keep the memory rather than free it under a live mapping. */
         agile__error("cuda: cannot unmap lease at %#llx: the window is unusable",

@@ -197,6 +197,63 @@ static void time_leases(agile__window *w, uint64_t off, uint64_t len, const char
            what, len / MiB, best, total / n, dbest);
 }
 
+/* Random leases over the first GiB of a window with 64 MiB sink chunks: overlaps must be
+ * refused, fragments around unaligned leases must come and go, live leases keep their
+ * data, new ones read zeros, and the memory comes back at the end. */
+static void stress(agile__backend *be, agile__window *w)
+{
+    enum { MAXL = 16 };
+    agile__lease *ls[MAXL];
+    uint64_t tags[MAXL];
+    int n = 0, creates = 0, busy = 0;
+    uint64_t b = agile__window_base(w), f0 = free_mem(be), t0 = agile__now_ns();
+    unsigned seed = 12345;
+
+    for (int it = 0; it < 300; it++) {
+        if (n < MAXL && (n == 0 || rand_r(&seed) % 3)) {
+            uint64_t off = (uint64_t)(rand_r(&seed) % 512) * 2 * MiB;
+            uint64_t len = (uint64_t)(1 + rand_r(&seed) % 40) * 2 * MiB;
+            bool overlap = false;
+            agile__lease *l;
+            int fd;
+            for (int i = 0; i < n; i++) {
+                uint64_t o = agile__lease_offset(ls[i]), z = agile__lease_size(ls[i]);
+                overlap |= off < o + z && o < off + len;
+            }
+            int rv = agile__lease_create(w, off, len, &l, &fd);
+            if (overlap) {
+                CHECK(rv == AGILE_EBUSY);
+                busy++;
+                continue;
+            }
+            OK(rv);
+            close(fd);
+            CHECK(rd64(b + off) == 0 && rd64(b + off + len - 8) == 0);
+            tags[n] = 0x1000 + (uint64_t)it;
+            wr64(b + off, tags[n]);
+            wr64(b + off + len - 8, ~tags[n]);
+            ls[n++] = l;
+            creates++;
+        } else {
+            int i = rand_r(&seed) % n;
+            agile__lease_destroy(ls[i]);
+            ls[i] = ls[n - 1];
+            tags[i] = tags[n - 1];
+            n--;
+        }
+        for (int i = 0; i < n; i++) {
+            uint64_t o = agile__lease_offset(ls[i]), z = agile__lease_size(ls[i]);
+            CHECK(rd64(b + o) == tags[i] && rd64(b + o + z - 8) == ~tags[i]);
+        }
+    }
+    while (n)
+        agile__lease_destroy(ls[--n]);
+    printf("  stress: 300 ops (%d leases, %d overlaps refused): %.1f ms\n", creates, busy,
+           ms_since(t0));
+    CHECK(free_mem(be) + 2 * MiB >= f0);
+    check_sink(w, "64 GiB after stress");
+}
+
 int main(int argc, char **argv)
 {
     agile__backend *be = NULL;
@@ -248,6 +305,7 @@ int main(int argc, char **argv)
     time_leases(w1, off, len, "1 GiB window");
     time_leases(w64, 130 * MiB, 2 * MiB, "64 GiB window, inside a chunk");
     check_sink(w64, "64 GiB after fragment leases");
+    stress(be, w64);
 
     /* lease, pattern, export to another process */
     f0 = free_mem(be);

@@ -237,7 +237,11 @@ API CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t size, const CUm
     /* Fresh GPU memory is not zero: make that visible to the tests. */
     if (a->fd < 0 || ftruncate(a->fd, (off_t)size) != 0) return CUDA_ERROR_OUT_OF_MEMORY;
     char *m = mmap(NULL, size, PROT_WRITE, MAP_SHARED, a->fd, 0);
-    memset(m, 0xee, size);
+    /* the ends of every granule: enough to catch a missing scrub, cheap enough to fault */
+    for (size_t g = 0; g < size; g += GRAN) {
+        memset(m + g, 0xee, 64 << 10);
+        memset(m + g + GRAN - (64 << 10), 0xee, 64 << 10);
+    }
     munmap(m, size);
     a->size = size;
     a->refs = 1;
