@@ -1,0 +1,121 @@
+/* guard.h — the PTX guard: confine every global/generic memory access of untrusted PTX
+ * to the tenant's window (see shared/DESIGN.md, "Guard"). Worker-internal API.
+ *
+ * Contract of a guarded module
+ * ----------------------------
+ * Every .entry gets hidden trailing parameters, in this order:
+ *     .param .u64 __agile_mask   W - 1 (the window is W = 2^k bytes)
+ *     .param .u64 __agile_base   the window base, W-aligned
+ *     .param .u64 __agile_viol   (strict mode only) pointer to the violation record
+ * The launcher appends their values after the tenant's arguments. The kernel loads them
+ * into registers once, at entry, before any tenant instruction runs: registers cannot be
+ * addressed, so nothing the tenant writes later can change them.
+ *
+ * .func device functions defined in the module get trailing parameters too (__agile_fmask,
+ * __agile_fbase, and in strict mode __agile_fviol and __agile_fkid) and every call site in
+ * the module passes the caller's registers: the values flow through the call graph the
+ * same way as at entry. Calls to gates (functions the worker provides, named by the
+ * caller) are left alone; calls to anything else are rejected.
+ *
+ * Each global-space access [a+imm] becomes
+ *     and.b64 t, a, mask;  or.b64 f, t, base;  ...  [f+imm]
+ * keeping imm only when 0 <= imm and imm + 256 <= guard_gap (the worker maps guard_gap
+ * bytes past the window, so a fenced address plus a small offset stays mapped); other
+ * offsets are added to the address before the fence. Generic accesses first test
+ * isspacep.global, so shared and local memory reached through generic pointers keep
+ * working unchanged:
+ *     isspacep.global p, a;  and/or as above into f;  selp.b64 g, f, a, p;  ... [g]
+ * Accesses with an explicit .shared/.local/.param/.const space are not changed.
+ *
+ * Strict mode additionally compares: an access is in the window iff fencing does not
+ * change its address. Out-of-window accesses are skipped (loads and atomics yield 0) and
+ * the first one is recorded in the violation record:
+ *     struct { uint32_t kernel;  // 0: none, else index of the launched .entry + 1
+ *              uint32_t site;    // site id, numbered per module (see the report)
+ *              uint64_t addr; }  // the address the tenant tried
+ * claimed with atom.global.cas on `kernel`, so only the first violation is kept.
+ *
+ * Module-level .global variables named directly ([var], [var+imm]) are the module's own
+ * data, compiled in and placed by the driver: such accesses are allowed when the offset
+ * stays inside the declared size; an unknown name or an offset out of bounds rejects.
+ * The address of such a variable taken into a register is an ordinary pointer and is
+ * fenced like any other (accesses through it land in the window).
+ */
+#ifndef AGILE_GUARD_H
+#define AGILE_GUARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define AGILE_GUARD_DEFAULT_GAP (1u << 20)
+/* Bytes past [fenced+imm] that one access may touch (vector and bulk-less accesses). */
+#define AGILE_GUARD_ACCESS_SLACK 256u
+#define AGILE_GUARD_VIOL_SIZE 16u
+
+typedef struct agile_guard_opts {
+    bool strict;
+    /* 0: the mask comes from __agile_mask at run time. k (12..62): the fence uses the
+     * immediate 2^k - 1 (the parameter is still appended, so the launch ABI is the same). */
+    unsigned window_bits;
+    uint64_t guard_gap;          /* 0 means AGILE_GUARD_DEFAULT_GAP */
+    const char *const *gates;    /* functions the worker provides, callable by name */
+    size_t ngates;
+    const char *filename;        /* for "file:line: reason"; NULL: "<ptx>" */
+} agile_guard_opts;
+
+/* Result of agile_guard_ptx. Owned by the caller after the call; free with
+ * agile_guard_result_fini. ptx is NUL-terminated. report is JSON, also on rejection. */
+typedef struct agile_guard_result {
+    char *ptx;
+    size_t ptx_len;
+    char *report;
+    size_t report_len;
+    unsigned nsites;
+    unsigned err_line;  /* on AGILE_EREJECT */
+    char err[320];      /* "file:line: reason" on AGILE_EREJECT */
+} agile_guard_result;
+
+/* agile_guard_opts_init: defaults (mask mode, 1 MiB gap, no gates). */
+void agile_guard_opts_init(agile_guard_opts *o);
+
+/* agile_guard_ptx: guard src[0..len). AGILE_OK with res->ptx set; AGILE_EREJECT with
+ * res->err; AGILE_EINVAL, AGILE_ENOMEM. res is caller storage, always initialised here
+ * and must be finalised with agile_guard_result_fini. Does not block; thread-safe. */
+int agile_guard_ptx(const char *src, size_t len, const agile_guard_opts *o, agile_guard_result *res);
+void agile_guard_result_fini(agile_guard_result *res);
+
+/* agile_guard_roundtrip: parse and print back unchanged (tests): *out is malloc()ed. */
+int agile_guard_roundtrip(const char *src, size_t len, char **out, size_t *out_len, char *err,
+                          size_t errcap);
+
+/* agile_guard_verify: the independent verifier. Re-reads guarded PTX with its own scanner
+ * and checks that every global/generic access uses a fenced address in the same basic
+ * block (see verify.c). AGILE_OK, or AGILE_EGUARD with "line N: reason" in err. */
+typedef struct agile_guard_vopts {
+    unsigned window_bits; /* as agile_guard_opts; 0 = mask must come from __agile_mask */
+    uint64_t guard_gap;   /* 0 = default */
+    const char *const *gates; /* declared functions a call may name */
+    size_t ngates;
+} agile_guard_vopts;
+int agile_guard_verify(const char *ptx, size_t len, const agile_guard_vopts *o, char *err, size_t errcap);
+
+/* agile_guard_sha256: SHA-256 of several buffers, one after another. */
+void agile_guard_sha256(const void *const *bufs, const size_t *lens, size_t n, uint8_t out[32]);
+
+/* agile_guard_compile: guarded PTX -> cubin for arch ("sm_90"), through nvJitLink
+ * (dlopen()ed: binaries start without it). With cache_dir, images are cached on disk under
+ * the SHA-256 of (ptx, arch, options); the directory is kept under cache_max bytes by
+ * evicting the least recently used. *image is malloc()ed; *hit says whether it came from
+ * the cache. log (may be NULL) receives the JIT error log. Blocks (compilation). */
+typedef struct agile_guard_compile_opts {
+    const char *arch;
+    const char *const *options; /* extra nvJitLink options, e.g. "-O3" */
+    size_t noptions;
+    const char *cache_dir;      /* NULL: no cache */
+    uint64_t cache_max;         /* 0: 256 MiB */
+} agile_guard_compile_opts;
+int agile_guard_compile(const char *ptx, size_t len, const agile_guard_compile_opts *o, void **image,
+                        size_t *image_len, bool *hit, char *log, size_t logcap);
+
+#endif

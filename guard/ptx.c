@@ -1,0 +1,635 @@
+/* ptx.c — tokenizer and statement parser for PTX (nvcc 12-13, Triton 3.x).
+ *
+ * Spans, not copies: see ptx.h. The grammar handled is the subset of PTX that compilers
+ * emit plus what inline asm can add: module directives (.version/.target/.address_size/
+ * .file are line-terminated, .section blocks are skipped whole), variables, .entry/.func
+ * with return and parameter lists and performance directives, and bodies made of labels,
+ * directives (.loc is line-terminated), nested { } scopes and instructions with an
+ * optional guard predicate. Anything else is refused with a line and a reason.
+ */
+#include "ptx.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+
+static int fail(ptx_module *m, uint32_t line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(ptx_module *m, uint32_t line, const char *fmt, ...)
+{
+    va_list ap;
+    if (m->err[0] == '\0') {
+        m->err_line = line;
+        va_start(ap, fmt);
+        vsnprintf(m->err, sizeof(m->err), fmt, ap);
+        va_end(ap);
+    }
+    return AGILE_EREJECT;
+}
+
+/* Arrays grow geometrically; a failed grow leaves the old array intact for fini. */
+static int grow(void **p, uint32_t *cap, uint32_t need, size_t elem)
+{
+    uint32_t nc;
+    void *np;
+    if (need <= *cap)
+        return AGILE_OK;
+    if (need > UINT32_MAX / 2)
+        return AGILE_ENOMEM;
+    nc = *cap ? *cap : 64;
+    while (nc < need)
+        nc *= 2;
+    np = realloc(*p, (size_t)nc * elem);
+    if (np == NULL)
+        return AGILE_ENOMEM;
+    *p = np;
+    *cap = nc;
+    return AGILE_OK;
+}
+
+bool agile_guard_tok_eq(const ptx_module *m, uint32_t t, const char *s)
+{
+    size_t n = strlen(s);
+    return t < m->ntoks && m->toks[t].len == n && memcmp(m->src + m->toks[t].off, s, n) == 0;
+}
+
+bool agile_guard_tok_prefix(const ptx_module *m, uint32_t t, const char *s)
+{
+    size_t n = strlen(s);
+    return t < m->ntoks && m->toks[t].len >= n && memcmp(m->src + m->toks[t].off, s, n) == 0;
+}
+
+bool agile_guard_tok_punct(const ptx_module *m, uint32_t t, char c)
+{
+    return t < m->ntoks && m->toks[t].kind == PTK_PUNCT && m->src[m->toks[t].off] == c;
+}
+
+bool agile_guard_parse_int(const char *s, size_t n, uint64_t *out)
+{
+    uint64_t v = 0;
+    unsigned base = 10;
+    size_t i = 0;
+    if (n > 0 && (s[n - 1] == 'U' || s[n - 1] == 'u'))
+        n--;
+    if (n == 0)
+        return false;
+    if (n > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+        base = 16;
+        i = 2;
+    } else if (n > 2 && s[0] == '0' && (s[1] == 'b' || s[1] == 'B')) {
+        base = 2;
+        i = 2;
+    } else if (n > 1 && s[0] == '0') {
+        base = 8;
+        i = 1;
+    }
+    for (; i < n; i++) {
+        unsigned d;
+        char c = s[i];
+        if (c >= '0' && c <= '9')
+            d = (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            d = (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            d = (unsigned)(c - 'A' + 10);
+        else
+            return false;
+        if (d >= base)
+            return false;
+        if (v > (UINT64_MAX - d) / base)
+            return false;
+        v = v * base + d;
+    }
+    *out = v;
+    return true;
+}
+
+/* ---- tokenizer ------------------------------------------------------------------------ */
+
+static inline bool id_start(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '$' || c == '%' ||
+           c == '.';
+}
+
+static inline bool id_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '$' || c == '.';
+}
+
+static int lex(ptx_module *m)
+{
+    const unsigned char *s = (const unsigned char *)m->src;
+    size_t n = m->len, i = 0;
+    uint32_t line = 1;
+    int rv = AGILE_OK;
+
+    if (n >= UINT32_MAX)
+        return fail(m, 0, "input too large");
+    while (i < n) {
+        unsigned char c = s[i];
+        size_t st = i;
+        uint8_t kind;
+        if (c == '\n') {
+            line++;
+            i++;
+            continue;
+        }
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v') {
+            i++;
+            continue;
+        }
+        if (c == '/' && i + 1 < n && s[i + 1] == '/') {
+            while (i < n && s[i] != '\n')
+                i++;
+            continue;
+        }
+        if (c == '/' && i + 1 < n && s[i + 1] == '*') {
+            uint32_t l0 = line;
+            i += 2;
+            while (i + 1 < n && !(s[i] == '*' && s[i + 1] == '/')) {
+                if (s[i] == '\n')
+                    line++;
+                i++;
+            }
+            if (i + 1 >= n)
+                return fail(m, l0, "unterminated comment");
+            i += 2;
+            continue;
+        }
+        if (id_start(c)) {
+            i++;
+            for (;;) {
+                if (i < n && id_char(s[i])) {
+                    i++;
+                } else if (i + 2 < n && s[i] == ':' && s[i + 1] == ':' && id_char(s[i + 2])) {
+                    i += 2; /* .shared::cta, .L2::evict_last */
+                } else {
+                    break;
+                }
+            }
+            kind = PTK_IDENT;
+        } else if (c >= '0' && c <= '9') {
+            bool plain = !(c == '0' && i + 1 < n &&
+                           (s[i + 1] == 'x' || s[i + 1] == 'X' || s[i + 1] == 'f' || s[i + 1] == 'F' ||
+                            s[i + 1] == 'd' || s[i + 1] == 'D'));
+            i++;
+            while (i < n) {
+                if (id_char(s[i]) && s[i] != '$') {
+                    i++;
+                } else if (plain && (s[i] == '+' || s[i] == '-') && (s[i - 1] == 'e' || s[i - 1] == 'E')) {
+                    i++; /* 1.5e-3 */
+                } else {
+                    break;
+                }
+            }
+            kind = PTK_NUM;
+        } else if (c == '"') {
+            i++;
+            while (i < n && s[i] != '"') {
+                if (s[i] == '\n')
+                    return fail(m, line, "unterminated string");
+                if (s[i] == '\\' && i + 1 < n)
+                    i++;
+                i++;
+            }
+            if (i >= n)
+                return fail(m, line, "unterminated string");
+            i++;
+            kind = PTK_STR;
+        } else if (strchr(",;:{}[]()+-!@=<>|*/~&^?", c) != NULL && c != '\0') {
+            i++;
+            kind = PTK_PUNCT;
+        } else {
+            return fail(m, line, "unexpected character 0x%02x", c);
+        }
+        AGILE_TRY(grow((void **)&m->toks, &m->captoks, m->ntoks + 1, sizeof(ptx_tok)));
+        m->toks[m->ntoks++] = (ptx_tok){(uint32_t)st, (uint32_t)(i - st), line, kind};
+    }
+out:
+    return rv;
+}
+
+/* ---- parser --------------------------------------------------------------------------- */
+
+static uint32_t tok_end(const ptx_module *m, uint32_t t)
+{
+    return m->toks[t].off + m->toks[t].len;
+}
+
+/* Index of the token closing the bracket opened at t, or PTX_NONE. */
+static uint32_t match_close(const ptx_module *m, uint32_t t, char open, char close)
+{
+    uint32_t depth = 0;
+    for (uint32_t i = t; i < m->ntoks; i++) {
+        if (agile_guard_tok_punct(m, i, open)) {
+            depth++;
+        } else if (agile_guard_tok_punct(m, i, close)) {
+            if (--depth == 0)
+                return i;
+        }
+    }
+    return PTX_NONE;
+}
+
+/* First token after the line-terminated directive at t. */
+static uint32_t skip_line(const ptx_module *m, uint32_t t)
+{
+    uint32_t line = m->toks[t].line;
+    while (t < m->ntoks && m->toks[t].line == line)
+        t++;
+    return t;
+}
+
+static uint64_t type_size(const ptx_module *m, uint32_t t)
+{
+    static const struct {
+        const char *name;
+        uint8_t size;
+    } types[] = {
+        {".b8", 1},   {".u8", 1},    {".s8", 1},    {".b16", 2},    {".u16", 2},  {".s16", 2},
+        {".f16", 2},  {".bf16", 2},  {".b32", 4},   {".u32", 4},    {".s32", 4},  {".f32", 4},
+        {".f16x2", 4}, {".bf16x2", 4}, {".b64", 8},  {".u64", 8},    {".s64", 8},  {".f64", 8},
+        {".b128", 16}, {".pred", 1},  {".e4m3", 1}, {".e5m2", 1},   {".tf32", 4},
+    };
+    for (size_t k = 0; k < AGILE_ARRAY_LEN(types); k++)
+        if (agile_guard_tok_eq(m, t, types[k].name))
+            return types[k].size;
+    return 0;
+}
+
+static ptx_space space_of(const ptx_module *m, uint32_t t)
+{
+    if (agile_guard_tok_eq(m, t, ".global"))
+        return PTX_SPACE_GLOBAL;
+    if (agile_guard_tok_eq(m, t, ".shared") || agile_guard_tok_prefix(m, t, ".shared::"))
+        return PTX_SPACE_SHARED;
+    if (agile_guard_tok_eq(m, t, ".local"))
+        return PTX_SPACE_LOCAL;
+    if (agile_guard_tok_eq(m, t, ".const"))
+        return PTX_SPACE_CONST;
+    if (agile_guard_tok_eq(m, t, ".param") || agile_guard_tok_prefix(m, t, ".param::"))
+        return PTX_SPACE_PARAM;
+    if (agile_guard_tok_eq(m, t, ".texref") || agile_guard_tok_eq(m, t, ".surfref") ||
+        agile_guard_tok_eq(m, t, ".samplerref"))
+        return PTX_SPACE_OTHER;
+    return PTX_SPACE_NONE;
+}
+
+/* A variable declaration in tokens [a, b): records its name, space and size. Declarations
+ * of other spaces (.reg) and of several names at once record only what is certain: a name
+ * the guard does not know is never an address it allows. */
+static int parse_var(ptx_module *m, uint32_t a, uint32_t b, uint32_t func)
+{
+    ptx_var v = {PTX_NONE, func, PTX_SPACE_NONE, false, 0};
+    uint64_t elem = 0, vec = 1, count = 1;
+    bool sized = true;
+    int rv = AGILE_OK;
+    uint32_t t;
+
+    for (t = a; t < b; t++) {
+        ptx_space sp;
+        if (m->toks[t].kind != PTK_IDENT)
+            break;
+        if (agile_guard_tok_eq(m, t, ".extern")) {
+            v.ext = true;
+        } else if ((sp = space_of(m, t)) != PTX_SPACE_NONE) {
+            v.space = (uint8_t)sp;
+        } else if (agile_guard_tok_eq(m, t, ".v2")) {
+            vec = 2;
+        } else if (agile_guard_tok_eq(m, t, ".v4")) {
+            vec = 4;
+        } else if (agile_guard_tok_eq(m, t, ".v8")) {
+            vec = 8;
+        } else if (type_size(m, t) != 0) {
+            elem = type_size(m, t);
+        } else if (agile_guard_tok_eq(m, t, ".align")) {
+            t++; /* skip the alignment value */
+        } else if (ptx_tok_str(m, t)[0] != '.') {
+            v.name = t;
+            break;
+        }
+    }
+    if (v.name == PTX_NONE || v.space == PTX_SPACE_NONE)
+        return AGILE_OK;
+    for (t = v.name + 1; t + 1 < b && agile_guard_tok_punct(m, t, '[');) {
+        uint64_t d;
+        if (agile_guard_tok_punct(m, t + 1, ']')) {
+            sized = false;
+            t += 2;
+            continue;
+        }
+        if (t + 2 >= b || m->toks[t + 1].kind != PTK_NUM || !agile_guard_tok_punct(m, t + 2, ']') ||
+            !agile_guard_parse_int(ptx_tok_str(m, t + 1), m->toks[t + 1].len, &d))
+            return AGILE_OK;
+        if (d != 0 && count > UINT64_MAX / 1024 / d)
+            return AGILE_OK;
+        count *= d;
+        t += 3;
+    }
+    v.size = sized ? elem * vec * count : 0;
+    AGILE_TRY(grow((void **)&m->vars, &m->capvars, m->nvars + 1, sizeof(ptx_var)));
+    m->vars[m->nvars++] = v;
+out:
+    return rv;
+}
+
+static int push_stmt(ptx_module *m, const ptx_stmt *s)
+{
+    int rv = AGILE_OK;
+    AGILE_TRY(grow((void **)&m->st, &m->capst, m->nst + 1, sizeof(ptx_stmt)));
+    m->st[m->nst++] = *s;
+out:
+    return rv;
+}
+
+/* An instruction from token t (after any predicate) to its `;`. */
+static int parse_instr(ptx_module *m, uint32_t *tp, ptx_stmt *s)
+{
+    uint32_t t = *tp, depth = 0, start;
+    int rv = AGILE_OK;
+
+    if (m->toks[t].kind != PTK_IDENT)
+        return fail(m, m->toks[t].line, "expected an opcode");
+    s->kind = PST_INSTR;
+    s->op = t++;
+    s->opnd0 = m->nopnds;
+    s->nopnd = 0;
+    start = t;
+    for (;; t++) {
+        char c;
+        if (t >= m->ntoks)
+            return fail(m, m->toks[s->op].line, "instruction without ';'");
+        if (m->toks[t].kind != PTK_PUNCT)
+            continue;
+        c = m->src[m->toks[t].off];
+        if (c == '(' || c == '[' || c == '{') {
+            depth++;
+        } else if (c == ')' || c == ']' || c == '}') {
+            if (depth == 0)
+                return fail(m, m->toks[t].line, "unbalanced '%c'", c);
+            depth--;
+        } else if (depth == 0 && (c == ',' || c == ';')) {
+            if (c == ';' && t == s->op + 1)
+                break; /* no operands: "ret;" */
+            if (t == start)
+                return fail(m, m->toks[t].line, "empty operand");
+            AGILE_TRY(grow((void **)&m->opnds, &m->capopnds, m->nopnds + 1, sizeof(ptx_opnd)));
+            m->opnds[m->nopnds++] = (ptx_opnd){start, t};
+            s->nopnd++;
+            start = t + 1;
+            if (c == ';')
+                break;
+        }
+    }
+    s->t1 = t;
+    s->end = tok_end(m, t);
+    *tp = t + 1;
+out:
+    return rv;
+}
+
+static int parse_body(ptx_module *m, ptx_func *f, uint32_t open, uint32_t fidx)
+{
+    uint32_t t = open + 1, depth = 1;
+    int rv = AGILE_OK;
+
+    f->body_open = open;
+    f->st0 = m->nst;
+    while (t < m->ntoks) {
+        ptx_stmt s;
+        memset(&s, 0, sizeof(s));
+        s.pred = PTX_NONE;
+        s.op = PTX_NONE;
+        s.t0 = t;
+        s.depth = depth;
+        if (agile_guard_tok_punct(m, t, '}')) {
+            if (--depth == 0) {
+                f->body_close = t;
+                f->st1 = m->nst;
+                return AGILE_OK;
+            }
+            s.kind = PST_CLOSE;
+            s.t1 = t + 1;
+            s.end = tok_end(m, t);
+            s.depth = depth;
+            t++;
+        } else if (agile_guard_tok_punct(m, t, '{')) {
+            s.kind = PST_OPEN;
+            s.t1 = t + 1;
+            s.end = tok_end(m, t);
+            depth++;
+            t++;
+        } else if (m->toks[t].kind == PTK_IDENT && ptx_tok_str(m, t)[0] == '.') {
+            s.kind = PST_DIR;
+            s.op = t;
+            if (agile_guard_tok_eq(m, t, ".loc") || agile_guard_tok_eq(m, t, ".file")) {
+                t = skip_line(m, t);
+                s.t1 = t;
+                s.end = tok_end(m, t - 1);
+            } else {
+                uint32_t d = 0; /* initialisers: .local .b32 a[2] = {1, 2}; */
+                while (t < m->ntoks && !(d == 0 && agile_guard_tok_punct(m, t, ';'))) {
+                    if (agile_guard_tok_punct(m, t, '{')) {
+                        d++;
+                    } else if (agile_guard_tok_punct(m, t, '}')) {
+                        if (d == 0)
+                            return fail(m, m->toks[t].line, "directive without ';'");
+                        d--;
+                    }
+                    t++;
+                }
+                if (t >= m->ntoks)
+                    return fail(m, m->toks[s.op].line, "directive without ';'");
+                s.t1 = t;
+                s.end = tok_end(m, t);
+                AGILE_TRY(parse_var(m, s.t0, s.t1, fidx));
+                t++;
+            }
+        } else if (m->toks[t].kind == PTK_IDENT && agile_guard_tok_punct(m, t + 1, ':')) {
+            s.kind = PST_LABEL;
+            s.t1 = t + 1;
+            s.end = tok_end(m, t + 1);
+            t += 2;
+        } else if (agile_guard_tok_punct(m, t, '@')) {
+            t++;
+            if (agile_guard_tok_punct(m, t, '!')) {
+                s.pred_neg = 1;
+                t++;
+            }
+            if (t >= m->ntoks || m->toks[t].kind != PTK_IDENT)
+                return fail(m, m->toks[s.t0].line, "bad guard predicate");
+            s.pred = t++;
+            if (t >= m->ntoks)
+                return fail(m, m->toks[s.t0].line, "predicate without instruction");
+            AGILE_TRY(parse_instr(m, &t, &s));
+        } else if (m->toks[t].kind == PTK_IDENT) {
+            AGILE_TRY(parse_instr(m, &t, &s));
+        } else if (agile_guard_tok_punct(m, t, ';')) {
+            t++; /* empty statement */
+            continue;
+        } else {
+            return fail(m, m->toks[t].line, "unexpected '%.*s' in function body", (int)m->toks[t].len,
+                        ptx_tok_str(m, t));
+        }
+        AGILE_TRY(push_stmt(m, &s));
+    }
+    return fail(m, m->toks[open].line, "function body without '}'");
+out:
+    return rv;
+}
+
+static int parse_func(ptx_module *m, uint32_t t0, uint32_t t, bool entry, uint32_t *next)
+{
+    ptx_func f;
+    int rv = AGILE_OK;
+    uint32_t fidx = m->nfuncs;
+
+    memset(&f, 0xff, sizeof(f));
+    f.entry = entry;
+    f.has_body = false;
+    f.t0 = t0;
+    f.st0 = f.st1 = 0;
+    t++;
+    if (!entry && agile_guard_tok_punct(m, t, '(')) {
+        f.ret_open = t;
+        f.ret_close = match_close(m, t, '(', ')');
+        if (f.ret_close == PTX_NONE)
+            return fail(m, m->toks[t].line, "unbalanced return parameter list");
+        t = f.ret_close + 1;
+    }
+    if (t >= m->ntoks || m->toks[t].kind != PTK_IDENT || ptx_tok_str(m, t)[0] == '.')
+        return fail(m, m->toks[t0].line, "function without a name");
+    f.name = t++;
+    if (agile_guard_tok_punct(m, t, '(')) {
+        f.params_open = t;
+        f.params_close = match_close(m, t, '(', ')');
+        if (f.params_close == PTX_NONE)
+            return fail(m, m->toks[t].line, "unbalanced parameter list");
+        t = f.params_close + 1;
+    }
+    /* Performance directives and attributes (.maxntid 128, 1, 1 / .noreturn / .pragma). */
+    while (t < m->ntoks && !agile_guard_tok_punct(m, t, '{') && !agile_guard_tok_punct(m, t, ';')) {
+        if (m->toks[t].kind == PTK_PUNCT && !agile_guard_tok_punct(m, t, ','))
+            return fail(m, m->toks[t].line, "unexpected '%c' in function header", m->src[m->toks[t].off]);
+        t++;
+    }
+    if (t >= m->ntoks)
+        return fail(m, m->toks[t0].line, "function without body or ';'");
+    AGILE_TRY(grow((void **)&m->funcs, &m->capfuncs, m->nfuncs + 1, sizeof(ptx_func)));
+    m->nfuncs++;
+    if (agile_guard_tok_punct(m, t, ';')) {
+        m->funcs[fidx] = f;
+        *next = t + 1;
+        return AGILE_OK;
+    }
+    f.has_body = true;
+    AGILE_TRY(parse_body(m, &f, t, fidx));
+    m->funcs[fidx] = f;
+    *next = f.body_close + 1;
+out:
+    return rv;
+}
+
+static int parse_top(ptx_module *m)
+{
+    uint32_t t = 0;
+    int rv = AGILE_OK;
+
+    while (t < m->ntoks) {
+        uint32_t a = t;
+        if (agile_guard_tok_punct(m, t, ';')) {
+            t++;
+            continue;
+        }
+        if (m->toks[t].kind != PTK_IDENT || ptx_tok_str(m, t)[0] != '.')
+            return fail(m, m->toks[t].line, "unexpected '%.*s' at module level", (int)m->toks[t].len,
+                        ptx_tok_str(m, t));
+        if (agile_guard_tok_eq(m, t, ".version")) {
+            m->version_tok = t + 1;
+            t = skip_line(m, t);
+        } else if (agile_guard_tok_eq(m, t, ".target")) {
+            m->target_tok = t + 1;
+            t = skip_line(m, t);
+        } else if (agile_guard_tok_eq(m, t, ".address_size")) {
+            uint64_t v = 0;
+            if (t + 1 >= m->ntoks || !agile_guard_parse_int(ptx_tok_str(m, t + 1), m->toks[t + 1].len, &v))
+                return fail(m, m->toks[t].line, "bad .address_size");
+            m->address_size = (uint32_t)AGILE_MIN(v, 1000);
+            t = skip_line(m, t);
+        } else if (agile_guard_tok_eq(m, t, ".file") || agile_guard_tok_eq(m, t, ".loc")) {
+            t = skip_line(m, t);
+        } else if (agile_guard_tok_eq(m, t, ".section")) {
+            /* DWARF blocks: data only, passed through untouched. */
+            uint32_t c;
+            t += 2;
+            if (!agile_guard_tok_punct(m, t, '{') || (c = match_close(m, t, '{', '}')) == PTX_NONE)
+                return fail(m, m->toks[a].line, "bad .section block");
+            t = c + 1;
+        } else if (agile_guard_tok_eq(m, t, ".alias")) {
+            return fail(m, m->toks[t].line, ".alias is not supported by the guard");
+        } else {
+            /* Linkage attributes, then a function or a variable/directive up to ';'. */
+            while (t < m->ntoks &&
+                   (agile_guard_tok_eq(m, t, ".visible") || agile_guard_tok_eq(m, t, ".extern") ||
+                    agile_guard_tok_eq(m, t, ".weak") || agile_guard_tok_eq(m, t, ".common")))
+                t++;
+            if (agile_guard_tok_eq(m, t, ".entry") || agile_guard_tok_eq(m, t, ".func")) {
+                AGILE_TRY(parse_func(m, a, t, agile_guard_tok_eq(m, t, ".entry"), &t));
+            } else {
+                uint32_t depth = 0;
+                while (t < m->ntoks) {
+                    if (agile_guard_tok_punct(m, t, '{'))
+                        depth++;
+                    else if (agile_guard_tok_punct(m, t, '}') && depth > 0)
+                        depth--;
+                    else if (depth == 0 && agile_guard_tok_punct(m, t, ';'))
+                        break;
+                    t++;
+                }
+                if (t >= m->ntoks)
+                    return fail(m, m->toks[a].line, "declaration without ';'");
+                AGILE_TRY(parse_var(m, a, t, PTX_NONE));
+                t++;
+            }
+        }
+    }
+out:
+    return rv;
+}
+
+int agile_guard_ptx_parse(ptx_module *m, const char *src, size_t len)
+{
+    int rv = AGILE_OK;
+
+    memset(m, 0, sizeof(*m));
+    m->src = src;
+    m->len = len;
+    m->target_tok = PTX_NONE;
+    m->version_tok = PTX_NONE;
+    AGILE_TRY(lex(m));
+    AGILE_TRY(parse_top(m));
+out:
+    if (rv == AGILE_ENOMEM)
+        m->oom = true;
+    return rv;
+}
+
+void agile_guard_ptx_fini(ptx_module *m)
+{
+    free(m->toks);
+    free(m->st);
+    free(m->opnds);
+    free(m->funcs);
+    free(m->vars);
+    m->toks = NULL;
+    m->st = NULL;
+    m->opnds = NULL;
+    m->funcs = NULL;
+    m->vars = NULL;
+}

@@ -1,0 +1,1084 @@
+/* verify.c — the guard's independent verifier.
+ *
+ * It shares nothing with the rewriter (ptx.c/rewrite.c): its own scanner splits the text
+ * into statements, its own opcode table says which instructions address memory and in
+ * which state space, and it trusts no decision of the rewriter. It accepts a module only
+ * if, for every instruction that can address global memory (global or generic space):
+ *   - a register address R is, in the same basic block (no label, branch or brace
+ *     between) and with no redefinition in between (last definition wins, a predicated
+ *     definition fails), either
+ *       fenced:   or.b64 R, T, %agile_base   with  and.b64 T, X, M  before it
+ *                 (M = %agile_mask, or an immediate <= W-1 when the window size is known),
+ *                 used as [R] or [R+off] with 0 <= off <= gap - 256; or
+ *       generic:  selp.b64 R, F, X, P  with F fenced as above and isspacep.global P, X
+ *                 (same X, not redefined in between), used as [R], generic space only;
+ *   - a named address [var+off] is a variable defined in the module with 0 <= off < size;
+ *   - [%agile_viol+off] is the strict-mode violation record;
+ *   - bulk copies have an immediate size <= gap or a size register from min.u32 S, _, <=gap;
+ * and if %agile_mask/%agile_base/%agile_viol are defined exactly once per function, by
+ * ld.param from the hidden parameters, before any label; guard names are declared only at
+ * the top level of a body; each call to a function of the module passes the caller's mask
+ * and base in the callee's hidden parameters; other calls name a gate; no indirect calls,
+ * tensor-map, multimem, texture/surface or unknown memory opcodes; .address_size 64.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "guard.h"
+
+enum { VS_INSTR, VS_LABEL, VS_DIR, VS_OPEN, VS_CLOSE, VS_HEADER };
+
+typedef struct span {
+    const char *p;
+    size_t n;
+} span;
+
+#define VMAXOPS 12
+typedef struct vst {
+    int kind;
+    unsigned line, depth;
+    span text;        /* whole statement, comments removed only at the edges */
+    span pred;        /* guard predicate register (without @ and !) */
+    span op;          /* opcode or directive */
+    span ops[VMAXOPS];
+    unsigned nops;    /* may exceed VMAXOPS: only the first VMAXOPS are kept */
+} vst;
+
+typedef struct vfunc {
+    bool entry, body;
+    span name, header;
+    unsigned s0, s1; /* body statements */
+} vfunc;
+
+typedef struct vvar {
+    span name;
+    int space; /* 'g' global, 's' shared, 'l' local, 'c' const */
+    uint64_t size;
+    unsigned func; /* UINT32_MAX: module level */
+} vvar;
+
+typedef struct vctx {
+    const char *src;
+    size_t len;
+    const agile_guard_vopts *o;
+    uint64_t gap;
+    vst *st;
+    unsigned nst, capst;
+    vfunc *fn;
+    unsigned nfn, capfn;
+    vvar *var;
+    unsigned nvar, capvar;
+    bool addr64;
+    char *err;
+    size_t errcap;
+    bool failed;
+} vctx;
+
+static int vfail(vctx *v, unsigned line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int vfail(vctx *v, unsigned line, const char *fmt, ...)
+{
+    va_list ap;
+    if (!v->failed && v->err && v->errcap) {
+        int k = snprintf(v->err, v->errcap, "line %u: ", line);
+        if (k >= 0 && (size_t)k < v->errcap) {
+            va_start(ap, fmt);
+            vsnprintf(v->err + k, v->errcap - (size_t)k, fmt, ap);
+            va_end(ap);
+        }
+    }
+    v->failed = true;
+    return AGILE_EGUARD;
+}
+
+static bool sp_eq(span a, const char *s)
+{
+    size_t n = strlen(s);
+    return a.n == n && memcmp(a.p, s, n) == 0;
+}
+
+static bool sp_same(span a, span b)
+{
+    return a.n == b.n && a.n > 0 && memcmp(a.p, b.p, a.n) == 0;
+}
+
+static bool sp_starts(span a, const char *s)
+{
+    size_t n = strlen(s);
+    return a.n >= n && memcmp(a.p, s, n) == 0;
+}
+
+static span sp_trim(span a)
+{
+    while (a.n && (a.p[0] == ' ' || a.p[0] == '\t' || a.p[0] == '\n' || a.p[0] == '\r'))
+        a.p++, a.n--;
+    while (a.n && (a.p[a.n - 1] == ' ' || a.p[a.n - 1] == '\t' || a.p[a.n - 1] == '\n' || a.p[a.n - 1] == '\r'))
+        a.n--;
+    return a;
+}
+
+static bool is_word(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '$' ||
+           c == '%' || c == '.' || c == ':';
+}
+
+/* Does the text contain `w` as a whole word? */
+static bool sp_has_word(span a, const char *w)
+{
+    size_t n = strlen(w);
+    for (size_t i = 0; i + n <= a.n; i++) {
+        if (memcmp(a.p + i, w, n) != 0)
+            continue;
+        if ((i == 0 || !is_word(a.p[i - 1])) && (i + n == a.n || !is_word(a.p[i + n])))
+            return true;
+    }
+    return false;
+}
+
+static bool sp_has_span_word(span a, span w)
+{
+    for (size_t i = 0; w.n && i + w.n <= a.n; i++) {
+        if (memcmp(a.p + i, w.p, w.n) != 0)
+            continue;
+        if ((i == 0 || !is_word(a.p[i - 1])) && (i + w.n == a.n || !is_word(a.p[i + w.n])))
+            return true;
+    }
+    return false;
+}
+
+static bool sp_contains(span a, const char *s)
+{
+    size_t n = strlen(s);
+    for (size_t i = 0; i + n <= a.n; i++)
+        if (memcmp(a.p + i, s, n) == 0)
+            return true;
+    return false;
+}
+
+static bool v_int(span a, int64_t *out)
+{
+    uint64_t u = 0;
+    unsigned base = 10;
+    size_t i = 0;
+    bool neg = false;
+    a = sp_trim(a);
+    if (a.n && a.p[0] == '-') {
+        neg = true;
+        i = 1;
+    }
+    if (a.n && (a.p[a.n - 1] == 'U' || a.p[a.n - 1] == 'u'))
+        a.n--;
+    if (a.n - i > 2 && a.p[i] == '0' && (a.p[i + 1] == 'x' || a.p[i + 1] == 'X'))
+        base = 16, i += 2;
+    else if (a.n - i > 1 && a.p[i] == '0')
+        base = 8, i += 1;
+    if (i >= a.n)
+        return false;
+    for (; i < a.n; i++) {
+        char c = a.p[i];
+        unsigned d = c >= '0' && c <= '9' ? (unsigned)(c - '0')
+                     : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+                     : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
+                                            : 99;
+        if (d >= base || u > (UINT64_MAX - d) / base)
+            return false;
+        u = u * base + d;
+    }
+    if (u > (uint64_t)INT64_MAX)
+        return false;
+    *out = neg ? -(int64_t)u : (int64_t)u;
+    return true;
+}
+
+/* ---- scanner ---------------------------------------------------------------------------- */
+
+static int push(vctx *v, const vst *s)
+{
+    if (v->nst == v->capst) {
+        unsigned nc = v->capst ? v->capst * 2 : 256;
+        vst *n = realloc(v->st, nc * sizeof(vst));
+        if (n == NULL)
+            return AGILE_ENOMEM;
+        v->st = n;
+        v->capst = nc;
+    }
+    v->st[v->nst++] = *s;
+    return AGILE_OK;
+}
+
+static bool line_directive(span t)
+{
+    return sp_starts(t, ".version") || sp_starts(t, ".target") || sp_starts(t, ".address_size") ||
+           sp_starts(t, ".file") || sp_starts(t, ".loc");
+}
+
+/* Split the text into statements. Comments are skipped; a statement's text is the source
+ * from its first to its last character (comments inside long statements stay but never
+ * matter: operands are checked by exact words). */
+static int scan(vctx *v)
+{
+    const char *s = v->src;
+    size_t n = v->len, i = 0, st = SIZE_MAX;
+    unsigned line = 1, sline = 1, depth = 0, nest = 0; /* nest: ( [ { inside a statement */
+    int rv = AGILE_OK;
+    vst cur;
+
+#define EMIT(kind_, end_)                                                                          \
+    do {                                                                                           \
+        memset(&cur, 0, sizeof(cur));                                                              \
+        cur.kind = (kind_);                                                                        \
+        cur.line = sline;                                                                          \
+        cur.depth = depth;                                                                         \
+        cur.text = sp_trim((span){s + st, (end_)-st});                                             \
+        AGILE_TRY(push(v, &cur));                                                                  \
+        st = SIZE_MAX;                                                                             \
+        nest = 0;                                                                                  \
+    } while (0)
+
+    while (i < n) {
+        char c = s[i];
+        if (c == '/' && i + 1 < n && s[i + 1] == '/') {
+            while (i < n && s[i] != '\n')
+                i++;
+            continue;
+        }
+        if (c == '/' && i + 1 < n && s[i + 1] == '*') {
+            i += 2;
+            while (i + 1 < n && !(s[i] == '*' && s[i + 1] == '/')) {
+                line += s[i] == '\n';
+                i++;
+            }
+            if (i + 1 >= n)
+                return vfail(v, line, "unterminated comment");
+            i += 2;
+            continue;
+        }
+        if (c == '\n') {
+            if (st != SIZE_MAX && line_directive((span){s + st, i - st}))
+                EMIT(VS_DIR, i);
+            line++;
+            i++;
+            continue;
+        }
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v') {
+            i++;
+            continue;
+        }
+        if (st == SIZE_MAX) {
+            st = i;
+            sline = line;
+            if (n - i >= 8 && memcmp(s + i, ".section", 8) == 0) {
+                /* DWARF: skip the block whole */
+                while (i < n && s[i] != '{') {
+                    line += s[i] == '\n';
+                    i++;
+                }
+                unsigned d = 0;
+                for (; i < n; i++) {
+                    line += s[i] == '\n';
+                    if (s[i] == '{')
+                        d++;
+                    else if (s[i] == '}' && --d == 0)
+                        break;
+                }
+                if (i >= n)
+                    return vfail(v, sline, "unterminated .section");
+                i++;
+                st = SIZE_MAX;
+                continue;
+            }
+        }
+        if (c == '"') {
+            i++;
+            while (i < n && s[i] != '"' && s[i] != '\n')
+                i += (s[i] == '\\') ? 2 : 1;
+            if (i >= n || s[i] != '"')
+                return vfail(v, line, "unterminated string");
+            i++;
+            continue;
+        }
+        if (c == '(' || c == '[' || (c == '{' && i > st)) {
+            /* '{' opens a block only at the start of a statement or after a function
+             * header; inside an instruction it opens a vector operand. */
+            if (c == '{') {
+                span h = {s + st, i - st};
+                if (depth == 0 && nest == 0 && (sp_has_word(h, ".entry") || sp_has_word(h, ".func"))) {
+                    EMIT(VS_HEADER, i);
+                    st = i;
+                    EMIT(VS_OPEN, i + 1);
+                    depth++;
+                    i++;
+                    continue;
+                }
+            }
+            nest++;
+            i++;
+            continue;
+        }
+        if ((c == ')' || c == ']' || c == '}') && nest > 0) {
+            nest--;
+            i++;
+            continue;
+        }
+        if (c == '{') { /* st == i */
+            EMIT(VS_OPEN, i + 1);
+            depth++;
+            i++;
+            continue;
+        }
+        if (c == '}') {
+            if (st != i)
+                return vfail(v, line, "unexpected '}'");
+            if (depth == 0)
+                return vfail(v, line, "unbalanced '}'");
+            depth--;
+            EMIT(VS_CLOSE, i + 1);
+            i++;
+            continue;
+        }
+        if (c == ';' && nest == 0) {
+            span t = sp_trim((span){s + st, i - st});
+            bool header = depth == 0 && (sp_has_word(t, ".entry") || sp_has_word(t, ".func"));
+            EMIT(header ? VS_HEADER : (t.n && t.p[0] == '.') ? VS_DIR : VS_INSTR, i);
+            i++;
+            continue;
+        }
+        if (c == ':' && nest == 0 && !(i + 1 < n && s[i + 1] == ':') && !(i > 0 && s[i - 1] == ':')) {
+            /* a label: one word, then ':' */
+            span t = sp_trim((span){s + st, i - st});
+            bool word = t.n > 0;
+            for (size_t k = 0; k < t.n; k++)
+                if (!is_word(t.p[k]) || t.p[k] == ':')
+                    word = false;
+            if (word) {
+                EMIT(VS_LABEL, i);
+                i++;
+                continue;
+            }
+        }
+        i++;
+    }
+    if (st != SIZE_MAX) {
+        span t = sp_trim((span){s + st, n - st});
+        if (!line_directive(t))
+            return vfail(v, sline, "statement without ';' at end of input");
+        EMIT(VS_DIR, n);
+    }
+    if (depth != 0)
+        return vfail(v, line, "unbalanced '{'");
+out:
+#undef EMIT
+    return rv;
+}
+
+/* Predicate, opcode and operands of an instruction. */
+static void split_instr(vst *s)
+{
+    span t = s->text;
+    size_t i = 0;
+    if (t.n && t.p[0] == '@') {
+        i = 1;
+        if (i < t.n && t.p[i] == '!')
+            i++;
+        while (i < t.n && (t.p[i] == ' ' || t.p[i] == '\t'))
+            i++;
+        s->pred.p = t.p + i;
+        while (i < t.n && is_word(t.p[i]))
+            i++;
+        s->pred.n = (size_t)(t.p + i - s->pred.p);
+    }
+    while (i < t.n && (t.p[i] == ' ' || t.p[i] == '\t' || t.p[i] == '\n' || t.p[i] == '\r'))
+        i++;
+    s->op.p = t.p + i;
+    while (i < t.n && is_word(t.p[i]))
+        i++;
+    s->op.n = (size_t)(t.p + i - s->op.p);
+    s->nops = 0;
+    {
+        size_t st = i;
+        int nest = 0;
+        for (; i <= t.n; i++) {
+            char c = i < t.n ? t.p[i] : ',';
+            if (c == '(' || c == '[' || c == '{')
+                nest++;
+            else if (c == ')' || c == ']' || c == '}')
+                nest--;
+            else if (c == ',' && nest == 0) {
+                span o = sp_trim((span){t.p + st, i - st});
+                if (o.n || s->nops || i < t.n) {
+                    if (s->nops < VMAXOPS)
+                        s->ops[s->nops] = o;
+                    s->nops++;
+                }
+                st = i + 1;
+            }
+        }
+        if (s->nops == 1 && s->ops[0].n == 0)
+            s->nops = 0;
+    }
+}
+
+/* ---- module structure ------------------------------------------------------------------- */
+
+static int add_var(vctx *v, span text, unsigned func)
+{
+    static const struct {
+        const char *n;
+        uint8_t s;
+    } ty[] = {{".b8", 1},  {".u8", 1},  {".s8", 1},  {".b16", 2}, {".u16", 2}, {".s16", 2}, {".f16", 2},
+              {".b32", 4}, {".u32", 4}, {".s32", 4}, {".f32", 4}, {".b64", 8}, {".u64", 8}, {".s64", 8},
+              {".f64", 8}, {".bf16", 2}, {".b128", 16}};
+    vvar x = {{NULL, 0}, 0, 0, func};
+    uint64_t elem = 0, count = 1;
+    size_t i = 0;
+    bool ext = false;
+
+    while (i < text.n) {
+        size_t a;
+        while (i < text.n && (text.p[i] == ' ' || text.p[i] == '\t' || text.p[i] == '\n' || text.p[i] == '\r'))
+            i++;
+        a = i;
+        while (i < text.n && is_word(text.p[i]))
+            i++;
+        span w = {text.p + a, i - a};
+        if (w.n == 0)
+            break;
+        if (sp_eq(w, ".extern"))
+            ext = true;
+        else if (sp_eq(w, ".global"))
+            x.space = 'g';
+        else if (sp_eq(w, ".shared") || sp_starts(w, ".shared::"))
+            x.space = 's';
+        else if (sp_eq(w, ".local"))
+            x.space = 'l';
+        else if (sp_eq(w, ".const"))
+            x.space = 'c';
+        else if (sp_eq(w, ".v2") || sp_eq(w, ".v4"))
+            count *= w.p[2] - '0';
+        else if (w.p[0] == '.') {
+            for (size_t k = 0; k < sizeof(ty) / sizeof(ty[0]); k++)
+                if (sp_eq(w, ty[k].n))
+                    elem = ty[k].s;
+        } else if (w.p[0] >= '0' && w.p[0] <= '9') {
+            continue; /* .align N */
+        } else {
+            x.name = w;
+            break;
+        }
+    }
+    if (x.name.n == 0 || x.space == 0 || ext || elem == 0)
+        return AGILE_OK;
+    /* dimensions */
+    while (i < text.n && text.p[i] == '[') {
+        size_t a = ++i;
+        int64_t d;
+        while (i < text.n && text.p[i] != ']')
+            i++;
+        if (i >= text.n || !v_int((span){text.p + a, i - a}, &d) || d <= 0 || (uint64_t)d > (1ull << 40) / count)
+            return AGILE_OK;
+        count *= (uint64_t)d;
+        i++;
+    }
+    x.size = elem * count;
+    if (v->nvar == v->capvar) {
+        unsigned nc = v->capvar ? v->capvar * 2 : 32;
+        vvar *nv = realloc(v->var, nc * sizeof(vvar));
+        if (nv == NULL)
+            return AGILE_ENOMEM;
+        v->var = nv;
+        v->capvar = nc;
+    }
+    v->var[v->nvar++] = x;
+    return AGILE_OK;
+}
+
+static int structure(vctx *v)
+{
+    int rv = AGILE_OK;
+    unsigned cur = UINT32_MAX;
+    for (unsigned i = 0; i < v->nst; i++) {
+        vst *s = &v->st[i];
+        if (s->kind == VS_INSTR)
+            split_instr(s);
+        if (s->kind == VS_DIR && s->depth == 0 && sp_starts(s->text, ".address_size")) {
+            int64_t a;
+            span x = {s->text.p + 13, s->text.n - 13};
+            if (!v_int(x, &a) || a != 64)
+                return vfail(v, s->line, "not 64-bit addressing");
+            v->addr64 = true;
+        }
+        if (s->depth == 0 && s->kind != VS_HEADER && s->kind != VS_OPEN && sp_contains(s->text, "agile"))
+            if (sp_contains(s->text, "%agile") || sp_contains(s->text, "__agile"))
+                return vfail(v, s->line, "guard name used at module level");
+        if (s->kind == VS_HEADER) {
+            vfunc f;
+            span h = s->text;
+            size_t k;
+            memset(&f, 0, sizeof(f));
+            f.entry = sp_has_word(h, ".entry");
+            f.header = h;
+            /* the name: the word before the parameter list '(' that follows .entry/.func
+             * (and the return list of a .func) */
+            {
+                const char *kw = f.entry ? ".entry" : ".func";
+                size_t at = 0;
+                for (k = 0; k + strlen(kw) <= h.n; k++)
+                    if (memcmp(h.p + k, kw, strlen(kw)) == 0 && (k + strlen(kw) == h.n || !is_word(h.p[k + strlen(kw)]))) {
+                        at = k + strlen(kw);
+                        break;
+                    }
+                while (at < h.n && (h.p[at] == ' ' || h.p[at] == '\t' || h.p[at] == '\n' || h.p[at] == '\r'))
+                    at++;
+                if (at < h.n && h.p[at] == '(') {
+                    int d = 0;
+                    for (; at < h.n; at++) {
+                        if (h.p[at] == '(')
+                            d++;
+                        else if (h.p[at] == ')' && --d == 0) {
+                            at++;
+                            break;
+                        }
+                    }
+                }
+                while (at < h.n && (h.p[at] == ' ' || h.p[at] == '\t' || h.p[at] == '\n' || h.p[at] == '\r'))
+                    at++;
+                f.name.p = h.p + at;
+                while (at < h.n && is_word(h.p[at]))
+                    at++;
+                f.name.n = (size_t)(h.p + at - f.name.p);
+            }
+            if (i + 1 < v->nst && v->st[i + 1].kind == VS_OPEN && v->st[i + 1].depth == 0) {
+                f.body = true;
+                f.s0 = i + 2;
+                cur = v->nfn;
+            }
+            if (v->nfn == v->capfn) {
+                unsigned nc = v->capfn ? v->capfn * 2 : 16;
+                vfunc *nf = realloc(v->fn, nc * sizeof(vfunc));
+                if (nf == NULL)
+                    return AGILE_ENOMEM;
+                v->fn = nf;
+                v->capfn = nc;
+            }
+            v->fn[v->nfn++] = f;
+            continue;
+        }
+        if (s->kind == VS_CLOSE && s->depth == 0 && cur != UINT32_MAX) {
+            v->fn[cur].s1 = i;
+            cur = UINT32_MAX;
+            continue;
+        }
+        if (s->kind == VS_DIR && (sp_starts(s->text, ".global") || sp_starts(s->text, ".shared") ||
+                                  sp_starts(s->text, ".local") || sp_starts(s->text, ".const") ||
+                                  sp_starts(s->text, ".visible") || sp_starts(s->text, ".weak") ||
+                                  sp_starts(s->text, ".common")))
+            AGILE_TRY(add_var(v, s->text, s->depth == 0 ? UINT32_MAX : (cur == UINT32_MAX ? 0 : cur)));
+    }
+    if (!v->addr64)
+        return vfail(v, 1, "missing .address_size 64");
+out:
+    return rv;
+}
+
+/* ---- dataflow in a basic block ---------------------------------------------------------- */
+
+static bool writes(const vst *s, span reg)
+{
+    span d;
+    if (s->kind != VS_INSTR || s->nops == 0)
+        return false;
+    d = s->ops[0];
+    if (d.n == 0 || d.p[0] == '[' || d.p[0] == '(')
+        return false;
+    return sp_has_span_word(d, reg);
+}
+
+static bool ends_block(const vst *s)
+{
+    if (s->kind == VS_LABEL || s->kind == VS_OPEN || s->kind == VS_CLOSE || s->kind == VS_HEADER)
+        return true;
+    if (s->kind != VS_INSTR)
+        return false;
+    return sp_starts(s->op, "bra") || sp_starts(s->op, "brx") || sp_starts(s->op, "ret") ||
+           sp_starts(s->op, "exit") || sp_starts(s->op, "trap") || sp_starts(s->op, "call");
+}
+
+/* The last definition of reg before statement i in its basic block, or UINT32_MAX. */
+static unsigned last_def(const vctx *v, unsigned s0, unsigned i, span reg)
+{
+    while (i > s0) {
+        const vst *s = &v->st[--i];
+        if (ends_block(s) && !(s->kind == VS_INSTR && sp_starts(s->op, "call") && !writes(s, reg)))
+            return UINT32_MAX;
+        if (writes(s, reg))
+            return i;
+    }
+    return UINT32_MAX;
+}
+
+static bool is_def(const vst *s, const char *op, unsigned nops)
+{
+    return s->kind == VS_INSTR && sp_eq(s->op, op) && s->nops == nops && s->pred.n == 0;
+}
+
+/* Is the mask operand acceptable? */
+static bool mask_ok(const vctx *v, span m)
+{
+    int64_t k;
+    if (sp_eq(m, "%agile_mask"))
+        return true;
+    if (v->o->window_bits == 0 || !v_int(m, &k) || k < 0)
+        return false;
+    return (uint64_t)k <= (((uint64_t)1 << v->o->window_bits) - 1);
+}
+
+/* Is reg, just before statement i, the output of a fence? (or.b64 R, T, %agile_base with
+ * and.b64 T, X, mask.) */
+static bool fenced(const vctx *v, unsigned s0, unsigned i, span reg)
+{
+    unsigned j = last_def(v, s0, i, reg), k;
+    const vst *o, *a;
+    if (j == UINT32_MAX)
+        return false;
+    o = &v->st[j];
+    if (!is_def(o, "or.b64", 3) || !sp_eq(o->ops[2], "%agile_base"))
+        return false;
+    k = last_def(v, s0, j, o->ops[1]);
+    if (k == UINT32_MAX)
+        return false;
+    a = &v->st[k];
+    return is_def(a, "and.b64", 3) && mask_ok(v, a->ops[2]);
+}
+
+static bool generic_fenced(const vctx *v, unsigned s0, unsigned i, span reg)
+{
+    unsigned j = last_def(v, s0, i, reg), k, x;
+    const vst *sel, *isp;
+    span X;
+    if (j == UINT32_MAX)
+        return false;
+    sel = &v->st[j];
+    if (!is_def(sel, "selp.b64", 4))
+        return false;
+    X = sel->ops[2];
+    if (!fenced(v, s0, j, sel->ops[1]))
+        return false;
+    k = last_def(v, s0, j, sel->ops[3]);
+    if (k == UINT32_MAX)
+        return false;
+    isp = &v->st[k];
+    if (!is_def(isp, "isspacep.global", 2) || !sp_same(isp->ops[1], X))
+        return false;
+    /* X must not change between the test and the select */
+    x = last_def(v, s0, j, X);
+    return x == UINT32_MAX || x < k;
+}
+
+/* Split [base+off] / [base+-off] / [base-off] / [base]. */
+static bool split_addr(span a, span *base, int64_t *off)
+{
+    size_t i = 1, st;
+    a = sp_trim(a);
+    if (a.n < 3 || a.p[0] != '[' || a.p[a.n - 1] != ']')
+        return false;
+    while (i < a.n - 1 && (a.p[i] == ' ' || a.p[i] == '\t'))
+        i++;
+    st = i;
+    while (i < a.n - 1 && is_word(a.p[i]) && a.p[i] != ':')
+        i++;
+    *base = (span){a.p + st, i - st};
+    *off = 0;
+    if (base->n == 0)
+        return false;
+    while (i < a.n - 1 && (a.p[i] == ' ' || a.p[i] == '\t'))
+        i++;
+    if (i == a.n - 1)
+        return true;
+    if (a.p[i] == '+') {
+        i++;
+        while (i < a.n - 1 && (a.p[i] == ' ' || a.p[i] == '\t'))
+            i++;
+    } else if (a.p[i] != '-') {
+        return false;
+    }
+    return v_int((span){a.p + i, a.n - 1 - i}, off);
+}
+
+static const vvar *v_find_var(const vctx *v, span name, unsigned func)
+{
+    const vvar *best = NULL;
+    for (unsigned i = 0; i < v->nvar; i++) {
+        const vvar *x = &v->var[i];
+        if (!sp_same(x->name, name))
+            continue;
+        if (x->func == func)
+            return x;
+        if (x->func == UINT32_MAX)
+            best = x;
+    }
+    return best;
+}
+
+/* Check one address operand in global ('g') or generic ('n') space. */
+static int check_addr(vctx *v, unsigned fidx, unsigned i, span a, int space)
+{
+    const vfunc *f = &v->fn[fidx];
+    const vst *s = &v->st[i];
+    span base;
+    int64_t off;
+    if (!split_addr(a, &base, &off))
+        return vfail(v, s->line, "unrecognised address '%.*s'", (int)a.n, a.p);
+    if (base.p[0] != '%') {
+        const vvar *x = v_find_var(v, base, fidx);
+        if (base.p[0] >= '0' && base.p[0] <= '9')
+            return vfail(v, s->line, "unfenced absolute address");
+        if (x == NULL || (space == 'g' && x->space != 'g'))
+            return vfail(v, s->line, "address '%.*s' is not a variable of the module", (int)base.n, base.p);
+        if (off < 0 || (uint64_t)off >= x->size)
+            return vfail(v, s->line, "offset outside variable '%.*s'", (int)base.n, base.p);
+        return AGILE_OK;
+    }
+    if (sp_eq(base, "%agile_viol")) {
+        if (off < 0 || off > 8 || space != 'g')
+            return vfail(v, s->line, "bad violation record access");
+        return AGILE_OK;
+    }
+    if (fenced(v, f->s0, i, base)) {
+        if (off < 0 || (uint64_t)off + AGILE_GUARD_ACCESS_SLACK > v->gap)
+            return vfail(v, s->line, "offset %" PRId64 " not covered by the guard gap", off);
+        return AGILE_OK;
+    }
+    if (space == 'n' && generic_fenced(v, f->s0, i, base)) {
+        if (off != 0)
+            return vfail(v, s->line, "generic access with an offset after the fence");
+        return AGILE_OK;
+    }
+    return vfail(v, s->line, "'%.*s' addresses %s memory through '%.*s', which is not fenced in this block",
+                 (int)s->op.n, s->op.p, space == 'g' ? "global" : "generic", (int)base.n, base.p);
+}
+
+/* State spaces named in an opcode, in order: 'g' 's' 'l' 'c' 'p'. */
+static unsigned op_spaces(span op, char *out, unsigned cap)
+{
+    unsigned n = 0;
+    size_t i = 0;
+    while (i < op.n) {
+        size_t a;
+        while (i < op.n && op.p[i] != '.')
+            i++;
+        a = ++i;
+        while (i < op.n && op.p[i] != '.')
+            i++;
+        span c = {op.p + a, i - a};
+        char sp = 0;
+        if (sp_eq(c, "global"))
+            sp = 'g';
+        else if (sp_eq(c, "shared") || sp_starts(c, "shared::"))
+            sp = 's';
+        else if (sp_eq(c, "local"))
+            sp = 'l';
+        else if (sp_eq(c, "const"))
+            sp = 'c';
+        else if (sp_eq(c, "param") || sp_starts(c, "param::"))
+            sp = 'p';
+        if (sp && n < cap)
+            out[n++] = sp;
+    }
+    return n;
+}
+
+static bool root_is(span op, const char *r)
+{
+    size_t n = strlen(r);
+    return op.n >= n && memcmp(op.p, r, n) == 0 && (op.n == n || op.p[n] == '.');
+}
+
+static int check_bulk_size(vctx *v, unsigned fidx, unsigned i)
+{
+    const vst *s = &v->st[i];
+    for (unsigned k = 0; k < s->nops && k < VMAXOPS; k++) {
+        span o = s->ops[k];
+        int64_t n;
+        if (o.n && o.p[0] == '[')
+            continue;
+        if (v_int(o, &n))
+            return (n >= 0 && (uint64_t)n <= v->gap) ? AGILE_OK : vfail(v, s->line, "bulk size beyond the gap");
+        unsigned j = last_def(v, v->fn[fidx].s0, i, o);
+        if (j != UINT32_MAX && is_def(&v->st[j], "min.u32", 3) && v_int(v->st[j].ops[2], &n) && n >= 0 &&
+            (uint64_t)n <= v->gap)
+            return AGILE_OK;
+        return vfail(v, s->line, "bulk copy size is not bounded");
+    }
+    return vfail(v, s->line, "bulk copy without size");
+}
+
+static int check_mem(vctx *v, unsigned fidx, unsigned i)
+{
+    const vst *s = &v->st[i];
+    span op = s->op;
+    char sp[8];
+    unsigned nsp = op_spaces(op, sp, 8), nbr = 0;
+    bool any = false, per = false, bulk = false, fenced_global = false;
+
+    for (unsigned k = 0; k < s->nops && k < VMAXOPS; k++)
+        if (s->ops[k].n && s->ops[k].p[0] == '[')
+            any = true;
+    if (s->nops > VMAXOPS) {
+        for (size_t k = 0; k < s->text.n; k++)
+            if (s->text.p[k] == '[')
+                any = true;
+        if (any)
+            return vfail(v, s->line, "too many operands in a memory instruction");
+    }
+    if (!any)
+        return AGILE_OK;
+    if (sp_contains(op, "tensor") || root_is(op, "multimem") || root_is(op, "tex") || root_is(op, "tld4") ||
+        root_is(op, "suld") || root_is(op, "sust") || root_is(op, "sured") || root_is(op, "suq") ||
+        root_is(op, "txq"))
+        return vfail(v, s->line, "unbounded memory opcode '%.*s'", (int)op.n, op.p);
+    if (root_is(op, "createpolicy"))
+        return AGILE_OK;
+    if (sp_starts(op, "cp.async.bulk") || sp_starts(op, "cp.reduce.async.bulk")) {
+        per = bulk = true;
+    } else if (sp_starts(op, "cp.async.mbarrier")) {
+        per = false;
+    } else if (sp_starts(op, "cp.async")) {
+        per = true;
+    } else if (!(root_is(op, "ld") || root_is(op, "st") || root_is(op, "ldu") || root_is(op, "atom") ||
+                 root_is(op, "red") || root_is(op, "prefetch") || root_is(op, "prefetchu") ||
+                 root_is(op, "discard") || root_is(op, "applypriority") || root_is(op, "mbarrier") ||
+                 root_is(op, "ldmatrix") || root_is(op, "stmatrix"))) {
+        return vfail(v, s->line, "unknown memory opcode '%.*s'", (int)op.n, op.p);
+    }
+    if (!per && nsp > 1)
+        return vfail(v, s->line, "several state spaces in '%.*s'", (int)op.n, op.p);
+    for (unsigned k = 0; k < s->nops && k < VMAXOPS; k++) {
+        span a = s->ops[k];
+        char space;
+        if (!(a.n && a.p[0] == '['))
+            continue;
+        if (!per)
+            space = nsp ? sp[0] : 'n';
+        else if (nbr < nsp)
+            space = sp[nbr];
+        else if (bulk && sp_contains(op, ".mbarrier::") && k + 1 == s->nops)
+            space = 's';
+        else
+            return vfail(v, s->line, "cannot tell the space of an operand of '%.*s'", (int)op.n, op.p);
+        nbr++;
+        if (space == 'g' || space == 'n') {
+            if (check_addr(v, fidx, i, a, space) != AGILE_OK)
+                return AGILE_EGUARD;
+            fenced_global = true;
+        }
+    }
+    if (bulk && fenced_global)
+        return check_bulk_size(v, fidx, i);
+    return AGILE_OK;
+}
+
+static const vfunc *find_func(const vctx *v, span name, bool *defined)
+{
+    const vfunc *r = NULL;
+    *defined = false;
+    for (unsigned i = 0; i < v->nfn; i++)
+        if (sp_same(v->fn[i].name, name)) {
+            r = &v->fn[i];
+            if (r->body) {
+                *defined = true;
+                return r;
+            }
+        }
+    return r;
+}
+
+/* Index of parameter `name` in a parameter list text "( .param .b64 a, .param .b64 b )". */
+static int param_index(span list, const char *name)
+{
+    int idx = 0, d = 0;
+    size_t st = 0;
+    for (size_t i = 0; i <= list.n; i++) {
+        char c = i < list.n ? list.p[i] : ',';
+        if (c == '(' || c == '[')
+            d++;
+        else if (c == ')' || c == ']')
+            d--;
+        if ((c == ',' && d <= 1) || i == list.n) {
+            if (sp_has_word((span){list.p + st, i - st}, name))
+                return idx;
+            idx++;
+            st = i + 1;
+        }
+    }
+    return -1;
+}
+
+/* The last parameter list in a header: "(...)" after the name. */
+static span header_params(span h, span name)
+{
+    const char *p = name.p + name.n;
+    const char *e = h.p + h.n;
+    while (p < e && *p != '(' && *p != '{')
+        p++;
+    if (p >= e || *p != '(')
+        return (span){NULL, 0};
+    const char *q = p;
+    int d = 0;
+    for (; q < e; q++) {
+        if (*q == '(')
+            d++;
+        else if (*q == ')' && --d == 0)
+            break;
+    }
+    return (span){p, (size_t)(q - p) + (q < e)};
+}
+
+static int check_call(vctx *v, unsigned fidx, unsigned i)
+{
+    const vst *s = &v->st[i];
+    unsigned k = 0;
+    bool defined;
+    const vfunc *g;
+    span callee, args = {NULL, 0};
+
+    if (s->nops > VMAXOPS)
+        return vfail(v, s->line, "call with too many operands");
+    if (k < s->nops && s->ops[k].n && s->ops[k].p[0] == '(')
+        k++;
+    if (k >= s->nops)
+        return vfail(v, s->line, "call without callee");
+    callee = s->ops[k++];
+    if (callee.n == 0 || callee.p[0] == '%')
+        return vfail(v, s->line, "indirect call");
+    for (size_t c = 0; c < callee.n; c++)
+        if (!is_word(callee.p[c]))
+            return vfail(v, s->line, "indirect call");
+    if (k < s->nops && s->ops[k].n && s->ops[k].p[0] == '(')
+        args = s->ops[k++];
+    if (k < s->nops)
+        return vfail(v, s->line, "indirect call");
+    g = find_func(v, callee, &defined);
+    if (!defined) {
+        for (size_t n = 0; g && n < v->o->ngates; n++)
+            if (strlen(v->o->gates[n]) == callee.n && memcmp(v->o->gates[n], callee.p, callee.n) == 0)
+                return AGILE_OK;
+        return vfail(v, s->line, "call to '%.*s', which is neither in the module nor a gate", (int)callee.n,
+                     callee.p);
+    }
+    if (g->entry)
+        return vfail(v, s->line, "call to a kernel");
+    {
+        /* The callee's hidden parameters must receive the caller's mask and base. */
+        static const char *const fp[] = {"__agile_fmask", "__agile_fbase"};
+        static const char *const cp[] = {"__agile_cm", "__agile_cb"};
+        static const char *const src[] = {"%agile_mask", "%agile_base"};
+        span plist = header_params(g->header, g->name);
+        for (unsigned h = 0; h < 2; h++) {
+            int pi = param_index(plist, fp[h]);
+            int ai = param_index(args, cp[h]);
+            bool ok = false;
+            if (pi < 0 || pi != ai)
+                return vfail(v, s->line, "call does not pass %s in %s", src[h], fp[h]);
+            /* the last st.param into it, in this block */
+            for (unsigned j = i; j > v->fn[fidx].s0;) {
+                const vst *t = &v->st[--j];
+                if (ends_block(t))
+                    break;
+                if (t->kind == VS_INSTR && t->nops == 2 && sp_starts(t->op, "st.param") && t->ops[0].n > 2 &&
+                    sp_has_word(t->ops[0], cp[h])) {
+                    ok = sp_eq(t->op, "st.param.b64") && t->pred.n == 0 && sp_eq(t->ops[1], src[h]);
+                    break;
+                }
+            }
+            if (!ok)
+                return vfail(v, s->line, "call does not pass %s in %s", src[h], fp[h]);
+        }
+    }
+    return AGILE_OK;
+}
+
+static int check_func(vctx *v, unsigned fidx)
+{
+    const vfunc *f = &v->fn[fidx];
+    static const char *const regs[] = {"%agile_mask", "%agile_base", "%agile_viol"};
+    const char *pe[] = {"[__agile_mask]", "[__agile_base]", "[__agile_viol]"};
+    const char *pf[] = {"[__agile_fmask]", "[__agile_fbase]", "[__agile_fviol]"};
+    const char *hp[] = {"__agile_mask", "__agile_base", "__agile_viol"};
+    const char *hf[] = {"__agile_fmask", "__agile_fbase", "__agile_fviol"};
+    bool loaded[3] = {false, false, false}, labelled = false;
+    span plist = header_params(f->header, f->name);
+
+    for (unsigned i = f->s0; i < f->s1; i++) {
+        const vst *s = &v->st[i];
+        if (s->kind == VS_LABEL || (s->kind == VS_INSTR && (sp_starts(s->op, "bra") || sp_starts(s->op, "brx"))))
+            labelled = true;
+        if (s->kind == VS_DIR) {
+            if ((sp_starts(s->text, ".reg") && sp_contains(s->text, "%agile") && s->depth != 1))
+                return vfail(v, s->line, "guard register declared in a nested scope");
+            if (sp_starts(s->text, ".param") && sp_contains(s->text, "__agile") && !sp_contains(s->text, "__agile_c"))
+                return vfail(v, s->line, "guard parameter redeclared");
+            if (sp_starts(s->text, ".calltargets") || sp_starts(s->text, ".alias"))
+                return vfail(v, s->line, "indirect call targets");
+            continue;
+        }
+        if (s->kind != VS_INSTR)
+            continue;
+        for (unsigned r = 0; r < 3; r++) {
+            span reg = {regs[r], strlen(regs[r])};
+            bool uses = sp_has_word(s->text, regs[r]);
+            if (writes(s, reg)) {
+                if (!is_def(s, "ld.param.u64", 2) || !sp_eq(s->ops[1], f->entry ? pe[r] : pf[r]) || labelled ||
+                    s->depth != 1 || loaded[r] || param_index(plist, f->entry ? hp[r] : hf[r]) < 0)
+                    return vfail(v, s->line, "%s is not loaded once from its hidden parameter at entry", regs[r]);
+                loaded[r] = true;
+            } else if (uses && !loaded[r]) {
+                return vfail(v, s->line, "%s used before it is loaded", regs[r]);
+            }
+        }
+        if (root_is(s->op, "call")) {
+            if (check_call(v, fidx, i) != AGILE_OK)
+                return AGILE_EGUARD;
+            continue;
+        }
+        if (check_mem(v, fidx, i) != AGILE_OK)
+            return AGILE_EGUARD;
+    }
+    if (param_index(plist, f->entry ? hp[0] : hf[0]) < 0 || param_index(plist, f->entry ? hp[1] : hf[1]) < 0)
+        return vfail(v, v->st[f->s0 ? f->s0 - 1 : 0].line, "'%.*s' lacks the hidden parameters", (int)f->name.n,
+                     f->name.p);
+    return AGILE_OK;
+}
+
+int agile_guard_verify(const char *ptx, size_t len, const agile_guard_vopts *o, char *err, size_t errcap)
+{
+    vctx v;
+    agile_guard_vopts dflt = {0, 0, NULL, 0};
+    int rv = AGILE_OK;
+
+    memset(&v, 0, sizeof(v));
+    if (err && errcap)
+        err[0] = '\0';
+    v.src = ptx;
+    v.len = len;
+    v.o = o ? o : &dflt;
+    v.gap = v.o->guard_gap ? v.o->guard_gap : AGILE_GUARD_DEFAULT_GAP;
+    v.err = err;
+    v.errcap = errcap;
+    AGILE_TRY(scan(&v));
+    AGILE_TRY(structure(&v));
+    for (unsigned f = 0; f < v.nfn; f++)
+        if (v.fn[f].body)
+            AGILE_TRY(check_func(&v, f));
+out:
+    free(v.st);
+    free(v.fn);
+    free(v.var);
+    if (v.failed && rv == AGILE_OK)
+        rv = AGILE_EGUARD;
+    return rv;
+}
