@@ -26,10 +26,12 @@ _Static_assert(AGILE_FFT_FORWARD == CUFFT_FORWARD && AGILE_FFT_INVERSE == CUFFT_
                "directions are cuFFT's");
 
 /* X(name): the entry points we use, typed from cufft.h itself. */
+// clang-format off
 #define CUFFT_SYMS(X)                                                                              \
-    X(cufftCreate) X(cufftMakePlanMany64) X(cufftSetStream) X(cufftExecC2C) X(cufftExecR2C)       \
-    X(cufftExecC2R) X(cufftExecZ2Z) X(cufftExecD2Z) X(cufftExecZ2D) X(cufftDestroy)               \
-    X(cufftGetVersion) X(cufftSetAutoAllocation) X(cufftSetWorkArea) X(cufftGetSize)
+    X(cufftCreate) X(cufftMakePlanMany64) X(cufftSetStream) X(cufftSetAutoAllocation)             \
+    X(cufftSetWorkArea) X(cufftGetSize) X(cufftGetVersion) X(cufftDestroy)                        \
+    X(cufftExecC2C) X(cufftExecR2C) X(cufftExecC2R) X(cufftExecZ2Z) X(cufftExecD2Z) X(cufftExecZ2D)
+// clang-format on
 
 typedef struct wspace {
     struct wspace *next;
@@ -69,8 +71,7 @@ static int cufft_plan_create(agile__fft_backend *bb, const agile__fft_desc *d, i
     cplan *p = calloc(1, sizeof *p);
     cufftResult r;
     (void)device;
-    if (!p)
-        return AGILE_ENOMEM;
+    if (!p) return AGILE_ENOMEM;
     p->h = CUFFT_PLAN_NULL;
     p->type = d->type;
     for (int k = 0; k < 3; k++) {
@@ -91,8 +92,7 @@ static int cufft_plan_create(agile__fft_backend *bb, const agile__fft_desc *d, i
      * which is exactly what the validated desc spells out (placement is enforced at exec). */
     r = b->cufftMakePlanMany64(p->h, (int)d->rank, n, advanced ? ie : NULL, (long long)d->istride,
                                (long long)d->idist, advanced ? oe : NULL, (long long)d->ostride,
-                               (long long)d->odist, (cufftType)d->type, (long long)d->batch,
-                               &work);
+                               (long long)d->odist, (cufftType)d->type, (long long)d->batch, &work);
     if (r != CUFFT_SUCCESS) {
         rv = agile_err_cufft(r);
         goto out;
@@ -107,8 +107,7 @@ static int cufft_plan_create(agile__fft_backend *bb, const agile__fft_desc *d, i
     p = NULL;
 out:
     if (p) {
-        if (p->h != CUFFT_PLAN_NULL)
-            b->cufftDestroy(p->h);
+        if (p->h != CUFFT_PLAN_NULL) b->cufftDestroy(p->h);
         free(p);
     }
     return rv;
@@ -121,8 +120,7 @@ static int ws_get(cbackend *b, const agile__fft_env *env, wspace **out)
     int rv = AGILE_OK;
     pthread_mutex_lock(&b->mu);
     for (w = b->ws; w; w = w->next)
-        if (w->tenant == env->tenant && w->device == env->device && w->stream == env->stream)
-            break;
+        if (w->tenant == env->tenant && w->device == env->device && w->stream == env->stream) break;
     if (!w) {
         w = calloc(1, sizeof *w);
         if (!w) {
@@ -152,8 +150,7 @@ static int cufft_exec(agile__fft_backend *bb, agile__fft_bplan *bp, const agile_
     cufftResult r;
     int rv = AGILE_OK, plan_locked = 0;
 
-    if (agile__fft_type_is_c2c(p->type) && direction != CUFFT_FORWARD &&
-        direction != CUFFT_INVERSE)
+    if (agile__fft_type_is_c2c(p->type) && direction != CUFFT_FORWARD && direction != CUFFT_INVERSE)
         return AGILE_EINVAL;
     if (p->work) {
         AGILE_TRY(ws_get(b, env, &w));
@@ -180,20 +177,32 @@ static int cufft_exec(agile__fft_backend *bb, agile__fft_bplan *bp, const agile_
         goto out;
     }
     switch (p->type) {
-    case CUFFT_C2C: r = b->cufftExecC2C(p->h, in, out, direction); break;
-    case CUFFT_Z2Z: r = b->cufftExecZ2Z(p->h, in, out, direction); break;
-    case CUFFT_R2C: r = b->cufftExecR2C(p->h, in, out); break;
-    case CUFFT_D2Z: r = b->cufftExecD2Z(p->h, in, out); break;
-    case CUFFT_C2R: r = b->cufftExecC2R(p->h, in, out); break;
-    case CUFFT_Z2D: r = b->cufftExecZ2D(p->h, in, out); break;
-    default: r = CUFFT_INVALID_TYPE; break;
+    case CUFFT_C2C:
+        r = b->cufftExecC2C(p->h, in, out, direction);
+        break;
+    case CUFFT_Z2Z:
+        r = b->cufftExecZ2Z(p->h, in, out, direction);
+        break;
+    case CUFFT_R2C:
+        r = b->cufftExecR2C(p->h, in, out);
+        break;
+    case CUFFT_D2Z:
+        r = b->cufftExecD2Z(p->h, in, out);
+        break;
+    case CUFFT_C2R:
+        r = b->cufftExecC2R(p->h, in, out);
+        break;
+    case CUFFT_Z2D:
+        r = b->cufftExecZ2D(p->h, in, out);
+        break;
+    default:
+        r = CUFFT_INVALID_TYPE;
+        break;
     }
     rv = agile_err_cufft(r);
 out:
-    if (plan_locked)
-        pthread_mutex_unlock(&p->mu);
-    if (w)
-        pthread_mutex_unlock(&w->mu);
+    if (plan_locked) pthread_mutex_unlock(&p->mu);
+    if (w) pthread_mutex_unlock(&w->mu);
     return rv;
 }
 
@@ -201,14 +210,16 @@ static void cufft_plan_destroy(agile__fft_backend *bb, agile__fft_bplan *bp)
 {
     cbackend *b = (cbackend *)bb;
     cplan *p = (cplan *)bp;
-    if (!p)
-        return;
+    if (!p) return;
     b->cufftDestroy(p->h);
     pthread_mutex_destroy(&p->mu);
     free(p);
 }
 
-static uint64_t cufft_work_size(const agile__fft_bplan *bp) { return ((const cplan *)bp)->work; }
+static uint64_t cufft_work_size(const agile__fft_bplan *bp)
+{
+    return ((const cplan *)bp)->work;
+}
 
 static void cufft_release_tenant(agile__fft_backend *bb, uint32_t tenant)
 {
@@ -251,8 +262,7 @@ static void cufft_close(agile__fft_backend *bb)
 int agile__fft_cufft_version(agile__fft_backend *bb, int *version)
 {
     cbackend *b = (cbackend *)bb;
-    if (bb->kind != AGILE_FFT_BACKEND_CUDA)
-        return AGILE_EINVAL;
+    if (bb->kind != AGILE_FFT_BACKEND_CUDA) return AGILE_EINVAL;
     return agile_err_cufft(b->cufftGetVersion(version));
 }
 
@@ -262,11 +272,9 @@ int agile__fft_cufft_open(const agile__fft_cufft_cfg *cfg, agile__fft_backend **
     cbackend *b = NULL;
     int rv = AGILE_OK;
     const char *missing = NULL;
-    if (!cfg || !cfg->alloc_protected || !cfg->free_protected)
-        return AGILE_EINVAL;
+    if (!cfg || !cfg->alloc_protected || !cfg->free_protected) return AGILE_EINVAL;
     b = calloc(1, sizeof *b);
-    if (!b)
-        return AGILE_ENOMEM;
+    if (!b) return AGILE_ENOMEM;
     b->cfg = *cfg;
     if (cfg->lib_path) {
         b->lib = dlopen(cfg->lib_path, RTLD_NOW | RTLD_LOCAL);
@@ -276,8 +284,8 @@ int agile__fft_cufft_open(const agile__fft_cufft_cfg *cfg, agile__fft_backend **
     }
     if (!b->lib) {
         const char *why = dlerror();
-        agile__warn("fft: cannot load cuFFT (%s): %s", cfg->lib_path ? cfg->lib_path : "libcufft.so.12",
-                    why ? why : "?");
+        agile__warn("fft: cannot load cuFFT (%s): %s",
+                    cfg->lib_path ? cfg->lib_path : "libcufft.so.12", why ? why : "?");
         rv = AGILE_ENODEV;
         goto out;
     }
@@ -286,8 +294,7 @@ int agile__fft_cufft_open(const agile__fft_cufft_cfg *cfg, agile__fft_backend **
 #define X(name)                                                                                    \
     do {                                                                                           \
         void *sym = dlsym(b->lib, #name);                                                          \
-        if (!sym && !missing)                                                                      \
-            missing = #name;                                                                       \
+        if (!sym && !missing) missing = #name;                                                     \
         memcpy(&b->name, &sym, sizeof sym);                                                        \
     } while (0);
     CUFFT_SYMS(X)
@@ -310,8 +317,7 @@ int agile__fft_cufft_open(const agile__fft_cufft_cfg *cfg, agile__fft_backend **
     b = NULL;
 out:
     if (b) {
-        if (b->lib)
-            dlclose(b->lib);
+        if (b->lib) dlclose(b->lib);
         free(b);
     }
     return rv;

@@ -33,7 +33,10 @@ typedef struct fplan {
     } p;
 } fplan;
 
-static int fits_int(uint64_t v) { return v <= (uint64_t)INT_MAX; }
+static int fits_int(uint64_t v)
+{
+    return v <= (uint64_t)INT_MAX;
+}
 
 static int to_ints(const agile__fft_desc *d, int n[3], int ie[3], int oe[3], int s[5])
 {
@@ -93,29 +96,31 @@ static int fftw_plan_create(agile__fft_backend *b, const agile__fft_desc *d, int
         switch (d->type) {
         case AGILE_FFT_C2C:
             made = p->p.f[i] = fftwf_plan_many_dft(r, n, s[0], ibuf, ie, s[1], s[2], obuf, oe, s[3],
-                                                  s[4], sign, flags);
+                                                   s[4], sign, flags);
             break;
         case AGILE_FFT_Z2Z:
             made = p->p.d[i] = fftw_plan_many_dft(r, n, s[0], ibuf, ie, s[1], s[2], obuf, oe, s[3],
-                                                 s[4], sign, flags);
+                                                  s[4], sign, flags);
             break;
         case AGILE_FFT_R2C:
             made = p->p.f[i] = fftwf_plan_many_dft_r2c(r, n, s[0], ibuf, ie, s[1], s[2], obuf, oe,
-                                                      s[3], s[4], flags);
+                                                       s[3], s[4], flags);
             break;
         case AGILE_FFT_D2Z:
             made = p->p.d[i] = fftw_plan_many_dft_r2c(r, n, s[0], ibuf, ie, s[1], s[2], obuf, oe,
-                                                     s[3], s[4], flags);
+                                                      s[3], s[4], flags);
             break;
         case AGILE_FFT_C2R:
             made = p->p.f[i] = fftwf_plan_many_dft_c2r(r, n, s[0], ibuf, ie, s[1], s[2], obuf, oe,
-                                                      s[3], s[4], flags | FFTW_DESTROY_INPUT);
+                                                       s[3], s[4], flags | FFTW_DESTROY_INPUT);
             break;
         case AGILE_FFT_Z2D:
             made = p->p.d[i] = fftw_plan_many_dft_c2r(r, n, s[0], ibuf, ie, s[1], s[2], obuf, oe,
-                                                     s[3], s[4], flags | FFTW_DESTROY_INPUT);
+                                                      s[3], s[4], flags | FFTW_DESTROY_INPUT);
             break;
-        default: rv = AGILE_EINVAL; goto out;
+        default:
+            rv = AGILE_EINVAL;
+            goto out;
         }
         if (!made) {
             /* FFTW returns NULL only for problems it cannot solve (e.g. a layout it rejects). */
@@ -136,11 +141,9 @@ out:
         }
         free(p);
     }
-    if (locked)
-        pthread_mutex_unlock(&planner_mu);
+    if (locked) pthread_mutex_unlock(&planner_mu);
     free(ibuf);
-    if (obuf != ibuf)
-        free(obuf);
+    if (obuf != ibuf) free(obuf);
     return rv;
 }
 
@@ -152,18 +155,30 @@ static int fftw_exec(agile__fft_backend *b, agile__fft_bplan *bp, const agile__f
     (void)b;
     (void)env;
     if (agile__fft_type_is_c2c(p->d.type)) {
-        if (direction != AGILE_FFT_FORWARD && direction != AGILE_FFT_INVERSE)
-            return AGILE_EINVAL;
+        if (direction != AGILE_FFT_FORWARD && direction != AGILE_FFT_INVERSE) return AGILE_EINVAL;
         i = direction == AGILE_FFT_FORWARD ? 0 : 1;
     }
     switch (p->d.type) {
-    case AGILE_FFT_C2C: fftwf_execute_dft(p->p.f[i], in, out); break;
-    case AGILE_FFT_Z2Z: fftw_execute_dft(p->p.d[i], in, out); break;
-    case AGILE_FFT_R2C: fftwf_execute_dft_r2c(p->p.f[0], in, out); break;
-    case AGILE_FFT_D2Z: fftw_execute_dft_r2c(p->p.d[0], in, out); break;
-    case AGILE_FFT_C2R: fftwf_execute_dft_c2r(p->p.f[0], in, out); break;
-    case AGILE_FFT_Z2D: fftw_execute_dft_c2r(p->p.d[0], in, out); break;
-    default: return AGILE_EINVAL;
+    case AGILE_FFT_C2C:
+        fftwf_execute_dft(p->p.f[i], in, out);
+        break;
+    case AGILE_FFT_Z2Z:
+        fftw_execute_dft(p->p.d[i], in, out);
+        break;
+    case AGILE_FFT_R2C:
+        fftwf_execute_dft_r2c(p->p.f[0], in, out);
+        break;
+    case AGILE_FFT_D2Z:
+        fftw_execute_dft_r2c(p->p.d[0], in, out);
+        break;
+    case AGILE_FFT_C2R:
+        fftwf_execute_dft_c2r(p->p.f[0], in, out);
+        break;
+    case AGILE_FFT_Z2D:
+        fftw_execute_dft_c2r(p->p.d[0], in, out);
+        break;
+    default:
+        return AGILE_EINVAL;
     }
     return AGILE_OK;
 }
@@ -172,8 +187,7 @@ static void fftw_plan_destroy(agile__fft_backend *b, agile__fft_bplan *bp)
 {
     fplan *p = (fplan *)bp;
     (void)b;
-    if (!p)
-        return;
+    if (!p) return;
     pthread_mutex_lock(&planner_mu);
     for (int i = 0; i < p->nplans; i++) {
         if (p->dbl)
@@ -197,13 +211,15 @@ static void fftw_release_tenant(agile__fft_backend *b, uint32_t tenant)
     (void)tenant;
 }
 
-static void fftw_close(agile__fft_backend *b) { free(b); }
+static void fftw_close(agile__fft_backend *b)
+{
+    free(b);
+}
 
 int agile__fft_fftw_open(agile__fft_backend **out)
 {
     agile__fft_backend *b = calloc(1, sizeof *b);
-    if (!b)
-        return AGILE_ENOMEM;
+    if (!b) return AGILE_ENOMEM;
     b->name = "fftw";
     b->kind = AGILE_FFT_BACKEND_HOST;
     b->plan_create = fftw_plan_create;

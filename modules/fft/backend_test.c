@@ -71,8 +71,7 @@ static void test_fftw_real_inplace(void **state)
     }
     assert_int_equal(be->exec(be, c2r, &env0, buf, buf, AGILE_FFT_INVERSE), AGILE_OK);
     for (int i = 0; i < 24; i++)
-        if (i % 8 < 6)
-            assert_true(fabsf(buf[i] - 18 * orig[i]) < 1e-3f);
+        if (i % 8 < 6) assert_true(fabsf(buf[i] - 18 * orig[i]) < 1e-3f);
     be->plan_destroy(be, r2c);
     be->plan_destroy(be, c2r);
     be->close(be);

@@ -24,17 +24,25 @@ struct agile__fft_centry {
     agile__fft_centry *prev, *next; /* LRU, while refs == 0 */
 };
 
-const agile__fft_desc *agile__fft_centry_desc(const agile__fft_centry *e) { return &e->d; }
-agile__fft_bplan *agile__fft_centry_plan(const agile__fft_centry *e) { return e->plan; }
-int agile__fft_centry_device(const agile__fft_centry *e) { return e->device; }
+const agile__fft_desc *agile__fft_centry_desc(const agile__fft_centry *e)
+{
+    return &e->d;
+}
+agile__fft_bplan *agile__fft_centry_plan(const agile__fft_centry *e)
+{
+    return e->plan;
+}
+int agile__fft_centry_device(const agile__fft_centry *e)
+{
+    return e->device;
+}
 
 int agile__fft_cache_init(agile__fft_cache *c, agile__fft_backend *be, uint64_t max_entries,
                           uint64_t max_work_bytes)
 {
     memset(c, 0, sizeof *c);
     c->buckets = calloc(NBUCKETS, sizeof *c->buckets);
-    if (!c->buckets)
-        return AGILE_ENOMEM;
+    if (!c->buckets) return AGILE_ENOMEM;
     c->nbuckets = NBUCKETS;
     c->be = be;
     c->max_entries = max_entries;
@@ -54,8 +62,7 @@ static agile__fft_centry *lookup(agile__fft_cache *c, const agile__fft_desc *d, 
                                  uint64_t h)
 {
     for (agile__fft_centry *e = c->buckets[h & (c->nbuckets - 1)]; e; e = e->hnext)
-        if (e->hash == h && e->device == device && agile__fft_desc_equal(&e->d, d))
-            return e;
+        if (e->hash == h && e->device == device && agile__fft_desc_equal(&e->d, d)) return e;
     return NULL;
 }
 
@@ -95,8 +102,8 @@ static void hash_unlink(agile__fft_cache *c, agile__fft_centry *e)
  * chained through hnext into *victims for destruction after the lock is dropped. */
 static void evict_locked(agile__fft_cache *c, int force, agile__fft_centry **victims)
 {
-    while (c->lru_tail && (force || c->st.entries > c->max_entries ||
-                           c->st.work_bytes > c->max_work_bytes)) {
+    while (c->lru_tail &&
+           (force || c->st.entries > c->max_entries || c->st.work_bytes > c->max_work_bytes)) {
         agile__fft_centry *e = c->lru_tail;
         lru_unlink(c, e);
         hash_unlink(c, e);
@@ -158,8 +165,7 @@ int agile__fft_cache_hold(agile__fft_cache *c, const agile__fft_desc *d, int dev
     fresh->device = device;
     fresh->hash = h;
     rv = c->be->plan_create(c->be, d, device, &fresh->plan);
-    if (rv != AGILE_OK)
-        goto fail;
+    if (rv != AGILE_OK) goto fail;
     fresh->work = c->be->work_size(fresh->plan);
 
     pthread_mutex_lock(&c->mu);
@@ -226,19 +232,19 @@ void agile__fft_cache_get_stats(agile__fft_cache *c, agile__fft_cache_stats *st)
 void agile__fft_cache_fini(agile__fft_cache *c)
 {
     agile__fft_centry *victims = NULL;
-    if (!c->buckets)
-        return;
-    agile__fft_cache_trim(c);
-    /* Held entries at fini are a caller bug; free them anyway so nothing leaks. */
+    if (!c->buckets) return;
+    /* Every entry is in exactly one bucket; held ones at fini are a caller bug, freed anyway
+     * so nothing leaks. */
     for (uint32_t i = 0; i < c->nbuckets; i++) {
         while (c->buckets[i]) {
             agile__fft_centry *e = c->buckets[i];
             c->buckets[i] = e->hnext;
-            agile__warn("fft: plan cache fini with a held plan (%u refs)", e->refs);
+            if (e->refs) agile__warn("fft: plan cache fini with a held plan (%u refs)", e->refs);
             e->hnext = victims;
             victims = e;
         }
     }
+    c->lru_head = c->lru_tail = NULL;
     destroy_list(c, victims);
     free(c->buckets);
     c->buckets = NULL;

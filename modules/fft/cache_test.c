@@ -42,14 +42,16 @@ static void fake_destroy(agile__fft_backend *b, agile__fft_bplan *bp)
     fake_plan *p = (fake_plan *)bp;
     (void)b;
     pthread_mutex_lock(&fake_mu);
-    if (destroys < 64)
-        destroyed[destroys] = p->id;
+    if (destroys < 64) destroyed[destroys] = p->id;
     destroys++;
     pthread_mutex_unlock(&fake_mu);
     free(p);
 }
 
-static uint64_t fake_work(const agile__fft_bplan *bp) { return ((const fake_plan *)bp)->work; }
+static uint64_t fake_work(const agile__fft_bplan *bp)
+{
+    return ((const fake_plan *)bp)->work;
+}
 
 static agile__fft_backend fake = {
     .name = "fake",
@@ -236,10 +238,8 @@ static void *worker(void *arg)
         agile__fft_centry *e;
         s = s * 1103515245u + 12345u;
         d = desc_n(1 + (s >> 16) % 12);
-        if (agile__fft_cache_hold(t->c, &d, 0, &e) != AGILE_OK)
-            abort();
-        if (((fake_plan *)agile__fft_centry_plan(e))->id != d.n[0])
-            abort();
+        if (agile__fft_cache_hold(t->c, &d, 0, &e) != AGILE_OK) abort();
+        if (((fake_plan *)agile__fft_centry_plan(e))->id != d.n[0]) abort();
         agile__fft_cache_rele(t->c, e);
     }
     return NULL;

@@ -55,10 +55,10 @@ enum {
 
 /* Sanity limits on what a client may describe (far above any real window, far below the
  * point where 64-bit products could overflow in the extent formula). */
-#define AGILE_FFT_MAX_N (1ull << 32)        /* one dimension */
+#define AGILE_FFT_MAX_N (1ull << 32) /* one dimension */
 #define AGILE_FFT_MAX_BATCH (1ull << 40)
-#define AGILE_FFT_MAX_STRIDE (1ull << 40)   /* stride, dist, embed, in elements */
-#define AGILE_FFT_MAX_EXTENT (1ull << 50)   /* bytes one side may span (1 PiB) */
+#define AGILE_FFT_MAX_STRIDE (1ull << 40) /* stride, dist, embed, in elements */
+#define AGILE_FFT_MAX_EXTENT (1ull << 50) /* bytes one side may span (1 PiB) */
 
 /* Payload version of the encoded desc (module ctl PLAN_CREATE). */
 #define AGILE_FFT_DESC_MAJOR 1u
@@ -96,8 +96,8 @@ int agile__fft_type_is_c2c(uint32_t type); /* C2C or Z2Z: takes a direction at e
 
 /* agile__fft_desc_init_basic: a basic-layout desc (convenience for callers and tests); the
  * result still has to go through agile__fft_desc_validate. */
-void agile__fft_desc_init_basic(agile__fft_desc *d, uint32_t type, uint32_t rank,
-                                const uint64_t *n, uint64_t batch, int inplace);
+void agile__fft_desc_init_basic(agile__fft_desc *d, uint32_t type, uint32_t rank, const uint64_t *n,
+                                uint64_t batch, int inplace);
 
 /* agile__fft_desc_validate: check every field and normalise in place (basic layout values
  * filled in, unused entries zeroed, embed[0] set to dims[0]). AGILE_EINVAL on anything
@@ -158,10 +158,10 @@ typedef struct agile__fft_env {
  * the tenant). free_protected is called only when no queued work can still use the memory
  * from the backend's side: after the plan's exec on that stream was serialised by the
  * caller, i.e. the worker must make the free stream-ordered or synchronous (cuMemFree is). */
-typedef int (*agile__fft_alloc_protected_fn)(void *ctx, uint32_t tenant, int device,
-                                             uint64_t size, uint64_t *addr, void **handle);
-typedef void (*agile__fft_free_protected_fn)(void *ctx, uint32_t tenant, int device,
-                                             void *handle, uint64_t addr, uint64_t size);
+typedef int (*agile__fft_alloc_protected_fn)(void *ctx, uint32_t tenant, int device, uint64_t size,
+                                             uint64_t *addr, void **handle);
+typedef void (*agile__fft_free_protected_fn)(void *ctx, uint32_t tenant, int device, void *handle,
+                                             uint64_t addr, uint64_t size);
 
 struct agile__fft_backend {
     const char *name;
@@ -172,8 +172,8 @@ struct agile__fft_backend {
                        agile__fft_bplan **out);
     /* exec: run p on worker-side addresses in/out, already bounds-checked. Asynchronous on
      * env->stream for cuda, synchronous on host. direction only matters for C2C/Z2Z. */
-    int (*exec)(agile__fft_backend *b, agile__fft_bplan *p, const agile__fft_env *env,
-                void *in, void *out, int direction);
+    int (*exec)(agile__fft_backend *b, agile__fft_bplan *p, const agile__fft_env *env, void *in,
+                void *out, int direction);
     void (*plan_destroy)(agile__fft_backend *b, agile__fft_bplan *p);
     /* work_size: bytes of work area one exec of p needs (0 on host). */
     uint64_t (*work_size)(const agile__fft_bplan *p);

@@ -25,8 +25,7 @@ static void bounds_property(const agile__fft_desc *d, const uint8_t *tail)
     if (rv == AGILE_OK) {
         /* accepted: both extents must lie inside [base, base + size), exact arithmetic */
         unsigned __int128 b = base, e = (unsigned __int128)base + size;
-        if (agile__fft_extent(d, &ib, &ob) != AGILE_OK)
-            abort();
+        if (agile__fft_extent(d, &ib, &ob) != AGILE_OK) abort();
         if (in < b || (unsigned __int128)in + ib > e || out < b || (unsigned __int128)out + ob > e)
             abort();
     }
@@ -38,22 +37,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t *copy = malloc(size ? size : 1), enc[AGILE_FFT_DESC_WIRE_SIZE];
     size_t dlen = size >= AGILE_FFT_DESC_WIRE_SIZE + 32 ? AGILE_FFT_DESC_WIRE_SIZE : size;
     uint64_t ib, ob;
-    if (!copy)
-        return 0;
-    if (size)
-        memcpy(copy, data, size);
+    if (!copy) return 0;
+    if (size) memcpy(copy, data, size);
     if (agile__fft_desc_decode(copy, dlen, &d) == AGILE_OK) {
         agile__wbuf w = {enc, sizeof enc, 0, 0};
-        if (agile__fft_extent(&d, &ib, &ob) != AGILE_OK)
-            abort();
-        if (ib > AGILE_FFT_MAX_EXTENT || ob > AGILE_FFT_MAX_EXTENT)
-            abort();
+        if (agile__fft_extent(&d, &ib, &ob) != AGILE_OK) abort();
+        if (ib > AGILE_FFT_MAX_EXTENT || ob > AGILE_FFT_MAX_EXTENT) abort();
         agile__fft_desc_encode(&w, &d);
         if (w.overflow || agile__fft_desc_decode(enc, w.len, &back) != AGILE_OK ||
             !agile__fft_desc_equal(&d, &back))
             abort();
-        if (dlen + 32 <= size)
-            bounds_property(&d, copy + dlen);
+        if (dlen + 32 <= size) bounds_property(&d, copy + dlen);
     }
     if (size >= AGILE_FFT_DESC_WIRE_SIZE + 32) {
         /* the same bytes as raw fields, never validated */

@@ -15,8 +15,8 @@ TEST_API void *agile_fft_test_open(uint64_t max_plans);
 TEST_API void agile_fft_test_close(void *mod);
 TEST_API int agile_fft_test_desc(const int64_t *f, int64_t *normalised);
 TEST_API int agile_fft_test_extent(const int64_t *f, uint64_t *in_bytes, uint64_t *out_bytes);
-TEST_API int agile_fft_test_check_bounds(const int64_t *f, uint64_t in, uint64_t out,
-                                         uint64_t base, uint64_t size);
+TEST_API int agile_fft_test_check_bounds(const int64_t *f, uint64_t in, uint64_t out, uint64_t base,
+                                         uint64_t size);
 TEST_API int agile_fft_test_plan_create(void *mod, uint32_t tenant, const int64_t *f,
                                         uint64_t *handle, uint64_t *ext3);
 TEST_API int agile_fft_test_plan_destroy(void *mod, uint32_t tenant, uint64_t handle);
@@ -64,8 +64,7 @@ void *agile_fft_test_open(uint64_t max_plans)
 {
     agile__fft_backend *be;
     void *mod = NULL;
-    if (agile__fft_fftw_open(&be) != AGILE_OK)
-        return NULL;
+    if (agile__fft_fftw_open(&be) != AGILE_OK) return NULL;
     if (agile__fft_module_open(be, max_plans, 0, &mod) != AGILE_OK) {
         be->close(be);
         return NULL;
@@ -73,7 +72,10 @@ void *agile_fft_test_open(uint64_t max_plans)
     return mod;
 }
 
-void agile_fft_test_close(void *mod) { agile__fft_module.fini(mod); }
+void agile_fft_test_close(void *mod)
+{
+    agile__fft_module.fini(mod);
+}
 
 /* Validate + normalise, returning the layout that will run (basic layouts spelled out). */
 int agile_fft_test_desc(const int64_t *f, int64_t *normalised)
@@ -82,8 +84,7 @@ int agile_fft_test_desc(const int64_t *f, int64_t *normalised)
     int rv;
     from_fields(f, &d);
     rv = agile__fft_desc_validate(&d);
-    if (rv == AGILE_OK && normalised)
-        to_fields(&d, normalised);
+    if (rv == AGILE_OK && normalised) to_fields(&d, normalised);
     return rv;
 }
 
@@ -156,4 +157,7 @@ void agile_fft_test_stats(void *mod, uint64_t *st9)
     st9[7] = st.max_entries, st9[8] = st.max_work_bytes;
 }
 
-const char *agile_fft_test_err_name(int err) { return agile_err_name(err); }
+const char *agile_fft_test_err_name(int err)
+{
+    return agile_err_name(err);
+}

@@ -17,7 +17,10 @@ static inline uint64_t tu_rand(void)
     return tu_rng * 0x2545f4914f6cdd1dull;
 }
 
-static inline uint64_t tu_range(uint64_t lo, uint64_t hi) { return lo + tu_rand() % (hi - lo + 1); }
+static inline uint64_t tu_range(uint64_t lo, uint64_t hi)
+{
+    return lo + tu_rand() % (hi - lo + 1);
+}
 
 static const uint32_t tu_types[6] = {AGILE_FFT_C2C, AGILE_FFT_Z2Z, AGILE_FFT_R2C,
                                      AGILE_FFT_D2Z, AGILE_FFT_C2R, AGILE_FFT_Z2D};
@@ -33,10 +36,8 @@ static inline void tu_random_desc(agile__fft_desc *d, uint64_t maxn)
     for (uint32_t k = 0; k < d->rank; k++)
         d->n[k] = tu_range(1, d->rank == 1 ? maxn * 3 : maxn);
     d->batch = tu_range(1, 4);
-    if (tu_rand() % 4 == 0)
-        d->flags |= AGILE_FFT_F_INPLACE;
-    if (tu_rand() % 2 == 0)
-        return; /* basic: validate fills in the layout */
+    if (tu_rand() % 4 == 0) d->flags |= AGILE_FFT_F_INPLACE;
+    if (tu_rand() % 2 == 0) return; /* basic: validate fills in the layout */
     d->flags |= AGILE_FFT_F_ADVANCED;
     agile__fft_sides(d, &in, &out);
     if (d->flags & AGILE_FFT_F_INPLACE) {
@@ -51,7 +52,8 @@ static inline void tu_random_desc(agile__fft_desc *d, uint64_t maxn)
         } else {
             /* real side = complex side reinterpreted: unit strides, doubled last embed */
             int real_in = d->type == AGILE_FFT_R2C || d->type == AGILE_FFT_D2Z;
-            uint64_t *re = real_in ? d->inembed : d->onembed, *ce = real_in ? d->onembed : d->inembed;
+            uint64_t *re = real_in ? d->inembed : d->onembed,
+                     *ce = real_in ? d->onembed : d->inembed;
             const agile__fft_side *cs = real_in ? &out : &in;
             uint64_t prod = 1, cd;
             for (uint32_t k = 0; k < d->rank; k++) {
@@ -73,8 +75,9 @@ static inline void tu_random_desc(agile__fft_desc *d, uint64_t maxn)
     }
     for (int side = 0; side < 2; side++) {
         const agile__fft_side *s = side ? &out : &in;
-        uint64_t *embed = side ? d->onembed : d->inembed, *stride = side ? &d->ostride : &d->istride,
-                 *dist = side ? &d->odist : &d->idist, prod = 1;
+        uint64_t *embed = side ? d->onembed : d->inembed,
+                 *stride = side ? &d->ostride : &d->istride, *dist = side ? &d->odist : &d->idist,
+                 prod = 1;
         for (uint32_t k = 0; k < d->rank; k++) {
             embed[k] = s->dims[k] + (k ? tu_range(0, 2) : 0);
             prod *= embed[k];

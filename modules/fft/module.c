@@ -36,8 +36,7 @@ int agile__fft_module_open(agile__fft_backend *be, uint64_t max_entries, uint64_
 {
     int rv = AGILE_OK, cache_ok = 0;
     fft_mod *m = calloc(1, sizeof *m);
-    if (!m)
-        return AGILE_ENOMEM;
+    if (!m) return AGILE_ENOMEM;
     AGILE_TRY(agile__fft_cache_init(&m->cache, be, max_entries ? max_entries : DEFAULT_MAX_PLANS,
                                     max_work_bytes ? max_work_bytes : DEFAULT_MAX_WORK));
     cache_ok = 1;
@@ -47,21 +46,22 @@ int agile__fft_module_open(agile__fft_backend *be, uint64_t max_entries, uint64_
     m = NULL;
 out:
     if (m) {
-        if (cache_ok)
-            agile__fft_cache_fini(&m->cache);
+        if (cache_ok) agile__fft_cache_fini(&m->cache);
         free(m);
     }
     return rv;
 }
 
-agile__fft_cache *agile__fft_module_cache(void *state) { return &((fft_mod *)state)->cache; }
+agile__fft_cache *agile__fft_module_cache(void *state)
+{
+    return &((fft_mod *)state)->cache;
+}
 
 static int fft_init(const agile__module_env *env, void **state)
 {
     agile__fft_backend *be = NULL;
     int rv = AGILE_OK;
-    if (!env || env->abi != AGILE_MODULE_ABI)
-        return AGILE_EVERSION;
+    if (!env || env->abi != AGILE_MODULE_ABI) return AGILE_EVERSION;
     if (env->backend == AGILE_FFT_BACKEND_CUDA) {
         agile__fft_cufft_cfg cfg = {NULL, env->alloc_protected, env->free_protected, env->ctx};
         AGILE_TRY(agile__fft_cufft_open(&cfg, &be));
@@ -71,16 +71,14 @@ static int fft_init(const agile__module_env *env, void **state)
     AGILE_TRY(agile__fft_module_open(be, 0, 0, state));
     be = NULL;
 out:
-    if (be)
-        be->close(be);
+    if (be) be->close(be);
     return rv;
 }
 
 static void fft_fini(void *state)
 {
     fft_mod *m = state;
-    if (!m)
-        return;
+    if (!m) return;
     agile__htab_fini(&m->plans); /* releases every tenant's plans */
     agile__fft_cache_fini(&m->cache);
     m->be->close(m->be);
@@ -97,8 +95,7 @@ static int ctl_plan_create(fft_mod *m, const agile__module_caller *who, const ui
     agile__wbuf w;
     int rv = AGILE_OK;
 
-    if (!rep || rep->cap < 24)
-        return AGILE_EINVAL;
+    if (!rep || rep->cap < 24) return AGILE_EINVAL;
     AGILE_TRY(agile__fft_desc_decode(payload, len, &d));
     AGILE_TRY(agile__fft_extent(&d, &ib, &ob));
     AGILE_TRY(agile__fft_cache_hold(&m->cache, &d, who->device, &e));
@@ -121,8 +118,7 @@ static int ctl_plan_create(fft_mod *m, const agile__module_caller *who, const ui
     rep->len = w.len;
 out:
     free(po);
-    if (e)
-        agile__fft_cache_rele(&m->cache, e);
+    if (e) agile__fft_cache_rele(&m->cache, e);
     return rv;
 }
 
@@ -131,8 +127,7 @@ static int ctl_plan_destroy(fft_mod *m, const agile__module_caller *who, const u
 {
     agile__rbuf r = {payload, len, 0, 0};
     uint64_t h = agile__get_u64(&r);
-    if (r.bad || r.off != len)
-        return AGILE_EINVAL;
+    if (r.bad || r.off != len) return AGILE_EINVAL;
     return agile__htab_remove(&m->plans, h, AGILE_OBJ_PLAN, who->tenant);
 }
 
@@ -140,8 +135,7 @@ static int ctl_stats(fft_mod *m, agile__module_reply *rep)
 {
     agile__fft_cache_stats st;
     agile__wbuf w;
-    if (!rep)
-        return AGILE_EINVAL;
+    if (!rep) return AGILE_EINVAL;
     agile__fft_cache_get_stats(&m->cache, &st);
     w = (agile__wbuf){rep->payload, rep->cap, 0, 0};
     agile__put_u64(&w, st.hits);
@@ -153,8 +147,7 @@ static int ctl_stats(fft_mod *m, agile__module_reply *rep)
     agile__put_u64(&w, st.work_bytes);
     agile__put_u64(&w, st.max_entries);
     agile__put_u64(&w, st.max_work_bytes);
-    if (w.overflow)
-        return AGILE_ETOOBIG;
+    if (w.overflow) return AGILE_ETOOBIG;
     rep->handle = 0;
     rep->len = w.len;
     return AGILE_OK;
@@ -164,13 +157,16 @@ static int fft_ctl(void *state, const agile__module_caller *who, uint32_t op,
                    const uint8_t *payload, size_t len, agile__module_reply *rep)
 {
     fft_mod *m = state;
-    if (!m || !who || (!payload && len))
-        return AGILE_EINVAL;
+    if (!m || !who || (!payload && len)) return AGILE_EINVAL;
     switch (op) {
-    case AGILE_FFT_OP_PLAN_CREATE: return ctl_plan_create(m, who, payload, len, rep);
-    case AGILE_FFT_OP_PLAN_DESTROY: return ctl_plan_destroy(m, who, payload, len);
-    case AGILE_FFT_OP_STATS: return ctl_stats(m, rep);
-    default: return AGILE_ENOTSUP;
+    case AGILE_FFT_OP_PLAN_CREATE:
+        return ctl_plan_create(m, who, payload, len, rep);
+    case AGILE_FFT_OP_PLAN_DESTROY:
+        return ctl_plan_destroy(m, who, payload, len);
+    case AGILE_FFT_OP_STATS:
+        return ctl_stats(m, rep);
+    default:
+        return AGILE_ENOTSUP;
     }
 }
 
@@ -186,13 +182,11 @@ static int fft_exec(void *state, const agile__module_caller *who, uint32_t op, c
     uint64_t W, base, in, out;
     int rv = AGILE_OK;
 
-    if (!m || !who || op != AGILE_FFT_OP_EXEC)
-        return AGILE_ENOTSUP;
+    if (!m || !who || op != AGILE_FFT_OP_EXEC) return AGILE_ENOTSUP;
     W = who->win.size;
     base = who->win.worker_base;
     /* The window comes from the worker, not the client; a malformed one is a worker bug. */
-    if (W < 16 || (W & (W - 1)) || (base & (W - 1)))
-        return AGILE_EINTERNAL;
+    if (W < 16 || (W & (W - 1)) || (base & (W - 1))) return AGILE_EINTERNAL;
     AGILE_TRY(agile__fft_exec_args_decode(args, len, &a));
     AGILE_TRY(agile__htab_hold(&m->plans, a.plan, AGILE_OBJ_PLAN, who->tenant, (void **)&po));
     if (agile__fft_centry_device(po->e) != who->device) {
@@ -221,8 +215,7 @@ static int fft_exec(void *state, const agile__module_caller *who, uint32_t op, c
     rv = m->be->exec(m->be, agile__fft_centry_plan(po->e), &env, (void *)(uintptr_t)in,
                      (void *)(uintptr_t)out, a.direction);
 out:
-    if (po)
-        agile__htab_rele(&m->plans, a.plan);
+    if (po) agile__htab_rele(&m->plans, a.plan);
     return rv;
 }
 

@@ -44,8 +44,8 @@ typedef struct agile__module_env {
     uint32_t abi;
     int backend; /* 1: host, 2: cuda (worker/backend's AGILE_BACKEND_* values) */
     /* Protected memory: outside every window, never exported, accounted to tenant. */
-    int (*alloc_protected)(void *ctx, uint32_t tenant, int device, uint64_t size,
-                           uint64_t *addr, void **handle);
+    int (*alloc_protected)(void *ctx, uint32_t tenant, int device, uint64_t size, uint64_t *addr,
+                           void **handle);
     void (*free_protected)(void *ctx, uint32_t tenant, int device, void *handle, uint64_t addr,
                            uint64_t size);
     void *ctx;
@@ -60,8 +60,8 @@ typedef struct agile__module_reply {
 } agile__module_reply;
 
 typedef struct agile__module_ops {
-    const char *name; /* "fft" */
-    uint32_t abi;     /* AGILE_MODULE_ABI */
+    const char *name;  /* "fft" */
+    uint32_t abi;      /* AGILE_MODULE_ABI */
     uint32_t abi_size; /* sizeof(agile__module_ops) the module was built with */
     uint32_t version;
     /* init: one instance per worker; *state is passed to every other op. */

@@ -97,7 +97,8 @@ static void test_exec_translated(void **state)
 {
     agile__fft_desc d;
     uint64_t n[3] = {16, 0, 0}, h, ext[3];
-    double complex *in = (double complex *)(window + 4096), *out = (double complex *)(window + 8192);
+    double complex *in = (double complex *)(window + 4096),
+                   *out = (double complex *)(window + 8192);
     (void)state;
     agile__fft_desc_init_basic(&d, AGILE_FFT_Z2Z, 1, n, 2, 0);
     assert_int_equal(create(&t1, &d, &h, ext), AGILE_OK);
@@ -127,14 +128,15 @@ static void test_exec_translated(void **state)
     assert_int_equal(exec(&t1, h, W - 511, 0, AGILE_FFT_FORWARD), AGILE_EINVAL); /* misaligned */
     assert_int_equal(exec(&t1, h, W - 496, 0, AGILE_FFT_FORWARD), AGILE_EBOUNDS);
     assert_int_equal(exec(&t1, h, 4096, 4096 + 256, AGILE_FFT_FORWARD), AGILE_EINVAL); /* overlap */
-    assert_int_equal(exec(&t1, h, 4096, 8192, 2), AGILE_EINVAL);                   /* direction */
+    assert_int_equal(exec(&t1, h, 4096, 8192, 2), AGILE_EINVAL); /* direction */
     /* another tenant cannot use, or destroy, t1's plan */
     assert_int_equal(exec(&t2, h, 4096, 8192, AGILE_FFT_FORWARD), AGILE_EHANDLE);
     assert_int_equal(destroy(&t2, h), AGILE_EHANDLE);
     /* malformed args */
     {
         uint8_t args[AGILE_FFT_EXEC_ARGS_SIZE] = {0};
-        assert_int_equal(ops->exec(mod, &t1, AGILE_FFT_OP_EXEC, args, sizeof args - 1), AGILE_EINVAL);
+        assert_int_equal(ops->exec(mod, &t1, AGILE_FFT_OP_EXEC, args, sizeof args - 1),
+                         AGILE_EINVAL);
         assert_int_equal(ops->exec(mod, &t1, 99, args, sizeof args), AGILE_ENOTSUP);
     }
     /* a bad window is a worker bug, reported as such */
@@ -176,7 +178,7 @@ static void test_ctl_rejects_and_stats(void **state)
         for (int i = 0; i < 9; i++)
             st[i] = agile__get_u64(&r);
     }
-    assert_true(st[0] >= 1); /* hits */
+    assert_true(st[0] >= 1);    /* hits */
     assert_int_equal(st[5], 1); /* in use: one shared plan */
     /* tenant teardown drops its handles; the other tenant's plan keeps working */
     ops->tenant_gone(mod, t2.tenant);

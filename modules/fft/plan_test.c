@@ -220,8 +220,7 @@ static void test_inplace_consistency(void **state)
 static void max_cb(uint64_t idx, void *arg)
 {
     uint64_t *m = arg;
-    if (idx > *m)
-        *m = idx;
+    if (idx > *m) *m = idx;
 }
 
 static void test_extent_bruteforce(void **state)
@@ -269,9 +268,9 @@ static void test_bounds(void **state)
     assert_int_equal(agile__fft_check_bounds(&d, UINT64_MAX - W + 1, UINT64_MAX - W + 1 + ib,
                                              UINT64_MAX - W + 1, W),
                      AGILE_OK);
-    assert_int_equal(agile__fft_check_bounds(&d, UINT64_MAX - ib + 2, UINT64_MAX - W + 1,
-                                             UINT64_MAX - W + 1, W),
-                     AGILE_EBOUNDS);
+    assert_int_equal(
+        agile__fft_check_bounds(&d, UINT64_MAX - ib + 2, UINT64_MAX - W + 1, UINT64_MAX - W + 1, W),
+        AGILE_EBOUNDS);
     /* window smaller than the extent */
     assert_int_equal(agile__fft_check_bounds(&d, base, base, base, ib - 1), AGILE_EBOUNDS);
     /* out-of-place on overlapping buffers */
@@ -307,14 +306,14 @@ static void test_bounds_random(void **state)
         tu_random_desc(&d, 8);
         assert_int_equal(agile__fft_desc_validate(&d), AGILE_OK);
         assert_int_equal(agile__fft_extent(&d, &ib, &ob), AGILE_OK);
-        if (ib + ob > W)
-            continue;
+        if (ib + ob > W) continue;
         if (d.flags & AGILE_FFT_F_INPLACE) {
             uint64_t m = AGILE_MAX(ib, ob);
             in = out = base + W - m;
             assert_int_equal(agile__fft_check_bounds(&d, in, out, base, W), AGILE_OK);
             assert_int_equal(agile__fft_check_bounds(&d, in + 1, out + 1, base, W), AGILE_EBOUNDS);
-            assert_int_equal(agile__fft_check_bounds(&d, base - 1, base - 1, base, W), AGILE_EBOUNDS);
+            assert_int_equal(agile__fft_check_bounds(&d, base - 1, base - 1, base, W),
+                             AGILE_EBOUNDS);
         } else {
             in = base;
             out = base + W - ob;
@@ -382,19 +381,16 @@ static void test_fftw_exact_extent(void **state)
         heap_in = malloc(inplace ? both : ib);
         heap_out = inplace ? heap_in : malloc(ob);
         memset(heap_in, 0, inplace ? both : ib);
-        if (!inplace)
-            memset(heap_out, 0, ob);
+        if (!inplace) memset(heap_out, 0, ob);
         assert_int_equal(be->exec(be, p, &env, heap_in, heap_out, AGILE_FFT_FORWARD), AGILE_OK);
         free(heap_in);
-        if (!inplace)
-            free(heap_out);
+        if (!inplace) free(heap_out);
 
         /* 2. guard pages at the end (or start) of each extent, sentinel everywhere else */
         ibuf = guarded(inplace ? both : ib, at_end, &imap, &ilen);
         obuf = inplace ? ibuf : guarded(ob, at_end, &omap, &olen);
         memset(ibuf, 0xa5, inplace ? both : ib);
-        if (!inplace)
-            memset(obuf, 0xa5, ob);
+        if (!inplace) memset(obuf, 0xa5, ob);
         omark = calloc(1, inplace ? both : ob);
         imark = calloc(1, inplace ? both : ib);
         ma.mark = omark, ma.elem = out.elem;
@@ -405,17 +401,14 @@ static void test_fftw_exact_extent(void **state)
         /* bytes outside the output layout (and the input layout, which C2R may clobber)
          * keep their sentinel */
         for (uint64_t b = 0; b < (inplace ? both : ob); b++)
-            if (!omark[b])
-                assert_int_equal(obuf[b], 0xa5);
+            if (!omark[b]) assert_int_equal(obuf[b], 0xa5);
         if (!inplace)
             for (uint64_t b = 0; b < ib; b++)
-                if (!imark[b])
-                    assert_int_equal(ibuf[b], 0xa5);
+                if (!imark[b]) assert_int_equal(ibuf[b], 0xa5);
         free(omark);
         free(imark);
         munmap(imap, ilen);
-        if (omap)
-            munmap(omap, olen);
+        if (omap) munmap(omap, olen);
         be->plan_destroy(be, p);
     }
     be->close(be);
