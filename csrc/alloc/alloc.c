@@ -497,11 +497,11 @@ static uint64_t settle_all(agile__arena *a)
  * 1.35x, alloc_model_test). Over the cap, the oldest blocks settle down to half of it; with
  * events, those the stream has passed (polling at most once per cap/8 bytes freed, recording
  * one event for the rest). Amortized: each trim settles half the cap or waits for cap/8 more
- * bytes. */
-static void cache_trim(agile__arena *a, strm *s)
+ * bytes. `keep`, the block just freed, neither counts nor settles. */
+static void cache_trim(agile__arena *a, strm *s, const blk *keep)
 {
     uint64_t cap = AGILE_MAX(a->st.reserved_bytes >> CACHE_CAP_SHIFT, CACHE_CAP_MIN);
-    if (s->cached <= cap) {
+    if (s->cached - keep->size <= cap) {
         s->trim_at = cap;
         return;
     }
@@ -511,13 +511,13 @@ static void cache_trim(agile__arena *a, strm *s)
         ev_record(a, s);
         ev_poll(a, s);
     }
-    while (s->cached > cap / 2 && (b = s->fhead) &&
+    while (s->cached - keep->size > cap / 2 && (b = s->fhead) && b != keep &&
            (a->streams_sync || b->epoch <= s->seq_done)) {
         cache_unlink(a, s, b);
         hash_del(a, b);
         t2_insert(a, b);
     }
-    s->trim_at = AGILE_MAX(cap, s->cached + cap / 8);
+    s->trim_at = AGILE_MAX(cap, s->cached - keep->size + cap / 8);
 }
 
 /* --- extents and segments ---------------------------------------------------------------
@@ -1030,8 +1030,10 @@ int agile__arena_free(agile__arena *a, uint64_t addr, uint64_t size, uintptr_t s
     a->st.allocations--;
     a->st.num_frees++;
     cache_put(a, s, b);
-    if (s->cached > s->trim_at)
-        cache_trim(a, s);
+    /* The block just freed does not count: a loop that frees and allocates one large block
+     * must not trim (and call back) at every free. */
+    if (s->cached - b->size > s->trim_at)
+        cache_trim(a, s, b);
 out:
     if (rv != AGILE_OK)
         a->st.num_free_errors++;

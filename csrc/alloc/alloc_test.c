@@ -323,9 +323,7 @@ static void test_stream_rules(void **state)
     assert_int_equal(agile__arena_alloc(&a, 64 * MiB, S1, &p), 0);
     fake_submit(&f, S1); /* a kernel on S1 uses p */
     assert_int_equal(agile__arena_free(&a, p, 64 * MiB, S1), 0);
-    /* a whole grow_step sits unsettled behind no event: the free records one (rare; smaller
-     * frees do not, see test_stream_epochs) */
-    assert_int_equal(f.ev_records, 1);
+    assert_int_equal(f.ev_records, 0); /* no callback on the free */
 
     /* S1 has not passed the free: S2 must not get p (and the quota leaves nothing else) */
     assert_int_equal(agile__arena_alloc(&a, 64 * MiB, S2, &q), AGILE_EQUOTA);
@@ -377,6 +375,33 @@ static void test_stream_rules(void **state)
     assert_int_equal(agile__arena_check(&a), AGILE_OK);
     agile__arena_fini(&a);
     assert_int_equal(f.ev_records, f.ev_releases); /* fini gives back what it held */
+}
+
+/* The hot path (same stream, the block comes back) makes no callback, whatever the size. */
+static void test_hot_path_no_callbacks(void **state)
+{
+    agile__arena a;
+    fake f;
+    uint64_t p, sizes[] = {256, 4096, 64 << 10, 4 * MiB, 100 * MiB};
+    (void)state;
+    fake_init(&f, 1ull << 30, 1ull << 30);
+    assert_int_equal(agile__arena_init(&a, &fake_stream_ops, &f, BASE, 1ull << 30, 256, 0), 0);
+    for (size_t k = 0; k < AGILE_ARRAY_LEN(sizes); k++) {
+        assert_int_equal(agile__arena_alloc(&a, sizes[k], S1, &p), 0); /* may grow */
+        assert_int_equal(agile__arena_free(&a, p, sizes[k], S1), 0);
+        int grows = f.grows, records = f.ev_records, queries = f.ev_queries;
+        for (int i = 0; i < 10000; i++) {
+            uint64_t q;
+            assert_int_equal(agile__arena_alloc(&a, sizes[k], S1, &q), 0);
+            assert_int_equal(q, p);
+            fake_submit(&f, S1);
+            assert_int_equal(agile__arena_free(&a, q, sizes[k], S1), 0);
+        }
+        assert_int_equal(f.grows, grows);
+        assert_int_equal(f.ev_records, records);
+        assert_int_equal(f.ev_queries, queries);
+    }
+    agile__arena_fini(&a);
 }
 
 /* Small blocks: many frees behind one event; a block freed after the event is not covered. */
@@ -533,6 +558,7 @@ int main(void)
         cmocka_unit_test(test_quota_trade),    cmocka_unit_test(test_extents_merge),
         cmocka_unit_test(test_empty_cache),
         cmocka_unit_test(test_stream_rules),   cmocka_unit_test(test_stream_epochs),
+        cmocka_unit_test(test_hot_path_no_callbacks),
         cmocka_unit_test(test_free_errors),    cmocka_unit_test(test_worker_faults),
         cmocka_unit_test(test_stats),
     };
