@@ -72,9 +72,10 @@ int agile__backend_device_info(agile__backend *be, int dev, agile__devinfo *out)
 
 /* ---- windows (worker side) ---------------------------------------------------------------- */
 
-/* agile__window_create: reserve `size` (a power of two >= granularity) aligned to `size`,
- * plus `guard_gap` bytes after it (rounded up to the granularity), on device dev, and map
- * the sink over all of it. Blocks: on cuda ~20 ms per GiB (DESIGN.md). */
+/* agile__window_create: reserve `size` (a power of two >= granularity, <= 2^46) aligned to
+ * `size`, plus `guard_gap` bytes (<= size, rounded up to the granularity) after it, on
+ * device dev, and map the sink over all of it. Blocks: on cuda ~20 ms per GiB with 2 MiB
+ * sink mappings (DESIGN.md); backend-gpu-test measures it with the chunked sink. */
 int agile__window_create(agile__backend *be, int dev, uint64_t size, uint64_t guard_gap,
                          agile__window **out);
 /* Unmaps and releases everything, leases included (they must not be used afterwards). */

@@ -149,9 +149,10 @@ out:
 static void host_lease_destroy(agile__lease *l)
 {
     /* MAP_FIXED replaces the lease mapping atomically: no instant without a mapping. */
-    if (sink_map(l->w, l->offset, l->size) != AGILE_OK) {
+    int rv = sink_map(l->w, l->offset, l->size);
+    if (rv != AGILE_OK) {
         agile__error("host backend: cannot put the sink back at offset %#llx: %s",
-                     (unsigned long long)l->offset, agile_strerror(agile_err_sys(errno)));
+                     (unsigned long long)l->offset, agile_strerror(rv));
         /* Never leave the tenant's memory visible: at worst the range faults. */
         mmap((void *)(uintptr_t)(l->w->base + l->offset), l->size, PROT_NONE,
              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
