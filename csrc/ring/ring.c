@@ -44,10 +44,12 @@ const char *agile__ring_op_name(unsigned opcode)
 {
     switch (opcode) {
 #define X(name, op, rec)                                                                           \
-    case op: return #name;
+    case op:                                                                                       \
+        return #name;
         AGILE_RING_CMD_LIST(X)
 #undef X
-    default: return "?";
+    default:
+        return "?";
     }
 }
 
@@ -80,13 +82,14 @@ static size_t payload_size(const agile__ring_cmd *cmd)
     switch (cmd->opcode) {
 #define X(name, op, recname)                                                                       \
     case op: {                                                                                     \
-        const struct agile__ring_rec_##recname *rec = &cmd->u.recname;                            \
+        const struct agile__ring_rec_##recname *rec = &cmd->u.recname;                             \
         (void)rec;                                                                                 \
         return 0 AGILE_RING_REC_##recname(SZ_FIELD);                                               \
     }
         AGILE_RING_CMD_LIST(X)
 #undef X
-    default: return SIZE_MAX;
+    default:
+        return SIZE_MAX;
     }
 }
 
@@ -95,12 +98,14 @@ static void payload_put(agile__wbuf *w, const agile__ring_cmd *cmd)
     switch (cmd->opcode) {
 #define X(name, op, recname)                                                                       \
     case op: {                                                                                     \
-        const struct agile__ring_rec_##recname *rec = &cmd->u.recname;                            \
+        const struct agile__ring_rec_##recname *rec = &cmd->u.recname;                             \
         AGILE_RING_REC_##recname(PUT_FIELD) break;                                                 \
     }
         AGILE_RING_CMD_LIST(X)
 #undef X
-    default: w->overflow = 1; break;
+    default:
+        w->overflow = 1;
+        break;
     }
 }
 
@@ -109,12 +114,14 @@ static void payload_get(agile__rbuf *r, agile__ring_cmd *cmd)
     switch (cmd->opcode) {
 #define X(name, op, recname)                                                                       \
     case op: {                                                                                     \
-        struct agile__ring_rec_##recname *rec = &cmd->u.recname;                                  \
+        struct agile__ring_rec_##recname *rec = &cmd->u.recname;                                   \
         AGILE_RING_REC_##recname(GET_FIELD) break;                                                 \
     }
         AGILE_RING_CMD_LIST(X)
 #undef X
-    default: r->bad = 1; break;
+    default:
+        r->bad = 1;
+        break;
     }
 }
 
@@ -141,8 +148,7 @@ int agile__ring_cmd_encode(const agile__ring_cmd *cmd, uint64_t seq, uint8_t *sl
                            uint32_t slot_size)
 {
     size_t need = agile__ring_cmd_size(cmd);
-    if (need == SIZE_MAX)
-        return AGILE_EINVAL;
+    if (need == SIZE_MAX) return AGILE_EINVAL;
     if (slot_size < AGILE_RING_MIN_SLOT_SIZE || slot_size > AGILE_RING_MAX_SLOT_SIZE ||
         need > slot_size)
         return AGILE_ETOOBIG;
@@ -235,10 +241,8 @@ int agile__ring_hdr_validate(const uint8_t *hdr, size_t len, uint64_t region_siz
     t.cmd_off = agile__get_u64(&r);
     t.cpl_ctl_off = agile__get_u64(&r);
     t.cpl_off = agile__get_u64(&r);
-    if (r.bad || len < AGILE_RING_HDR_SIZE || magic != AGILE_RING_MAGIC)
-        return AGILE_EPROTO;
-    if (major != AGILE_RING_MAJOR)
-        return AGILE_EVERSION;
+    if (r.bad || len < AGILE_RING_HDR_SIZE || magic != AGILE_RING_MAGIC) return AGILE_EPROTO;
+    if (major != AGILE_RING_MAJOR) return AGILE_EVERSION;
     if (t.size != region_size || t.size > AGILE_RING_MAX_REGION || !is_pow2(t.slots) ||
         t.slots < AGILE_RING_MIN_SLOTS || t.slots > AGILE_RING_MAX_SLOTS || t.slot_size % 64 ||
         t.slot_size < AGILE_RING_MIN_SLOT_SIZE || t.slot_size > AGILE_RING_MAX_SLOT_SIZE)
@@ -247,11 +251,9 @@ int agile__ring_hdr_validate(const uint8_t *hdr, size_t len, uint64_t region_siz
     uint64_t off[4] = {t.cmd_ctl_off, t.cpl_ctl_off, t.cmd_off, t.cpl_off};
     uint64_t n[4] = {AGILE_RING_CTL_SIZE, AGILE_RING_CTL_SIZE, ring, ring};
     for (int i = 0; i < 4; i++) {
-        if (!range_ok(off[i], n[i], t.size))
-            return AGILE_EPROTO;
+        if (!range_ok(off[i], n[i], t.size)) return AGILE_EPROTO;
         for (int j = 0; j < i; j++)
-            if (!disjoint(off[i], n[i], off[j], n[j]))
-                return AGILE_EPROTO;
+            if (!disjoint(off[i], n[i], off[j], n[j])) return AGILE_EPROTO;
     }
     *g = t;
     return AGILE_OK;
@@ -306,8 +308,7 @@ int agile__ring_region_create(uint32_t slots, uint32_t slot_size, agile__ring_re
     agile__put_u32(&w, 0);
     region_bind(r); /* the rest is zero from ftruncate: counters, wait words, closed */
 out:
-    if (rv != AGILE_OK)
-        agile__ring_region_fini(r);
+    if (rv != AGILE_OK) agile__ring_region_fini(r);
     return rv;
 }
 
@@ -352,10 +353,8 @@ out:
 
 void agile__ring_region_fini(agile__ring_region *r)
 {
-    if (r->base)
-        munmap(r->base, r->g.size);
-    if (r->fd >= 0)
-        close(r->fd);
+    if (r->base) munmap(r->base, r->g.size);
+    if (r->fd >= 0) close(r->fd);
     memset(r, 0, sizeof *r);
     r->fd = -1;
 }
@@ -366,8 +365,7 @@ int agile__ring_peer_pid(pid_t pid, agile__ring_peer *p)
 {
     memset(p, 0, sizeof *p);
     p->pidfd = -1;
-    if (pid <= 0)
-        return AGILE_EINVAL;
+    if (pid <= 0) return AGILE_EINVAL;
     p->pid = pid;
 #ifdef SYS_pidfd_open
     long fd = syscall(SYS_pidfd_open, pid, 0);
@@ -375,16 +373,14 @@ int agile__ring_peer_pid(pid_t pid, agile__ring_peer *p)
         p->pidfd = (int)fd;
         return AGILE_OK;
     }
-    if (errno == ESRCH)
-        return AGILE_ECLOSED;
+    if (errno == ESRCH) return AGILE_ECLOSED;
 #endif
     return AGILE_OK; /* old kernel: kill(pid, 0) it is */
 }
 
 void agile__ring_peer_fini(agile__ring_peer *p)
 {
-    if (p->pidfd >= 0)
-        close(p->pidfd);
+    if (p->pidfd >= 0) close(p->pidfd);
     memset(p, 0, sizeof *p);
     p->pidfd = -1;
 }
@@ -394,8 +390,7 @@ int agile__ring_peer_alive(const agile__ring_peer *p)
     if (p->pidfd >= 0) {
         /* A pidfd polls readable once the process has exited, reaped or not. */
         struct pollfd pfd = {p->pidfd, POLLIN, 0};
-        if (poll(&pfd, 1, 0) > 0)
-            return AGILE_ECLOSED;
+        if (poll(&pfd, 1, 0) > 0) return AGILE_ECLOSED;
     } else if (p->pid > 0 && kill(p->pid, 0) < 0 && errno == ESRCH) {
         return AGILE_ECLOSED;
     }
@@ -462,8 +457,7 @@ typedef struct {
 
 static int peer_gone(const wait_ctx *w)
 {
-    if (atomic_load_explicit(w->closed, memory_order_acquire) & w->closed_bit)
-        return AGILE_ECLOSED;
+    if (atomic_load_explicit(w->closed, memory_order_acquire) & w->closed_bit) return AGILE_ECLOSED;
     return agile__ring_peer_alive(w->peer);
 }
 
@@ -471,11 +465,9 @@ static int wait_loop(const wait_ctx *w, ready_fn ready, void *ctx, int64_t timeo
 {
     _Atomic uint32_t *ftx = NULL, *flag = NULL;
     int rv = ready(ctx, &ftx, &flag);
-    if (rv != NOT_READY)
-        return rv;
-    if (timeout_ns == 0)
-        return peer_gone(w) != AGILE_OK ? AGILE_ECLOSED : AGILE_ETIMEDOUT;
-    uint64_t start = agile__now_ns(), now = start;
+    if (rv != NOT_READY) return rv;
+    if (timeout_ns == 0) return peer_gone(w) != AGILE_OK ? AGILE_ECLOSED : AGILE_ETIMEDOUT;
+    uint64_t start = agile__now_ns();
     uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : start + (uint64_t)timeout_ns;
     uint64_t spin_end = AGILE_MIN(deadline, start + *w->spin_ns);
     /* Spin: a round trip on a busy peer is a few microseconds, far less than a futex sleep
@@ -487,31 +479,34 @@ static int wait_loop(const wait_ctx *w, ready_fn ready, void *ctx, int64_t timeo
             *w->spin_ns = AGILE_MIN(AGILE_RING_SPIN_MAX_NS, s + s / 4);
             return rv;
         }
-        if ((i & 63) == 0 && (now = agile__now_ns()) >= spin_end)
-            break;
+        if ((i & 63) == 0 && agile__now_ns() >= spin_end) break;
     }
     /* The peer did not answer while we spun: spin less next time (an idle or slow peer
      * should not cost a core), then sleep. */
     *w->spin_ns = AGILE_MAX(AGILE_RING_SPIN_MIN_NS, *w->spin_ns / 2);
     for (;;) {
-        if ((rv = peer_gone(w)) != AGILE_OK)
-            break;
-        now = agile__now_ns();
+        if ((rv = peer_gone(w)) != AGILE_OK) break;
+        uint64_t now = agile__now_ns();
         if (now >= deadline) {
             rv = AGILE_ETIMEDOUT;
             break;
         }
-        uint32_t v = atomic_load_explicit(ftx, memory_order_acquire);
-        atomic_store_explicit(flag, 1, memory_order_relaxed);
+        _Atomic uint32_t *f = ftx, *fl = flag;
+        uint32_t v = atomic_load_explicit(f, memory_order_acquire);
+        atomic_store_explicit(fl, 1, memory_order_relaxed);
         atomic_thread_fence(memory_order_seq_cst);
-        if ((rv = ready(ctx, &ftx, &flag)) != NOT_READY) {
-            atomic_store_explicit(flag, 0, memory_order_relaxed);
-            break;
+        rv = ready(ctx, &ftx, &flag);
+        if (rv != NOT_READY || ftx != f) {
+            /* Ready, or now waiting for something else (the worker: data arrived but the
+             * completion ring is full): never leave a stale flag behind, or the peer would
+             * make a wake-up system call on every operation. */
+            atomic_store_explicit(fl, 0, memory_order_relaxed);
+            if (rv != NOT_READY) break;
+            continue;
         }
-        ftx_wait(ftx, v, AGILE_MIN(deadline - now, (uint64_t)AGILE_RING_SLEEP_SLICE_NS));
-        atomic_store_explicit(flag, 0, memory_order_relaxed);
-        if ((rv = ready(ctx, &ftx, &flag)) != NOT_READY)
-            break;
+        ftx_wait(f, v, AGILE_MIN(deadline - now, (uint64_t)AGILE_RING_SLEEP_SLICE_NS));
+        atomic_store_explicit(fl, 0, memory_order_relaxed);
+        if ((rv = ready(ctx, &ftx, &flag)) != NOT_READY) break;
     }
     return rv;
 }
@@ -524,8 +519,7 @@ int agile__ring_client_init(agile__ring_client *c, int fd, const agile__ring_pee
     memset(c, 0, sizeof *c);
     c->peer.pidfd = -1;
     AGILE_TRY(agile__ring_region_attach(fd, &c->reg));
-    if (peer)
-        c->peer = *peer;
+    if (peer) c->peer = *peer;
     c->spin_ns = AGILE_RING_SPIN_MAX_NS / 2;
     /* Pick up where the ring is (a client may re-attach to a fresh region only, but reading
      * the counters keeps us consistent with whatever the worker has). */
@@ -553,13 +547,11 @@ static int client_space_ready(void *ctx, _Atomic uint32_t **ftx, _Atomic uint32_
         c->broken = true;
         return AGILE_EPROTO;
     }
-    if (c->cmd_tail - head < c->reg.g.slots)
-        return AGILE_OK;
+    if (c->cmd_tail - head < c->reg.g.slots) return AGILE_OK;
     /* Both rings full: the worker is waiting for us to reap completions before it takes
      * another command, so waiting here would never end. */
     uint64_t ctail = atomic_load_explicit(&c->reg.cpl_ctl->tail, memory_order_acquire);
-    if (ctail - c->cpl_head >= c->reg.g.slots)
-        return AGILE_EFULL;
+    if (ctail - c->cpl_head >= c->reg.g.slots) return AGILE_EFULL;
     *ftx = &c->reg.cmd_ctl->space_ftx;
     *flag = &c->reg.cmd_ctl->prod_sleeping;
     return NOT_READY;
@@ -573,8 +565,7 @@ static int client_cpl_ready(void *ctx, _Atomic uint32_t **ftx, _Atomic uint32_t 
         c->broken = true;
         return AGILE_EPROTO;
     }
-    if (tail != c->cpl_head)
-        return AGILE_OK;
+    if (tail != c->cpl_head) return AGILE_OK;
     *ftx = &c->reg.cpl_ctl->data_ftx;
     *flag = &c->reg.cpl_ctl->cons_sleeping;
     return NOT_READY;
@@ -590,8 +581,7 @@ int agile__ring_submit(agile__ring_client *c, const agile__ring_cmd *cmd, unsign
                        int64_t timeout_ns, uint64_t *seq)
 {
     int rv = AGILE_OK;
-    if (c->broken)
-        return AGILE_EPROTO;
+    if (c->broken) return AGILE_EPROTO;
     /* A command posted to a worker that has left would never complete. */
     if (atomic_load_explicit(c->reg.closed, memory_order_relaxed) & AGILE_RING_CLOSED_WORKER)
         return AGILE_ECLOSED;
@@ -599,13 +589,11 @@ int agile__ring_submit(agile__ring_client *c, const agile__ring_cmd *cmd, unsign
         return cmd->opcode && cmd->opcode < AGILE_RING_OP_MAX_ ? AGILE_ETOOBIG : AGILE_EINVAL;
     wait_ctx w = client_wait_ctx(c);
     rv = wait_loop(&w, client_space_ready, c, (flags & AGILE_RING_NONBLOCK) ? 0 : timeout_ns);
-    if (rv == AGILE_ETIMEDOUT && (flags & AGILE_RING_NONBLOCK))
-        rv = AGILE_EFULL;
+    if (rv == AGILE_ETIMEDOUT && (flags & AGILE_RING_NONBLOCK)) rv = AGILE_EFULL;
     AGILE_TRY(rv);
     uint8_t *slot = c->reg.cmd + (size_t)(c->cmd_tail & c->reg.mask) * c->reg.g.slot_size;
     AGILE_TRY(agile__ring_cmd_encode(cmd, c->cmd_tail, slot, c->reg.g.slot_size));
-    if (seq)
-        *seq = c->cmd_tail;
+    if (seq) *seq = c->cmd_tail;
     c->cmd_tail++;
     atomic_store_explicit(&c->reg.cmd_ctl->tail, c->cmd_tail, memory_order_release);
     notify(&c->reg.cmd_ctl->data_ftx, &c->reg.cmd_ctl->cons_sleeping);
@@ -646,8 +634,7 @@ int agile__ring_poll(agile__ring_client *c, agile__ring_cpl *out, uint32_t max, 
 {
     int rv = AGILE_OK;
     *n = 0;
-    if (c->broken)
-        return AGILE_EPROTO;
+    if (c->broken) return AGILE_EPROTO;
     uint64_t tail = atomic_load_explicit(&c->reg.cpl_ctl->tail, memory_order_acquire);
     if (tail - c->cpl_head > c->reg.g.slots) {
         c->broken = true;
@@ -664,8 +651,7 @@ out:
 int agile__ring_wait(agile__ring_client *c, agile__ring_cpl *out, int64_t timeout_ns)
 {
     int rv = AGILE_OK;
-    if (c->broken)
-        return AGILE_EPROTO;
+    if (c->broken) return AGILE_EPROTO;
     wait_ctx w = client_wait_ctx(c);
     AGILE_TRY(wait_loop(&w, client_cpl_ready, c, timeout_ns));
     AGILE_TRY(client_take(c, out));
@@ -673,14 +659,12 @@ out:
     return rv;
 }
 
-int agile__ring_wait_seq(agile__ring_client *c, uint64_t seq, int64_t timeout_ns,
-                         int32_t *status)
+int agile__ring_wait_seq(agile__ring_client *c, uint64_t seq, int64_t timeout_ns, int32_t *status)
 {
     int rv = AGILE_OK;
     uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : agile__now_ns() + (uint64_t)timeout_ns;
     agile__ring_cpl cpl;
-    if (seq >= c->cmd_tail)
-        return AGILE_EINVAL; /* never submitted: would wait forever */
+    if (seq >= c->cmd_tail) return AGILE_EINVAL; /* never submitted: would wait forever */
     for (;;) {
         int64_t left = -1;
         if (deadline != UINT64_MAX) {
@@ -688,16 +672,14 @@ int agile__ring_wait_seq(agile__ring_client *c, uint64_t seq, int64_t timeout_ns
             left = now >= deadline ? 0 : (int64_t)(deadline - now);
         }
         AGILE_TRY(agile__ring_wait(c, &cpl, left));
-        if (cpl.seq == seq)
-            break;
+        if (cpl.seq == seq) break;
         if (cpl.seq > seq) { /* completions are in order: ours was skipped */
             c->broken = true;
             rv = AGILE_EPROTO;
             goto out;
         }
     }
-    if (status)
-        *status = cpl.status;
+    if (status) *status = cpl.status;
 out:
     return rv;
 }
@@ -717,12 +699,10 @@ int agile__ring_barrier(agile__ring_client *c, uint64_t stream, int64_t timeout_
     AGILE_TRY(agile__ring_wait_seq(c, seq, timeout_ns, &st));
     if (c->err_status) {
         rv = c->err_status;
-        if (err_seq)
-            *err_seq = c->err_seq;
+        if (err_seq) *err_seq = c->err_seq;
     } else if (st != AGILE_OK) {
         rv = st;
-        if (err_seq)
-            *err_seq = seq;
+        if (err_seq) *err_seq = seq;
     }
     c->err_status = AGILE_OK;
     c->err_seq = 0;
@@ -732,8 +712,7 @@ out:
 
 int32_t agile__ring_client_error(const agile__ring_client *c, uint64_t *seq)
 {
-    if (seq)
-        *seq = c->err_seq;
+    if (seq) *seq = c->err_seq;
     return c->err_status;
 }
 
@@ -746,8 +725,7 @@ int agile__ring_worker_init(agile__ring_worker *w, uint32_t slots, uint32_t slot
     memset(w, 0, sizeof *w);
     w->peer.pidfd = -1;
     AGILE_TRY(agile__ring_region_create(slots, slot_size, &w->reg));
-    if (peer)
-        w->peer = *peer;
+    if (peer) w->peer = *peer;
     w->spin_ns = AGILE_RING_SPIN_MAX_NS / 2;
 out:
     return rv;
@@ -799,8 +777,7 @@ static int worker_counters(agile__ring_worker *w, uint64_t *pending, bool *room)
      * yet completed has a completion slot reserved: cmd_head - chead < slots leaves one. */
     bool cpl_ok = chead <= w->cpl_tail && w->cmd_head - chead <= w->reg.g.slots;
     *room = cpl_ok && w->cmd_head - chead < w->reg.g.slots;
-    if (*pending > w->reg.g.slots || !cpl_ok)
-        return AGILE_EPROTO;
+    if (*pending > w->reg.g.slots || !cpl_ok) return AGILE_EPROTO;
     return AGILE_OK;
 }
 
@@ -809,12 +786,9 @@ int agile__ring_next(agile__ring_worker *w, agile__ring_cmd *out, bool *got)
     uint64_t pending;
     bool room;
     *got = false;
-    if (w->broken)
-        return AGILE_EPROTO;
-    if (worker_counters(w, &pending, &room) != AGILE_OK)
-        return worker_break(w, room);
-    if (!pending || !room)
-        return AGILE_OK;
+    if (w->broken) return AGILE_EPROTO;
+    if (worker_counters(w, &pending, &room) != AGILE_OK) return worker_break(w, room);
+    if (!pending || !room) return AGILE_OK;
     const uint8_t *slot = w->reg.cmd + (size_t)(w->cmd_head & w->reg.mask) * w->reg.g.slot_size;
     if (agile__ring_cmd_decode(slot, w->reg.g.slot_size, w->cmd_head, out) != AGILE_OK)
         return worker_break(w, room);
@@ -828,8 +802,7 @@ int agile__ring_next(agile__ring_worker *w, agile__ring_cmd *out, bool *got)
 
 uint32_t agile__ring_pending(agile__ring_worker *w)
 {
-    if (w->broken)
-        return 0;
+    if (w->broken) return 0;
     uint64_t tail = atomic_load_explicit(&w->reg.cmd_ctl->tail, memory_order_acquire);
     uint64_t n = tail - w->cmd_head;
     return n > w->reg.g.slots ? w->reg.g.slots : (uint32_t)n; /* a lie is caught by next */
@@ -840,12 +813,10 @@ static int worker_cmd_ready(void *ctx, _Atomic uint32_t **ftx, _Atomic uint32_t 
     agile__ring_worker *w = ctx;
     uint64_t pending;
     bool room;
-    if (w->broken)
-        return AGILE_EPROTO;
+    if (w->broken) return AGILE_EPROTO;
     if (worker_counters(w, &pending, &room) != AGILE_OK)
         return AGILE_OK; /* let agile__ring_next report it */
-    if (pending && room)
-        return AGILE_OK;
+    if (pending && room) return AGILE_OK;
     if (!pending) {
         *ftx = &w->reg.cmd_ctl->data_ftx;
         *flag = &w->reg.cmd_ctl->cons_sleeping;
@@ -865,11 +836,9 @@ int agile__ring_wait_cmd(agile__ring_worker *w, int64_t timeout_ns)
 int agile__ring_complete(agile__ring_worker *w, const agile__ring_cmd *cmd, int32_t status,
                          uint64_t result)
 {
-    if (w->broken)
-        return AGILE_EPROTO;
+    if (w->broken) return AGILE_EPROTO;
     /* One completion per command, in order: the client matches them by counting. */
-    if (cmd->seq != w->cpl_tail || cmd->seq >= w->cmd_head)
-        return AGILE_EINVAL;
+    if (cmd->seq != w->cpl_tail || cmd->seq >= w->cmd_head) return AGILE_EINVAL;
     if (cmd->opcode == AGILE_RING_OP_BARRIER) {
         if (status == AGILE_OK && w->err_status != AGILE_OK) {
             status = w->err_status;

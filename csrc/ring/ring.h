@@ -100,8 +100,9 @@
  * bytes; decoded blobs point into the command's private copy, never into shared memory. */
 #define AGILE_RING_REC_nop(F) F(U64, cookie)
 #define AGILE_RING_REC_launch(F)                                                                   \
-    F(U64, function) F(U64, stream) F(U32, grid_x) F(U32, grid_y) F(U32, grid_z) F(U32, block_x)   \
-    F(U32, block_y) F(U32, block_z) F(U32, shmem) F(U32, flags) F(BLOB, params)
+    F(U64, function)                                                                               \
+    F(U64, stream) F(U32, grid_x) F(U32, grid_y) F(U32, grid_z) F(U32, block_x) F(U32, block_y)    \
+        F(U32, block_z) F(U32, shmem) F(U32, flags) F(BLOB, params)
 #define AGILE_RING_REC_mod_op(F)                                                                   \
     F(U32, module) F(U32, op) F(U64, stream) F(U64, object) F(BLOB, args)
 #define AGILE_RING_REC_memcpy(F) F(U64, dst) F(U64, src) F(U64, bytes) F(U64, stream) F(U32, flags)
@@ -127,7 +128,7 @@ enum {
 #define X(name, op, rec) AGILE_RING_OP_##name = op,
     AGILE_RING_CMD_LIST(X)
 #undef X
-    AGILE_RING_OP_MAX_
+        AGILE_RING_OP_MAX_
 };
 
 #define X(name, op, rec)                                                                           \
@@ -190,8 +191,8 @@ typedef struct agile__ring_geom {
 /* A ring's control block in shared memory (AGILE_RING_CTL_SIZE bytes; offsets fixed by the
  * static asserts in ring.c). */
 typedef struct agile__ring_ctl {
-    _Alignas(64) _Atomic uint64_t tail; /* producer: slots published */
-    _Alignas(64) _Atomic uint64_t head; /* consumer: slots released */
+    _Alignas(64) _Atomic uint64_t tail;     /* producer: slots published */
+    _Alignas(64) _Atomic uint64_t head;     /* consumer: slots released */
     _Alignas(64) _Atomic uint32_t data_ftx; /* bumped when data arrives for a sleeping consumer */
     _Atomic uint32_t cons_sleeping;
     _Alignas(64) _Atomic uint32_t space_ftx; /* bumped when space frees for a sleeping producer */
@@ -279,8 +280,7 @@ int agile__ring_poll(agile__ring_client *c, agile__ring_cpl *out, uint32_t max, 
 int agile__ring_wait(agile__ring_client *c, agile__ring_cpl *out, int64_t timeout_ns);
 /* agile__ring_wait_seq: reap completions until the one for seq; *status gets its status.
  * Completions are in order, so earlier ones are recorded (sticky error) and dropped. */
-int agile__ring_wait_seq(agile__ring_client *c, uint64_t seq, int64_t timeout_ns,
-                         int32_t *status);
+int agile__ring_wait_seq(agile__ring_client *c, uint64_t seq, int64_t timeout_ns, int32_t *status);
 /* agile__ring_barrier: submit a BARRIER on stream, wait for it, and return the first error of
  * an asynchronous command since the previous barrier (or AGILE_OK), then clear it. *err_seq
  * (optional) gets the failing command's seq. Transport errors are returned as such. */

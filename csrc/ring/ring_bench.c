@@ -63,11 +63,9 @@ static void pick_cpus(opts *o)
 {
     cpu_set_t set;
     o->cpu_client = o->cpu_worker = -1;
-    if (!o->pin || sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) < 2)
-        return;
+    if (!o->pin || sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) < 2) return;
     for (int c = 0; c < CPU_SETSIZE; c++) {
-        if (!CPU_ISSET(c, &set))
-            continue;
+        if (!CPU_ISSET(c, &set)) continue;
         if (o->cpu_client < 0)
             o->cpu_client = c;
         else if (o->cpu_worker < 0)
@@ -78,8 +76,7 @@ static void pick_cpus(opts *o)
 static void pin(int cpu)
 {
     cpu_set_t set;
-    if (cpu < 0)
-        return;
+    if (cpu < 0) return;
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
     (void)sched_setaffinity(0, sizeof set, &set);
@@ -94,21 +91,16 @@ static int ring_worker(agile__ring_worker *w, pid_t client, int cpu)
     int rv;
     bool got;
     pin(cpu);
-    if (!cmd || agile__ring_peer_pid(client, &peer) != AGILE_OK)
-        return 1;
+    if (!cmd || agile__ring_peer_pid(client, &peer) != AGILE_OK) return 1;
     agile__ring_worker_set_peer(w, &peer);
     for (;;) {
         rv = agile__ring_wait_cmd(w, SEC);
-        if (rv == AGILE_ETIMEDOUT)
-            continue;
-        if (rv != AGILE_OK)
-            break;
+        if (rv == AGILE_ETIMEDOUT) continue;
+        if (rv != AGILE_OK) break;
         /* drain what is there: batching is what makes (c) fast */
         while ((rv = agile__ring_next(w, cmd, &got)) == AGILE_OK && got)
-            if ((rv = agile__ring_complete(w, cmd, AGILE_OK, cmd->u.nop.cookie)) != AGILE_OK)
-                break;
-        if (rv != AGILE_OK)
-            break;
+            if ((rv = agile__ring_complete(w, cmd, AGILE_OK, cmd->u.nop.cookie)) != AGILE_OK) break;
+        if (rv != AGILE_OK) break;
     }
     free(cmd);
     return rv == AGILE_ECLOSED ? 0 : 2;
@@ -127,15 +119,14 @@ static int ring_bench(const opts *o, stats *rt, double *ops_per_s)
     pid_t pid = -1;
     memset(&cmd, 0, offsetof(agile__ring_cmd, raw));
     cmd.opcode = AGILE_RING_OP_NOP;
-    AGILE_TRY(agile__ring_worker_init(&w, AGILE_RING_DEFAULT_SLOTS, AGILE_RING_DEFAULT_SLOT_SIZE,
-                                      NULL));
+    AGILE_TRY(
+        agile__ring_worker_init(&w, AGILE_RING_DEFAULT_SLOTS, AGILE_RING_DEFAULT_SLOT_SIZE, NULL));
     pid = fork();
     if (pid < 0) {
         rv = agile_err_sys(errno);
         goto out;
     }
-    if (pid == 0)
-        _exit(ring_worker(&w, getppid(), o->cpu_worker));
+    if (pid == 0) _exit(ring_worker(&w, getppid(), o->cpu_worker));
     pin(o->cpu_client);
     int fd = dup(w.reg.fd);
     agile__ring_region_fini(&w.reg); /* from here on we are only the client */
@@ -160,8 +151,7 @@ static int ring_bench(const opts *o, stats *rt, double *ops_per_s)
         AGILE_TRY(agile__ring_submit(&c, &cmd, 0, 5 * SEC, &seq));
         AGILE_TRY(agile__ring_wait_seq(&c, seq, 5 * SEC, &st));
         uint64_t t1 = agile__now_ns();
-        if (i >= warm)
-            ns[i - warm] = t1 - t0;
+        if (i >= warm) ns[i - warm] = t1 - t0;
     }
     *rt = summarize(ns, o->iters);
     /* (c) throughput: keep the ring full, drain completions as they arrive */
@@ -171,8 +161,7 @@ static int ring_bench(const opts *o, stats *rt, double *ops_per_s)
         while (sent < o->ops) {
             cmd.u.nop.cookie = sent;
             int r = agile__ring_submit(&c, &cmd, AGILE_RING_NONBLOCK, 0, NULL);
-            if (r == AGILE_EFULL)
-                break;
+            if (r == AGILE_EFULL) break;
             AGILE_TRY(r);
             sent++;
         }
@@ -191,8 +180,7 @@ out:
         agile__ring_worker_fini(&w);
     if (pid > 0) {
         int st;
-        if (rv != AGILE_OK)
-            kill(pid, SIGKILL);
+        if (rv != AGILE_OK) kill(pid, SIGKILL);
         waitpid(pid, &st, 0);
     }
     free(ns);
@@ -212,19 +200,16 @@ static int nng_server(const char *url, int cpu)
     nng_socket s;
     char buf[256];
     pin(cpu);
-    if (nng_rep0_open(&s) != 0 || nng_listen(s, url, NULL, 0) != 0)
-        return 1;
+    if (nng_rep0_open(&s) != 0 || nng_listen(s, url, NULL, 0) != 0) return 1;
     /* readiness: a byte on stdout would need a pipe; the client retries its dial instead */
     for (;;) {
         size_t sz = sizeof buf;
-        if (nng_recv(s, buf, &sz, 0) != 0)
-            break;
+        if (nng_recv(s, buf, &sz, 0) != 0) break;
         if (sz == 1 && buf[0] == 'q') {
             nng_send(s, buf, 1, 0);
             break;
         }
-        if (nng_send(s, buf, sz, 0) != 0)
-            break;
+        if (nng_send(s, buf, sz, 0) != 0) break;
     }
     nng_close(s);
     return 0;
@@ -239,8 +224,7 @@ static int nng_bench(const opts *o, stats *rt)
     nng_socket s = NNG_SOCKET_INITIALIZER;
     bool open = false;
     pid_t pid = -1;
-    if (!mkdtemp(dir))
-        return agile_err_sys(errno);
+    if (!mkdtemp(dir)) return agile_err_sys(errno);
     snprintf(sock, sizeof sock, "%s/rep.sock", dir);
     snprintf(url, sizeof url, "ipc://%s", sock);
     pid = fork();
@@ -248,8 +232,7 @@ static int nng_bench(const opts *o, stats *rt)
         rv = agile_err_sys(errno);
         goto out;
     }
-    if (pid == 0)
-        _exit(nng_server(url, o->cpu_worker));
+    if (pid == 0) _exit(nng_server(url, o->cpu_worker));
     pin(o->cpu_client);
     if ((e = nng_req0_open(&s)) != 0) {
         rv = nng_err(e);
@@ -259,8 +242,7 @@ static int nng_bench(const opts *o, stats *rt)
     nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 5000);
     nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, 5000);
     for (int tries = 0;; tries++) {
-        if ((e = nng_dial(s, url, NULL, 0)) == 0)
-            break;
+        if ((e = nng_dial(s, url, NULL, 0)) == 0) break;
         if (tries > 500) {
             rv = nng_err(e);
             goto out;
@@ -285,20 +267,17 @@ static int nng_bench(const opts *o, stats *rt)
             rv = AGILE_EPROTO;
             goto out;
         }
-        if (i >= warm)
-            ns[i - warm] = t1 - t0;
+        if (i >= warm) ns[i - warm] = t1 - t0;
     }
     *rt = summarize(ns, o->nng_iters);
     size_t sz = sizeof back;
     nng_send(s, "q", 1, 0);
     nng_recv(s, back, &sz, 0);
 out:
-    if (open)
-        nng_close(s);
+    if (open) nng_close(s);
     if (pid > 0) {
         int st;
-        if (rv != AGILE_OK)
-            kill(pid, SIGKILL);
+        if (rv != AGILE_OK) kill(pid, SIGKILL);
         waitpid(pid, &st, 0);
     }
     unlink(sock);
@@ -366,8 +345,8 @@ int main(int argc, char **argv)
                (unsigned long long)nng.n, nng.min / 1e3, nng.p50 / 1e3, nng.p99 / 1e3,
                nng.mean / 1e3);
         printf("p50 ratio nng/ring: %.1fx (goal >= 20x)\n", ratio);
-        printf("ring throughput: %.2f M commands/s (%llu NOPs, completions drained)\n",
-               ops / 1e6, (unsigned long long)o.ops);
+        printf("ring throughput: %.2f M commands/s (%llu NOPs, completions drained)\n", ops / 1e6,
+               (unsigned long long)o.ops);
     }
     printf("{\"bench\":\"ring\",\"cpus\":%ld,\"pinned\":%s,"
            "\"ring_rt\":{\"iters\":%llu,\"min_ns\":%.0f,\"p50_ns\":%.0f,\"p99_ns\":%.0f,"

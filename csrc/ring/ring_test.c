@@ -62,10 +62,8 @@ static void test_codec_every_op(void **state)
         memset(in, 0x5a, offsetof(agile__ring_cmd, raw)); /* every field non-zero */
         in->opcode = (uint16_t)op;
         in->flags = 0;
-        if (op == AGILE_RING_OP_LAUNCH)
-            in->u.launch.params = agile__blob_of(params, 16);
-        if (op == AGILE_RING_OP_MOD_OP)
-            in->u.mod_op.args = agile__blob_of(params, 5);
+        if (op == AGILE_RING_OP_LAUNCH) in->u.launch.params = agile__blob_of(params, 16);
+        if (op == AGILE_RING_OP_MOD_OP) in->u.mod_op.args = agile__blob_of(params, 5);
         assert_true(agile__ring_cmd_size(in) <= sizeof slot);
         assert_int_equal(agile__ring_cmd_encode(in, 77 + op, slot, sizeof slot), AGILE_OK);
         assert_int_equal(agile__ring_cmd_decode(slot, sizeof slot, 77 + op, out), AGILE_OK);
@@ -171,13 +169,11 @@ static void test_decode_rejects(void **state)
             put32(bad + cases[i].off, cases[i].v);
         }
         int rv = agile__ring_cmd_decode(bad, sizeof bad, 5, o);
-        if (rv != AGILE_EPROTO)
-            fail_msg("%s: %s", cases[i].what, agile_err_name(rv));
+        if (rv != AGILE_EPROTO) fail_msg("%s: %s", cases[i].what, agile_err_name(rv));
     }
     /* wrong expected seq */
     assert_int_equal(agile__ring_cmd_decode(good, sizeof good, 4, o), AGILE_EPROTO);
-    assert_int_equal(agile__ring_cmd_decode(good, sizeof good, 5 + (1ull << 32), o),
-                     AGILE_EPROTO);
+    assert_int_equal(agile__ring_cmd_decode(good, sizeof good, 5 + (1ull << 32), o), AGILE_EPROTO);
     /* a blob whose length runs past the payload */
     c->opcode = AGILE_RING_OP_LAUNCH;
     c->u.launch.params = agile__blob_of("abc", 3);
@@ -238,7 +234,8 @@ static void test_worker_breaks_on_garbage(void **state)
     free(o);
 }
 
-/* ---- region header ---------------------------------------------------------------------------- */
+/* ---- region header ----------------------------------------------------------------------------
+ */
 
 static int attach_copy(const uint8_t *hdr, uint64_t size)
 {
@@ -303,19 +300,15 @@ static void test_header_validation(void **state)
     for (size_t i = 0; i < AGILE_ARRAY_LEN(cases); i++) {
         uint64_t v = cases[i].v;
         memcpy(t, hdr, sizeof t);
-        if (i == 2)
-            v = size - 4096;
-        if (i == 3)
-            v = size + 4096;
+        if (i == 2) v = size - 4096;
+        if (i == 3) v = size + 4096;
         if (i == 15) /* cmd slots at the cpl slots */
             v = w.g.cpl_off;
-        if (i == 17)
-            v = size - 4096;
+        if (i == 17) v = size - 4096;
         for (unsigned b = 0; b < cases[i].width; b++)
             t[cases[i].off + b] = (uint8_t)(v >> (8 * b));
         int rv = attach_copy(t, size);
-        if (rv != cases[i].want)
-            fail_msg("%s: got %s", cases[i].what, agile_err_name(rv));
+        if (rv != cases[i].want) fail_msg("%s: got %s", cases[i].what, agile_err_name(rv));
     }
     /* header fine, but the fd is larger than it says */
     assert_int_equal(attach_copy(hdr, size + 4096), AGILE_EPROTO);
@@ -340,7 +333,8 @@ static void test_header_validation(void **state)
     agile__ring_region_fini(&w);
 }
 
-/* ---- single-process behaviour ------------------------------------------------------------------ */
+/* ---- single-process behaviour ------------------------------------------------------------------
+ */
 
 static void test_wraparound(void **state)
 {
@@ -403,18 +397,13 @@ static void *server(void *p)
     }
     while (!atomic_load(&a->stop) && (!a->count || a->served < a->count)) {
         int rv = agile__ring_wait_cmd(a->w, 20 * MS);
-        if (rv == AGILE_ETIMEDOUT)
-            continue;
-        if (rv != AGILE_OK)
-            break;
+        if (rv == AGILE_ETIMEDOUT) continue;
+        if (rv != AGILE_OK) break;
         bool got;
-        if (agile__ring_next(a->w, o, &got) != AGILE_OK)
-            break;
-        if (!got)
-            continue;
+        if (agile__ring_next(a->w, o, &got) != AGILE_OK) break;
+        if (!got) continue;
         int32_t st = (o->seq == 1) ? a->status_of_seq1 : AGILE_OK;
-        if (agile__ring_complete(a->w, o, st, o->u.nop.cookie) != AGILE_OK)
-            break;
+        if (agile__ring_complete(a->w, o, st, o->u.nop.cookie) != AGILE_OK) break;
         a->served++;
     }
     free(o);
@@ -455,6 +444,11 @@ static void test_backpressure(void **state)
     assert_int_equal(a.served, 8);
     /* the futex path ran: the blocked submit slept and was woken */
     assert_true(atomic_load(&w.reg.cmd_ctl->space_ftx) > 0);
+    /* and no sleeping flag is left behind (it would cost the peer a syscall per op) */
+    assert_int_equal(atomic_load(&w.reg.cmd_ctl->prod_sleeping), 0);
+    assert_int_equal(atomic_load(&w.reg.cmd_ctl->cons_sleeping), 0);
+    assert_int_equal(atomic_load(&w.reg.cpl_ctl->prod_sleeping), 0);
+    assert_int_equal(atomic_load(&w.reg.cpl_ctl->cons_sleeping), 0);
     assert_int_equal(agile__ring_poll(&cl, cpl, 16, &n), AGILE_OK);
     assert_int_equal(n, 8);
     assert_int_equal(agile__ring_poll(&cl, cpl, 16, &n), AGILE_OK);
@@ -572,23 +566,18 @@ static int many_client(int fd)
         if (rv == AGILE_OK) {
             i++;
         } else if (rv == AGILE_EFULL) {
-            if (agile__ring_wait(&cl, cpl, 10 * SEC) != AGILE_OK)
-                return 11;
-            if (cpl[0].seq != expect || cpl[0].result != expect)
-                return 12;
+            if (agile__ring_wait(&cl, cpl, 10 * SEC) != AGILE_OK) return 11;
+            if (cpl[0].seq != expect || cpl[0].result != expect) return 12;
             expect++;
         } else {
             return 13;
         }
-        if (agile__ring_poll(&cl, cpl, 64, &n) != AGILE_OK)
-            return 14;
+        if (agile__ring_poll(&cl, cpl, 64, &n) != AGILE_OK) return 14;
         for (uint32_t k = 0; k < n; k++, expect++)
-            if (cpl[k].seq != expect || cpl[k].result != expect || cpl[k].status)
-                return 15;
+            if (cpl[k].seq != expect || cpl[k].result != expect || cpl[k].status) return 15;
     }
     while (expect < MANY) {
-        if (agile__ring_wait(&cl, cpl, 10 * SEC) != AGILE_OK || cpl[0].seq != expect)
-            return 16;
+        if (agile__ring_wait(&cl, cpl, 10 * SEC) != AGILE_OK || cpl[0].seq != expect) return 16;
         expect++;
     }
     agile__ring_client_fini(&cl);
@@ -605,20 +594,17 @@ static void test_two_processes_1m(void **state)
     assert_int_equal(agile__ring_worker_init(&w, 256, 64, NULL), AGILE_OK);
     pid_t pid = fork();
     assert_true(pid >= 0);
-    if (pid == 0)
-        _exit(many_client(dup(w.reg.fd)));
+    if (pid == 0) _exit(many_client(dup(w.reg.fd)));
     assert_int_equal(agile__ring_peer_pid(pid, &peer), AGILE_OK);
     agile__ring_worker_set_peer(&w, &peer);
     uint64_t t0 = agile__now_ns(), served = 0;
     int rv;
     for (;;) {
         rv = agile__ring_wait_cmd(&w, 10 * SEC);
-        if (rv != AGILE_OK)
-            break;
+        if (rv != AGILE_OK) break;
         bool got;
         assert_int_equal(agile__ring_next(&w, o, &got), AGILE_OK);
-        if (!got)
-            continue;
+        if (!got) continue;
         assert_int_equal(o->u.nop.cookie, served);
         assert_int_equal(agile__ring_complete(&w, o, AGILE_OK, o->u.nop.cookie), AGILE_OK);
         served++;
@@ -650,8 +636,7 @@ static void test_client_dies(void **state)
     if (pid == 0) {
         agile__ring_client cl;
         agile__ring_cmd *c = calloc(1, sizeof *c);
-        if (!c || agile__ring_client_init(&cl, dup(w.reg.fd), NULL) != AGILE_OK)
-            _exit(1);
+        if (!c || agile__ring_client_init(&cl, dup(w.reg.fd), NULL) != AGILE_OK) _exit(1);
         nop(c, 7);
         agile__ring_submit(&cl, c, 0, 0, NULL);
         /* half-written command: the slot is filled, the tail never published */
@@ -673,7 +658,7 @@ static void test_client_dies(void **state)
                   (double)dt / 1e6);
     assert_true(dt < 2 * SEC);
     assert_int_equal(agile__ring_next(&w, o, &got), AGILE_OK);
-    assert_false(got); /* the unpublished half command is never seen */
+    assert_false(got);           /* the unpublished half command is never seen */
     agile__ring_worker_fini(&w); /* cleanup: unmap, close, pidfd closed */
     assert_int_equal(w.reg.fd, -1);
     int st;
@@ -751,8 +736,7 @@ static void *scribbler(void *p)
         size_t off = (size_t)(x % bytes) & ~(size_t)3;
         uint32_t v = (uint32_t)(x >> 32);
         /* aim at the length and opcode fields often: those are what a TOCTOU attack flips */
-        if ((x & 3) == 0)
-            off = (off / a->r->g.slot_size) * a->r->g.slot_size + 8;
+        if ((x & 3) == 0) off = (off / a->r->g.slot_size) * a->r->g.slot_size + 8;
         memcpy(a->r->cmd + off, &v, 4);
         if ((x & 255) == 0)
             atomic_store_explicit(&a->r->cmd_ctl->tail, x >> 40, memory_order_relaxed);
@@ -784,8 +768,7 @@ static void test_scribbling_peer(void **state)
         if (rv == AGILE_OK) {
             ok++;
             assert_true(o->length <= 256 - 32);
-            if (o->opcode == AGILE_RING_OP_LAUNCH)
-                assert_true(o->u.launch.params.n <= o->length);
+            if (o->opcode == AGILE_RING_OP_LAUNCH) assert_true(o->u.launch.params.n <= o->length);
         } else {
             assert_int_equal(rv, AGILE_EPROTO);
             bad++;
@@ -811,18 +794,12 @@ static void test_scribbling_peer(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_codec_every_op),
-        cmocka_unit_test(test_codec_too_big),
-        cmocka_unit_test(test_decode_rejects),
-        cmocka_unit_test(test_worker_breaks_on_garbage),
-        cmocka_unit_test(test_header_validation),
-        cmocka_unit_test(test_wraparound),
-        cmocka_unit_test(test_backpressure),
-        cmocka_unit_test(test_sticky_error_barrier),
-        cmocka_unit_test(test_two_processes_1m),
-        cmocka_unit_test(test_client_dies),
-        cmocka_unit_test(test_worker_dies),
-        cmocka_unit_test(test_scribbling_peer),
+        cmocka_unit_test(test_codec_every_op),    cmocka_unit_test(test_codec_too_big),
+        cmocka_unit_test(test_decode_rejects),    cmocka_unit_test(test_worker_breaks_on_garbage),
+        cmocka_unit_test(test_header_validation), cmocka_unit_test(test_wraparound),
+        cmocka_unit_test(test_backpressure),      cmocka_unit_test(test_sticky_error_barrier),
+        cmocka_unit_test(test_two_processes_1m),  cmocka_unit_test(test_client_dies),
+        cmocka_unit_test(test_worker_dies),       cmocka_unit_test(test_scribbling_peer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,10 +18,8 @@ static uint32_t index_find(const agile__sched *s, uint32_t id)
 {
     for (uint32_t i = hash_id(id) & s->index_mask;; i = (i + 1) & s->index_mask) {
         uint32_t v = s->index[i];
-        if (v == 0)
-            return AGILE_SCHED_NONE;
-        if (s->t[v - 1].id == id)
-            return v - 1;
+        if (v == 0) return AGILE_SCHED_NONE;
+        if (s->t[v - 1].id == id) return v - 1;
     }
 }
 
@@ -78,8 +76,7 @@ static void active_unlink(agile__sched *s, uint32_t k)
     } else {
         s->t[t->prev].next = t->next;
         s->t[t->next].prev = t->prev;
-        if (s->active_head == k)
-            s->active_head = t->next;
+        if (s->active_head == k) s->active_head = t->next;
     }
     t->active = false;
     s->nactive--;
@@ -93,8 +90,7 @@ int agile__sched_init(agile__sched *s, uint32_t max_tenants, uint32_t quantum)
     pthread_condattr_t ca;
     bool ca_init = false;
     memset(s, 0, sizeof *s);
-    if (max_tenants == 0 || max_tenants > (1u << 24))
-        return AGILE_EINVAL;
+    if (max_tenants == 0 || max_tenants > (1u << 24)) return AGILE_EINVAL;
     uint32_t icap = 2;
     while (icap < 2 * max_tenants)
         icap <<= 1;
@@ -125,8 +121,7 @@ int agile__sched_init(agile__sched *s, uint32_t max_tenants, uint32_t quantum)
         goto out;
     }
 out:
-    if (ca_init)
-        pthread_condattr_destroy(&ca);
+    if (ca_init) pthread_condattr_destroy(&ca);
     if (rv != AGILE_OK) {
         free(s->t);
         free(s->index);
@@ -137,8 +132,7 @@ out:
 
 void agile__sched_fini(agile__sched *s)
 {
-    if (!s->t)
-        return;
+    if (!s->t) return;
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s->t);
@@ -150,8 +144,7 @@ int agile__sched_add_tenant(agile__sched *s, uint32_t id, uint32_t weight)
 {
     int rv = AGILE_OK;
     uint32_t k;
-    if (weight == 0 || weight > AGILE_SCHED_MAX_WEIGHT)
-        return AGILE_EINVAL;
+    if (weight == 0 || weight > AGILE_SCHED_MAX_WEIGHT) return AGILE_EINVAL;
     pthread_mutex_lock(&s->mu);
     if (index_find(s, id) != AGILE_SCHED_NONE) {
         rv = AGILE_EBUSY;
@@ -180,8 +173,7 @@ out:
 int agile__sched_set_weight(agile__sched *s, uint32_t id, uint32_t weight)
 {
     int rv = AGILE_OK;
-    if (weight == 0 || weight > AGILE_SCHED_MAX_WEIGHT)
-        return AGILE_EINVAL;
+    if (weight == 0 || weight > AGILE_SCHED_MAX_WEIGHT) return AGILE_EINVAL;
     pthread_mutex_lock(&s->mu);
     uint32_t k = index_find(s, id);
     if (k == AGILE_SCHED_NONE || s->t[k].doomed)
@@ -195,8 +187,7 @@ int agile__sched_set_weight(agile__sched *s, uint32_t id, uint32_t weight)
 /* Called with the lock held, the tenant not busy. */
 static void tenant_free(agile__sched *s, uint32_t k)
 {
-    if (s->t[k].active)
-        active_unlink(s, k);
+    if (s->t[k].active) active_unlink(s, k);
     index_del(s, s->t[k].id);
     s->t[k].live = false;
     s->t[k].next = s->free_head;
@@ -240,8 +231,7 @@ int agile__sched_mark_ready(agile__sched *s, uint32_t id)
     if (!s->t[k].active && !s->t[k].busy) {
         bool was_idle = s->active_head == AGILE_SCHED_NONE;
         active_append(s, k);
-        if (was_idle)
-            pthread_cond_broadcast(&s->cv);
+        if (was_idle) pthread_cond_broadcast(&s->cv);
     }
 out:
     pthread_mutex_unlock(&s->mu);
@@ -288,16 +278,14 @@ void agile__sched_charge(agile__sched *s, uint32_t id, uint32_t used, bool more)
     t->deficit -= used;
     if (t->doomed) {
         pthread_cond_broadcast(&s->cv); /* a remover may be waiting */
-        if (pthread_equal(s->runner, pthread_self()))
-            tenant_free(s, k);
+        if (pthread_equal(s->runner, pthread_self())) tenant_free(s, k);
         goto out;
     }
     if (more || t->pending) {
         /* A tenant that could not use its turn (blocked on something) may bank at most one
          * extra quantum, so it cannot burst past the others later. */
         int64_t cap = (int64_t)s->quantum * t->weight;
-        if (t->deficit > cap)
-            t->deficit = cap;
+        if (t->deficit > cap) t->deficit = cap;
         active_append(s, k); /* tail: everyone else gets a turn first */
     } else if (t->deficit > 0) {
         t->deficit = 0; /* DRR: an emptied queue keeps no credit, but keeps its debt */
@@ -313,8 +301,7 @@ int agile__sched_run(agile__sched *s, agile__sched_pull_fn pull, void *arg, uint
     uint64_t n = 0;
     uint32_t id, allowance, used, idle = 0;
     while (n < budget && agile__sched_next(s, &id, &allowance) == AGILE_OK) {
-        if (allowance > budget - n)
-            allowance = (uint32_t)(budget - n);
+        if (allowance > budget - n) allowance = (uint32_t)(budget - n);
         used = 0;
         bool more = pull(arg, id, allowance, &used);
         agile__sched_charge(s, id, used, more);
@@ -322,11 +309,9 @@ int agile__sched_run(agile__sched *s, agile__sched_pull_fn pull, void *arg, uint
         /* Tenants that say "more" but dispatch nothing (blocked): stop after a whole
          * fruitless round rather than spin here. */
         idle = used ? 0 : idle + 1;
-        if (idle > s->max)
-            break;
+        if (idle > s->max) break;
     }
-    if (done)
-        *done = n;
+    if (done) *done = n;
     return AGILE_OK;
 }
 

@@ -29,7 +29,7 @@ typedef struct agile__sched_tenant {
     uint32_t id;
     uint32_t weight;
     int64_t deficit;
-    uint64_t served; /* cost units dispatched so far */
+    uint64_t served;     /* cost units dispatched so far */
     uint32_t next, prev; /* active list (slot indices) */
     bool live;
     bool active;  /* on the active list */

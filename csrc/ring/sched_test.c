@@ -34,8 +34,7 @@ static bool sim_pull(void *arg, uint32_t id, uint32_t allowance, uint32_t *used)
      * allowed (DRR charges the overdraft to the next turn). */
     while (s->backlog[id] && (u == 0 || u + cost <= allowance)) {
         u += cost;
-        if (s->backlog[id] != UINT64_MAX)
-            s->backlog[id]--;
+        if (s->backlog[id] != UINT64_MAX) s->backlog[id]--;
     }
     s->units[id] += u;
     *used = u;
@@ -211,20 +210,17 @@ static void test_tenant_table(void **state)
     /* churn: ids that collide in the hash, removed in odd orders */
     for (int round = 0; round < 50; round++) {
         for (uint32_t i = 0; i < 64; i++)
-            assert_int_equal(agile__sched_add_tenant(&s, i * 1024 + (uint32_t)round, 1),
-                             AGILE_OK);
+            assert_int_equal(agile__sched_add_tenant(&s, i * 1024 + (uint32_t)round, 1), AGILE_OK);
         assert_int_equal(agile__sched_add_tenant(&s, 99999, 1), AGILE_ENOMEM);
         assert_int_equal(agile__sched_add_tenant(&s, (uint32_t)round, 1), AGILE_EBUSY);
         for (uint32_t i = 0; i < 64; i += 2)
-            assert_int_equal(agile__sched_remove_tenant(&s, i * 1024 + (uint32_t)round),
-                             AGILE_OK);
+            assert_int_equal(agile__sched_remove_tenant(&s, i * 1024 + (uint32_t)round), AGILE_OK);
         for (uint32_t i = 0; i < 64; i++)
             assert_int_equal(agile__sched_served(&s, i * 1024 + (uint32_t)round, &u),
                              (i & 1) ? AGILE_OK : AGILE_ENOENT);
         for (uint32_t i = 1; i < 64; i += 2) {
             assert_int_equal(agile__sched_mark_ready(&s, i * 1024 + (uint32_t)round), AGILE_OK);
-            assert_int_equal(agile__sched_remove_tenant(&s, i * 1024 + (uint32_t)round),
-                             AGILE_OK);
+            assert_int_equal(agile__sched_remove_tenant(&s, i * 1024 + (uint32_t)round), AGILE_OK);
         }
         assert_int_equal(s.ntenants, 0);
         assert_int_equal(s.nactive, 0);
@@ -249,8 +245,7 @@ static bool reentry_pull(void *arg, uint32_t id, uint32_t allowance, uint32_t *u
     *used = 1;
     if (r->mode == 0 && r->calls == 1)
         agile__sched_mark_ready(r->s, id); /* new work arrived as we drained */
-    if (r->mode == 1)
-        assert_int_equal(agile__sched_remove_tenant(r->s, id), AGILE_OK);
+    if (r->mode == 1) assert_int_equal(agile__sched_remove_tenant(r->s, id), AGILE_OK);
     return false;
 }
 
@@ -308,8 +303,7 @@ static void *producer(void *p)
     producer_arg *a = p;
     for (unsigned i = 0; i < PER; i++) {
         atomic_fetch_add(&a->m->queued[a->id], 1);
-        if (agile__sched_mark_ready(&a->m->s, a->id) != AGILE_OK)
-            abort();
+        if (agile__sched_mark_ready(&a->m->s, a->id) != AGILE_OK) abort();
     }
     return NULL;
 }
