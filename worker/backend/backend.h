@@ -64,6 +64,7 @@ typedef struct agile__devinfo {
  * returns an error (AGILE_ENODEV when the machine has no usable GPU or driver) and writes
  * the reason for a person ("libcuda.so.1 not found", "no CUDA device") into why. */
 int agile__backend_open(int kind, agile__backend **out, char *why, size_t whycap);
+/* agile__backend_close: windows and protected memory of be must be destroyed first. */
 void agile__backend_close(agile__backend *be);
 int agile__backend_kind(const agile__backend *be);
 const char *agile__backend_name(const agile__backend *be);
