@@ -30,7 +30,7 @@ typedef int (*jl_size_t)(void *h, size_t *size);
 typedef int (*jl_get_t)(void *h, void *buf);
 typedef int (*jl_log_t)(void *h, char *buf);
 
-#define JL_INPUT_PTX 1 /* NVJITLINK_INPUT_PTX */
+#define JL_INPUT_PTX 2 /* NVJITLINK_INPUT_PTX (nvJitLink.h: NONE 0, CUBIN 1, PTX 2) */
 
 static struct {
     pthread_once_t once;

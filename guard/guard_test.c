@@ -1,1 +1,379 @@
-int main(void){return 0;}
+/* guard_test.c — unit tests of the guard: fences, offsets, strict mode, rejection,
+ * the verifier against hand-broken outputs, SHA-256 and the compile cache. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core.h"
+#include "guard.h"
+#include "ptx.h"
+
+#define HDR ".version 8.7\n.target sm_90\n.address_size 64\n\n"
+
+static const char *k_global =
+    HDR ".visible .entry k(.param .u64 k_param_0)\n{\n\t.reg .b32 %r<4>;\n\t.reg .b64 %rd<4>;\n"
+        "\tld.param.u64 %rd1, [k_param_0];\n"
+        "\tld.global.u32 %r1, [%rd1];\n"
+        "\tld.global.u32 %r2, [%rd1+8];\n"
+        "\tst.global.u32 [%rd1+-8], %r1;\n"
+        "\tst.global.u32 [%rd1+2097152], %r2;\n"
+        "\tret;\n}\n";
+
+static const char *k_generic =
+    HDR ".visible .entry k(.param .u64 k_param_0)\n{\n\t.reg .b32 %r<4>;\n\t.reg .b64 %rd<4>;\n"
+        "\t.reg .pred %p<2>;\n"
+        "\tld.param.u64 %rd1, [k_param_0];\n"
+        "\tsetp.eq.u64 %p1, %rd1, 0;\n"
+        "\t@%p1 ld.u32 %r1, [%rd1];\n"
+        "\tatom.add.u32 %r2, [%rd1+4], 1;\n"
+        "\tld.shared.u32 %r3, [%rd1];\n"
+        "\tret;\n}\n";
+
+static char *guard(const char *src, bool strict, unsigned bits, uint64_t gap, int *rvp, char *err)
+{
+    agile_guard_opts o;
+    agile_guard_result res;
+    char *out;
+    agile_guard_opts_init(&o);
+    o.strict = strict;
+    o.window_bits = bits;
+    if (gap)
+        o.guard_gap = gap;
+    *rvp = agile_guard_ptx(src, strlen(src), &o, &res);
+    if (err)
+        snprintf(err, 320, "%s", res.err);
+    out = res.ptx;
+    res.ptx = NULL;
+    agile_guard_result_fini(&res);
+    return out;
+}
+
+static int verify(const char *p, unsigned bits, uint64_t gap, char *err)
+{
+    agile_guard_vopts v = {bits, gap, NULL, 0};
+    char e[300];
+    return agile_guard_verify(p, strlen(p), &v, err ? err : e, 300);
+}
+
+static void test_global_fence(void **state)
+{
+    int rv;
+    char *p = guard(k_global, false, 0, 0, &rv, NULL);
+    (void)state;
+    assert_int_equal(rv, AGILE_OK);
+    assert_non_null(strstr(p, ".param .u64 __agile_mask, .param .u64 __agile_base"));
+    assert_non_null(strstr(p, "ld.param.u64 %agile_mask, [__agile_mask];"));
+    assert_non_null(strstr(p, "and.b64 %agile_t0, %rd1, %agile_mask;\n\tor.b64 %agile_a0, %agile_t0, %agile_base;\n"
+                              "\tld.global.u32 %r1, [%agile_a0];"));
+    /* a small positive offset stays (the gap covers it) */
+    assert_non_null(strstr(p, "ld.global.u32 %r2, [%agile_a1+8];"));
+    /* negative and large offsets are folded before the fence */
+    assert_non_null(strstr(p, "add.s64 %agile_x2, %rd1, -8;\n\tand.b64 %agile_t2, %agile_x2, %agile_mask;"));
+    assert_non_null(strstr(p, "add.s64 %agile_x3, %rd1, 2097152;"));
+    assert_int_equal(verify(p, 0, 0, NULL), AGILE_OK);
+    free(p);
+    /* a smaller gap folds what the default keeps */
+    p = guard(k_global, false, 0, 4096, &rv, NULL);
+    assert_non_null(strstr(p, "[%agile_a1+8]"));
+    free(p);
+    p = guard(k_global, false, 0, 260, &rv, NULL);
+    assert_non_null(strstr(p, "add.s64 %agile_x1, %rd1, 8;"));
+    assert_int_equal(verify(p, 0, 260, NULL), AGILE_OK);
+    free(p);
+}
+
+static void test_generic_fence(void **state)
+{
+    int rv;
+    char *p = guard(k_generic, false, 0, 0, &rv, NULL);
+    (void)state;
+    assert_int_equal(rv, AGILE_OK);
+    assert_non_null(strstr(p, "isspacep.global %agile_p0, %rd1;\n\tand.b64 %agile_t0, %rd1, %agile_mask;\n"
+                              "\tor.b64 %agile_t0, %agile_t0, %agile_base;\n"
+                              "\tselp.b64 %agile_a0, %agile_t0, %rd1, %agile_p0;\n\t@%p1 ld.u32 %r1, [%agile_a0];"));
+    /* generic + offset: the offset is part of the tested address */
+    assert_non_null(strstr(p, "add.s64 %agile_x1, %rd1, 4;\n\tisspacep.global %agile_p1, %agile_x1;"));
+    assert_non_null(strstr(p, "atom.add.u32 %r2, [%agile_a1], 1;"));
+    /* explicit shared space: untouched */
+    assert_non_null(strstr(p, "ld.shared.u32 %r3, [%rd1];"));
+    assert_int_equal(verify(p, 0, 0, NULL), AGILE_OK);
+    free(p);
+}
+
+static void test_window_bits(void **state)
+{
+    int rv;
+    char *p = guard(k_global, false, 32, 0, &rv, NULL);
+    (void)state;
+    assert_int_equal(rv, AGILE_OK);
+    assert_non_null(strstr(p, "and.b64 %agile_t0, %rd1, 0xffffffff;"));
+    assert_int_equal(verify(p, 32, 0, NULL), AGILE_OK);
+    /* a verifier that expects a smaller window refuses the wider mask */
+    assert_int_equal(verify(p, 20, 0, NULL), AGILE_EGUARD);
+    assert_int_equal(verify(p, 0, 0, NULL), AGILE_EGUARD);
+    free(p);
+}
+
+static void test_strict(void **state)
+{
+    int rv;
+    char *p = guard(k_generic, true, 0, 0, &rv, NULL);
+    (void)state;
+    assert_int_equal(rv, AGILE_OK);
+    assert_non_null(strstr(p, ".param .u64 __agile_viol"));
+    assert_non_null(strstr(p, "setp.eq.and.u64 %agile_k0|%agile_v0, %agile_a0, %agile_x0, %p1;"));
+    assert_non_null(strstr(p, "@%agile_k0 ld.u32 %r1, [%agile_a0];"));
+    assert_non_null(strstr(p, "@%agile_v0 mov.b32 %r1, 0;"));
+    assert_non_null(strstr(p, "@%agile_v0 atom.global.cas.b32 %agile_c, [%agile_viol], 0, %agile_kid;"));
+    assert_non_null(strstr(p, "@%agile_w st.global.u32 [%agile_viol+4], 1;"));
+    assert_non_null(strstr(p, "mov.u32 %agile_kid, 1;"));
+    assert_int_equal(verify(p, 0, 0, NULL), AGILE_OK);
+    free(p);
+}
+
+static void test_reject(void **state)
+{
+    static const struct {
+        const char *body, *why;
+    } cases[] = {
+        {"\ttensormap.replace.tile.global_address.global.b1024.b64 [%rd1], %rd1;\n", "TMA"},
+        {"\tmultimem.red.relaxed.sys.global.add.u32 [%rd1], 1;\n", "multimem"},
+        {"\tcall %rd1, (), proto;\n", "indirect call"},
+        {"\tcall.uni vprintf, (%rd1);\n", "neither defined"},
+        {"\tld.global.u32 %r1, [nowhere];\n", "not a variable"},
+        {"\tfoo.bar [%rd1], 1;\n", "not modelled"},
+        {"\tmov.u64 %agile_mask, 0;\n", "reserved"},
+        {"\tld.global.u32 %r1, [%rd1+%r1];\n", "unsupported address"},
+    };
+    (void)state;
+    for (size_t i = 0; i < AGILE_ARRAY_LEN(cases); i++) {
+        char src[1024], err[320];
+        int rv;
+        snprintf(src, sizeof(src),
+                 HDR ".visible .entry k(.param .u64 k_param_0)\n{\n\t.reg .b32 %%r<4>;\n\t.reg .b64 %%rd<4>;\n"
+                     "\tld.param.u64 %%rd1, [k_param_0];\n%s\tret;\n}\n",
+                 cases[i].body);
+        char *p = guard(src, false, 0, 0, &rv, err);
+        assert_null(p);
+        assert_int_equal(rv, AGILE_EREJECT);
+        if (strstr(err, cases[i].why) == NULL)
+            fail_msg("case %zu: '%s' lacks '%s'", i, err, cases[i].why);
+        assert_non_null(strstr(err, "<ptx>:10: "));
+    }
+}
+
+/* Replace the first occurrence of `from` by `to`. */
+static char *mutate(const char *p, const char *from, const char *to)
+{
+    const char *at = strstr(p, from);
+    size_t n;
+    char *q;
+    if (at == NULL)
+        return NULL;
+    n = strlen(p) - strlen(from) + strlen(to);
+    q = malloc(n + 1);
+    memcpy(q, p, (size_t)(at - p));
+    strcpy(q + (at - p), to);
+    strcat(q, at + strlen(from));
+    return q;
+}
+
+static void test_verifier_breaks(void **state)
+{
+    static const struct {
+        const char *src, *from, *to;
+    } m[] = {
+        /* delete a fence */
+        {"g", "\tor.b64 %agile_a0, %agile_t0, %agile_base;\n", ""},
+        {"g", "\tand.b64 %agile_t0, %rd1, %agile_mask;\n", ""},
+        /* fence with the wrong registers */
+        {"g", "or.b64 %agile_a0, %agile_t0, %agile_base;", "or.b64 %agile_a0, %agile_t0, %rd1;"},
+        {"g", "and.b64 %agile_t0, %rd1, %agile_mask;", "and.b64 %agile_t0, %rd1, %rd2;"},
+        /* redefine the fenced register between fence and use */
+        {"g", "\tld.global.u32 %r1, [%agile_a0];", "\tadd.s64 %agile_a0, %agile_a0, 64;\n\tld.global.u32 %r1, [%agile_a0];"},
+        {"g", "\tld.global.u32 %r1, [%agile_a0];", "\tld.global.u64 %agile_a0, [%agile_a0];\n\tld.global.u32 %r1, [%agile_a0];"},
+        /* predicated fence */
+        {"g", "\tor.b64 %agile_a0,", "\t@%p1 or.b64 %agile_a0,"},
+        /* a label (another basic block) between fence and use */
+        {"g", "\tld.global.u32 %r1, [%agile_a0];", "L1:\n\tld.global.u32 %r1, [%agile_a0];"},
+        /* reorder: use before fence */
+        {"g", "\tand.b64 %agile_t0, %rd1, %agile_mask;\n\tor.b64 %agile_a0, %agile_t0, %agile_base;\n\tld.global.u32 %r1, [%agile_a0];",
+         "\tld.global.u32 %r1, [%agile_a0];\n\tand.b64 %agile_t0, %rd1, %agile_mask;\n\tor.b64 %agile_a0, %agile_t0, %agile_base;"},
+        /* unfenced register */
+        {"g", "ld.global.u32 %r1, [%agile_a0];", "ld.global.u32 %r1, [%rd1];"},
+        /* offset beyond the gap */
+        {"g", "[%agile_a1+8]", "[%agile_a1+4194304]"},
+        {"g", "[%agile_a1+8]", "[%agile_a1+-8]"},
+        /* the base no longer comes from the hidden parameter */
+        {"g", "ld.param.u64 %agile_base, [__agile_base];", "mov.u64 %agile_base, 0;"},
+        {"g", "\tld.global.u32 %r1,", "\tmov.u64 %agile_base, 0;\n\tld.global.u32 %r1,"},
+        {"g", ".param .u64 __agile_base)", ".param .u64 __agile_basex)"},
+        /* a guard register shadowed in a nested scope */
+        {"g", "\tld.global.u32 %r1, [%agile_a0];", "\t{ .reg .b64 %agile_a0;\n\tld.global.u32 %r1, [%agile_a0]; }"},
+        /* generic: wrong test, wrong select, X redefined between test and select */
+        {"n", "isspacep.global %agile_p0", "isspacep.shared %agile_p0"},
+        {"n", "selp.b64 %agile_a0, %agile_t0, %rd1, %agile_p0;", "selp.b64 %agile_a0, %rd1, %rd1, %agile_p0;"},
+        {"n", "\tand.b64 %agile_t0, %rd1, %agile_mask;", "\tadd.s64 %rd1, %rd1, 4096;\n\tand.b64 %agile_t0, %rd1, %agile_mask;"},
+        {"n", "\tselp.b64 %agile_a0, %agile_t0, %rd1, %agile_p0;\n", ""},
+        /* a generic select used for an explicit global access */
+        {"n", "@%p1 ld.u32 %r1, [%agile_a0];", "@%p1 ld.global.u32 %r1, [%agile_a0];"},
+        /* an opcode the verifier does not model */
+        {"g", "\tret;", "\tfoo.global.u32 [%rd1], 1;\n\tret;"},
+        {"g", "\tret;", "\tcp.async.bulk.tensor.1d.global.shared::cta.bulk_group [%rd1, {%r1}], [%r2];\n\tret;"},
+    };
+    int rv;
+    char *g = guard(k_global, false, 0, 0, &rv, NULL);
+    char *n = guard(k_generic, false, 0, 0, &rv, NULL);
+    (void)state;
+    assert_int_equal(verify(g, 0, 0, NULL), AGILE_OK);
+    assert_int_equal(verify(n, 0, 0, NULL), AGILE_OK);
+    for (size_t i = 0; i < AGILE_ARRAY_LEN(m); i++) {
+        char *q = mutate(m[i].src[0] == 'g' ? g : n, m[i].from, m[i].to);
+        char err[300];
+        if (q == NULL)
+            fail_msg("mutation %zu: pattern not found", i);
+        if (verify(q, 0, 0, err) != AGILE_EGUARD)
+            fail_msg("mutation %zu accepted:\n%s", i, q);
+        free(q);
+    }
+    /* the unguarded input itself is refused */
+    assert_int_equal(verify(k_global, 0, 0, NULL), AGILE_EGUARD);
+    free(g);
+    free(n);
+}
+
+static void test_calls(void **state)
+{
+    const char *src = HDR ".func (.param .b32 r) f(.param .b64 p)\n{\n\t.reg .b64 %rd<2>;\n\t.reg .b32 %r<2>;\n"
+                          "\tld.param.u64 %rd1, [p];\n\tld.global.u32 %r1, [%rd1];\n\tst.param.b32 [r], %r1;\n\tret;\n}\n"
+                          ".visible .entry k(.param .u64 k_param_0)\n{\n\t.reg .b64 %rd<2>;\n\t.reg .b32 %r<2>;\n"
+                          "\tld.param.u64 %rd1, [k_param_0];\n\t{\n\t.param .b64 a;\n\tst.param.b64 [a], %rd1;\n"
+                          "\t.param .b32 ret;\n\tcall.uni (ret), f, (a);\n\tld.param.b32 %r1, [ret];\n\t}\n\tret;\n}\n";
+    int rv;
+    char *p = guard(src, false, 0, 0, &rv, NULL), *q;
+    (void)state;
+    assert_int_equal(rv, AGILE_OK);
+    assert_non_null(strstr(p, "f(.param .b64 p,\n\t.param .b64 __agile_fmask, .param .b64 __agile_fbase)"));
+    assert_non_null(strstr(p, "ld.param.u64 %agile_mask, [__agile_fmask];"));
+    assert_non_null(strstr(p, "call.uni (ret), f, (a, __agile_cm, __agile_cb); }"));
+    assert_int_equal(verify(p, 0, 0, NULL), AGILE_OK);
+    /* the caller passes something else as the mask */
+    q = mutate(p, "st.param.b64 [__agile_cm], %agile_mask;", "st.param.b64 [__agile_cm], %rd1;");
+    assert_int_equal(verify(q, 0, 0, NULL), AGILE_EGUARD);
+    free(q);
+    q = mutate(p, "(a, __agile_cm, __agile_cb)", "(a, __agile_cb, __agile_cm)");
+    assert_int_equal(verify(q, 0, 0, NULL), AGILE_EGUARD);
+    free(q);
+    free(p);
+}
+
+static void test_sha256(void **state)
+{
+    static const char *const exp[] = {
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"};
+    static const char *const in[] = {"", "abc", "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"};
+    (void)state;
+    for (size_t i = 0; i < 3; i++) {
+        uint8_t d[32];
+        char hex[65];
+        const void *b[1] = {in[i]};
+        size_t l[1] = {strlen(in[i])};
+        agile_guard_sha256(b, l, 1, d);
+        for (int k = 0; k < 32; k++)
+            snprintf(hex + 2 * k, 3, "%02x", d[k]);
+        assert_string_equal(hex, exp[i]);
+    }
+}
+
+static void test_compile_cache(void **state)
+{
+    char dir[] = "/tmp/agile-guard-cache.XXXXXX", log[2048], cmd[200];
+    agile_guard_compile_opts co = {"sm_90", NULL, 0, NULL, 0};
+    void *img = NULL;
+    size_t n = 0;
+    bool hit = true;
+    int rv;
+    char *p = guard(k_global, false, 0, 0, &rv, NULL);
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    co.cache_dir = dir;
+    rv = agile_guard_compile(p, strlen(p), &co, &img, &n, &hit, log, sizeof(log));
+    if (rv == AGILE_ENOTSUP) {
+        free(p);
+        skip(); /* no nvJitLink on this machine */
+    }
+    if (rv != AGILE_OK)
+        fail_msg("compile: %s: %s", agile_err_name(rv), log);
+    assert_false(hit);
+    assert_true(n > 0);
+    free(img);
+    rv = agile_guard_compile(p, strlen(p), &co, &img, &n, &hit, log, sizeof(log));
+    assert_int_equal(rv, AGILE_OK);
+    assert_true(hit);
+    free(img);
+    /* other options are another key */
+    static const char *const lineinfo[] = {"-lineinfo"};
+    co.options = lineinfo;
+    co.noptions = 1;
+    rv = agile_guard_compile(p, strlen(p), &co, &img, &n, &hit, log, sizeof(log));
+    assert_int_equal(rv, AGILE_OK);
+    assert_false(hit);
+    free(img);
+    /* a 1-byte budget keeps nothing after the next store */
+    co.cache_max = 1;
+    co.options = NULL;
+    co.noptions = 0;
+    co.arch = "sm_90a";
+    rv = agile_guard_compile(p, strlen(p), &co, &img, &n, &hit, log, sizeof(log));
+    assert_int_equal(rv, AGILE_OK);
+    free(img);
+    co.arch = "sm_90";
+    rv = agile_guard_compile(p, strlen(p), &co, &img, &n, &hit, log, sizeof(log));
+    assert_int_equal(rv, AGILE_OK);
+    assert_false(hit);
+    free(img);
+    /* broken PTX: rejected by the JIT, with a log */
+    rv = agile_guard_compile("garbage", 7, &co, &img, &n, &hit, log, sizeof(log));
+    assert_int_equal(rv, AGILE_EREJECT);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+    free(p);
+}
+
+static void test_report(void **state)
+{
+    agile_guard_opts o;
+    agile_guard_result res;
+    (void)state;
+    agile_guard_opts_init(&o);
+    assert_int_equal(agile_guard_ptx(k_generic, strlen(k_generic), &o, &res), AGILE_OK);
+    assert_non_null(strstr(res.report, "\"name\": \"k\", \"kind\": \"entry\""));
+    assert_non_null(strstr(res.report, "\"sites\": {\"ld\": 1, \"atom\": 1}"));
+    assert_non_null(strstr(res.report, "\"hidden_params\": [\"__agile_mask\", \"__agile_base\"]"));
+    assert_int_equal(res.nsites, 2);
+    agile_guard_result_fini(&res);
+    assert_int_equal(agile_guard_ptx("garbage ptx", 11, &o, &res), AGILE_EREJECT);
+    assert_non_null(strstr(res.report, "\"accepted\": false"));
+    agile_guard_result_fini(&res);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_global_fence), cmocka_unit_test(test_generic_fence),
+        cmocka_unit_test(test_window_bits),  cmocka_unit_test(test_strict),
+        cmocka_unit_test(test_reject),       cmocka_unit_test(test_verifier_breaks),
+        cmocka_unit_test(test_calls),        cmocka_unit_test(test_sha256),
+        cmocka_unit_test(test_compile_cache), cmocka_unit_test(test_report),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
