@@ -2,7 +2,9 @@
  * tenant, window translation, bounds refusal, stats, tenant teardown. */
 #include <complex.h>
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -193,12 +195,85 @@ static void test_ctl_rejects_and_stats(void **state)
     }
 }
 
+/* Execs on one shared plan from two tenants while a third thread destroys and re-creates one
+ * tenant's handle and trims the cache: a plan is never destroyed under a running exec (ASan
+ * would see the use after free), tenant 7 never fails, tenant 8 fails only with EHANDLE. */
+static _Atomic uint64_t h8;
+static _Atomic int stop;
+
+typedef struct {
+    const agile__module_caller *who;
+    uint64_t h, off;
+    int fixed, bad;
+} runner;
+
+static void *run_execs(void *arg)
+{
+    runner *r = arg;
+    for (int i = 0; i < 3000; i++) {
+        uint64_t h = r->fixed ? r->h : atomic_load(&h8);
+        int rv = exec(r->who, h, r->off, r->off + 65536, AGILE_FFT_FORWARD);
+        if (rv != AGILE_OK && (r->fixed || rv != AGILE_EHANDLE))
+            r->bad++;
+    }
+    return NULL;
+}
+
+static void *churn(void *arg)
+{
+    const agile__fft_desc *d = arg;
+    while (!atomic_load(&stop)) {
+        uint64_t h, ext[3];
+        destroy(&t2, atomic_load(&h8));
+        agile__fft_cache_trim(agile__fft_module_cache(mod));
+        if (create(&t2, d, &h, ext) != AGILE_OK)
+            abort();
+        atomic_store(&h8, h);
+    }
+    return NULL;
+}
+
+static void test_concurrent_exec(void **state)
+{
+    agile__fft_desc d;
+    uint64_t n[3] = {256, 0, 0}, h7, h, ext[3];
+    pthread_t a, b, c;
+    runner r7 = {&t1, 0, 0, 1, 0}, r8 = {&t2, 0, 262144, 0, 0};
+    (void)state;
+    agile__fft_desc_init_basic(&d, AGILE_FFT_Z2Z, 1, n, 4, 0);
+    assert_int_equal(create(&t1, &d, &h7, ext), AGILE_OK);
+    /* tenant 8's plan is its own, so destroy + trim really destroys the plan object */
+    d.batch = 3;
+    assert_int_equal(create(&t2, &d, &h, ext), AGILE_OK);
+    atomic_store(&h8, h);
+    r7.h = h7;
+    atomic_store(&stop, 0);
+    pthread_create(&a, NULL, run_execs, &r7);
+    pthread_create(&b, NULL, run_execs, &r8);
+    pthread_create(&c, NULL, churn, &d);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    atomic_store(&stop, 1);
+    pthread_join(c, NULL);
+    assert_int_equal(r7.bad, 0);
+    assert_int_equal(r8.bad, 0);
+    {
+        agile__fft_cache_stats st;
+        agile__fft_cache_get_stats(agile__fft_module_cache(mod), &st);
+        print_message("churn: %llu plan creations, %llu evictions\n",
+                      (unsigned long long)st.misses, (unsigned long long)st.evictions);
+    }
+    ops->tenant_gone(mod, t1.tenant);
+    ops->tenant_gone(mod, t2.tenant);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ops_table),
         cmocka_unit_test(test_exec_translated),
         cmocka_unit_test(test_ctl_rejects_and_stats),
+        cmocka_unit_test(test_concurrent_exec),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
