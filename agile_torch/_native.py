@@ -1,0 +1,101 @@
+"""libagile's C ABI, typed for Python (ctypes; no logic of its own).
+
+The library is found, in order: $AGILE_LIBRARY, the package's _lib/ (installed wheel),
+$AGILE_BUILD_DIR/lib, and <repo>/build/lib (a development checkout).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from functools import lru_cache
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def library_path() -> str:
+    cands = []
+    if os.environ.get("AGILE_LIBRARY"):
+        cands.append(os.environ["AGILE_LIBRARY"])
+    cands.append(os.path.join(_HERE, "_lib", "libagile.so"))
+    if os.environ.get("AGILE_BUILD_DIR"):
+        cands.append(os.path.join(os.environ["AGILE_BUILD_DIR"], "lib", "libagile.so"))
+    cands.append(os.path.join(_HERE, "..", "build", "lib", "libagile.so"))
+    for c in cands:
+        if os.path.exists(c):
+            return os.path.abspath(c)
+    raise ImportError("libagile.so not found (looked in: " + ", ".join(cands) +
+                      "); build with scripts/build or pip install .")
+
+
+def binary_path(name: str) -> str | None:
+    lib_dir = os.path.dirname(library_path())
+    for c in (os.path.join(lib_dir, "..", "bin", name), os.path.join(lib_dir, "..", "_bin", name)):
+        if os.path.exists(c):
+            return os.path.abspath(c)
+    return None
+
+
+class ConnectOpts(ctypes.Structure):
+    _fields_ = [("runtime_dir", ctypes.c_char_p), ("timeout_ms", ctypes.c_int),
+                ("no_autostart", ctypes.c_int), ("worker_path", ctypes.c_char_p),
+                ("backend", ctypes.c_char_p)]
+
+
+class SessionInfo(ctypes.Structure):
+    _fields_ = [("session", ctypes.c_uint64), ("tenant", ctypes.c_uint32),
+                ("backend", ctypes.c_uint32), ("ndev", ctypes.c_uint32),
+                ("priority", ctypes.c_uint32), ("quota", ctypes.c_uint64),
+                ("worker_major", ctypes.c_uint32), ("worker_minor", ctypes.c_uint32)]
+
+
+MEM_FIELDS = ("allocated_bytes", "allocated_bytes_peak", "allocated_bytes_total",
+              "freed_bytes_total", "requested_bytes", "requested_bytes_peak", "reserved_bytes",
+              "reserved_bytes_peak", "cached_bytes", "free_bytes", "allocations", "num_allocs",
+              "num_frees", "segments", "num_grows", "num_shrinks", "num_grow_failures",
+              "num_alloc_retries", "num_ooms", "num_free_errors", "quota_bytes", "window_bytes")
+
+
+class MemStats(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_uint64) for n in MEM_FIELDS]
+
+
+class AgileError(RuntimeError):
+    """A libagile call failed; .code is the agile_err_t, the message includes the worker's."""
+
+    def __init__(self, code: int, what: str):
+        self.code = code
+        super().__init__(what)
+
+
+@lru_cache(maxsize=None)
+def lib() -> ctypes.CDLL:
+    L = ctypes.CDLL(library_path())
+    c_void_p, c_int, c_size_t, c_uint64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint64
+    sig = {
+        "agile_init": (c_int, [ctypes.POINTER(ConnectOpts)]),
+        "agile_default_client": (c_int, [ctypes.POINTER(c_void_p)]),
+        "agile_session_info_get": (c_int, [c_void_p, ctypes.POINTER(SessionInfo)]),
+        "agile_status": (c_int, [c_void_p, c_int, ctypes.POINTER(c_void_p)]),
+        "agile_free_string": (None, [c_void_p]),
+        "agile_ping": (c_int, [c_void_p]),
+        "agile_strerror": (ctypes.c_char_p, [c_int]),
+        "agile_last_error": (ctypes.c_char_p, []),
+        "agile_malloc": (c_void_p, [c_size_t, c_int, c_void_p]),
+        "agile_free": (None, [c_void_p, c_size_t, c_int, c_void_p]),
+        "agile_empty_cache": (c_int, []),
+        "agile_memory_stats": (c_int, [c_int, ctypes.POINTER(MemStats)]),
+        "agile_pool_window": (c_int, [c_int, ctypes.POINTER(c_uint64), ctypes.POINTER(c_uint64)]),
+        "agile_stream_synchronized": (None, [c_int, c_void_p]),
+    }
+    for name, (res, args) in sig.items():
+        f = getattr(L, name)
+        f.restype = res
+        f.argtypes = args
+    return L
+
+
+def check(rv: int, what: str) -> None:
+    if rv != 0:
+        L = lib()
+        detail = L.agile_last_error().decode(errors="replace")
+        raise AgileError(rv, f"{what}: {L.agile_strerror(rv).decode()}" + (f": {detail}" if detail else ""))

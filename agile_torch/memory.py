@@ -1,0 +1,233 @@
+"""Tensors from per-tenant pools that the agile worker owns (torch.cuda.MemPool / allocator)."""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import threading
+from typing import Iterator
+
+import torch
+
+from . import _native
+
+_lock = threading.Lock()
+_allocator = None          # one CUDAPluggableAllocator for the whole process (kept alive)
+_pools: dict[int, "torch.cuda.MemPool"] = {}
+_enabled = False
+
+
+def init(runtime_dir: str | None = None, backend: str | None = None, timeout_ms: int = 0) -> None:
+    """Connect this process to the agile worker (starting one if none listens).
+
+    Optional: the first allocation connects with the defaults. Calling it first lets you pick
+    the runtime directory or the backend of an autostarted worker.
+    """
+    worker = _native.binary_path("agile-worker")
+    opts = _native.ConnectOpts(runtime_dir.encode() if runtime_dir else None, timeout_ms, 0,
+                               worker.encode() if worker else None,
+                               backend.encode() if backend else None)
+    _native.check(_native.lib().agile_init(ctypes.byref(opts)), "agile_torch.init")
+
+
+def _client() -> ctypes.c_void_p:
+    c = ctypes.c_void_p()
+    _native.check(_native.lib().agile_default_client(ctypes.byref(c)), "connecting to the agile worker")
+    return c
+
+
+def session_info() -> dict:
+    """This process's session: tenant uid (as the kernel told the worker), backend, quota."""
+    si = _native.SessionInfo()
+    _native.check(_native.lib().agile_session_info_get(_client(), ctypes.byref(si)), "session_info")
+    return {"tenant": si.tenant, "backend": {1: "host", 2: "cuda"}.get(si.backend, "?"),
+            "devices": si.ndev, "priority": si.priority, "quota_bytes": si.quota,
+            "protocol": f"{si.worker_major}.{si.worker_minor}"}
+
+
+def worker_status() -> dict:
+    """The worker's status (what `agilectl status --json` prints)."""
+    L = _native.lib()
+    p = ctypes.c_void_p()
+    _native.check(L.agile_status(_client(), 1, ctypes.byref(p)), "agile status")
+    try:
+        return json.loads(ctypes.string_at(p).decode())
+    finally:
+        L.agile_free_string(p)
+
+
+def _get_allocator():
+    global _allocator
+    with _lock:
+        if _allocator is None:
+            init_default()
+            _allocator = torch.cuda.memory.CUDAPluggableAllocator(
+                _native.library_path(), "agile_malloc", "agile_free")
+        return _allocator
+
+
+def init_default() -> None:
+    """Connect with the defaults unless init() connected already."""
+    c = ctypes.c_void_p()
+    if _native.lib().agile_default_client(ctypes.byref(c)) != 0:
+        init()
+
+
+def _device_index(device) -> int:
+    if device is None:
+        return torch.cuda.current_device() if torch.cuda.is_initialized() else 0
+    if isinstance(device, int):
+        return device
+    d = torch.device(device)
+    return d.index if d.index is not None else 0
+
+
+def pool(device=None) -> "torch.cuda.MemPool":
+    """A torch.cuda.MemPool whose memory comes from this tenant's agile pool on `device`.
+
+    Usable at any time (before or after CUDA initialises). PyTorch's caching, stats and OOM
+    behaviour stay as they are; the pool's segments are leased from the worker.
+    """
+    idx = _device_index(device)
+    alloc = _get_allocator()
+    with _lock:
+        if idx not in _pools:
+            _pools[idx] = torch.cuda.MemPool(alloc.allocator())
+        return _pools[idx]
+
+
+def _oom_message(idx: int, err: BaseException) -> str:
+    s = memory_stats(idx)
+    info = session_info()
+    detail = _native.lib().agile_last_error().decode(errors="replace")
+    return (f"agile pool of tenant {info['tenant']} on GPU {idx} is full: quota "
+            f"{s['quota_bytes']} bytes, {s['reserved_bytes.all.current']} leased"
+            + (f" ({detail})" if detail else "") + f". PyTorch said: {err}")
+
+
+@contextlib.contextmanager
+def use_pool(device=None) -> Iterator["torch.cuda.MemPool"]:
+    """`with agile_torch.use_pool():` CUDA allocations of this thread come from the agile pool.
+
+    A full pool raises torch.OutOfMemoryError naming the tenant's quota.
+    """
+    idx = _device_index(device)
+    p = pool(idx)
+    try:
+        with torch.cuda.use_mem_pool(p, device=idx):
+            yield p
+    except torch.OutOfMemoryError as e:
+        raise torch.OutOfMemoryError(_oom_message(idx, e)) from e
+
+
+def enable() -> None:
+    """Route every CUDA allocation of this process to agile (change_current_allocator).
+
+    Must run before CUDA initialises: PyTorch cannot swap an allocator that has already
+    allocated. After that, use agile_torch.pool() / use_pool() instead.
+    """
+    global _enabled
+    if _enabled:
+        return
+    if torch.cuda.is_initialized():
+        raise RuntimeError(
+            "agile_torch.enable() must be called before CUDA is initialised (before the first "
+            "CUDA tensor, torch.cuda call or CUDA-using import); PyTorch cannot swap an "
+            "allocator that has already allocated. Call it at the top of your script, or use "
+            "agile_torch.pool() / agile_torch.use_pool(), which work at any time.")
+    torch.cuda.memory.change_current_allocator(_get_allocator())
+    _enabled = True
+
+
+def is_enabled() -> bool:
+    return _enabled
+
+
+def memory_stats(device=None) -> dict:
+    """This process's agile pool counters for `device`, with torch.cuda.memory_stats() keys
+    where one applies (plus agile's own: quota_bytes, window_bytes, num_grows...)."""
+    idx = _device_index(device)
+    s = _native.MemStats()
+    _native.check(_native.lib().agile_memory_stats(idx, ctypes.byref(s)), "memory_stats")
+    v = {n: getattr(s, n) for n in _native.MEM_FIELDS}
+    return {
+        "allocated_bytes.all.current": v["allocated_bytes"],
+        "allocated_bytes.all.peak": v["allocated_bytes_peak"],
+        "allocated_bytes.all.allocated": v["allocated_bytes_total"],
+        "allocated_bytes.all.freed": v["freed_bytes_total"],
+        "requested_bytes.all.current": v["requested_bytes"],
+        "requested_bytes.all.peak": v["requested_bytes_peak"],
+        "reserved_bytes.all.current": v["reserved_bytes"],
+        "reserved_bytes.all.peak": v["reserved_bytes_peak"],
+        "inactive_split_bytes.all.current": v["free_bytes"],
+        "allocation.all.current": v["allocations"],
+        "allocation.all.allocated": v["num_allocs"],
+        "allocation.all.freed": v["num_frees"],
+        "segment.all.current": v["segments"],
+        "segment.all.allocated": v["num_grows"],
+        "segment.all.freed": v["num_shrinks"],
+        "num_alloc_retries": v["num_alloc_retries"],
+        "num_ooms": v["num_ooms"],
+        "cached_bytes": v["cached_bytes"],
+        "num_free_errors": v["num_free_errors"],
+        "num_grow_failures": v["num_grow_failures"],
+        "quota_bytes": v["quota_bytes"],
+        "window_bytes": v["window_bytes"],
+    }
+
+
+def empty_cache() -> None:
+    """Give fully unused leased extents back to the worker (after torch.cuda.empty_cache()
+    has returned PyTorch's cached blocks to agile)."""
+    _native.check(_native.lib().agile_empty_cache(), "agile_empty_cache")
+
+
+def pool_window(device=None) -> tuple[int, int] | None:
+    """(base, size) of this process's window on `device`, or None before its first use."""
+    b, n = ctypes.c_uint64(), ctypes.c_uint64()
+    if _native.lib().agile_pool_window(_device_index(device), ctypes.byref(b), ctypes.byref(n)) != 0:
+        return None
+    return b.value, n.value
+
+
+def is_agile_tensor(t: "torch.Tensor") -> bool:
+    """True when t's storage lies in this process's agile pool (its tenant window)."""
+    if not t.is_cuda:
+        return False
+    w = pool_window(t.device.index)
+    if w is None:
+        return False
+    p = t.untyped_storage().data_ptr()
+    return w[0] <= p < w[0] + w[1]
+
+
+class device(str):
+    """The agile device: `with agile_torch.device(0):` routes the CUDA allocations made in the
+    block (on this thread) to the agile pool of GPU 0 and turns on the worker-served features.
+
+    It is also the name of the underlying CUDA device ("cuda:0"), so it works wherever
+    PyTorch accepts a device: `torch.randn(n, device=dev)`.
+    """
+
+    def __new__(cls, index: int = 0):
+        obj = super().__new__(cls, f"cuda:{int(index)}")
+        obj.index = int(index)
+        obj._ctx = None
+        return obj
+
+    def __enter__(self):
+        self._ctx = use_pool(self.index)
+        self._ctx.__enter__()
+        try:
+            from . import fft as _fft
+            _fft.enable_fft(quiet=True)
+        except Exception:  # the FFT hook is optional (built only where torch headers exist)
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        ctx, self._ctx = self._ctx, None
+        return ctx.__exit__(*exc)
+
+    def __repr__(self):
+        return f"agile_torch.device({self.index})"
