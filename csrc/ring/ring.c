@@ -481,9 +481,6 @@ static int wait_loop(const wait_ctx *w, ready_fn ready, void *ctx, int64_t timeo
         }
         if ((i & 63) == 0 && agile__now_ns() >= spin_end) break;
     }
-    /* The peer did not answer while we spun: spin less next time (an idle or slow peer
-     * should not cost a core), then sleep. */
-    *w->spin_ns = AGILE_MAX(AGILE_RING_SPIN_MIN_NS, *w->spin_ns / 2);
     for (;;) {
         if ((rv = peer_gone(w)) != AGILE_OK) break;
         uint64_t now = agile__now_ns();
@@ -508,6 +505,17 @@ static int wait_loop(const wait_ctx *w, ready_fn ready, void *ctx, int64_t timeo
         atomic_store_explicit(fl, 0, memory_order_relaxed);
         if ((rv = ready(ctx, &ftx, &flag)) != NOT_READY) break;
     }
+    /* We slept. If the event came soon after we gave up, we gave up too early: spin longer
+     * next time, up to the cap (shrinking here instead would lock both sides into sleeping,
+     * each waking the other with a system call). If it came much later, the peer is idle
+     * or slow: spin less, so a quiet client does not cost a core. */
+    uint64_t waited = agile__now_ns() - start;
+    uint32_t s = *w->spin_ns;
+    if (rv == AGILE_OK && waited <= AGILE_RING_SPIN_MAX_NS)
+        *w->spin_ns = (uint32_t)AGILE_MIN((uint64_t)AGILE_RING_SPIN_MAX_NS,
+                                          AGILE_MAX((uint64_t)s * 2, waited + waited / 4));
+    else
+        *w->spin_ns = AGILE_MAX(AGILE_RING_SPIN_MIN_NS, s / 2);
     return rv;
 }
 

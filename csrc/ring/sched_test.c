@@ -9,7 +9,9 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <unistd.h>
 
+#include "ring/ring.h"
 #include "ring/sched.h"
 
 #define NT 1100u
@@ -351,6 +353,84 @@ static void test_threads(void **state)
     free(m);
 }
 
+/* ---- the dispatcher over real rings: the worker's dispatch loop in miniature ---------------- */
+
+#define RT 3u
+
+typedef struct {
+    agile__ring_worker w[RT];
+    agile__ring_client c[RT];
+    agile__ring_cmd *cmd;
+    uint64_t taken[RT];
+} rings;
+
+/* Take up to `allowance` commands from the tenant's ring, complete each. */
+static bool ring_pull(void *arg, uint32_t id, uint32_t allowance, uint32_t *used)
+{
+    rings *r = arg;
+    bool got = true;
+    uint32_t n = 0;
+    while (n < allowance) {
+        if (agile__ring_next(&r->w[id], r->cmd, &got) != AGILE_OK || !got) break;
+        assert_int_equal(agile__ring_complete(&r->w[id], r->cmd, AGILE_OK, 0), AGILE_OK);
+        n++;
+    }
+    r->taken[id] += n;
+    *used = n;
+    return agile__ring_pending(&r->w[id]) > 0;
+}
+
+/* Each client keeps its ring full (a flood); the worker scans the rings for doorbells and
+ * lets the dispatcher pick whom to serve. Shares follow the weights 1:2:1. */
+static void test_rings_flooding(void **state)
+{
+    (void)state;
+    rings *r = calloc(1, sizeof *r);
+    agile__sched s;
+    agile__ring_cmd *c = calloc(1, sizeof *c);
+    agile__ring_cpl cpl[64];
+    const uint32_t weight[RT] = {1, 2, 1};
+    assert_non_null(r);
+    assert_non_null(c);
+    r->cmd = calloc(1, sizeof *r->cmd);
+    assert_non_null(r->cmd);
+    assert_int_equal(agile__sched_init(&s, RT, 0), AGILE_OK);
+    for (uint32_t i = 0; i < RT; i++) {
+        assert_int_equal(agile__ring_worker_init(&r->w[i], 64, 64, NULL), AGILE_OK);
+        assert_int_equal(agile__ring_client_init(&r->c[i], dup(r->w[i].reg.fd), NULL), AGILE_OK);
+        assert_int_equal(agile__sched_add_tenant(&s, i, weight[i]), AGILE_OK);
+    }
+    c->opcode = AGILE_RING_OP_NOP;
+    for (int round = 0; round < 2000; round++) {
+        for (uint32_t i = 0; i < RT; i++) { /* clients: reap, refill */
+            uint32_t n;
+            do
+                assert_int_equal(agile__ring_poll(&r->c[i], cpl, 64, &n), AGILE_OK);
+            while (n);
+            while (agile__ring_submit(&r->c[i], c, AGILE_RING_NONBLOCK, 0, NULL) == AGILE_OK)
+                ;
+        }
+        for (uint32_t i = 0; i < RT; i++) /* worker: doorbells */
+            if (agile__ring_pending(&r->w[i]))
+                assert_int_equal(agile__sched_mark_ready(&s, i), AGILE_OK);
+        assert_int_equal(agile__sched_run(&s, ring_pull, r, 40, NULL), AGILE_OK);
+    }
+    double r10 = (double)r->taken[1] / (double)r->taken[0];
+    double r20 = (double)r->taken[2] / (double)r->taken[0];
+    print_message("    rings 1:2:1 -> %llu:%llu:%llu commands\n", (unsigned long long)r->taken[0],
+                  (unsigned long long)r->taken[1], (unsigned long long)r->taken[2]);
+    assert_true(r10 > 1.8 && r10 < 2.2);
+    assert_true(r20 > 0.9 && r20 < 1.1);
+    for (uint32_t i = 0; i < RT; i++) {
+        agile__ring_client_fini(&r->c[i]);
+        agile__ring_worker_fini(&r->w[i]);
+    }
+    agile__sched_fini(&s);
+    free(r->cmd);
+    free(r);
+    free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -362,6 +442,7 @@ int main(void)
         cmocka_unit_test(test_tenant_table),
         cmocka_unit_test(test_reentry),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_rings_flooding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
