@@ -296,6 +296,11 @@ static void repair(agile__window *w, uint64_t a0, uint64_t a1)
 {
     for (uint64_t g = a0; g < a1; g++)
         if (w->gmap[g] == G_NONE && sink_map(w, g, g + 1) != AGILE_OK) goto broken;
+    /* back to whole chunks where no lease is left, so failures do not pile up mappings */
+    if (sink_coalesce(w, a0, a1, &a0, &a1) != AGILE_OK) {
+        for (uint64_t g = a0; g < a1; g++)
+            if (w->gmap[g] == G_NONE && sink_map(w, g, g + 1) != AGILE_OK) goto broken;
+    }
     if (set_access(CB(w->be)->devs[w->dev].dev, gva(w, a0), (a1 - a0) * w->gran) == AGILE_OK)
         return;
 broken:
@@ -307,6 +312,13 @@ broken:
 static void window_free(agile__window *w)
 {
     uint64_t ng = (w->size + w->gap) / w->gran;
+    for (size_t i = 0; i < w->norphans; i++) {
+        agile__cu.cuMemUnmap(w->base + w->orphans[i].offset, w->orphans[i].size);
+        agile__cu.cuMemRelease(w->orphans[i].handle);
+    }
+    free(w->orphans);
+    w->orphans = NULL;
+    w->norphans = 0;
     if (w->gmap) unmap_all(w, 0, ng);
     if (w->sink_small && w->sink_small != w->sink_big) agile__cu.cuMemRelease(w->sink_small);
     if (w->sink_big) agile__cu.cuMemRelease(w->sink_big);
@@ -462,9 +474,15 @@ static void cuda_lease_destroy(agile__lease *l)
         if (rv == AGILE_OK) rv = set_access(d->dev, gva(w, a0), (a1 - a0) * w->gran);
         if (rv != AGILE_OK) repair(w, a0, a1);
     } else {
-        /* Still mapped: keep the memory rather than free it under a live mapping. */
+        /* Still mapped: keep the memory rather than free it under a live mapping; the
+         * window's destruction retries. */
+        struct agile__orphan *o = realloc(w->orphans, (w->norphans + 1) * sizeof *w->orphans);
         agile__error("cuda: cannot unmap lease at %#llx: the window is unusable",
                      (unsigned long long)(w->base + l->offset));
+        if (o) {
+            w->orphans = o;
+            w->orphans[w->norphans++] = (struct agile__orphan){l->offset, l->size, l->handle};
+        }
         w->broken = true;
     }
     pop();

@@ -53,6 +53,11 @@ struct agile__window {
     uint64_t sink_big, sink_small; /* CUmemGenericAllocationHandle; small == big if equal */
     uint8_t *gmap;                 /* per granule of window + gap: AGILE__G_* */
     bool broken;                   /* a failed rollback left the mappings unknown */
+    /* cuda: leases whose unmap failed; their memory and mapping go with the window */
+    struct agile__orphan {
+        uint64_t offset, size, handle;
+    } * orphans;
+    size_t norphans;
 };
 
 struct agile__pmem {

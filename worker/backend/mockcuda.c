@@ -46,6 +46,30 @@ static int ctx_token; /* &ctx_token is the one context */
 static _Thread_local int ctx_depth;
 static _Thread_local CUcontext cur;
 
+/* Fault injection for backend_cuda_fault_test: the nth call of fail_fn from now on fails
+ * with CUDA_ERROR_OUT_OF_MEMORY. */
+static char fail_fn[64];
+static int fail_n;
+
+API void mockcuda_fail(const char *fn, int nth)
+{
+    snprintf(fail_fn, sizeof fail_fn, "%s", fn ? fn : "");
+    fail_n = nth;
+}
+
+API void mockcuda_stats(int *nmap, int *nres, unsigned long long *bytes)
+{
+    *nmap = nmaps;
+    *nres = nrsv;
+    *bytes = used;
+}
+
+#define MAYBE_FAIL()                                                                               \
+    do {                                                                                           \
+        if (fail_n > 0 && strcmp(fail_fn, __func__) == 0 && --fail_n == 0)                         \
+            return CUDA_ERROR_OUT_OF_MEMORY;                                                       \
+    } while (0)
+
 static CUresult bad(const char *what)
 {
     fprintf(stderr, "mockcuda: rule broken: %s\n", what);
@@ -180,6 +204,7 @@ API CUresult cuStreamDestroy(CUstream s)
 API CUresult cuStreamSynchronize(CUstream s)
 {
     NEED_CTX();
+    MAYBE_FAIL();
     return CUDA_SUCCESS;
 }
 API CUresult cuMemGetAllocationGranularity(size_t *g, const CUmemAllocationProp *p,
@@ -200,6 +225,7 @@ API CUresult cuMemAddressReserve(CUdeviceptr *p, size_t size, size_t align, CUde
                                  unsigned long long f)
 {
     NEED_CTX();
+    MAYBE_FAIL();
     if (size % GRAN || (align & (align - 1)) || nrsv == MAXN)
         return bad("cuMemAddressReserve arguments");
     size_t span = size + align;
@@ -230,6 +256,7 @@ API CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t size, const CUm
                          unsigned long long f)
 {
     NEED_CTX();
+    MAYBE_FAIL();
     if (size == 0 || size % GRAN) return bad("cuMemCreate size");
     if (used + size > TOTAL) return CUDA_ERROR_OUT_OF_MEMORY;
     alloc *a = calloc(1, sizeof *a);
@@ -265,6 +292,7 @@ API CUresult cuMemMap(CUdeviceptr p, size_t size, size_t off, CUmemGenericAlloca
     alloc *a = (alloc *)(uintptr_t)h;
     int in = 0;
     NEED_CTX();
+    MAYBE_FAIL();
     if (off != 0) return bad("cuMemMap offset must be 0");
     if (!a || !a->live || size > a->size || size % GRAN || p % GRAN || nmaps == MAXN)
         return bad("cuMemMap arguments");
@@ -284,6 +312,7 @@ API CUresult cuMemMap(CUdeviceptr p, size_t size, size_t off, CUmemGenericAlloca
 API CUresult cuMemUnmap(CUdeviceptr p, size_t size)
 {
     NEED_CTX();
+    MAYBE_FAIL();
     /* Whole mappings only; a range may span several whole ones. */
     uint64_t covered = 0;
     for (int j = 0; j < nmaps; j++) {
@@ -312,6 +341,7 @@ API CUresult cuMemSetAccess(CUdeviceptr p, size_t size, const CUmemAccessDesc *d
 {
     uint64_t covered = 0;
     NEED_CTX();
+    MAYBE_FAIL();
     for (int j = 0; j < nmaps; j++) {
         region *m = &maps[j];
         if (m->va < p + size && p < m->va + m->size) {
@@ -330,6 +360,7 @@ API CUresult cuMemExportToShareableHandle(void *out, CUmemGenericAllocationHandl
 {
     alloc *a = (alloc *)(uintptr_t)h;
     NEED_CTX();
+    MAYBE_FAIL();
     if (t != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR || !a || !a->live)
         return bad("cuMemExportToShareableHandle arguments");
     *(int *)out = dup(a->fd); /* like the driver: not close-on-exec */
@@ -341,6 +372,7 @@ API CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *h, voi
     struct stat st;
     int fd = (int)(uintptr_t)os;
     NEED_CTX();
+    MAYBE_FAIL();
     if (t != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR || fstat(fd, &st) != 0)
         return bad("cuMemImportFromShareableHandle arguments");
     alloc *a = calloc(1, sizeof *a);
@@ -355,6 +387,7 @@ API CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *h, voi
 API CUresult cuMemsetD8Async(CUdeviceptr p, unsigned char v, size_t n, CUstream s)
 {
     NEED_CTX();
+    MAYBE_FAIL();
     memset((void *)(uintptr_t)p, v, n);
     return CUDA_SUCCESS;
 }
@@ -383,6 +416,7 @@ API CUresult cuMemcpyDtoH(void *d, CUdeviceptr s, size_t n)
 API CUresult cuMemAlloc(CUdeviceptr *p, size_t n)
 {
     NEED_CTX();
+    MAYBE_FAIL();
     /* Size in a header page before the block, so cuMemFree can unmap it. */
     size_t tot = n + 4096;
     char *m = mmap(NULL, tot, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
