@@ -841,6 +841,81 @@ int agile__ring_wait_cmd(agile__ring_worker *w, int64_t timeout_ns)
     return wait_loop(&c, worker_cmd_ready, w, timeout_ns);
 }
 
+/* One pass over the rings: fill st, the futex word and flag of those not ready; how many
+ * need attention. */
+static uint32_t any_check(agile__ring_worker *const *w, uint32_t n, int32_t *st,
+                          _Atomic uint32_t **ftx, _Atomic uint32_t **flag, bool peers)
+{
+    uint32_t hits = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        int rv = worker_cmd_ready(w[i], &ftx[i], &flag[i]);
+        if (rv == NOT_READY) {
+            wait_ctx c = {&w[i]->spin_ns, &w[i]->peer, w[i]->reg.closed, AGILE_RING_CLOSED_CLIENT};
+            if (atomic_load_explicit(w[i]->reg.closed, memory_order_acquire) &
+                AGILE_RING_CLOSED_CLIENT)
+                rv = AGILE_ECLOSED;
+            else if (peers && peer_gone(&c) != AGILE_OK)
+                rv = AGILE_ECLOSED;
+            else
+                rv = AGILE_ETIMEDOUT;
+        }
+        st[i] = rv;
+        hits += rv != AGILE_ETIMEDOUT;
+    }
+    return hits;
+}
+
+int agile__ring_wait_any(agile__ring_worker *const *w, uint32_t n, int64_t timeout_ns, int32_t *st)
+{
+    _Atomic uint32_t *ftx[AGILE_RING_WAIT_ANY_MAX], *flag[AGILE_RING_WAIT_ANY_MAX];
+    if (n > AGILE_RING_WAIT_ANY_MAX) return AGILE_EINVAL;
+    if (any_check(w, n, st, ftx, flag, timeout_ns == 0)) return AGILE_OK;
+    if (timeout_ns == 0 || n == 0) return AGILE_ETIMEDOUT;
+    uint64_t start = agile__now_ns();
+    uint64_t deadline = timeout_ns < 0 ? UINT64_MAX : start + (uint64_t)timeout_ns;
+    uint64_t spin_end = AGILE_MIN(deadline, start + AGILE_RING_SPIN_MAX_NS / 2);
+    for (unsigned i = 1;; i++) {
+        cpu_relax();
+        if (any_check(w, n, st, ftx, flag, false)) return AGILE_OK;
+        if ((i & 15) == 0 && agile__now_ns() >= spin_end) break;
+    }
+    for (;;) {
+        if (any_check(w, n, st, ftx, flag, true)) return AGILE_OK;
+        uint64_t now = agile__now_ns();
+        if (now >= deadline) return AGILE_ETIMEDOUT;
+        uint64_t until = AGILE_MIN(deadline, now + AGILE_RING_SLEEP_SLICE_NS);
+#ifdef SYS_futex_waitv
+        struct futex_waitv fw[AGILE_RING_WAIT_ANY_MAX];
+        for (uint32_t i = 0; i < n; i++) {
+            fw[i].val = atomic_load_explicit(ftx[i], memory_order_acquire);
+            fw[i].uaddr = (uint64_t)(uintptr_t)ftx[i];
+            fw[i].flags = FUTEX_32; /* shared: no FUTEX_PRIVATE_FLAG */
+            fw[i].__reserved = 0;
+            atomic_store_explicit(flag[i], 1, memory_order_relaxed);
+        }
+        atomic_thread_fence(memory_order_seq_cst);
+        _Atomic uint32_t *f2[AGILE_RING_WAIT_ANY_MAX], *fl2[AGILE_RING_WAIT_ANY_MAX];
+        bool sleep = any_check(w, n, st, f2, fl2, false) == 0;
+        for (uint32_t i = 0; sleep && i < n; i++)
+            sleep = f2[i] == ftx[i]; /* waiting for the same thing still */
+        if (sleep) {
+            struct timespec ts = {(time_t)(until / 1000000000u), (long)(until % 1000000000u)};
+            long r = syscall(SYS_futex_waitv, fw, n, 0, &ts, CLOCK_MONOTONIC);
+            if (r < 0 && errno == ENOSYS) {
+                struct timespec nap = {0, 100000}; /* old kernel: poll every 100 us */
+                nanosleep(&nap, NULL);
+            }
+        }
+        for (uint32_t i = 0; i < n; i++)
+            atomic_store_explicit(flag[i], 0, memory_order_relaxed);
+#else
+        struct timespec nap = {0, 100000};
+        (void)until;
+        nanosleep(&nap, NULL);
+#endif
+    }
+}
+
 int agile__ring_complete(agile__ring_worker *w, const agile__ring_cmd *cmd, int32_t status,
                          uint64_t result)
 {

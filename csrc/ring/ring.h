@@ -101,8 +101,9 @@
 #define AGILE_RING_REC_nop(F) F(U64, cookie)
 #define AGILE_RING_REC_launch(F)                                                                   \
     F(U64, function)                                                                               \
-    F(U64, stream) F(U32, grid_x) F(U32, grid_y) F(U32, grid_z) F(U32, block_x) F(U32, block_y)    \
-        F(U32, block_z) F(U32, shmem) F(U32, flags) F(BLOB, params)
+    F(U64, stream)                                                                                 \
+    F(U32, grid_x) F(U32, grid_y) F(U32, grid_z) F(U32, block_x) F(U32, block_y) F(U32, block_z)   \
+        F(U32, shmem) F(U32, flags) F(BLOB, params)
 #define AGILE_RING_REC_mod_op(F)                                                                   \
     F(U32, module) F(U32, op) F(U64, stream) F(U64, object) F(BLOB, args)
 #define AGILE_RING_REC_memcpy(F) F(U64, dst) F(U64, src) F(U64, bytes) F(U64, stream) F(U32, flags)
@@ -322,6 +323,15 @@ uint32_t agile__ring_pending(agile__ring_worker *w);
 /* agile__ring_wait_cmd: wait up to timeout_ns until agile__ring_next would return a command.
  * AGILE_ETIMEDOUT; AGILE_ECLOSED when the client closed its side or died. */
 int agile__ring_wait_cmd(agile__ring_worker *w, int64_t timeout_ns);
+/* The kernel's limit for one vectored futex wait. */
+#define AGILE_RING_WAIT_ANY_MAX 128u
+/* agile__ring_wait_any: the dispatch thread of a worker serving many clients: wait up to
+ * timeout_ns until at least one of the n rings needs attention. st[i] gets AGILE_OK (a
+ * command can be taken), AGILE_ECLOSED (its client closed or died), AGILE_EPROTO (broken)
+ * or AGILE_ETIMEDOUT (nothing). Spins briefly, then sleeps on all the rings' futex words at
+ * once (futex_waitv; short sleeps on kernels without it). Returns AGILE_OK when some st[i] is
+ * not AGILE_ETIMEDOUT, else AGILE_ETIMEDOUT; AGILE_EINVAL for n > AGILE_RING_WAIT_ANY_MAX. */
+int agile__ring_wait_any(agile__ring_worker *const *w, uint32_t n, int64_t timeout_ns, int32_t *st);
 /* agile__ring_complete: post the completion of cmd (seq/opcode/tag taken from it) with status
  * and result. A failed status becomes the sticky error; a BARRIER's completion carries the
  * sticky error instead of `status` when status is AGILE_OK, and clears it. Never blocks:

@@ -791,15 +791,85 @@ static void test_scribbling_peer(void **state)
     free(o);
 }
 
+/* ---- one dispatch thread, many rings -------------------------------------------------------- */
+
+typedef struct {
+    agile__ring_client *c;
+    int64_t delay_ns;
+} late_arg;
+
+static void *late_submit(void *p)
+{
+    late_arg *a = p;
+    agile__ring_cmd *c = calloc(1, sizeof *c);
+    struct timespec ts = {0, (long)a->delay_ns};
+    nanosleep(&ts, NULL);
+    nop(c, 5);
+    agile__ring_submit(a->c, c, 0, SEC, NULL);
+    free(c);
+    return NULL;
+}
+
+static void test_wait_any(void **state)
+{
+    (void)state;
+    enum { N = 4 };
+    agile__ring_worker w[N], *wp[N];
+    agile__ring_client cl[N];
+    int32_t st[N];
+    for (int i = 0; i < N; i++) {
+        pair(&w[i], &cl[i], 8, 64);
+        wp[i] = &w[i];
+    }
+    assert_int_equal(agile__ring_wait_any(wp, N, 0, st), AGILE_ETIMEDOUT);
+    assert_int_equal(agile__ring_wait_any(wp, N, 20 * MS, st), AGILE_ETIMEDOUT);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(st[i], AGILE_ETIMEDOUT);
+    /* a command arrives on ring 2 while we sleep on all four */
+    late_arg a = {&cl[2], 50 * MS};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, late_submit, &a), 0);
+    uint64_t t0 = agile__now_ns();
+    assert_int_equal(agile__ring_wait_any(wp, N, 5 * SEC, st), AGILE_OK);
+    uint64_t dt = agile__now_ns() - t0;
+    pthread_join(th, NULL);
+    assert_int_equal(st[2], AGILE_OK);
+    assert_int_equal(st[0], AGILE_ETIMEDOUT);
+    assert_true(dt >= 40 * MS && dt < 2 * SEC);
+    assert_true(atomic_load(&w[2].reg.cmd_ctl->data_ftx) > 0); /* woken through the futex */
+    for (int i = 0; i < N; i++)
+        assert_int_equal(atomic_load(&w[i].reg.cmd_ctl->cons_sleeping), 0);
+    /* a client that leaves is reported too */
+    agile__ring_client_fini(&cl[0]);
+    assert_int_equal(agile__ring_wait_any(wp, N, 5 * SEC, st), AGILE_OK);
+    assert_int_equal(st[0], AGILE_ECLOSED);
+    assert_int_equal(st[1], AGILE_ETIMEDOUT);
+    assert_int_equal(st[2], AGILE_OK);
+    assert_int_equal(agile__ring_wait_any(wp, AGILE_RING_WAIT_ANY_MAX + 1, 0, st), AGILE_EINVAL);
+    for (int i = 0; i < N; i++) {
+        if (i) agile__ring_client_fini(&cl[i]);
+        agile__ring_worker_fini(&w[i]);
+    }
+}
+
 int main(void)
 {
+    /* clang-format off */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_codec_every_op),    cmocka_unit_test(test_codec_too_big),
-        cmocka_unit_test(test_decode_rejects),    cmocka_unit_test(test_worker_breaks_on_garbage),
-        cmocka_unit_test(test_header_validation), cmocka_unit_test(test_wraparound),
-        cmocka_unit_test(test_backpressure),      cmocka_unit_test(test_sticky_error_barrier),
-        cmocka_unit_test(test_two_processes_1m),  cmocka_unit_test(test_client_dies),
-        cmocka_unit_test(test_worker_dies),       cmocka_unit_test(test_scribbling_peer),
+        cmocka_unit_test(test_codec_every_op),
+        cmocka_unit_test(test_codec_too_big),
+        cmocka_unit_test(test_decode_rejects),
+        cmocka_unit_test(test_worker_breaks_on_garbage),
+        cmocka_unit_test(test_header_validation),
+        cmocka_unit_test(test_wraparound),
+        cmocka_unit_test(test_backpressure),
+        cmocka_unit_test(test_sticky_error_barrier),
+        cmocka_unit_test(test_two_processes_1m),
+        cmocka_unit_test(test_client_dies),
+        cmocka_unit_test(test_worker_dies),
+        cmocka_unit_test(test_wait_any),
+        cmocka_unit_test(test_scribbling_peer),
     };
+    /* clang-format on */
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
