@@ -37,6 +37,11 @@
  *     AGILE_EBOUNDS outside the window and AGILE_EINVAL when not granule-aligned.
  *   - Scrubbing happens when memory is handed out (lease_create), which covers every reuse
  *     of physical memory; lease_destroy does not zero memory a client may still map.
+ *   - Limits stated: window size <= 2^46, guard_gap <= size (rounded up to granularity);
+ *     agile__cmem_unmap takes exactly a range earlier mapped; backends are closed only
+ *     after their windows and protected memory are gone.
+ *   - Beside this header: fdpass.h (agile__fd_send/agile__fd_recv, SCM_RIGHTS) and
+ *     cudadrv.h (the driver table agile__cu, agile__cuda_load, agile__cu_err(r, what)).
  */
 #ifndef AGILE_BACKEND_H
 #define AGILE_BACKEND_H
