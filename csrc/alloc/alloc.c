@@ -42,7 +42,7 @@ typedef struct agile__strm {
     uintptr_t id;
     struct agile__strm *hnext;
     blk *fhead, *ftail;
-    uint64_t cached, unrecorded, trim_at;
+    uint64_t cached, trim_at;
     uint64_t seq_next, seq_done;
     uint64_t ev_tok[EV_MAX], ev_seq[EV_MAX];
     unsigned ev_head, ev_n;
@@ -370,8 +370,6 @@ static void cache_unlink(agile__arena *a, strm *s, blk *b)
     else
         s->ftail = b->fprev;
     s->cached -= b->size;
-    if (b->epoch == s->seq_next)
-        s->unrecorded -= b->size;
     a->st.cached_bytes -= b->size;
     b->owner = NULL;
 }
@@ -409,7 +407,6 @@ static void cache_put(agile__arena *a, strm *s, blk *b)
         s->fhead = b;
     s->ftail = b;
     s->cached += b->size;
-    s->unrecorded += b->size;
     a->st.cached_bytes += b->size;
 }
 
@@ -467,7 +464,6 @@ static void ev_record(agile__arena *a, strm *s)
     s->ev_tok[i] = tok;
     s->ev_seq[i] = s->seq_next++;
     s->ev_n++;
-    s->unrecorded = 0;
 }
 
 /* Settle everything the streams have passed, recording events where none covers the cache

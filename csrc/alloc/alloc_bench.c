@@ -7,6 +7,7 @@
  *   cross/64KiB   alloc on stream 1, free on stream 2: every alloc misses its stream's cache,
  *                 takes from the settled extents, and the frees settle through events
  *   host/<size>   the host-backend arena (no events)
+ *   2thr/4KiB     two threads on one arena, each on its own stream: the cost of the shared lock
  *   glibc/<size>  malloc/free in the same run, the baseline
  * Usage: alloc-bench [--json] [--batches N]
  */
@@ -66,6 +67,54 @@ static int bench_arena(result *r, const char *name, const agile__arena_ops *ops,
         samples[b] = (double)(agile__now_ns() - t0) / BATCH;
     }
     summarize(r, samples, nb);
+    agile__arena_fini(&a);
+out:
+    return rv;
+}
+
+typedef struct {
+    agile__arena *a;
+    uintptr_t stream;
+    double *samples;
+    int nb, rv;
+} thr_arg;
+
+static void *thr_loop(void *p)
+{
+    thr_arg *t = p;
+    uint64_t q;
+    for (int b = 0; b < t->nb; b++) {
+        uint64_t t0 = agile__now_ns();
+        for (int i = 0; i < BATCH; i++) {
+            t->rv |= agile__arena_alloc(t->a, 4096, t->stream, &q);
+            t->rv |= agile__arena_free(t->a, q, 4096, t->stream);
+        }
+        t->samples[b] = (double)(agile__now_ns() - t0) / BATCH;
+    }
+    return NULL;
+}
+
+static int bench_threads(result *r, double *samples, int nb)
+{
+    agile__arena a;
+    fake f;
+    pthread_t th[2];
+    thr_arg t[2];
+    int rv = AGILE_OK;
+    fake_init(&f, 1ull << 36, 1ull << 36);
+    f.all_done = true;
+    AGILE_TRY(agile__arena_init(&a, &fake_stream_ops, &f, BASE, 1ull << 36, 256, 64 * MiB));
+    snprintf(r->name, sizeof(r->name), "2thr/4KiB");
+    for (int i = 0; i < 2; i++) {
+        t[i] = (thr_arg){&a, (uintptr_t)i + 1, samples + i * (nb / 2), nb / 2, 0};
+        if (pthread_create(&th[i], NULL, thr_loop, &t[i]) != 0)
+            rv = AGILE_ENOMEM;
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    if (rv == AGILE_OK)
+        rv = t[0].rv | t[1].rv;
+    summarize(r, samples, nb / 2 * 2);
     agile__arena_fini(&a);
 out:
     return rv;
@@ -131,6 +180,12 @@ int main(int argc, char **argv)
             free(samples);
             return 1;
         }
+    }
+    rv = bench_threads(&res[n++], samples, nb);
+    if (rv != AGILE_OK) {
+        fprintf(stderr, "2thr/4KiB: %s\n", agile_strerror(rv));
+        free(samples);
+        return 1;
     }
     bench_glibc(&res[n++], "glibc/256B", 256, samples, nb);
     bench_glibc(&res[n++], "glibc/64KiB", 64 << 10, samples, nb);
