@@ -532,6 +532,7 @@ int agile__ring_client_init(agile__ring_client *c, int fd, const agile__ring_pee
     /* Pick up where the ring is (a client may re-attach to a fresh region only, but reading
      * the counters keeps us consistent with whatever the worker has). */
     c->cmd_tail = atomic_load_explicit(&c->reg.cmd_ctl->tail, memory_order_acquire);
+    c->published = c->cmd_tail;
     c->cpl_head = atomic_load_explicit(&c->reg.cpl_ctl->head, memory_order_acquire);
 out:
     return rv;
@@ -596,17 +597,27 @@ int agile__ring_submit(agile__ring_client *c, const agile__ring_cmd *cmd, unsign
     if (agile__ring_cmd_size(cmd) > c->reg.g.slot_size)
         return cmd->opcode && cmd->opcode < AGILE_RING_OP_MAX_ ? AGILE_ETOOBIG : AGILE_EINVAL;
     wait_ctx w = client_wait_ctx(c);
+    /* A full ring of unpublished commands would wait for a worker that cannot see them. */
+    if (c->cmd_tail - c->published >= c->reg.g.slots / 2) agile__ring_flush(c);
     rv = wait_loop(&w, client_space_ready, c, (flags & AGILE_RING_NONBLOCK) ? 0 : timeout_ns);
+    if (rv == AGILE_EFULL || rv == AGILE_ETIMEDOUT) agile__ring_flush(c);
     if (rv == AGILE_ETIMEDOUT && (flags & AGILE_RING_NONBLOCK)) rv = AGILE_EFULL;
     AGILE_TRY(rv);
     uint8_t *slot = c->reg.cmd + (size_t)(c->cmd_tail & c->reg.mask) * c->reg.g.slot_size;
     AGILE_TRY(agile__ring_cmd_encode(cmd, c->cmd_tail, slot, c->reg.g.slot_size));
     if (seq) *seq = c->cmd_tail;
     c->cmd_tail++;
-    atomic_store_explicit(&c->reg.cmd_ctl->tail, c->cmd_tail, memory_order_release);
-    notify(&c->reg.cmd_ctl->data_ftx, &c->reg.cmd_ctl->cons_sleeping);
+    if (!(flags & AGILE_RING_MORE)) agile__ring_flush(c);
 out:
     return rv;
+}
+
+void agile__ring_flush(agile__ring_client *c)
+{
+    if (c->published == c->cmd_tail) return;
+    c->published = c->cmd_tail;
+    atomic_store_explicit(&c->reg.cmd_ctl->tail, c->cmd_tail, memory_order_release);
+    notify(&c->reg.cmd_ctl->data_ftx, &c->reg.cmd_ctl->cons_sleeping);
 }
 
 /* Take the completion at cpl_head (the caller checked there is one). */
@@ -660,6 +671,7 @@ int agile__ring_wait(agile__ring_client *c, agile__ring_cpl *out, int64_t timeou
 {
     int rv = AGILE_OK;
     if (c->broken) return AGILE_EPROTO;
+    agile__ring_flush(c); /* a completion of an unpublished command would never come */
     wait_ctx w = client_wait_ctx(c);
     AGILE_TRY(wait_loop(&w, client_cpl_ready, c, timeout_ns));
     AGILE_TRY(client_take(c, out));

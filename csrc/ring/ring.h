@@ -94,6 +94,10 @@
 
 /* agile__ring_submit flags. */
 #define AGILE_RING_NONBLOCK 0x1u
+/* Batch: write the command but publish it (and wake the worker) only with the next submit
+ * without this flag, agile__ring_flush, or any wait: one release store and at most one
+ * wake-up for a whole batch. */
+#define AGILE_RING_MORE 0x2u
 
 /* ---- commands ---------------------------------------------------------------------------- */
 /* Payload records, in wire.h's field kinds (U8 U16 U32 U64 I32 BLOB). Blobs are u32 length +
@@ -102,8 +106,9 @@
 #define AGILE_RING_REC_launch(F)                                                                   \
     F(U64, function)                                                                               \
     F(U64, stream)                                                                                 \
-    F(U32, grid_x) F(U32, grid_y) F(U32, grid_z) F(U32, block_x) F(U32, block_y) F(U32, block_z)   \
-        F(U32, shmem) F(U32, flags) F(BLOB, params)
+    F(U32, grid_x)                                                                                 \
+    F(U32, grid_y) F(U32, grid_z) F(U32, block_x) F(U32, block_y) F(U32, block_z) F(U32, shmem)    \
+        F(U32, flags) F(BLOB, params)
 #define AGILE_RING_REC_mod_op(F)                                                                   \
     F(U32, module) F(U32, op) F(U64, stream) F(U64, object) F(BLOB, args)
 #define AGILE_RING_REC_memcpy(F) F(U64, dst) F(U64, src) F(U64, bytes) F(U64, stream) F(U32, flags)
@@ -251,8 +256,9 @@ int agile__ring_peer_alive(const agile__ring_peer *p);
 typedef struct agile__ring_client {
     agile__ring_region reg;
     agile__ring_peer peer;
-    uint64_t cmd_tail; /* next command seq */
-    uint64_t cpl_head; /* next completion to read */
+    uint64_t cmd_tail;  /* next command seq */
+    uint64_t published; /* commands the worker can see (< cmd_tail within an MORE batch) */
+    uint64_t cpl_head;  /* next completion to read */
     uint32_t spin_ns;
     /* sticky asynchronous error: the first failing command since the last barrier */
     uint64_t err_seq;
@@ -273,6 +279,8 @@ void agile__ring_client_fini(agile__ring_client *c);
  * AGILE_ETOOBIG when cmd does not fit a slot (use the control plane). */
 int agile__ring_submit(agile__ring_client *c, const agile__ring_cmd *cmd, unsigned flags,
                        int64_t timeout_ns, uint64_t *seq);
+/* agile__ring_flush: publish the commands of an AGILE_RING_MORE batch. Never blocks. */
+void agile__ring_flush(agile__ring_client *c);
 /* agile__ring_poll: take up to max completions without blocking; *n gets how many. Failed
  * completions are also recorded as the sticky error. */
 int agile__ring_poll(agile__ring_client *c, agile__ring_cpl *out, uint32_t max, uint32_t *n);

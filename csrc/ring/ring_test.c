@@ -852,6 +852,50 @@ static void test_wait_any(void **state)
     }
 }
 
+static void test_batch(void **state)
+{
+    (void)state;
+    agile__ring_worker w;
+    agile__ring_client cl;
+    agile__ring_cmd *c = cmd_new(), *o = cmd_new();
+    agile__ring_cpl cpl;
+    bool got;
+    pair(&w, &cl, 16, 64);
+    for (unsigned i = 0; i < 5; i++) {
+        nop(c, i);
+        assert_int_equal(agile__ring_submit(&cl, c, AGILE_RING_MORE, 0, NULL), AGILE_OK);
+    }
+    assert_int_equal(agile__ring_pending(&w), 0); /* not published yet */
+    assert_int_equal(agile__ring_next(&w, o, &got), AGILE_OK);
+    assert_false(got);
+    agile__ring_flush(&cl);
+    assert_int_equal(agile__ring_pending(&w), 5);
+    /* a batch longer than the ring publishes itself rather than waiting on itself */
+    server_arg a = {.w = &w, .count = 5 + 40};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, server, &a), 0);
+    uint64_t reaped = 0;
+    for (unsigned i = 5; i < 45; i++) {
+        nop(c, i);
+        int rv;
+        while ((rv = agile__ring_submit(&cl, c, AGILE_RING_MORE, SEC, NULL)) == AGILE_EFULL) {
+            assert_int_equal(agile__ring_wait(&cl, &cpl, SEC), AGILE_OK);
+            assert_int_equal(cpl.seq, reaped++);
+        }
+        assert_int_equal(rv, AGILE_OK);
+    }
+    /* waiting publishes the tail of the batch */
+    while (reaped < 45) {
+        assert_int_equal(agile__ring_wait(&cl, &cpl, 5 * SEC), AGILE_OK);
+        assert_int_equal(cpl.seq, reaped++);
+    }
+    pthread_join(th, NULL);
+    assert_int_equal(a.served, 45);
+    unpair(&w, &cl);
+    free(c);
+    free(o);
+}
+
 int main(void)
 {
     /* clang-format off */
@@ -867,6 +911,7 @@ int main(void)
         cmocka_unit_test(test_two_processes_1m),
         cmocka_unit_test(test_client_dies),
         cmocka_unit_test(test_worker_dies),
+        cmocka_unit_test(test_batch),
         cmocka_unit_test(test_wait_any),
         cmocka_unit_test(test_scribbling_peer),
     };
