@@ -107,8 +107,9 @@
     F(U64, function)                                                                               \
     F(U64, stream)                                                                                 \
     F(U32, grid_x)                                                                                 \
-    F(U32, grid_y) F(U32, grid_z) F(U32, block_x) F(U32, block_y) F(U32, block_z) F(U32, shmem)    \
-        F(U32, flags) F(BLOB, params)
+    F(U32, grid_y)                                                                                 \
+    F(U32, grid_z) F(U32, block_x) F(U32, block_y) F(U32, block_z) F(U32, shmem) F(U32, flags)     \
+        F(BLOB, params)
 #define AGILE_RING_REC_mod_op(F)                                                                   \
     F(U32, module) F(U32, op) F(U64, stream) F(U64, object) F(BLOB, args)
 #define AGILE_RING_REC_memcpy(F) F(U64, dst) F(U64, src) F(U64, bytes) F(U64, stream) F(U32, flags)
@@ -257,7 +258,7 @@ typedef struct agile__ring_client {
     agile__ring_region reg;
     agile__ring_peer peer;
     uint64_t cmd_tail;  /* next command seq */
-    uint64_t published; /* commands the worker can see (< cmd_tail within an MORE batch) */
+    uint64_t published; /* commands the worker can see (< cmd_tail within a MORE batch) */
     uint64_t cpl_head;  /* next completion to read */
     uint32_t spin_ns;
     /* sticky asynchronous error: the first failing command since the last barrier */
@@ -272,6 +273,8 @@ int agile__ring_client_init(agile__ring_client *c, int fd, const agile__ring_pee
 /* agile__ring_client_fini: mark the client side closed (wakes the worker), unmap, close. */
 void agile__ring_client_fini(agile__ring_client *c);
 /* agile__ring_submit: publish cmd on the command ring; *seq (optional) gets its seq.
+ * flags: AGILE_RING_NONBLOCK, AGILE_RING_MORE. Client-side state is not thread-safe: one
+ * thread per client endpoint at a time (the library's stream lock, say).
  * A full ring waits up to timeout_ns (<0: no limit, but still AGILE_ECLOSED as soon as the
  * worker dies or closes), or with AGILE_RING_NONBLOCK returns AGILE_EFULL at once. It also
  * returns AGILE_EFULL when the completion ring is full as well (the worker waits for us to
@@ -282,10 +285,10 @@ int agile__ring_submit(agile__ring_client *c, const agile__ring_cmd *cmd, unsign
 /* agile__ring_flush: publish the commands of an AGILE_RING_MORE batch. Never blocks. */
 void agile__ring_flush(agile__ring_client *c);
 /* agile__ring_poll: take up to max completions without blocking; *n gets how many. Failed
- * completions are also recorded as the sticky error. */
+ * completions are also recorded as the sticky error. Does not flush an open MORE batch. */
 int agile__ring_poll(agile__ring_client *c, agile__ring_cpl *out, uint32_t max, uint32_t *n);
-/* agile__ring_wait: wait up to timeout_ns for one completion. AGILE_ETIMEDOUT, AGILE_ECLOSED
- * (worker gone or closed the ring), AGILE_EPROTO (the worker wrote garbage). */
+/* agile__ring_wait: flush, then wait up to timeout_ns for one completion. AGILE_ETIMEDOUT,
+ * AGILE_ECLOSED (worker gone or closed the ring), AGILE_EPROTO (the worker wrote garbage). */
 int agile__ring_wait(agile__ring_client *c, agile__ring_cpl *out, int64_t timeout_ns);
 /* agile__ring_wait_seq: reap completions until the one for seq; *status gets its status.
  * Completions are in order, so earlier ones are recorded (sticky error) and dropped. */
