@@ -207,9 +207,12 @@ int agile__sched_remove_tenant(agile__sched *s, uint32_t id)
     if (s->t[k].busy && s->have_runner && pthread_equal(s->runner, pthread_self())) {
         /* From inside its own pull: finish when the pull returns (charge frees it). */
         s->t[k].doomed = true;
+        s->t[k].free_on_charge = true;
         goto out;
     }
-    s->t[k].doomed = true; /* no new turns while we wait */
+    /* No new turns while we wait: a busy tenant is off the active list, and charge does not
+     * put a doomed one back; we free it ourselves once its pull is over. */
+    s->t[k].doomed = true;
     while (s->t[k].busy)
         pthread_cond_wait(&s->cv, &s->mu);
     tenant_free(s, k);
@@ -277,8 +280,10 @@ void agile__sched_charge(agile__sched *s, uint32_t id, uint32_t used, bool more)
     t->served += used;
     t->deficit -= used;
     if (t->doomed) {
-        pthread_cond_broadcast(&s->cv); /* a remover may be waiting */
-        if (pthread_equal(s->runner, pthread_self())) tenant_free(s, k);
+        if (t->free_on_charge)
+            tenant_free(s, k);
+        else
+            pthread_cond_broadcast(&s->cv); /* its remover waits for this */
         goto out;
     }
     if (more || t->pending) {

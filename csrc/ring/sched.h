@@ -32,10 +32,11 @@ typedef struct agile__sched_tenant {
     uint64_t served;     /* cost units dispatched so far */
     uint32_t next, prev; /* active list (slot indices) */
     bool live;
-    bool active;  /* on the active list */
-    bool pending; /* marked ready since its last pull started */
-    bool busy;    /* being pulled */
-    bool doomed;  /* removed from inside its own pull */
+    bool active;         /* on the active list */
+    bool pending;        /* marked ready since its last pull started */
+    bool busy;           /* being pulled */
+    bool doomed;         /* being removed: no new turns */
+    bool free_on_charge; /* removed from inside its own pull: charge frees it */
 } agile__sched_tenant;
 
 typedef struct agile__sched {

@@ -431,6 +431,70 @@ static void test_rings_flooding(void **state)
     free(c);
 }
 
+/* Removed by another thread while its pull runs: the removal waits for the pull, and the slot
+ * is freed exactly once. */
+typedef struct {
+    agile__sched *s;
+    atomic_int in_pull;
+    atomic_int release;
+    atomic_int removed;
+} blocker;
+
+static bool blocking_pull(void *arg, uint32_t id, uint32_t allowance, uint32_t *used)
+{
+    blocker *b = arg;
+    atomic_store(&b->in_pull, 1);
+    while (!atomic_load(&b->release))
+        sched_yield();
+    *used = 1;
+    return true; /* still has work: charge must not put a doomed tenant back */
+}
+
+static void *run_blocker(void *p)
+{
+    blocker *b = p;
+    agile__sched_run(b->s, blocking_pull, b, 1, NULL);
+    return NULL;
+}
+
+static void *remove_one(void *p)
+{
+    blocker *b = p;
+    if (agile__sched_remove_tenant(b->s, 1) != AGILE_OK) abort();
+    atomic_store(&b->removed, 1);
+    return NULL;
+}
+
+static void test_remove_while_pulled(void **state)
+{
+    (void)state;
+    agile__sched s;
+    blocker b = {.s = &s};
+    pthread_t d, r;
+    assert_int_equal(agile__sched_init(&s, 2, 0), AGILE_OK);
+    assert_int_equal(agile__sched_add_tenant(&s, 1, 1), AGILE_OK);
+    assert_int_equal(agile__sched_mark_ready(&s, 1), AGILE_OK);
+    assert_int_equal(pthread_create(&d, NULL, run_blocker, &b), 0);
+    while (!atomic_load(&b.in_pull))
+        sched_yield();
+    assert_int_equal(pthread_create(&r, NULL, remove_one, &b), 0);
+    struct timespec ts = {0, 20000000};
+    nanosleep(&ts, NULL);
+    assert_int_equal(atomic_load(&b.removed), 0);                   /* waits for the pull */
+    assert_int_equal(agile__sched_mark_ready(&s, 1), AGILE_ENOENT); /* already going */
+    atomic_store(&b.release, 1);
+    pthread_join(d, NULL);
+    pthread_join(r, NULL);
+    assert_int_equal(atomic_load(&b.removed), 1);
+    assert_int_equal(s.ntenants, 0);
+    assert_int_equal(s.nactive, 0);
+    /* the slot was freed once: exactly two tenants fit again */
+    assert_int_equal(agile__sched_add_tenant(&s, 1, 1), AGILE_OK);
+    assert_int_equal(agile__sched_add_tenant(&s, 2, 1), AGILE_OK);
+    assert_int_equal(agile__sched_add_tenant(&s, 3, 1), AGILE_ENOMEM);
+    agile__sched_fini(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -441,6 +505,7 @@ int main(void)
         cmocka_unit_test(test_idle_costs_nothing),
         cmocka_unit_test(test_tenant_table),
         cmocka_unit_test(test_reentry),
+        cmocka_unit_test(test_remove_while_pulled),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_rings_flooding),
     };
