@@ -4,13 +4,19 @@
     with agile_torch.use_pool():          # or agile_torch.enable() before CUDA initialises
         x = torch.randn(1 << 20, device="cuda")
 
-See README.md for the worker, the protections and the numbers.
+See README.md for the worker, the protections and the numbers. The PyTorch-facing names are
+loaded on first use, so `python3 -m agile_torch.demo` also runs where PyTorch is absent.
 """
 from ._native import AgileError, library_path
-from .memory import (device, empty_cache, enable, init, is_agile_tensor, is_enabled,
-                     memory_stats, pool, pool_window, session_info, use_pool, worker_status)
 
-__all__ = ["AgileError", "device", "empty_cache", "enable", "init", "is_agile_tensor",
-           "is_enabled", "library_path", "memory_stats", "pool", "pool_window",
-           "session_info", "use_pool", "worker_status"]
+_MEMORY = ("device", "empty_cache", "enable", "init", "is_agile_tensor", "is_enabled",
+           "memory_stats", "pool", "pool_window", "session_info", "use_pool", "worker_status")
+__all__ = ["AgileError", "library_path", *_MEMORY]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name in _MEMORY:
+        from . import memory
+        return getattr(memory, name)
+    raise AttributeError(f"module 'agile_torch' has no attribute {name!r}")

@@ -1,0 +1,235 @@
+"""The agile demo: `python3 -m agile_torch.demo [--host] [--runtime-dir DIR]`.
+
+With a GPU and PyTorch: trains a small model on tensors from agile_torch.pool(), runs
+torch.fft through the worker, launches a guarded Triton kernel, tries an out-of-window write
+and shows it contained, and prints a summary table. Without (or with --host): the same story
+on the host backend with the C client (libagile): leases, an FFT via FFTW in the worker,
+guarding a PTX file with its report, and `agilectl status`.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from . import _native
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+MiB = 1 << 20
+
+
+def bar(i: int, n: int, label: str) -> None:
+    w = 30
+    done = int(w * (i + 1) / n)
+    sys.stdout.write(f"\r  {label:28s} [{'#' * done}{'.' * (w - done)}] {i + 1}/{n}")
+    if i + 1 == n:
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def tool(name: str) -> str:
+    p = _native.binary_path(name)
+    if not p:
+        raise SystemExit(f"{name} not found beside {_native.library_path()}: build first")
+    return p
+
+
+def start_worker(runtime_dir: str, backend: str) -> None:
+    ctl = tool("agilectl")
+    if subprocess.run([ctl, "--runtime-dir", runtime_dir, "--no-start", "status"],
+                      capture_output=True).returncode == 0:
+        print(f"worker: reusing the worker already running on {runtime_dir}")
+        return
+    out = subprocess.run([tool("agile-worker"), "--runtime-dir", runtime_dir, "--backend", backend],
+                         capture_output=True, text=True)
+    print(out.stdout.strip() or out.stderr.strip())
+    if out.returncode != 0:
+        raise SystemExit(1)
+
+
+def guard_story(rows: list) -> None:
+    print("\n[guard] rewriting Triton's softmax PTX so every global access stays in the window")
+    src = os.path.join(ROOT, "tests", "data", "ptx", "triton", "softmax.ptx")
+    rep = "/tmp/agile-demo-guard.json"
+    t0 = time.perf_counter()
+    p = subprocess.run([tool("agile-guard"), "--report", rep, src, "-o", "/tmp/agile-demo-softmax.ptx"],
+                       capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    r = json.load(open(rep))
+    f = r["functions"][0]
+    print(f"  {f['name']}: {f['nsites']} sites fenced {f['sites']}, hidden params {f['hidden_params']}")
+    v = subprocess.run([tool("agile-guard"), "--verify", "/tmp/agile-demo-softmax.ptx"],
+                       capture_output=True, text=True)
+    print(f"  independent verifier: {'pass' if v.returncode == 0 else 'FAIL ' + v.stderr}")
+    bad = os.path.join(ROOT, "tests", "data", "ptx", "reject", "bulk_tensor.ptx")
+    if os.path.exists(bad):
+        rj = subprocess.run([tool("agile-guard"), bad, "-o", "/dev/null"], capture_output=True, text=True)
+        print(f"  a TMA kernel is refused (exit {rj.returncode}): {rj.stderr.strip().splitlines()[0]}")
+    rows.append(("guard sites (softmax)", f"{f['nsites']}", f"{dt * 1e3:.1f} ms incl. process start"))
+
+
+def host_demo(runtime_dir: str) -> None:
+    rows: list = []
+    start_worker(runtime_dir, "auto")
+    L = _native.lib()
+    opts = _native.ConnectOpts(runtime_dir.encode(), 10000, 0, tool("agile-worker").encode(), None)
+    _native.check(L.agile_init(ctypes.byref(opts)), "connect")
+    c = ctypes.c_void_p()
+    _native.check(L.agile_default_client(ctypes.byref(c)), "connect")
+    si = _native.SessionInfo()
+    L.agile_session_info_get(c, ctypes.byref(si))
+    backend = {1: "host", 2: "cuda"}.get(si.backend, "?")
+    print(f"session: tenant uid {si.tenant} (from the kernel), backend {backend}, quota {si.quota >> 20} MiB/GPU")
+
+    print("\n[leases] three 100 MiB blocks from the tenant's pool, written and read back")
+    ptrs = []
+    t0 = time.perf_counter()
+    for i in range(3):
+        p = L.agile_malloc(100 * MiB, 0, None)
+        if not p:
+            raise SystemExit("agile_malloc failed: " + L.agile_last_error().decode())
+        ctypes.memset(p, 0x41 + i, 100 * MiB)
+        ptrs.append(p)
+        bar(i, 3, "allocate + fill")
+    dt = time.perf_counter() - t0
+    ok = all(ctypes.string_at(p + 12345, 1) == bytes([0x41 + i]) for i, p in enumerate(ptrs))
+    s = _native.MemStats()
+    L.agile_memory_stats(0, ctypes.byref(s))
+    print(f"  data intact: {ok}; leased {s.reserved_bytes >> 20} MiB in {s.num_grows} lease(s), "
+          f"window {s.window_bytes >> 30} GiB")
+    rows.append(("pool bytes in use", f"{s.allocated_bytes >> 20} MiB", f"{dt * 1e3:.1f} ms to allocate+fill 300 MiB"))
+
+    print("\n[fft] a 4096-point C2C transform served by the worker (FFTW on the host backend)")
+    if hasattr(L, "agile_fft_plan_many"):
+        try:
+            import numpy as np
+            from . import fft_host
+            err, dt = fft_host.demo_fft(L, np)
+            print(f"  max relative error vs numpy.fft: {err:.2e}")
+            rows.append(("FFT 4096 C2C via worker", f"err {err:.1e}", f"{dt * 1e6:.0f} us"))
+        except Exception as e:  # show what happened, go on with the story
+            print(f"  FFT step failed: {e}")
+    else:
+        print("  (this build has no fft client API)")
+
+    guard_story(rows)
+    for i, p in enumerate(ptrs):
+        L.agile_free(p, 100 * MiB, 0, None)
+    print("\n[status] agilectl status (through the same control plane as every client)")
+    print(subprocess.run([tool("agilectl"), "--runtime-dir", runtime_dir, "status"],
+                         capture_output=True, text=True).stdout)
+    summary(rows, backend)
+
+
+def summary(rows: list, backend: str) -> None:
+    print(f"summary (backend {backend})")
+    print(f"  {'what':28s} {'value':>16s}  detail")
+    for what, val, detail in rows:
+        print(f"  {what:28s} {val:>16s}  {detail}")
+
+
+def gpu_demo(runtime_dir: str) -> None:
+    import torch
+
+    import agile_torch
+
+    rows: list = []
+    start_worker(runtime_dir, "auto")
+    agile_torch.init(runtime_dir=runtime_dir)
+    info = agile_torch.session_info()
+    print(f"session: tenant uid {info['tenant']}, backend {info['backend']}, quota {info['quota_bytes'] >> 30} GiB/GPU")
+
+    print("\n[train] a small MLP on tensors from agile_torch.pool(), same seed as native")
+
+    def train(use_agile: bool):
+        torch.manual_seed(0)
+        ctx = agile_torch.use_pool() if use_agile else torch.autograd.profiler.record_function("native")
+        with ctx:
+            model = torch.nn.Sequential(torch.nn.Linear(512, 1024), torch.nn.GELU(), torch.nn.Linear(1024, 10)).cuda()
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            x = torch.randn(1024, 512, device="cuda")
+            y = torch.randint(0, 10, (1024,), device="cuda")
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            n = 50
+            for i in range(n):
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                opt.step()
+                if use_agile:
+                    bar(i, n, "training steps (agile pool)")
+            torch.cuda.synchronize()
+            return loss.item(), (time.perf_counter() - t0) / n, x
+
+    nl, nt, _ = train(False)
+    al, at, x = train(True)
+    print(f"  final loss native {nl:.6f}  agile {al:.6f}  (same: {abs(nl - al) < 1e-5}); "
+          f"x in the agile pool: {agile_torch.is_agile_tensor(x)}")
+    rows.append(("train step (agile/native)", f"{at / nt:.2f}x", f"{at * 1e3:.2f} ms vs {nt * 1e3:.2f} ms"))
+
+    print("\n[fft] torch.fft.rfft on an agile tensor, served by the worker's cuFFT")
+    try:
+        from . import fft as afft
+        afft.enable_fft()
+        with agile_torch.use_pool():
+            s = torch.randn(16, 4096, device="cuda")
+            t0 = time.perf_counter()
+            f = torch.fft.rfft(s)
+            torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+        ref = torch.fft.rfft(s.clone())
+        err = ((f - ref).abs().max() / ref.abs().max()).item()
+        print(f"  relative error vs native: {err:.2e}; worker FFT calls: {afft.stats().get('calls', '?')}")
+        rows.append(("FFT rfft 16x4096 via worker", f"err {err:.1e}", f"{dt * 1e6:.0f} us first call"))
+    except Exception as e:
+        print(f"  FFT step unavailable: {e}")
+
+    print("\n[triton] a guarded Triton kernel launched inside the worker, and a wild write contained")
+    try:
+        from . import triton as atr
+        res = atr.demo()
+        for k, v in res.items():
+            print(f"  {k}: {v}")
+            rows.append((k, str(v)[:16], ""))
+    except Exception as e:
+        print(f"  Triton step unavailable: {e}")
+
+    guard_story(rows)
+    st = agile_torch.worker_status()
+    me = [t for t in st["tenants"] if t["uid"] == info["tenant"]][0]
+    rows.append(("tenant leased bytes", f"{me['leased_bytes'] >> 20} MiB", f"objects {me['object_count']}"))
+    print("\n[status]")
+    print(subprocess.run([tool("agilectl"), "--runtime-dir", runtime_dir, "status"], capture_output=True, text=True).stdout)
+    summary(rows, info["backend"])
+
+
+def main(argv=None) -> int:
+    from .memory_paths import default_runtime_dir
+    ap = argparse.ArgumentParser(prog="python3 -m agile_torch.demo", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--host", action="store_true", help="the host-backend story even if a GPU is present")
+    ap.add_argument("--runtime-dir", default=default_runtime_dir())
+    a = ap.parse_args(argv)
+    gpu = False
+    if not a.host:
+        try:
+            import torch
+            gpu = torch.cuda.is_available()
+        except ImportError:
+            gpu = False
+    if gpu:
+        gpu_demo(a.runtime_dir)
+    else:
+        print("no GPU with PyTorch here: the host-backend story with the C client")
+        host_demo(a.runtime_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
