@@ -1,7 +1,5 @@
-/* module_abi.h — PROPOSED worker <-> module operations table.
- *
- * The worker will adopt this (moved to a shared header such as worker/module.h); until then
- * it lives with its first user, the fft module. The worker registers a module by its
+/* module.h — the worker <-> module operations table (adopted from the fft module's proposal;
+ * the worker's registry is worker/modules.c). The worker registers a module by its
  * `const agile__module_ops` and calls it only through it; a module never calls back into
  * the worker except through the function pointers it is given in agile__module_env.
  *
@@ -15,13 +13,21 @@
  * Contexts: on the cuda backend the worker makes the caller's device context current
  * (agile__backend_enter) around init/ctl/exec/tenant_gone/fini.
  */
-#ifndef AGILE_MODULE_ABI_H
-#define AGILE_MODULE_ABI_H
+#ifndef AGILE_MODULE_H
+#define AGILE_MODULE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 #define AGILE_MODULE_ABI 1u
+
+/* mod_ctl_req.op with this bit set: run data-plane op (op & ~AGILE_MODULE_CTL_EXEC)
+ * synchronously over the control plane, payload = the op's args. The worker serves it
+ * through the same entry point as the ring (agile__worker_mod_exec) and replies once the
+ * op is complete. Until the data plane exists this is how clients run module ops. */
+#define AGILE_MODULE_CTL_EXEC 0x80000000u
+
+struct agile__htab;
 
 /* A tenant's window on one device, as the worker knows it. size is W = 2^k; a client
  * address translates as worker_addr = (client_addr & (size - 1)) | worker_base, and the
@@ -50,6 +56,13 @@ typedef struct agile__module_env {
                            uint64_t size);
     void *ctx;
     const char *config; /* module section of the worker config (may be NULL) */
+    /* Appended in abi 1 by the worker: its object table. A module that issues handles to
+     * clients issues them here (owner = who->tenant, the worker's session id), so that a
+     * stale, forged or foreign handle is AGILE_EHANDLE everywhere, status counts them, and
+     * the worker's per-session teardown frees them (the objects' fini must then only touch
+     * module state, which outlives every tenant: fini comes after all tenants are gone).
+     * NULL: the module keeps a table of its own (tests). */
+    struct agile__htab *objs;
 } agile__module_env;
 
 /* A ctl reply: handle (0 if none) and a payload the module writes into the worker's buffer. */

@@ -28,7 +28,7 @@
 #include <stdint.h>
 
 #include "core.h"
-#include "module_abi.h"
+#include "../module.h"
 
 /* Transform types: the values of cufftType, so the cuFFT backend passes them through. */
 #define AGILE_FFT_TYPE_LIST(X)                                                                     \
@@ -241,7 +241,7 @@ const agile__fft_desc *agile__fft_centry_desc(const agile__fft_centry *e);
 agile__fft_bplan *agile__fft_centry_plan(const agile__fft_centry *e);
 int agile__fft_centry_device(const agile__fft_centry *e);
 
-/* ---- the module (module.c); its ops table is in module_abi.h ---------------------------- */
+/* ---- the module (module.c); its ops table is in ../module.h ---------------------------- */
 
 /* Control ops (mod_ctl_req.op). */
 #define AGILE_FFT_OP_PLAN_CREATE 1  /* payload: encoded desc; reply: handle, payload: extents */

@@ -3,7 +3,9 @@
  *
  * A tenant's plan is a handle (type PLAN, owner = tenant) on a cache entry: the handle holds
  * one cache reference, an exec holds the handle for its duration, so a plan can be neither
- * destroyed nor evicted under a running exec, and a stale or foreign handle is EHANDLE. */
+ * destroyed nor evicted under a running exec, and a stale or foreign handle is EHANDLE.
+ * Served by the worker, the handles live in the worker's object table (env->objs), so its
+ * per-session teardown releases a killed client's plans; standalone, in a table of our own. */
 #include "fft.h"
 
 #include <stdlib.h>
@@ -16,7 +18,8 @@
 typedef struct fft_mod {
     agile__fft_backend *be;
     agile__fft_cache cache;
-    agile__htab plans;
+    agile__htab own;
+    agile__htab *plans; /* &own, or the worker's table */
 } fft_mod;
 
 typedef struct plan_obj {
@@ -40,7 +43,8 @@ int agile__fft_module_open(agile__fft_backend *be, uint64_t max_entries, uint64_
     AGILE_TRY(agile__fft_cache_init(&m->cache, be, max_entries ? max_entries : DEFAULT_MAX_PLANS,
                                     max_work_bytes ? max_work_bytes : DEFAULT_MAX_WORK));
     cache_ok = 1;
-    AGILE_TRY(agile__htab_init(&m->plans, MAX_HANDLES));
+    AGILE_TRY(agile__htab_init(&m->own, MAX_HANDLES));
+    m->plans = &m->own;
     m->be = be;
     *state = m;
     m = NULL;
@@ -70,6 +74,7 @@ static int fft_init(const agile__module_env *env, void **state)
     }
     AGILE_TRY(agile__fft_module_open(be, 0, 0, state));
     be = NULL;
+    if (env->objs) ((fft_mod *)*state)->plans = env->objs;
 out:
     if (be) be->close(be);
     return rv;
@@ -79,7 +84,7 @@ static void fft_fini(void *state)
 {
     fft_mod *m = state;
     if (!m) return;
-    agile__htab_fini(&m->plans); /* releases every tenant's plans */
+    agile__htab_fini(&m->own); /* releases every tenant's plans (the worker's table: empty) */
     agile__fft_cache_fini(&m->cache);
     m->be->close(m->be);
     free(m);
@@ -107,7 +112,7 @@ static int ctl_plan_create(fft_mod *m, const agile__module_caller *who, const ui
     po->m = m;
     po->e = e;
     work = m->be->work_size(agile__fft_centry_plan(e));
-    AGILE_TRY(agile__htab_add(&m->plans, AGILE_OBJ_PLAN, who->tenant, po, plan_obj_fini, &h));
+    AGILE_TRY(agile__htab_add(m->plans, AGILE_OBJ_PLAN, who->tenant, po, plan_obj_fini, &h));
     po = NULL; /* the table owns it and its cache reference now */
     e = NULL;
     w = (agile__wbuf){rep->payload, rep->cap, 0, 0};
@@ -128,7 +133,7 @@ static int ctl_plan_destroy(fft_mod *m, const agile__module_caller *who, const u
     agile__rbuf r = {payload, len, 0, 0};
     uint64_t h = agile__get_u64(&r);
     if (r.bad || r.off != len) return AGILE_EINVAL;
-    return agile__htab_remove(&m->plans, h, AGILE_OBJ_PLAN, who->tenant);
+    return agile__htab_remove(m->plans, h, AGILE_OBJ_PLAN, who->tenant);
 }
 
 static int ctl_stats(fft_mod *m, agile__module_reply *rep)
@@ -188,7 +193,7 @@ static int fft_exec(void *state, const agile__module_caller *who, uint32_t op, c
     /* The window comes from the worker, not the client; a malformed one is a worker bug. */
     if (W < 16 || (W & (W - 1)) || (base & (W - 1))) return AGILE_EINTERNAL;
     AGILE_TRY(agile__fft_exec_args_decode(args, len, &a));
-    AGILE_TRY(agile__htab_hold(&m->plans, a.plan, AGILE_OBJ_PLAN, who->tenant, (void **)&po));
+    AGILE_TRY(agile__htab_hold(m->plans, a.plan, AGILE_OBJ_PLAN, who->tenant, (void **)&po));
     if (agile__fft_centry_device(po->e) != who->device) {
         rv = AGILE_EINVAL;
         goto out;
@@ -215,14 +220,16 @@ static int fft_exec(void *state, const agile__module_caller *who, uint32_t op, c
     rv = m->be->exec(m->be, agile__fft_centry_plan(po->e), &env, (void *)(uintptr_t)in,
                      (void *)(uintptr_t)out, a.direction);
 out:
-    if (po) agile__htab_rele(&m->plans, a.plan);
+    if (po) agile__htab_rele(m->plans, a.plan);
     return rv;
 }
 
 static void fft_tenant_gone(void *state, uint32_t tenant)
 {
     fft_mod *m = state;
-    agile__htab_remove_owner(&m->plans, tenant);
+    /* In the worker's table the worker has already freed the session's objects, and
+     * remove_owner there would take its non-plan objects too. */
+    if (m->plans == &m->own) agile__htab_remove_owner(m->plans, tenant);
     m->be->release_tenant(m->be, tenant);
 }
 
