@@ -227,6 +227,10 @@ static uint32_t match_close(const ptx_module *m, uint32_t t, char open, char clo
 {
     uint32_t depth = 0;
     for (uint32_t i = t; i < m->ntoks; i++) {
+        /* a parameter list never spans a statement or a block */
+        if (open == '(' && (agile_guard_tok_punct(m, i, ';') || agile_guard_tok_punct(m, i, '{') ||
+                            agile_guard_tok_punct(m, i, '}')))
+            return PTX_NONE;
         if (agile_guard_tok_punct(m, i, open)) {
             depth++;
         } else if (agile_guard_tok_punct(m, i, close)) {

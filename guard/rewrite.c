@@ -688,6 +688,14 @@ static int do_instr(rw *r, const ptx_stmt *s)
     unsigned nsp = 0, nfenced = 0, nbr = 0, first_site = r->fsite;
     int rv = AGILE_OK;
 
+    /* An address is a whole operand "[...]"; a '[' anywhere else is a form we do not
+     * model (and would hide an access from the classification below). */
+    for (uint32_t k = 0; k < s->nopnd; k++) {
+        const ptx_opnd *op = &r->m.opnds[s->opnd0 + k];
+        for (uint32_t t = op->t0 + 1; t < op->t1; t++)
+            if (agile_guard_tok_punct(&r->m, t, '[') && !agile_guard_tok_punct(&r->m, op->t0, '['))
+                return reject(r, TOK(t).line, "unsupported operand form in '%.*s'", TLEN(s->op), TSTR(s->op));
+    }
     split_op(TSTR(s->op), TOK(s->op).len, &o);
     cl = classify(r, s, &o, &kind, &why);
     switch (cl) {
@@ -826,8 +834,19 @@ static int do_func(rw *r, const ptx_func *f)
     }
     for (uint32_t i = f->st0; i < f->st1; i++) {
         const ptx_stmt *s = &r->m.st[i];
-        if (s->kind == PST_DIR && agile_guard_tok_eq(&r->m, s->op, ".calltargets"))
-            return reject(r, TOK(s->op).line, "indirect call targets (.calltargets)");
+        if (s->kind == PST_DIR) {
+            static const char *const ok[] = {".reg",    ".local", ".shared", ".param",  ".const",
+                                             ".global", ".loc",   ".file",   ".pragma", ".callprototype",
+                                             ".branchtargets"};
+            bool known = false;
+            if (agile_guard_tok_eq(&r->m, s->op, ".calltargets"))
+                return reject(r, TOK(s->op).line, "indirect call targets (.calltargets)");
+            for (size_t k = 0; k < AGILE_ARRAY_LEN(ok); k++)
+                known = known || agile_guard_tok_eq(&r->m, s->op, ok[k]);
+            if (!known)
+                return reject(r, TOK(s->op).line, "directive '%.*s' not supported in a function body", TLEN(s->op),
+                              TSTR(s->op));
+        }
         if (s->kind == PST_INSTR)
             AGILE_TRY(do_instr(r, s));
     }
@@ -876,7 +895,8 @@ static int cmp_edit(const void *a, const void *b)
 static int apply_edits(rw *r, agile_guard_sbuf *out)
 {
     uint32_t cur = 0;
-    qsort(r->ed, r->ned, sizeof(edit), cmp_edit);
+    if (r->ned > 0)
+        qsort(r->ed, r->ned, sizeof(edit), cmp_edit);
     for (uint32_t i = 0; i < r->ned; i++) {
         const edit *e = &r->ed[i];
         if (e->pos < cur)
@@ -894,10 +914,11 @@ static int check_names(rw *r)
     for (uint32_t t = 0; t < r->m.ntoks; t++) {
         const char *s = TSTR(t);
         uint32_t n = TOK(t).len;
-        if (TOK(t).kind != PTK_IDENT)
+        /* any token, not only names: "1__agile_x" lexes as a number, a string may name it */
+        if (TOK(t).kind == PTK_PUNCT || n < 6)
             continue;
-        if ((n >= 6 && memcmp(s, "%agile", 6) == 0) || (n >= 7 && memcmp(s, "__agile", 7) == 0))
-            return reject(r, TOK(t).line, "name '%.*s' is reserved for the guard", (int)n, s);
+        if (memmem(s, n, "%agile", 6) != NULL || memmem(s, n, "__agile", 7) != NULL)
+            return reject(r, TOK(t).line, "name '%.*s' is reserved for the guard", (int)AGILE_MIN(n, 64u), s);
     }
     return AGILE_OK;
 }

@@ -128,36 +128,46 @@ static bool is_word(char c)
 }
 
 /* Does the text contain `w` as a whole word? */
-static bool sp_has_word(span a, const char *w)
+static bool sp_has_span_word(span a, span w)
 {
-    size_t n = strlen(w);
-    for (size_t i = 0; i + n <= a.n; i++) {
-        if (memcmp(a.p + i, w, n) != 0)
-            continue;
-        if ((i == 0 || !is_word(a.p[i - 1])) && (i + n == a.n || !is_word(a.p[i + n])))
+    const char *p = a.p, *e;
+    if (w.n == 0 || a.p == NULL || a.n < w.n)
+        return false;
+    e = a.p + a.n;
+    while (p + w.n <= e && (p = memmem(p, (size_t)(e - p), w.p, w.n)) != NULL) {
+        if ((p == a.p || !is_word(p[-1])) && (p + w.n == e || !is_word(p[w.n])))
             return true;
+        p++;
     }
     return false;
 }
 
-static bool sp_has_span_word(span a, span w)
+static bool sp_has_word(span a, const char *w)
 {
-    for (size_t i = 0; w.n && i + w.n <= a.n; i++) {
-        if (memcmp(a.p + i, w.p, w.n) != 0)
-            continue;
-        if ((i == 0 || !is_word(a.p[i - 1])) && (i + w.n == a.n || !is_word(a.p[i + w.n])))
-            return true;
-    }
-    return false;
+    return sp_has_span_word(a, (span){w, strlen(w)});
 }
 
 static bool sp_contains(span a, const char *s)
 {
-    size_t n = strlen(s);
-    for (size_t i = 0; i + n <= a.n; i++)
-        if (memcmp(a.p + i, s, n) == 0)
-            return true;
-    return false;
+    return a.p != NULL && memmem(a.p, a.n, s, strlen(s)) != NULL;
+}
+
+/* A function header: linkage words, then .entry or .func. 0: no, 'e' entry, 'f' func. */
+static int header_kind(span h)
+{
+    size_t i = 0;
+    for (;;) {
+        size_t a;
+        while (i < h.n && (h.p[i] == ' ' || h.p[i] == '\t' || h.p[i] == '\n' || h.p[i] == '\r'))
+            i++;
+        a = i;
+        while (i < h.n && is_word(h.p[i]))
+            i++;
+        span w = {h.p + a, i - a};
+        if (sp_eq(w, ".visible") || sp_eq(w, ".extern") || sp_eq(w, ".weak") || sp_eq(w, ".common"))
+            continue;
+        return sp_eq(w, ".entry") ? 'e' : sp_eq(w, ".func") ? 'f' : 0;
+    }
 }
 
 static bool v_int(span a, int64_t *out)
@@ -196,6 +206,49 @@ static bool v_int(span a, int64_t *out)
 }
 
 /* ---- scanner ---------------------------------------------------------------------------- */
+
+/* Copy src to dst with // and block comments replaced by spaces (newlines kept, so line
+ * numbers stay); strings are copied as they are. An unterminated block comment blanks
+ * to the end (the scanner then sees no statement end and fails). */
+static void blank_comments(const char *src, size_t n, char *dst)
+{
+    size_t i = 0;
+    while (i < n) {
+        char c = src[i];
+        if (c == '"') {
+            dst[i++] = c;
+            while (i < n && src[i] != '"' && src[i] != '\n') {
+                if (src[i] == '\\' && i + 1 < n && src[i + 1] != '\n') {
+                    dst[i] = src[i];
+                    i++;
+                }
+                dst[i] = src[i];
+                i++;
+            }
+            if (i < n && src[i] == '"')
+                dst[i++] = '"';
+        } else if (c == '/' && i + 1 < n && src[i + 1] == '/') {
+            while (i < n && src[i] != '\n')
+                dst[i++] = ' ';
+        } else if (c == '/' && i + 1 < n && src[i + 1] == '*') {
+            dst[i++] = ' ';
+            dst[i++] = ' ';
+            while (i < n && !(src[i] == '*' && i + 1 < n && src[i + 1] == '/')) {
+                dst[i] = src[i] == '\n' ? '\n' : ' ';
+                i++;
+            }
+            if (i < n) {
+                dst[i++] = ' ';
+                dst[i++] = ' ';
+            } else {
+                dst[n - 1] = '\x01'; /* unterminated: make sure the scanner refuses it */
+            }
+        } else {
+            dst[i++] = c;
+        }
+    }
+    dst[n] = '\0';
+}
 
 static int push(vctx *v, const vst *s)
 {
@@ -307,7 +360,7 @@ static int scan(vctx *v)
              * header; inside an instruction it opens a vector operand. */
             if (c == '{') {
                 span h = {s + st, i - st};
-                if (depth == 0 && nest == 0 && (sp_has_word(h, ".entry") || sp_has_word(h, ".func"))) {
+                if (depth == 0 && nest == 0 && header_kind(h)) {
                     EMIT(VS_HEADER, i);
                     st = i;
                     EMIT(VS_OPEN, i + 1);
@@ -343,7 +396,7 @@ static int scan(vctx *v)
         }
         if (c == ';' && nest == 0) {
             span t = sp_trim((span){s + st, i - st});
-            bool header = depth == 0 && (sp_has_word(t, ".entry") || sp_has_word(t, ".func"));
+            bool header = depth == 0 && header_kind(t);
             EMIT(header ? VS_HEADER : (t.n && t.p[0] == '.') ? VS_DIR : VS_INSTR, i);
             i++;
             continue;
@@ -520,7 +573,7 @@ static int structure(vctx *v)
             span h = s->text;
             size_t k;
             memset(&f, 0, sizeof(f));
-            f.entry = sp_has_word(h, ".entry");
+            f.entry = header_kind(h) == 'e';
             f.header = h;
             /* the name: the word before the parameter list '(' that follows .entry/.func
              * (and the return list of a .func) */
@@ -902,6 +955,8 @@ static int param_index(span list, const char *name)
 {
     int idx = 0, d = 0;
     size_t st = 0;
+    if (list.p == NULL)
+        return -1;
     for (size_t i = 0; i <= list.n; i++) {
         char c = i < list.n ? list.p[i] : ',';
         if (c == '(' || c == '[')
@@ -1018,17 +1073,26 @@ static int check_func(vctx *v, unsigned fidx)
         if (s->kind == VS_LABEL || (s->kind == VS_INSTR && (sp_starts(s->op, "bra") || sp_starts(s->op, "brx"))))
             labelled = true;
         if (s->kind == VS_DIR) {
-            if ((sp_starts(s->text, ".reg") && sp_contains(s->text, "%agile") && s->depth != 1))
+            static const char *const ok[] = {".reg",    ".local", ".shared", ".param",  ".const",
+                                             ".global", ".loc",   ".file",   ".pragma", ".callprototype",
+                                             ".branchtargets"};
+            size_t k = 0;
+            span w = {s->text.p, 0};
+            while (w.n < s->text.n && is_word(s->text.p[w.n]))
+                w.n++;
+            while (k < sizeof(ok) / sizeof(ok[0]) && !sp_eq(w, ok[k]))
+                k++;
+            if (k == sizeof(ok) / sizeof(ok[0]))
+                return vfail(v, s->line, "directive '%.*s' in a function body", (int)w.n, w.p);
+            if (sp_eq(w, ".reg") && sp_contains(s->text, "%agile") && s->depth != 1)
                 return vfail(v, s->line, "guard register declared in a nested scope");
-            if (sp_starts(s->text, ".param") && sp_contains(s->text, "__agile") && !sp_contains(s->text, "__agile_c"))
+            if (sp_eq(w, ".param") && sp_contains(s->text, "__agile") && !sp_contains(s->text, "__agile_c"))
                 return vfail(v, s->line, "guard parameter redeclared");
-            if (sp_starts(s->text, ".calltargets") || sp_starts(s->text, ".alias"))
-                return vfail(v, s->line, "indirect call targets");
             continue;
         }
         if (s->kind != VS_INSTR)
             continue;
-        for (unsigned r = 0; r < 3; r++) {
+        for (unsigned r = 0; r < 3 && memmem(s->text.p, s->text.n, "%agile_", 7) != NULL; r++) {
             span reg = {regs[r], strlen(regs[r])};
             bool uses = sp_has_word(s->text, regs[r]);
             if (writes(s, reg)) {
@@ -1058,12 +1122,19 @@ int agile_guard_verify(const char *ptx, size_t len, const agile_guard_vopts *o, 
 {
     vctx v;
     agile_guard_vopts dflt = {0, 0, NULL, 0};
+    char *clean;
     int rv = AGILE_OK;
 
     memset(&v, 0, sizeof(v));
     if (err && errcap)
         err[0] = '\0';
-    v.src = ptx;
+    /* Work on a copy with comments blanked (newlines kept), so that no statement's text
+     * can carry operands from a comment. */
+    clean = malloc(len + 1);
+    if (clean == NULL)
+        return AGILE_ENOMEM;
+    blank_comments(ptx, len, clean);
+    v.src = clean;
     v.len = len;
     v.o = o ? o : &dflt;
     v.gap = v.o->guard_gap ? v.o->guard_gap : AGILE_GUARD_DEFAULT_GAP;
@@ -1075,6 +1146,7 @@ int agile_guard_verify(const char *ptx, size_t len, const agile_guard_vopts *o, 
         if (v.fn[f].body)
             AGILE_TRY(check_func(&v, f));
 out:
+    free(clean);
     free(v.st);
     free(v.fn);
     free(v.var);
