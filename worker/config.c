@@ -179,7 +179,7 @@ int agile__config_parse(agile__config *c, const char *text, size_t len, char *er
                 cur = &c->dflt;
                 continue;
             }
-            if (strncmp(s, "tenant", 6) || (s[6] != ' ' && s[6] != '\t')) {
+            if (strlen(s) < 7 || strncmp(s, "tenant", 6) != 0 || (s[6] != ' ' && s[6] != '\t')) {
                 why = "section header must be [default] or [tenant UID|NAME]";
                 goto bad;
             }

@@ -1,5 +1,6 @@
 /* Worker lifecycle: runtime dir and lock, backend choice, listeners, threads, shutdown. */
 #include "worker.h"
+#include "modules.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -199,7 +200,7 @@ static void *fd_main(void *arg)
         if (n > cap) {
             size_t ncap = n * 2;
             struct pollfd *npf = realloc(pf, ncap * sizeof *pf);
-            agile__session **nwho = realloc(who, ncap * sizeof *who);
+            agile__session **nwho = realloc(who, ncap * sizeof(agile__session *));
             if (npf)
                 pf = npf;
             if (nwho)
@@ -315,6 +316,7 @@ int agile__worker_init_core(agile__worker *w, int backend, const char *config, c
     for (int d = 0; d < w->ndev; d++)
         AGILE_TRY(agile__backend_device_info(w->be, d, &w->dev[d]));
     AGILE_TRY(agile__htab_init(&w->objs, 1u << 20));
+    AGILE_TRY(agile__worker_modules_init(w));
 out:
     return rv;
 }
@@ -405,6 +407,7 @@ void agile__worker_fini(agile__worker *w)
 #endif
     if (w->objs.slots)
         agile__htab_fini(&w->objs);
+    agile__worker_modules_fini(w); /* after every plan object is gone, before the tenants */
     while (w->tenants) {
         agile__tenant *t = w->tenants;
         w->tenants = t->next;

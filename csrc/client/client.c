@@ -334,7 +334,7 @@ AGILE_API int agile_connect(const agile_connect_opts *opts, agile_client **out)
 {
     agile_connect_opts o = {0};
     agile_client *c;
-    agile__fdstash tok;
+    agile__fdstash tok = {0};
     agile__msg m, rep;
     uint8_t *buf = NULL;
     char url[PATH_MAX];
@@ -549,7 +549,7 @@ AGILE_API int agile_raw_request(agile_client *c, const void *req, size_t len, vo
         return AGILE_ENOMEM;
     }
     memcpy(nng_msg_body(nm), req, len);
-    if ((nrv = ctx_sendmsg(ctx, nm, c->timeout_ms)) != 0) {
+    if (ctx_sendmsg(ctx, nm, c->timeout_ms) != 0) {
         nng_msg_free(nm);
         rv = AGILE_ECLOSED;
     } else if ((nrv = ctx_recvmsg(ctx, &nm, c->timeout_ms)) != 0) {

@@ -106,9 +106,9 @@ int main(int argc, char **argv)
         }
         if (rv == AGILE_OK) {
             qsort(lat, (size_t)n, sizeof *lat, cmp_u64);
+            long i50 = n / 2, i99 = (n * 99) / 100;
             printf("%ld pings: p50 %.1f us, p99 %.1f us, max %.1f us\n", n,
-                   (double)lat[n / 2] / 1e3, (double)lat[(n * 99) / 100] / 1e3,
-                   (double)lat[n - 1] / 1e3);
+                   (double)lat[i50] / 1e3, (double)lat[i99] / 1e3, (double)lat[n - 1] / 1e3);
         }
         free(lat);
     }
