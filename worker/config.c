@@ -179,7 +179,7 @@ int agile__config_parse(agile__config *c, const char *text, size_t len, char *er
                 cur = &c->dflt;
                 continue;
             }
-            if (strlen(s) < 7 || strncmp(s, "tenant", 6) != 0 || (s[6] != ' ' && s[6] != '\t')) {
+            if (strncmp(s, "tenant ", 7) != 0 && strncmp(s, "tenant\t", 7) != 0) {
                 why = "section header must be [default] or [tenant UID|NAME]";
                 goto bad;
             }
