@@ -48,7 +48,8 @@ static void walk(const char *dir, flist *l)
             continue;
         if (S_ISDIR(st.st_mode)) {
             walk(path, l);
-        } else if (n > 4 && strcmp(e->d_name + n - 4, ".ptx") == 0) {
+        } else if ((n > 4 && strcmp(e->d_name + n - 4, ".ptx") == 0) ||
+                   (n > 5 && strcmp(e->d_name + n - 5, ".fuzz") == 0)) {
             if (l->n == l->cap) {
                 l->cap = l->cap ? l->cap * 2 : 64;
                 l->v = realloc(l->v, l->cap * sizeof(char *));
@@ -194,6 +195,22 @@ static void test_corpus(void **state)
         int rv;
 
         assert_non_null(src);
+        if (strstr(f, ".fuzz") == f + strlen(f) - 5) {
+            /* fuzzer findings: refused, or guarded into something the verifier accepts */
+            for (int mode = 0; mode < 2; mode++) {
+                agile_guard_vopts vo = {0, 0, NULL, 0};
+                agile_guard_opts_init(&o);
+                o.strict = mode == 1;
+                rv = agile_guard_ptx(src, len, &o, &res);
+                if (rv == AGILE_OK && agile_guard_verify(res.ptx, res.ptx_len, &vo, err, sizeof(err)) != AGILE_OK)
+                    fail_msg("%s: verifier refuses the guarded output: %s", f, err);
+                if (rv != AGILE_OK && rv != AGILE_EREJECT)
+                    fail_msg("%s: %s", f, agile_err_name(rv));
+                agile_guard_result_fini(&res);
+            }
+            free(src);
+            continue;
+        }
         rv = agile_guard_roundtrip(src, len, &rt, &rlen, err, sizeof(err));
         if (rv == AGILE_OK) {
             if (rlen != len || memcmp(rt, src, len) != 0)

@@ -241,12 +241,19 @@ static uint32_t match_close(const ptx_module *m, uint32_t t, char open, char clo
     return PTX_NONE;
 }
 
-/* First token after the line-terminated directive at t. */
-static uint32_t skip_line(const ptx_module *m, uint32_t t)
+/* First token after the line-terminated directive at t. Such a line holds words, numbers,
+ * strings and commas only ("1 12 5, function_name $L__info_string0, inlined_at 1 4 3"):
+ * anything else (a brace, a ';') is refused rather than swallowed. */
+static uint32_t skip_line(ptx_module *m, uint32_t t)
 {
     uint32_t line = m->toks[t].line;
-    while (t < m->ntoks && m->toks[t].line == line)
+    while (t < m->ntoks && m->toks[t].line == line) {
+        if (m->toks[t].kind == PTK_PUNCT && !agile_guard_tok_punct(m, t, ',')) {
+            fail(m, line, "unexpected '%c' in a line directive", m->src[m->toks[t].off]);
+            return PTX_NONE;
+        }
         t++;
+    }
     return t;
 }
 
@@ -434,6 +441,8 @@ static int parse_body(ptx_module *m, ptx_func *f, uint32_t open, uint32_t fidx)
             s.op = t;
             if (agile_guard_tok_eq(m, t, ".loc") || agile_guard_tok_eq(m, t, ".file")) {
                 t = skip_line(m, t);
+                if (t == PTX_NONE)
+                    return AGILE_EREJECT;
                 s.t1 = t;
                 s.end = tok_end(m, t - 1);
             } else {
@@ -557,17 +566,25 @@ static int parse_top(ptx_module *m)
         if (agile_guard_tok_eq(m, t, ".version")) {
             m->version_tok = t + 1;
             t = skip_line(m, t);
+            if (t == PTX_NONE)
+                return AGILE_EREJECT;
         } else if (agile_guard_tok_eq(m, t, ".target")) {
             m->target_tok = t + 1;
             t = skip_line(m, t);
+            if (t == PTX_NONE)
+                return AGILE_EREJECT;
         } else if (agile_guard_tok_eq(m, t, ".address_size")) {
             uint64_t v = 0;
             if (t + 1 >= m->ntoks || !agile_guard_parse_int(ptx_tok_str(m, t + 1), m->toks[t + 1].len, &v))
                 return fail(m, m->toks[t].line, "bad .address_size");
             m->address_size = (uint32_t)AGILE_MIN(v, 1000);
             t = skip_line(m, t);
+            if (t == PTX_NONE)
+                return AGILE_EREJECT;
         } else if (agile_guard_tok_eq(m, t, ".file") || agile_guard_tok_eq(m, t, ".loc")) {
             t = skip_line(m, t);
+            if (t == PTX_NONE)
+                return AGILE_EREJECT;
         } else if (agile_guard_tok_eq(m, t, ".section")) {
             /* DWARF blocks: data only, passed through untouched. */
             uint32_t c;
