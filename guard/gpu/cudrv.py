@@ -86,6 +86,9 @@ class Driver:
         self._check(self.lib.cuMemcpyDtoH_v2(buf, CUdeviceptr(src), C.c_size_t(size)), "cuMemcpyDtoH")
         return buf.raw
 
+    def dtod(self, dst: int, src: int, size: int) -> None:
+        self._check(self.lib.cuMemcpyDtoD_v2(CUdeviceptr(dst), CUdeviceptr(src), C.c_size_t(size)), "cuMemcpyDtoD")
+
     def memset(self, dst: int, byte: int, size: int) -> None:
         self._check(self.lib.cuMemsetD8_v2(CUdeviceptr(dst), C.c_ubyte(byte), C.c_size_t(size)), "cuMemsetD8")
 

@@ -37,7 +37,7 @@ from cudrv import CudaError, Driver, pack_arg  # noqa: E402
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CANARY_SIZE = 1 << 20
 CANARY_BYTE = 0xAB
-DTYPES = {"f32": ("f", 4), "f64": ("d", 8), "i32": ("i", 4), "u32": ("I", 4), "i16": ("h", 2), "u8": ("B", 1),
+DTYPES = {"f16": ("e", 2), "f32": ("f", 4), "f64": ("d", 8), "i32": ("i", 4), "u32": ("I", 4), "i16": ("h", 2), "u8": ("B", 1),
           "i64": ("q", 8)}
 
 
@@ -51,6 +51,8 @@ def init_bytes(kind: str, size: int, seed: int) -> bytes:
         return bytes(i & 0xFF for i in range(size))
     if kind == "rand_f32":
         return struct.pack(f"<{size // 4}f", *[rnd.uniform(-4, 4) for _ in range(size // 4)])
+    if kind == "rand_f16":
+        return struct.pack(f"<{size // 2}e", *[rnd.uniform(-2, 2) for _ in range(size // 2)])
     if kind == "rand_f64":
         return struct.pack(f"<{size // 8}d", *[rnd.uniform(-4, 4) for _ in range(size // 8)])
     if kind.startswith("rand_i32_"):
@@ -120,6 +122,7 @@ class Runner:
 
     def launch(self, mod, spec: dict, args: list, hidden: list) -> None:
         fn = self.drv.function(mod, spec["name"])
+        self.drv.set_dynamic_smem(fn, spec.get("shared", 0))
         self.drv.launch(fn, spec.get("grid", [1]), spec.get("block", [32]), args + hidden, spec.get("shared", 0))
         self.drv.sync()
 
@@ -172,17 +175,97 @@ def site_kernel_ok(report: dict, name: str, v: dict) -> list:
     return errs
 
 
+def entry_params(ptx: str, name: str) -> list | None:
+    """Parameter kinds of .entry name: 'u64', 'u32', 'f32', 'f64', 'b8[16]'..."""
+    import re
+    m = re.search(r"\.entry\s+" + re.escape(name) + r"\s*\((.*?)\)", ptx, re.S)
+    if not m:
+        return None
+    out = []
+    for p in m.group(1).split(","):
+        if not p.strip():
+            continue
+        arr = re.search(r"\.b8\s+\S+\[(\d+)\]", p)
+        t = re.search(r"\.(u64|b64|s64|u32|b32|s32|f32|f64|u16|b16|s16|u8|b8)\b", p)
+        out.append(f"b8[{arr.group(1)}]" if arr else (t.group(1) if t else "?"))
+    return out
+
+
+ARG_OK = {"ptr": ("u64", "b64"), "u64": ("u64", "b64", "s64"), "i64": ("u64", "b64", "s64"),
+          "canary": ("u64", "b64"), "i32": ("u32", "b32", "s32"), "u32": ("u32", "b32", "s32"),
+          "f32": ("f32",), "f64": ("f64",), "float4": ("b8[16]",)}
+
+
+def check_only(a) -> int:
+    """No GPU: validate every launch description against its PTX and the guard."""
+    errors = 0
+    launch_dir = os.path.join(a.corpus, "launch")
+    tmp = tempfile.mkdtemp(prefix="guard-diff-check.")
+    for lf in sorted(os.listdir(launch_dir)):
+        if not lf.endswith(".json"):
+            continue
+        desc = json.load(open(os.path.join(launch_dir, lf)))
+        ptx_path = os.path.join(a.corpus, desc["ptx"])
+        ptx = open(ptx_path).read()
+        for mode in ("mask", "strict"):
+            ok, err = run_guard(a.guard, ptx_path, os.path.join(tmp, "o.ptx"), os.path.join(tmp, "r.json"),
+                                mode == "strict", [])
+            if not ok:
+                print(f"{lf}: guard ({mode}) failed: {err}")
+                errors += 1
+        for spec in desc["kernels"]:
+            if spec.get("skip"):
+                continue
+            label = f"{lf}:{spec.get('label', spec['name'])}"
+            params = entry_params(ptx, spec["name"])
+            if params is None:
+                print(f"{label}: no .entry {spec['name']} in {desc['ptx']}")
+                errors += 1
+                continue
+            args = spec.get("args", [])
+            if len(args) != len(params):
+                print(f"{label}: {len(args)} args for {len(params)} parameters {params}")
+                errors += 1
+            for (kind, val), pt in zip(args, params):
+                if pt not in ARG_OK.get(kind, ()):
+                    print(f"{label}: argument kind {kind} for a .{pt} parameter")
+                    errors += 1
+                if kind == "ptr" and val not in spec.get("buffers", {}):
+                    print(f"{label}: unknown buffer {val}")
+                    errors += 1
+                if isinstance(val, str) and kind != "ptr":
+                    env = {"W": 1 << a.window_bits, "GAP": a.gap, "CANARY": 1 << 40, "BASE": 1 << 41, "BUF0": 1 << 41}
+                    eval(val, {"__builtins__": {}}, env)
+            for c in spec.get("compare", []) + spec.get("expect", {}).get("buffers", []):
+                if c["buf"] not in spec.get("buffers", {}) or c["dtype"] not in DTYPES:
+                    print(f"{label}: bad compare entry {c}")
+                    errors += 1
+            for b in spec.get("buffers", {}).values():
+                init_bytes(b.get("init", "zero"), b["size"], 0)
+            blk = spec.get("block", [32])
+            if blk[0] * (blk[1] if len(blk) > 1 else 1) > 1024:
+                print(f"{label}: block too large")
+                errors += 1
+    print(f"launch descriptions: {'OK' if errors == 0 else f'{errors} error(s)'}")
+    return 1 if errors else 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--guard", required=True, help="path to agile-guard")
-    ap.add_argument("--out", required=True, help="JSON results")
+    ap.add_argument("--out", help="JSON results (required unless --check)")
     ap.add_argument("--corpus", default=os.path.join(ROOT, "tests", "data", "ptx"))
     ap.add_argument("--window-bits", type=int, default=24)
     ap.add_argument("--gap", type=int, default=1 << 20)
     ap.add_argument("--only", help="run only kernels whose name contains this")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--check", action="store_true", help="no GPU: validate the launch descriptions only")
     a = ap.parse_args()
+    if a.check:
+        return check_only(a)
 
+    if not a.out:
+        ap.error("--out is required")
     drv = Driver()
     print(f"device: {drv.name} (sm_{drv.cc[0]}{drv.cc[1]}), window 2^{a.window_bits}, gap {a.gap}")
     runner = Runner(drv, a.window_bits, a.gap)
