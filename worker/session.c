@@ -1,6 +1,9 @@
 /* Sessions: one per client connection (fd socket + nng pipe), owned by a tenant (uid). */
 #include "worker.h"
 
+#include "backend/fdpass.h"
+#include "modules.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,6 +198,7 @@ void agile__sessions_reap(agile__worker *w)
             return;
         uint64_t t0 = agile__now_ns();
         uint32_t n = agile__htab_remove_owner(&w->objs, s->id);
+        agile__worker_modules_session_gone(w, s);
         /* The nng pipe is left to its peer: once the session is off the list, requests on
          * it find no session and get "before HELLO". (Closing pipes from here made nng 1.5
          * drop other clients' pending requests under load.) */
@@ -216,28 +220,8 @@ int agile__session_send_fd(agile__session *s, uint16_t kind, uint64_t handle, ui
 {
     uint8_t rec[AGILE_FDREC_SIZE];
     agile__wbuf wb = {rec, sizeof rec, 0, 0};
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } u;
-    struct iovec iov = {rec, sizeof rec};
-    struct msghdr mh;
-    ssize_t n;
-    int rv = AGILE_OK;
+    int rv;
 
-    memset(&mh, 0, sizeof mh);
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    if (fd >= 0) {
-        memset(&u, 0, sizeof u);
-        mh.msg_control = u.buf;
-        mh.msg_controllen = sizeof u.buf;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    }
     pthread_mutex_lock(&s->fd_mu);
     *seq = ++s->fd_seq;
     agile__put_u32(&wb, AGILE_FDREC_MAGIC);
@@ -248,18 +232,11 @@ int agile__session_send_fd(agile__session *s, uint16_t kind, uint64_t handle, ui
     agile__put_u64(&wb, a);
     agile__put_u64(&wb, b);
     agile__put_u64(&wb, 0);
-    if (s->fd < 0) {
-        rv = AGILE_ECLOSED;
-    } else {
-        /* Never block on a client that does not read its fd socket. */
-        do {
-            n = sendmsg(s->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-        } while (n < 0 && errno == EINTR);
-        if (n < 0)
-            rv = errno == EAGAIN ? AGILE_EBUSY : agile_err_sys(errno);
-        else if ((size_t)n != sizeof rec)
-            rv = AGILE_EPROTO;
-    }
+    /* The socket is non-blocking: a client that does not read its fd socket gets an error
+     * here (EAGAIN), never a stuck worker thread. */
+    rv = s->fd < 0 ? AGILE_ECLOSED : agile__fd_send(s->fd, fd, rec, sizeof rec);
+    if (rv == agile_err_sys(EAGAIN))
+        rv = AGILE_EBUSY;
     pthread_mutex_unlock(&s->fd_mu);
     return rv;
 }

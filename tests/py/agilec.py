@@ -1,6 +1,7 @@
 """ctypes view of libagile for the tests (the product binding lives in agile_torch)."""
 import ctypes
 import os
+import sys
 
 BUILD = os.environ.get("AGILE_BUILD_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 BUILD = os.path.abspath(BUILD)
@@ -14,17 +15,8 @@ ERR = {"OK": 0, "EINVAL": 1, "ENOMEM": 2, "EQUOTA": 3, "EHANDLE": 4, "EPROTO": 5
 OBJ_STREAM, OBJ_EVENT = 3, 4
 
 
-class ConnectOpts(ctypes.Structure):
-    _fields_ = [("runtime_dir", ctypes.c_char_p), ("timeout_ms", ctypes.c_int),
-                ("no_autostart", ctypes.c_int), ("worker_path", ctypes.c_char_p),
-                ("backend", ctypes.c_char_p)]
-
-
-class SessionInfo(ctypes.Structure):
-    _fields_ = [("session", ctypes.c_uint64), ("tenant", ctypes.c_uint32),
-                ("backend", ctypes.c_uint32), ("ndev", ctypes.c_uint32),
-                ("priority", ctypes.c_uint32), ("quota", ctypes.c_uint64),
-                ("worker_major", ctypes.c_uint32), ("worker_minor", ctypes.c_uint32)]
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+from agile_torch._native import ConnectOpts, MemStats, SessionInfo  # noqa: E402  (one layout)
 
 
 def load():
@@ -87,15 +79,6 @@ class Client:
         if self.h:
             self.lib.agile_disconnect(self.h)
             self.h = None
-
-
-class MemStats(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_uint64) for n in (
-        "allocated_bytes", "allocated_bytes_peak", "allocated_bytes_total", "freed_bytes_total",
-        "requested_bytes", "requested_bytes_peak", "reserved_bytes", "reserved_bytes_peak",
-        "cached_bytes", "free_bytes", "allocations", "num_allocs", "num_frees", "segments",
-        "num_grows", "num_shrinks", "num_grow_failures", "num_alloc_retries", "num_ooms",
-        "num_free_errors", "quota_bytes", "window_bytes")]
 
 
 def load_mem(lib, runtime_dir):
