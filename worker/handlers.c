@@ -1,6 +1,7 @@
 /* Control-plane message handlers. Every field is validated before use; malformed input
  * gets an error reply (or the connection is closed) and is counted in `agilectl status`. */
 #include "worker.h"
+#include "dataplane.h"
 #include "modules.h"
 
 #include <stdarg.h>
@@ -424,6 +425,10 @@ int agile__worker_handle(agile__worker *w, uint32_t pipe_id, uint32_t pipe_uid,
         case AGILE_MSG_WINDOW: rv = h_window(&c); break;
         case AGILE_MSG_LEASE_GROW: rv = h_lease_grow(&c); break;
         case AGILE_MSG_LEASE_RELEASE: rv = h_lease_release(&c); break;
+        case AGILE_MSG_RING_ATTACH: rv = agile__dp_ring_attach(w, c.s, &m, &c.rep, c.errbuf, sizeof c.errbuf); break;
+        case AGILE_MSG_MODULE_LOAD: rv = agile__dp_module_load(w, c.s, &m, &c.rep, c.errbuf, sizeof c.errbuf); break;
+        case AGILE_MSG_MODULE_UNLOAD: rv = agile__dp_module_unload(w, c.s, &m, &c.rep, c.errbuf, sizeof c.errbuf); break;
+        case AGILE_MSG_MODULE_FUNCTION: rv = agile__dp_module_function(w, c.s, &m, &c.rep, c.errbuf, sizeof c.errbuf); break;
         case AGILE_MSG_MOD_CTL: rv = agile__worker_mod_ctl(w, c.s, &m, &c.rep, c.errbuf, sizeof c.errbuf); break;
         default:
             rv = fail(&c, AGILE_ENOTSUP, "%s is not served by this worker",

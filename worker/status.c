@@ -63,6 +63,7 @@ typedef struct {
     uint32_t uid, sessions, priority;
     uint64_t quota, leased[AGILE_MAX_DEV], proto_errors, quota_refusals;
     uint64_t protected_bytes;
+    uint64_t timelimit_exceeded;
     uint32_t objs[AGILE_OBJ_MAX_];
 } tsnap;
 
@@ -84,6 +85,7 @@ static size_t snapshot(agile__worker *w, tsnap **out)
             v[i].proto_errors = t->proto_errors;
             v[i].quota_refusals = t->quota_refusals;
             v[i].protected_bytes = t->protected_bytes;
+            v[i].timelimit_exceeded = t->timelimit_exceeded;
         }
         /* object counts: by session, summed per tenant */
         for (agile__session *s = w->sessions; s; s = s->next)
@@ -131,10 +133,12 @@ char *agile__worker_status(agile__worker *w, int json)
                 total += t[i].leased[d];
             }
             sb_printf(&b, "],\"leased_bytes\":%llu,\"protocol_errors\":%llu,"
-                          "\"quota_refusals\":%llu,\"protected_bytes\":%llu,\"objects\":{",
+                          "\"quota_refusals\":%llu,\"protected_bytes\":%llu,"
+                          "\"timelimit_exceeded\":%llu,\"objects\":{",
                       (unsigned long long)total, (unsigned long long)t[i].proto_errors,
                       (unsigned long long)t[i].quota_refusals,
-                      (unsigned long long)t[i].protected_bytes);
+                      (unsigned long long)t[i].protected_bytes,
+                      (unsigned long long)t[i].timelimit_exceeded);
             int first = 1;
             uint32_t all = 0;
             for (unsigned ty = AGILE_OBJ_LEASE; ty < AGILE_OBJ_MAX_; ty++) {

@@ -1,5 +1,6 @@
 /* Worker lifecycle: runtime dir and lock, backend choice, listeners, threads, shutdown. */
 #include "worker.h"
+#include "dataplane.h"
 #include "modules.h"
 
 #include <errno.h>
@@ -401,6 +402,7 @@ void agile__worker_fini(agile__worker *w)
     if (w->reap_thread)
         pthread_join(w->reap_thread, NULL);
     agile__sessions_reap(w);
+    agile__dataplane_fini(w); /* every ring went with its session */
 #ifdef AGILE_DEBUG
     if (w->objs.live)
         agile__warn("leak: %u objects still live at shutdown", w->objs.live);

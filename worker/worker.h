@@ -33,6 +33,7 @@ typedef struct agile__tenant {
     uint32_t sessions;
     uint64_t proto_errors;
     uint64_t quota_refusals;
+    uint64_t timelimit_exceeded; /* data-plane ops past policy time_limit_ms (dataplane.c) */
     uint64_t protected_bytes; /* module work areas etc. (worker/modules.c), all devices */
     struct agile__tenant *next;
 } agile__tenant;
@@ -88,6 +89,7 @@ typedef struct agile__worker {
     nng_socket sock;
     int sock_open;
     agile__htab objs;
+    struct agile__dp *dp; /* data plane: rings and their dispatcher (worker/dataplane.c) */
     struct agile__modules *mods; /* worker/modules.c */
     agile__config cfg;
     pthread_mutex_t mu;

@@ -352,6 +352,7 @@ AGILE_API int agile_connect(const agile_connect_opts *opts, agile_client **out)
     c->fd = -1;
     c->timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : 10000;
     pthread_mutex_init(&c->fd_mu, NULL);
+    pthread_mutex_init(&c->ring_mu, NULL);
     if (o.runtime_dir)
         snprintf(c->dir, sizeof c->dir, "%s", o.runtime_dir);
     else if ((rv = agile__runtime_dir(c->dir, sizeof c->dir)) != AGILE_OK)
@@ -439,6 +440,7 @@ AGILE_API void agile_disconnect(agile_client *c)
     memset(&m, 0, sizeof m);
     m.h.type = AGILE_MSG_BYE;
     c->timeout_ms = c->timeout_ms > 1000 ? 1000 : c->timeout_ms;
+    agile__rings_close(c);
     agile__call(c, &m, &rep, &buf);
     free(buf);
     nng_close(c->sock);
@@ -451,6 +453,7 @@ AGILE_API void agile_disconnect(agile_client *c)
         free(s);
     }
     pthread_mutex_destroy(&c->fd_mu);
+    pthread_mutex_destroy(&c->ring_mu);
     free(c);
 }
 

@@ -29,6 +29,8 @@ struct agile_client {
     agile__fdstash *stash;
     uint64_t next_req;
     pid_t worker_pid;
+    pthread_mutex_t ring_mu;      /* attaching rings (ring_client.c) */
+    struct agile__cring *ring[16]; /* command ring per device, NULL until first use */
 };
 
 /* One request/reply round trip on its own nng context (callers may be concurrent).
@@ -40,6 +42,8 @@ int agile__call(agile_client *c, agile__msg *m, agile__msg *rep, uint8_t **buf);
  * caller on success. */
 int agile__recv_fd(agile_client *c, uint64_t seq, uint64_t *handle, uint64_t *a, uint64_t *b,
                    int *fd);
+/* Detach and free c's rings (ring_client.c); agile_disconnect calls it. */
+void agile__rings_close(agile_client *c);
 void agile__set_last_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

@@ -1,0 +1,688 @@
+/* libagile data plane (agile/ring.h): the client end of the command ring, guarded modules,
+ * launches and the cross-process stream order counters. */
+#include "client_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "agile/ring.h"
+#include "backend/cudadrv.h"
+#include "ring/ring.h"
+
+#define MAX_DEV 16
+#define SYNC_BYTES (64u << 10) /* 8192 client streams, 8 bytes (c2w, w2c) each */
+
+typedef struct cl_stream {
+    uint64_t stream;
+    uint32_t n; /* last counter value posted */
+} cl_stream;
+
+struct agile__cring {
+    pthread_mutex_t mu;
+    agile__ring_client rc;
+    uint64_t handle;
+    int dev;
+    int cuda;
+    uint64_t completed;
+    /* stream order (cuda): counters in this tenant's pool */
+    uint64_t sync;
+    cl_stream *streams;
+    uint32_t nstreams;
+};
+
+/* Functions: their device and parameter layout, for agile_launch. */
+typedef struct cl_fn {
+    agile_function_t h;
+    int dev;
+    uint32_t nparams, args_size;
+    uint32_t *size, *off;
+    struct cl_fn *next;
+} cl_fn;
+
+typedef struct cl_mod {
+    agile_module_t h;
+    int dev;
+    struct cl_mod *next;
+} cl_mod;
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static cl_fn *g_fns;
+static cl_mod *g_mods;
+static _Thread_local agile_async_error tl_async;
+
+static int64_t timeout_ns(const agile_client *c)
+{
+    return (int64_t)c->timeout_ms * 1000000;
+}
+
+static int client_of(agile_client *c, agile_client **out)
+{
+    if (c) {
+        *out = c;
+        return AGILE_OK;
+    }
+    return agile_default_client(out);
+}
+
+static int ring_get(agile_client *c, int dev, struct agile__cring **out)
+{
+    struct agile__cring *r;
+    agile__msg m, rep;
+    agile__ring_peer peer = {-1, 0, NULL, NULL};
+    uint8_t *buf = NULL;
+    uint64_t h, a, b;
+    int fd = -1, rv = AGILE_OK;
+    struct ucred cred;
+    socklen_t clen = sizeof cred;
+
+    if (dev < 0 || dev >= MAX_DEV)
+        return AGILE_EINVAL;
+    if ((r = __atomic_load_n(&c->ring[dev], __ATOMIC_ACQUIRE))) {
+        *out = r;
+        return AGILE_OK;
+    }
+    pthread_mutex_lock(&c->ring_mu);
+    if ((r = c->ring[dev]))
+        goto out;
+    memset(&m, 0, sizeof m);
+    m.h.type = AGILE_MSG_RING_ATTACH;
+    m.u.ring_attach_req.slots = 0;
+    m.u.ring_attach_req.flags = (uint32_t)dev;
+    AGILE_TRY(agile__call(c, &m, &rep, &buf));
+    struct agile__rec_ring_attach_rep ar = rep.u.ring_attach_rep;
+    AGILE_TRY(agile__recv_fd(c, ar.fd_seq, &h, &a, &b, &fd));
+    if (h != ar.handle || fd < 0) {
+        agile__set_last_error("worker sent an inconsistent ring");
+        rv = AGILE_EPROTO;
+        goto out;
+    }
+    if (!(r = calloc(1, sizeof *r))) {
+        rv = AGILE_ENOMEM;
+        goto out;
+    }
+    /* The worker's liveness, from the kernel: its pid on the fd socket. */
+    if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0)
+        agile__ring_peer_pid(cred.pid, &peer);
+    rv = agile__ring_client_init(&r->rc, fd, &peer);
+    if (rv != AGILE_OK) {
+        agile__ring_peer_fini(&peer);
+        free(r);
+        r = NULL;
+        goto out;
+    }
+    fd = -1;
+    pthread_mutex_init(&r->mu, NULL);
+    r->handle = ar.handle;
+    r->dev = dev;
+    r->cuda = c->info.backend == AGILE_BACKEND_KIND_CUDA;
+    __atomic_store_n(&c->ring[dev], r, __ATOMIC_RELEASE);
+out:
+    pthread_mutex_unlock(&c->ring_mu);
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    if (rv == AGILE_OK)
+        *out = r;
+    return rv;
+}
+
+void agile__rings_close(agile_client *c)
+{
+    for (int d = 0; d < MAX_DEV; d++) {
+        struct agile__cring *r = c->ring[d];
+        if (!r)
+            continue;
+        agile__ring_client_fini(&r->rc);
+        free(r->streams);
+        pthread_mutex_destroy(&r->mu);
+        free(r);
+        c->ring[d] = NULL;
+    }
+}
+
+/* Reap completions without blocking (the sticky error is kept by the ring). */
+static void reap(struct agile__cring *r)
+{
+    agile__ring_cpl cpl[64];
+    uint32_t n;
+    while (agile__ring_poll(&r->rc, cpl, 64, &n) == AGILE_OK && n) {
+        r->completed += n;
+        if (n < 64)
+            break;
+    }
+}
+
+/* Submit under r->mu; a full ring is reaped and retried until the client's timeout. */
+static int submit(agile_client *c, struct agile__cring *r, agile__ring_cmd *cmd, unsigned flags,
+                  uint64_t *seq)
+{
+    uint64_t deadline = agile__now_ns() + (uint64_t)timeout_ns(c);
+    for (;;) {
+        int rv = agile__ring_submit(&r->rc, cmd, flags | AGILE_RING_NONBLOCK, 0, seq);
+        if (rv != AGILE_EFULL)
+            return rv;
+        reap(r);
+        if (agile__now_ns() > deadline) {
+            agile__set_last_error("the worker did not take commands for %d ms", c->timeout_ms);
+            return AGILE_ETIMEDOUT;
+        }
+        /* Let the worker catch up: wait for one completion (bounded, checks its pid). */
+        agile__ring_cpl cpl;
+        rv = agile__ring_wait(&r->rc, &cpl, 1000000);
+        if (rv == AGILE_OK)
+            r->completed++;
+        else if (rv != AGILE_ETIMEDOUT)
+            return rv;
+    }
+}
+
+static void cmd_init(agile__ring_cmd *cmd, uint16_t op, void *stream)
+{
+    memset(cmd, 0, offsetof(agile__ring_cmd, raw));
+    cmd->opcode = op;
+    cmd->tag = (uint64_t)(uintptr_t)stream;
+}
+
+/* Counters of the (client stream, worker stream) pair; SYNC_BYTES of pool memory per ring. */
+static int stream_counters(struct agile__cring *r, void *stream, uint64_t *c2w, uint32_t **n)
+{
+    uint32_t i;
+    if (!r->sync) {
+        void *p = agile_malloc(SYNC_BYTES, r->dev, NULL);
+        if (!p)
+            return AGILE_ENOMEM;
+        CUresult cr = agile__cu.cuMemsetD8((CUdeviceptr)(uintptr_t)p, 0, SYNC_BYTES);
+        if (cr != CUDA_SUCCESS) {
+            agile_free(p, SYNC_BYTES, r->dev, NULL);
+            return agile_err_cuda((int)cr);
+        }
+        r->sync = (uint64_t)(uintptr_t)p;
+    }
+    for (i = 0; i < r->nstreams; i++)
+        if (r->streams[i].stream == (uint64_t)(uintptr_t)stream)
+            break;
+    if (i == r->nstreams) {
+        if (r->nstreams == SYNC_BYTES / 8)
+            return AGILE_EBUSY;
+        cl_stream *ns = realloc(r->streams, (r->nstreams + 1) * sizeof *ns);
+        if (!ns)
+            return AGILE_ENOMEM;
+        r->streams = ns;
+        ns[i].stream = (uint64_t)(uintptr_t)stream;
+        ns[i].n = 0;
+        r->nstreams++;
+    }
+    *c2w = r->sync + 8ull * i;
+    *n = &r->streams[i].n;
+    return AGILE_OK;
+}
+
+/* Post cmd; on cuda ordered with the client's stream:
+ *   client stream: write c2w = n | worker stream: wait c2w >= n, cmd, write w2c = n |
+ *   client stream: wait w2c >= n. One publish (and at most one wake-up) for the three. */
+static int post_ordered(agile_client *c, struct agile__cring *r, agile__ring_cmd *cmd,
+                        void *stream, uint64_t *seq)
+{
+    agile__ring_cmd wc, sc;
+    uint64_t c2w;
+    uint32_t *np;
+    CUresult cr;
+    int rv = AGILE_OK;
+    if (!r->cuda)
+        return submit(c, r, cmd, 0, seq);
+    AGILE_TRY(stream_counters(r, stream, &c2w, &np));
+    uint32_t n = *np + 1;
+    cr = agile__cu.cuStreamWriteValue32((CUstream)stream, (CUdeviceptr)c2w, n, 0);
+    if (cr != CUDA_SUCCESS) {
+        rv = agile_err_cuda((int)cr);
+        goto out;
+    }
+    *np = n;
+    cmd_init(&wc, AGILE_RING_OP_WAIT, stream);
+    wc.u.wait.counter = c2w;
+    wc.u.wait.value = n;
+    wc.u.wait.stream = cmd->tag;
+    cmd_init(&sc, AGILE_RING_OP_SIGNAL, stream);
+    sc.u.signal.counter = c2w + 4;
+    sc.u.signal.value = n;
+    sc.u.signal.stream = cmd->tag;
+    AGILE_TRY(submit(c, r, &wc, AGILE_RING_MORE, NULL));
+    AGILE_TRY(submit(c, r, cmd, AGILE_RING_MORE, seq));
+    AGILE_TRY(submit(c, r, &sc, 0, NULL));
+    cr = agile__cu.cuStreamWaitValue32((CUstream)stream, (CUdeviceptr)(c2w + 4), n,
+                                       CU_STREAM_WAIT_VALUE_GEQ);
+    if (cr != CUDA_SUCCESS)
+        rv = agile_err_cuda((int)cr);
+out:
+    return rv;
+}
+
+/* ---- rings ------------------------------------------------------------------------------- */
+
+AGILE_API int agile_ring_open(agile_client *c, int device)
+{
+    struct agile__cring *r;
+    int rv = client_of(c, &c);
+    return rv ? rv : ring_get(c, device, &r);
+}
+
+AGILE_API int agile_ring_nop(agile_client *c, int device, uint64_t cookie)
+{
+    struct agile__cring *r;
+    agile__ring_cmd cmd;
+    uint64_t seq;
+    int32_t st = AGILE_OK;
+    int rv = AGILE_OK;
+    AGILE_TRY(client_of(c, &c));
+    AGILE_TRY(ring_get(c, device, &r));
+    cmd_init(&cmd, AGILE_RING_OP_NOP, NULL);
+    cmd.u.nop.cookie = cookie;
+    pthread_mutex_lock(&r->mu);
+    rv = submit(c, r, &cmd, 0, &seq);
+    if (rv == AGILE_OK) {
+        uint64_t before = r->rc.cpl_head;
+        rv = agile__ring_wait_seq(&r->rc, seq, timeout_ns(c), &st);
+        r->completed += r->rc.cpl_head - before;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (rv == AGILE_OK)
+        rv = st;
+out:
+    return rv;
+}
+
+AGILE_API int agile_ring_nop_async(agile_client *c, int device)
+{
+    struct agile__cring *r;
+    agile__ring_cmd cmd;
+    int rv = AGILE_OK;
+    AGILE_TRY(client_of(c, &c));
+    AGILE_TRY(ring_get(c, device, &r));
+    cmd_init(&cmd, AGILE_RING_OP_NOP, NULL);
+    pthread_mutex_lock(&r->mu);
+    rv = submit(c, r, &cmd, 0, NULL);
+    reap(r);
+    pthread_mutex_unlock(&r->mu);
+out:
+    return rv;
+}
+
+AGILE_API uint64_t agile_ring_completed(agile_client *c, int device)
+{
+    struct agile__cring *r;
+    uint64_t n;
+    if (client_of(c, &c) != AGILE_OK || device < 0 || device >= MAX_DEV ||
+        !(r = __atomic_load_n(&c->ring[device], __ATOMIC_ACQUIRE)))
+        return 0;
+    pthread_mutex_lock(&r->mu);
+    reap(r);
+    n = r->completed;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+AGILE_API int agile_ring_barrier(agile_client *c, int device, void *stream,
+                                 agile_async_error *err)
+{
+    struct agile__cring *r;
+    agile__ring_cmd cmd;
+    agile__ring_cpl cpl;
+    agile_async_error e;
+    uint64_t seq, deadline;
+    int rv = AGILE_OK;
+
+    memset(&e, 0, sizeof e);
+    AGILE_TRY(client_of(c, &c));
+    AGILE_TRY(ring_get(c, device, &r));
+    cmd_init(&cmd, AGILE_RING_OP_BARRIER, stream);
+    cmd.u.barrier.stream = cmd.tag;
+    deadline = agile__now_ns() + (uint64_t)timeout_ns(c);
+    pthread_mutex_lock(&r->mu);
+    rv = submit(c, r, &cmd, 0, &seq);
+    /* Our own wait loop (not agile__ring_barrier): the barrier's completion carries the
+     * guard's kernel/site (tag) and address (result), which only the raw completion has. */
+    while (rv == AGILE_OK) {
+        uint64_t now = agile__now_ns();
+        rv = agile__ring_wait(&r->rc, &cpl, now >= deadline ? 0 : (int64_t)(deadline - now));
+        if (rv != AGILE_OK)
+            break;
+        r->completed++;
+        if (cpl.seq == seq)
+            break;
+    }
+    if (rv == AGILE_OK) {
+        uint64_t sseq;
+        int32_t sticky = agile__ring_client_error(&r->rc, &sseq);
+        if (sticky != AGILE_OK) {
+            e.status = sticky; /* the client saw the failing completion itself */
+            e.seq = sseq;
+        } else if (cpl.status != AGILE_OK) {
+            e.status = cpl.status;
+            e.seq = cpl.status == AGILE_EGUARD ? seq : cpl.result;
+            if (cpl.status == AGILE_EGUARD) {
+                e.kernel = (uint32_t)(cpl.tag >> 32);
+                e.site = (uint32_t)cpl.tag;
+                e.addr = cpl.result;
+            }
+        }
+        r->rc.err_status = AGILE_OK; /* reported now: the next barrier starts clean */
+        r->rc.err_seq = 0;
+        rv = e.status;
+    } else {
+        e.status = rv;
+    }
+    pthread_mutex_unlock(&r->mu);
+out:
+    if (err)
+        *err = e;
+    return rv;
+}
+
+/* ---- memory ops ------------------------------------------------------------------------- */
+
+static int dev_of(const void *p, size_t n, int *dev)
+{
+    uint64_t a = (uint64_t)(uintptr_t)p;
+    for (int d = 0; d < MAX_DEV; d++) {
+        uint64_t base, size;
+        if (agile_pool_window(d, &base, &size) == AGILE_OK && a >= base && a - base < size) {
+            *dev = d;
+            return AGILE_OK;
+        }
+    }
+    (void)n;
+    /* Not in any of our windows: the worker decides (it translates by offset and bounds by
+     * the window size, so the command fails with AGILE_EBOUNDS or lands in our window). */
+    *dev = 0;
+    return AGILE_OK;
+}
+
+static int post_simple(agile__ring_cmd *cmd, int dev, void *stream)
+{
+    agile_client *c;
+    struct agile__cring *r;
+    int rv = AGILE_OK;
+    AGILE_TRY(agile_default_client(&c));
+    AGILE_TRY(ring_get(c, dev, &r));
+    pthread_mutex_lock(&r->mu);
+    rv = post_ordered(c, r, cmd, stream, NULL);
+    pthread_mutex_unlock(&r->mu);
+out:
+    return rv;
+}
+
+AGILE_API int agile_memcpy_async(void *dst, const void *src, size_t n, void *stream)
+{
+    agile__ring_cmd cmd;
+    int dev;
+    dev_of(dst, n, &dev);
+    cmd_init(&cmd, AGILE_RING_OP_MEMCPY, stream);
+    cmd.u.memcpy.dst = (uint64_t)(uintptr_t)dst;
+    cmd.u.memcpy.src = (uint64_t)(uintptr_t)src;
+    cmd.u.memcpy.bytes = n;
+    cmd.u.memcpy.stream = cmd.tag;
+    return post_simple(&cmd, dev, stream);
+}
+
+AGILE_API int agile_memset_async(void *dst, int value, size_t n, void *stream)
+{
+    agile__ring_cmd cmd;
+    int dev;
+    if (value < 0 || value > 255)
+        return AGILE_EINVAL;
+    dev_of(dst, n, &dev);
+    cmd_init(&cmd, AGILE_RING_OP_MEMSET, stream);
+    cmd.u.memset.dst = (uint64_t)(uintptr_t)dst;
+    cmd.u.memset.count = n;
+    cmd.u.memset.value = (uint32_t)value;
+    cmd.u.memset.elem_size = 1;
+    cmd.u.memset.stream = cmd.tag;
+    return post_simple(&cmd, dev, stream);
+}
+
+AGILE_API int agile_barrier(void *stream, uint64_t *err_seq)
+{
+    agile_client *c;
+    int rv = AGILE_OK, first = AGILE_OK;
+    agile_async_error e, fe;
+    memset(&fe, 0, sizeof fe);
+    AGILE_TRY(agile_default_client(&c));
+    for (int d = 0; d < MAX_DEV; d++) {
+        if (!__atomic_load_n(&c->ring[d], __ATOMIC_ACQUIRE))
+            continue;
+        int r = agile_ring_barrier(c, d, stream, &e);
+        if (r != AGILE_OK && first == AGILE_OK) {
+            first = r;
+            fe = e;
+        }
+    }
+    rv = first;
+    tl_async = fe;
+    if (err_seq)
+        *err_seq = fe.seq;
+out:
+    return rv;
+}
+
+AGILE_API int agile_last_async_error(agile_async_error *out)
+{
+    if (!out)
+        return AGILE_EINVAL;
+    *out = tl_async;
+    return AGILE_OK;
+}
+
+/* ---- modules and launches ---------------------------------------------------------------- */
+
+AGILE_API int agile_module_load(const char *ptx, size_t len, unsigned flags,
+                                agile_module_t *module)
+{
+    agile_client *c;
+    agile__msg m, rep;
+    uint8_t *buf = NULL;
+    cl_mod *cm = NULL;
+    int rv = AGILE_OK, dev = (int)((flags >> 8) & 0xff);
+    if (!ptx || !len || !module || (flags & ~(AGILE_MODULE_STRICT | 0xff00u)))
+        return AGILE_EINVAL;
+    AGILE_TRY(agile_default_client(&c));
+    if (!(cm = calloc(1, sizeof *cm))) {
+        rv = AGILE_ENOMEM;
+        goto out;
+    }
+    memset(&m, 0, sizeof m);
+    m.h.type = AGILE_MSG_MODULE_LOAD;
+    m.u.module_load_req.device = (uint32_t)dev;
+    m.u.module_load_req.flags = flags & AGILE_MODULE_STRICT;
+    m.u.module_load_req.ptx = agile__blob_of(ptx, len);
+    AGILE_TRY(agile__call(c, &m, &rep, &buf));
+    cm->h = rep.u.module_load_rep.handle;
+    cm->dev = dev;
+    pthread_mutex_lock(&g_mu);
+    cm->next = g_mods;
+    g_mods = cm;
+    pthread_mutex_unlock(&g_mu);
+    *module = cm->h;
+    cm = NULL;
+out:
+    free(cm);
+    free(buf);
+    return rv;
+}
+
+AGILE_API int agile_module_unload(agile_module_t module)
+{
+    agile_client *c;
+    agile__msg m, rep;
+    uint8_t *buf = NULL;
+    int rv = AGILE_OK;
+    AGILE_TRY(agile_default_client(&c));
+    memset(&m, 0, sizeof m);
+    m.h.type = AGILE_MSG_MODULE_UNLOAD;
+    m.u.handle.handle = module;
+    rv = agile__call(c, &m, &rep, &buf);
+    pthread_mutex_lock(&g_mu);
+    for (cl_mod **pp = &g_mods, *p; (p = *pp); pp = &p->next) {
+        if (p->h == module) {
+            *pp = p->next;
+            free(p);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_mu);
+out:
+    free(buf);
+    return rv;
+}
+
+AGILE_API int agile_module_function(agile_module_t module, const char *name, agile_function_t *fn,
+                                    unsigned *nparams)
+{
+    agile_client *c;
+    agile__msg m, rep;
+    uint8_t *buf = NULL;
+    cl_fn *f = NULL;
+    int rv = AGILE_OK, dev = -1;
+    if (!name || !fn)
+        return AGILE_EINVAL;
+    AGILE_TRY(agile_default_client(&c));
+    pthread_mutex_lock(&g_mu);
+    for (cl_mod *p = g_mods; p; p = p->next)
+        if (p->h == module)
+            dev = p->dev;
+    pthread_mutex_unlock(&g_mu);
+    if (dev < 0) {
+        rv = AGILE_EHANDLE;
+        goto out;
+    }
+    memset(&m, 0, sizeof m);
+    m.h.type = AGILE_MSG_MODULE_FUNCTION;
+    m.u.module_function_req.module = module;
+    m.u.module_function_req.name = agile__blob_of(name, strlen(name));
+    AGILE_TRY(agile__call(c, &m, &rep, &buf));
+    uint32_t np = rep.u.module_function_rep.nparams;
+    agile__blob ps = rep.u.module_function_rep.param_sizes;
+    if (np > 4096 || ps.n != 8ull * np) {
+        agile__set_last_error("worker sent inconsistent parameter sizes");
+        rv = AGILE_EPROTO;
+        goto out;
+    }
+    if (!(f = calloc(1, sizeof *f)) || !(f->size = calloc(np + 1, 4)) ||
+        !(f->off = calloc(np + 1, 4))) {
+        rv = AGILE_ENOMEM;
+        goto out;
+    }
+    agile__rbuf rb = {ps.p, ps.n, 0, 0};
+    uint32_t end = 0;
+    for (uint32_t i = 0; i < np; i++) {
+        f->size[i] = agile__get_u32(&rb);
+        f->off[i] = agile__get_u32(&rb);
+        if (f->size[i] > 4096 || f->off[i] < end || f->off[i] > 65536) {
+            agile__set_last_error("worker sent an inconsistent parameter layout");
+            rv = AGILE_EPROTO;
+            goto out;
+        }
+        end = f->off[i] + f->size[i];
+    }
+    uint32_t off = end;
+    f->h = rep.u.module_function_rep.handle;
+    f->dev = dev;
+    f->nparams = np;
+    f->args_size = off;
+    pthread_mutex_lock(&g_mu);
+    f->next = g_fns;
+    g_fns = f;
+    pthread_mutex_unlock(&g_mu);
+    *fn = f->h;
+    if (nparams)
+        *nparams = np;
+    f = NULL;
+out:
+    if (f) {
+        free(f->size);
+        free(f->off);
+        free(f);
+    }
+    free(buf);
+    return rv;
+}
+
+static cl_fn *fn_find(agile_function_t fn)
+{
+    cl_fn *f;
+    pthread_mutex_lock(&g_mu);
+    for (f = g_fns; f && f->h != fn; f = f->next)
+        ;
+    pthread_mutex_unlock(&g_mu);
+    return f; /* never freed while the process runs: functions are few */
+}
+
+AGILE_API int agile_function_params(agile_function_t fn, unsigned max, uint32_t *sizes,
+                                    uint32_t *offsets, uint32_t *args_size)
+{
+    cl_fn *f = fn_find(fn);
+    if (!f)
+        return AGILE_EHANDLE;
+    for (unsigned i = 0; i < f->nparams && i < max; i++) {
+        if (sizes)
+            sizes[i] = f->size[i];
+        if (offsets)
+            offsets[i] = f->off[i];
+    }
+    if (args_size)
+        *args_size = f->args_size;
+    return AGILE_OK;
+}
+
+AGILE_API int agile_launch(agile_function_t fn, const unsigned grid[3], const unsigned block[3],
+                           unsigned shared_mem, void *stream, const void *args, size_t args_size)
+{
+    agile_client *c;
+    struct agile__cring *r;
+    agile__ring_cmd cmd;
+    cl_fn *f;
+    uint64_t seq;
+    int32_t st = AGILE_OK;
+    int rv = AGILE_OK;
+    if (!grid || !block || (args_size && !args) || args_size > UINT32_MAX)
+        return AGILE_EINVAL;
+    if (!(f = fn_find(fn)))
+        return AGILE_EHANDLE;
+    if (args_size != f->args_size) {
+        agile__set_last_error("kernel takes %u bytes of arguments, got %zu", f->args_size,
+                              args_size);
+        return AGILE_EINVAL;
+    }
+    AGILE_TRY(agile_default_client(&c));
+    AGILE_TRY(ring_get(c, f->dev, &r));
+    cmd_init(&cmd, AGILE_RING_OP_LAUNCH, stream);
+    cmd.u.launch.function = fn;
+    cmd.u.launch.stream = cmd.tag;
+    cmd.u.launch.grid_x = grid[0];
+    cmd.u.launch.grid_y = grid[1];
+    cmd.u.launch.grid_z = grid[2];
+    cmd.u.launch.block_x = block[0];
+    cmd.u.launch.block_y = block[1];
+    cmd.u.launch.block_z = block[2];
+    cmd.u.launch.shmem = shared_mem;
+    cmd.u.launch.params = agile__blob_of(args, args_size);
+    pthread_mutex_lock(&r->mu);
+    rv = post_ordered(c, r, &cmd, stream, &seq);
+    if (rv == AGILE_OK && !r->cuda) {
+        /* No GPU: the worker's answer (AGILE_ENOTSUP) is the result, so wait for it. */
+        uint64_t before = r->rc.cpl_head;
+        rv = agile__ring_wait_seq(&r->rc, seq, timeout_ns(c), &st);
+        r->completed += r->rc.cpl_head - before;
+        if (rv == AGILE_OK && st != AGILE_OK && r->rc.err_seq == seq) {
+            r->rc.err_status = AGILE_OK; /* returned here, not at the next barrier */
+            r->rc.err_seq = 0;
+        }
+        if (rv == AGILE_OK)
+            rv = st;
+    }
+    pthread_mutex_unlock(&r->mu);
+out:
+    return rv;
+}

@@ -1,0 +1,1255 @@
+/* The worker's data plane (see dataplane.h): ring objects, the dispatcher thread, command
+ * execution on the host and cuda backends, and guarded modules (MODULE_LOAD/FUNCTION).
+ *
+ * Request to the guard (guard/guard.h): the launcher needs each .entry's parameter sizes
+ * and alignments. guard.h has no call for that yet, so this file reads them with the
+ * guard's own PTX front end (guard/ptx.h, agile_guard_ptx_parse). A public
+ * `agile_guard_entry_params(ptx, len, name, sizes, aligns, max, &n, &kernel_id)` in guard.h
+ * would let this file drop its include of ptx.h: please add it, then entry_params() below
+ * becomes a single call.
+ */
+#include "dataplane.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "backend/cudadrv.h"
+#include "guard.h"
+#include "ptx.h"
+#include "ring/ring.h"
+#include "ring/sched.h"
+#include "worker.h"
+
+#define DP_SLOT_SIZE 512u         /* launch params up to ~420 bytes fit one slot */
+#define DP_MAX_RINGS_PER_SESSION 8u
+#define DP_MAX_PARAMS 256u
+#define DP_MAX_STREAMS 1024u      /* worker streams per ring */
+#define DP_BUDGET 1024u           /* cost units per scheduling pass */
+#define DP_IDLE_WAIT_NS 10000000  /* re-read the ring list at least this often */
+#define DP_GPU_SPIN_NS 1000000u   /* spin this long after progress while GPU work is out */
+#define DP_GPU_NAP_NS 100000      /* then poll GPU completions this often */
+#define DP_HOST_WAIT_NS (10ull * 1000000000ull) /* a host WAIT gives up (no time limit set) */
+#define DP_QUEUED (-1)             /* exec_*: the completion was queued, not due now */
+#define DP_DRAIN_NS (5ull * 1000000000ull)      /* ring teardown waits this long for the GPU */
+
+/* Weak fallback until worker/modules.c provides the real one. */
+__attribute__((weak)) int agile__worker_mod_exec(struct agile__worker *w, struct agile__session *s,
+                                                 uint32_t module, uint32_t op, const void *args,
+                                                 size_t len, void *stream)
+{
+    (void)w, (void)s, (void)module, (void)op, (void)args, (void)len, (void)stream;
+    return AGILE_ENOTSUP;
+}
+
+static int efail(char *err, size_t cap, int rv, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int efail(char *err, size_t cap, int rv, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, cap, fmt, ap);
+    va_end(ap);
+    return rv;
+}
+
+static bool is_cuda(const agile__worker *w)
+{
+    return agile__backend_kind(w->be) == AGILE_BACKEND_CUDA;
+}
+
+/* ---- modules and functions ------------------------------------------------------------- */
+
+typedef struct dp_module {
+    _Atomic int refs; /* the handle's + one per function */
+    agile__worker *w;
+    int dev;
+    bool strict;
+    CUmodule cumod; /* NULL on host */
+    char *ptx;      /* the tenant's PTX, for the entries' parameters */
+    size_t ptx_len;
+} dp_module;
+
+typedef struct dp_function {
+    dp_module *mod;
+    CUfunction cufn; /* NULL: cannot launch (host) */
+    uint32_t nparams, argsize, kernel_id;
+    uint32_t size[DP_MAX_PARAMS], off[DP_MAX_PARAMS];
+    _Atomic uint32_t dyn_smem; /* the largest dynamic shared memory allowed so far */
+} dp_function;
+
+static void module_rele(dp_module *m)
+{
+    if (atomic_fetch_sub(&m->refs, 1) != 1)
+        return;
+    if (m->cumod && agile__backend_enter(m->w->be, m->dev) == AGILE_OK) {
+        agile__cu.cuModuleUnload(m->cumod);
+        agile__backend_leave(m->w->be);
+    }
+    free(m->ptx);
+    free(m);
+}
+
+static void module_fini(void *obj)
+{
+    module_rele(obj);
+}
+
+static void function_fini(void *obj)
+{
+    dp_function *f = obj;
+    module_rele(f->mod);
+    free(f);
+}
+
+/* Element size of a PTX parameter type token, 0 if not one. */
+static uint32_t ptx_type_size(const char *s, size_t n)
+{
+    static const struct {
+        const char *t;
+        uint32_t size;
+    } types[] = {{".u8", 1},   {".s8", 1},    {".b8", 1},     {".u16", 2},    {".s16", 2},
+                 {".b16", 2},  {".f16", 2},   {".bf16", 2},   {".u32", 4},    {".s32", 4},
+                 {".b32", 4},  {".f32", 4},   {".f16x2", 4},  {".bf16x2", 4}, {".u64", 8},
+                 {".s64", 8},  {".b64", 8},   {".f64", 8},    {".b128", 16}};
+    for (size_t i = 0; i < AGILE_ARRAY_LEN(types); i++)
+        if (strlen(types[i].t) == n && memcmp(types[i].t, s, n) == 0)
+            return types[i].size;
+    return 0;
+}
+
+/* Sizes and offsets (CUDA's kernel parameter buffer layout) of .entry `name`'s parameters,
+ * from the tenant's PTX (the guard appends its hidden ones after these). */
+static int entry_params(const dp_module *m, const char *name, dp_function *f, char *err,
+                        size_t cap)
+{
+    ptx_module pm;
+    int rv = AGILE_OK;
+    uint32_t kidx = 0;
+    const ptx_func *e = NULL;
+
+    rv = agile_guard_ptx_parse(&pm, m->ptx, m->ptx_len);
+    if (rv != AGILE_OK) {
+        efail(err, cap, rv, "module PTX does not parse: %s", pm.err);
+        goto out;
+    }
+    for (uint32_t i = 0; i < pm.nfuncs && !e; i++) {
+        const ptx_func *fn = &pm.funcs[i];
+        if (!fn->entry || !fn->has_body)
+            continue;
+        const ptx_tok *t = &pm.toks[fn->name];
+        if (t->len == strlen(name) && memcmp(pm.src + t->off, name, t->len) == 0)
+            e = fn;
+        else
+            kidx++;
+    }
+    if (!e) {
+        rv = efail(err, cap, AGILE_ENOENT, "no kernel (.entry) named '%s' in the module", name);
+        goto out;
+    }
+    f->kernel_id = kidx + 1;
+    f->nparams = 0;
+    uint32_t off = 0;
+    if (e->params_open != PTX_NONE && e->params_close > e->params_open + 1) {
+        uint32_t t = e->params_open + 1;
+        while (t < e->params_close) {
+            uint32_t elem = 0, align = 0, count = 1;
+            bool named = false;
+            for (; t < e->params_close && !agile_guard_tok_punct(&pm, t, ','); t++) {
+                const char *s = ptx_tok_str(&pm, t);
+                uint32_t n = pm.toks[t].len;
+                if (!elem && n == 6 && memcmp(s, ".align", 6) == 0 && t + 1 < e->params_close) {
+                    uint64_t a;
+                    if (agile_guard_parse_int(ptx_tok_str(&pm, t + 1), pm.toks[t + 1].len, &a) &&
+                        a && a <= 256)
+                        align = (uint32_t)a;
+                    t++;
+                } else if (!elem && (elem = ptx_type_size(s, n)) != 0) {
+                    /* the type; a later .align belongs to .ptr (the pointee) */
+                } else if (elem && !named && pm.toks[t].kind == PTK_IDENT && s[0] != '.') {
+                    named = true;
+                } else if (named && agile_guard_tok_punct(&pm, t, '[') && t + 1 < e->params_close) {
+                    uint64_t c;
+                    if (agile_guard_parse_int(ptx_tok_str(&pm, t + 1), pm.toks[t + 1].len, &c) &&
+                        c && c <= 4096)
+                        count = (uint32_t)c;
+                }
+            }
+            if (t < e->params_close)
+                t++; /* the comma */
+            if (!elem || !named) {
+                rv = efail(err, cap, AGILE_EINVAL, "kernel '%s': parameter %u not understood", name,
+                           f->nparams);
+                goto out;
+            }
+            if (f->nparams == DP_MAX_PARAMS) {
+                rv = efail(err, cap, AGILE_ETOOBIG, "kernel '%s' has more than %u parameters",
+                           name, DP_MAX_PARAMS);
+                goto out;
+            }
+            if (!align)
+                align = elem;
+            off = AGILE_ALIGN_UP(off, align);
+            f->off[f->nparams] = off;
+            f->size[f->nparams] = elem * count;
+            off += elem * count;
+            f->nparams++;
+        }
+    }
+    f->argsize = off;
+out:
+    agile_guard_ptx_fini(&pm);
+    return rv;
+}
+
+static _Thread_local char tl_log[1024];
+static _Thread_local uint8_t tl_sizes[DP_MAX_PARAMS * 8];
+
+static int cache_dir(agile__worker *w, char *out, size_t cap)
+{
+    const char *e = getenv("AGILE_GUARD_CACHE");
+    if (e && *e)
+        snprintf(out, cap, "%s", e);
+    else
+        snprintf(out, cap, "%s/guard-cache", w->dir[0] ? w->dir : "/tmp");
+    if (mkdir(out, 0700) != 0 && access(out, W_OK) != 0)
+        return AGILE_ENOENT;
+    return AGILE_OK;
+}
+
+int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg *req,
+                          agile__msg *rep, char *err, size_t errcap)
+{
+    const struct agile__rec_module_load_req *q = &req->u.module_load_req;
+    agile_guard_opts go;
+    agile_guard_vopts vo;
+    agile_guard_result gr;
+    dp_module *m = NULL;
+    void *image = NULL;
+    size_t image_len = 0;
+    bool hit = false;
+    uint32_t allowed;
+    int rv = AGILE_OK;
+    char vlog[320];
+
+    memset(&gr, 0, sizeof gr);
+    if ((int)q->device >= w->ndev || q->device >= AGILE_MAX_DEV)
+        return efail(err, errcap, AGILE_EINVAL, "device %u does not exist", q->device);
+    if (q->flags & ~AGILE_MODULE_LOAD_STRICT)
+        return efail(err, errcap, AGILE_EINVAL, "unknown MODULE_LOAD flags %#x", q->flags);
+    pthread_mutex_lock(&w->mu);
+    allowed = s->tenant->pol.modules;
+    pthread_mutex_unlock(&w->mu);
+    if (!(allowed & (1u << 1))) /* AGILE_MODULE_LIST: guard = 1 */
+        return efail(err, errcap, AGILE_EPERM, "tenant %u may not load PTX (module 'guard' "
+                                               "not allowed by policy)", s->uid);
+    if (q->ptx.n == 0)
+        return efail(err, errcap, AGILE_EINVAL, "empty PTX");
+
+    agile_guard_opts_init(&go);
+    go.strict = (q->flags & AGILE_MODULE_LOAD_STRICT) != 0;
+    go.guard_gap = AGILE_GUARD_GAP;
+    rv = agile_guard_ptx((const char *)q->ptx.p, q->ptx.n, &go, &gr);
+    if (rv == AGILE_EREJECT) {
+        efail(err, errcap, rv, "%s", gr.err);
+        goto out;
+    }
+    if (rv != AGILE_OK) {
+        efail(err, errcap, rv, "guard failed: %s", agile_strerror(rv));
+        goto out;
+    }
+    /* The verifier re-reads the output independently: a rewriter bug must not reach a GPU. */
+    memset(&vo, 0, sizeof vo);
+    vo.guard_gap = AGILE_GUARD_GAP;
+    vlog[0] = 0;
+    rv = agile_guard_verify(gr.ptx, gr.ptx_len, &vo, vlog, sizeof vlog);
+    if (rv != AGILE_OK) {
+        agile__log(AGILE_LOG_ERROR, (long)s->uid, "guard output failed verification: %s", vlog);
+        efail(err, errcap, AGILE_EREJECT, "guarded PTX failed verification: %s", vlog);
+        rv = AGILE_EREJECT;
+        goto out;
+    }
+    if (!(m = calloc(1, sizeof *m)) || !(m->ptx = malloc(q->ptx.n + 1))) {
+        rv = AGILE_ENOMEM;
+        goto out;
+    }
+    memcpy(m->ptx, q->ptx.p, q->ptx.n);
+    m->ptx[q->ptx.n] = 0;
+    m->ptx_len = q->ptx.n;
+    m->w = w;
+    m->dev = (int)q->device;
+    m->strict = go.strict;
+    atomic_init(&m->refs, 1);
+    tl_log[0] = 0;
+    if (is_cuda(w)) {
+        char arch[16], dir[PATH_MAX];
+        agile_guard_compile_opts co;
+        memset(&co, 0, sizeof co);
+        snprintf(arch, sizeof arch, "sm_%d%d", w->dev[q->device].cc_major,
+                 w->dev[q->device].cc_minor);
+        co.arch = arch;
+        co.cache_dir = cache_dir(w, dir, sizeof dir) == AGILE_OK ? dir : NULL;
+        rv = agile_guard_compile(gr.ptx, gr.ptx_len, &co, &image, &image_len, &hit, tl_log,
+                                 sizeof tl_log);
+        if (rv != AGILE_OK) {
+            efail(err, errcap, rv, "compiling the guarded PTX failed: %s", tl_log);
+            goto out;
+        }
+        AGILE_TRY(agile__backend_enter(w->be, m->dev));
+        CUresult r = agile__cu.cuModuleLoadData(&m->cumod, image);
+        agile__backend_leave(w->be);
+        if (r != CUDA_SUCCESS) {
+            m->cumod = NULL;
+            rv = efail(err, errcap, agile__cu_err(r, "cuModuleLoadData"),
+                       "cuModuleLoadData: %s", agile__cu_name(r));
+            goto out;
+        }
+    } else {
+        snprintf(tl_log, sizeof tl_log, "host backend: guarded and verified, not compiled "
+                                        "(launches give AGILE_ENOTSUP)");
+    }
+    AGILE_TRY(agile__htab_add(&w->objs, AGILE_OBJ_MODULE, s->id, m, module_fini,
+                              &rep->u.module_load_rep.handle));
+    m = NULL;
+    rep->u.module_load_rep.log = agile__blob_of(tl_log, strlen(tl_log));
+    agile__log(AGILE_LOG_DEBUG, (long)s->uid, "module loaded: %u sites, %s%s", gr.nsites,
+               go.strict ? "strict" : "mask", hit ? ", image from the cache" : "");
+out:
+    if (m)
+        module_rele(m);
+    free(image);
+    agile_guard_result_fini(&gr);
+    return rv;
+}
+
+int agile__dp_module_unload(agile__worker *w, agile__session *s, const agile__msg *req,
+                            agile__msg *rep, char *err, size_t errcap)
+{
+    (void)rep;
+    int rv = agile__htab_remove(&w->objs, req->u.handle.handle, AGILE_OBJ_MODULE, s->id);
+    if (rv)
+        return efail(err, errcap, rv, "not a module of this session");
+    return AGILE_OK;
+}
+
+int agile__dp_module_function(agile__worker *w, agile__session *s, const agile__msg *req,
+                              agile__msg *rep, char *err, size_t errcap)
+{
+    const struct agile__rec_module_function_req *q = &req->u.module_function_req;
+    dp_module *m = NULL;
+    dp_function *f = NULL;
+    char name[256];
+    int rv = AGILE_OK, held = 0;
+
+    if (agile__blob_str(q->name, name, sizeof name) != AGILE_OK || !name[0])
+        return efail(err, errcap, AGILE_EINVAL, "bad kernel name");
+    if ((rv = agile__htab_hold(&w->objs, q->module, AGILE_OBJ_MODULE, s->id, (void **)&m)))
+        return efail(err, errcap, rv, "not a module of this session");
+    held = 1;
+    if (!(f = calloc(1, sizeof *f))) {
+        rv = AGILE_ENOMEM;
+        goto out;
+    }
+    AGILE_TRY(entry_params(m, name, f, err, errcap));
+    if (m->cumod) {
+        AGILE_TRY(agile__backend_enter(w->be, m->dev));
+        CUresult r = agile__cu.cuModuleGetFunction(&f->cufn, m->cumod, name);
+        agile__backend_leave(w->be);
+        if (r != CUDA_SUCCESS) {
+            rv = efail(err, errcap, agile__cu_err(r, "cuModuleGetFunction"),
+                       "cuModuleGetFunction(%s): %s", name, agile__cu_name(r));
+            goto out;
+        }
+    }
+    atomic_fetch_add(&m->refs, 1);
+    f->mod = m;
+    rv = agile__htab_add(&w->objs, AGILE_OBJ_FUNCTION, s->id, f, function_fini,
+                         &rep->u.module_function_rep.handle);
+    if (rv != AGILE_OK) {
+        function_fini(f);
+        f = NULL;
+        goto out;
+    }
+    agile__wbuf wb = {tl_sizes, sizeof tl_sizes, 0, 0};
+    for (uint32_t i = 0; i < f->nparams; i++) {
+        agile__put_u32(&wb, f->size[i]);
+        agile__put_u32(&wb, f->off[i]);
+    }
+    rep->u.module_function_rep.nparams = f->nparams;
+    rep->u.module_function_rep.param_sizes = agile__blob_of(tl_sizes, wb.len);
+    f = NULL;
+out:
+    free(f);
+    if (held)
+        agile__htab_rele(&w->objs, q->module);
+    return rv;
+}
+
+/* ---- rings ------------------------------------------------------------------------------ */
+
+enum { P_DONE, P_EVENT, P_HOSTWAIT, P_BARRIER };
+
+typedef struct dp_pend {
+    uint64_t seq, tag, result;
+    uint64_t addr;    /* host WAIT: worker address of the counter */
+    uint64_t head_ns; /* when it reached the head of the queue (0: not yet) */
+    CUevent ev;
+    int32_t status;
+    uint32_t val, cond;
+    uint16_t opcode;
+    uint8_t kind, launch;
+} dp_pend;
+
+typedef struct dp_stream {
+    uint64_t tag;
+    CUstream cu;
+} dp_stream;
+
+typedef struct dp_ring {
+    agile__worker *w;
+    agile__session *s;
+    uint32_t uid;
+    int dev;
+    agile__ring_worker rw;
+    /* dispatcher bookkeeping, under dp->mu */
+    bool busy, gone;
+    struct dp_ring *next;
+    /* dispatcher-only from here */
+    bool dead, closed;
+    dp_pend *pend; /* completions not yet posted, in order (at most slots) */
+    uint32_t pcap, phead, pcount;
+    dp_stream *streams;
+    uint32_t nstreams;
+    CUevent *evpool;
+    uint32_t nev;
+    agile__pmem *viol;
+    uint64_t viol_addr;
+    bool viol_armed; /* a strict kernel ran since the last barrier */
+    uint64_t limit_ns;
+} dp_ring;
+
+typedef struct agile__dp {
+    agile__worker *w;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* a ring was added; a pass over the rings finished */
+    dp_ring *rings;
+    uint32_t nrings;
+    agile__sched sched;
+    pthread_t thread;
+    atomic_int stop;
+    /* dispatcher only */
+    dp_ring **snap;
+    agile__ring_worker **rws;
+    int32_t *st;
+    uint32_t nsnap, capsnap, rr;
+    uint64_t last_progress_ns;
+} agile__dp;
+
+static pthread_mutex_t dp_init_mu = PTHREAD_MUTEX_INITIALIZER;
+static void *dp_main(void *arg);
+
+static agile__dp *dp_get(agile__worker *w)
+{
+    agile__dp *dp;
+    pthread_mutex_lock(&dp_init_mu);
+    if (!(dp = w->dp) && (dp = calloc(1, sizeof *dp))) {
+        dp->w = w;
+        pthread_mutex_init(&dp->mu, NULL);
+        pthread_cond_init(&dp->cv, NULL);
+        if (agile__sched_init(&dp->sched, 4096, 0) != AGILE_OK ||
+            pthread_create(&dp->thread, NULL, dp_main, dp) != 0) {
+            pthread_mutex_destroy(&dp->mu);
+            pthread_cond_destroy(&dp->cv);
+            free(dp);
+            dp = NULL;
+        } else {
+            w->dp = dp;
+        }
+    }
+    pthread_mutex_unlock(&dp_init_mu);
+    return dp;
+}
+
+void agile__dataplane_fini(agile__worker *w)
+{
+    agile__dp *dp = w->dp;
+    if (!dp)
+        return;
+    atomic_store(&dp->stop, 1);
+    pthread_mutex_lock(&dp->mu);
+    pthread_cond_broadcast(&dp->cv);
+    pthread_mutex_unlock(&dp->mu);
+    pthread_join(dp->thread, NULL);
+    agile__sched_fini(&dp->sched);
+    free(dp->snap);
+    free(dp->rws);
+    free(dp->st);
+    pthread_cond_destroy(&dp->cv);
+    pthread_mutex_destroy(&dp->mu);
+    free(dp);
+    w->dp = NULL;
+}
+
+static void dp_add(agile__dp *dp, dp_ring *r)
+{
+    pthread_mutex_lock(&dp->w->mu);
+    uint32_t weight = r->s->tenant->pol.priority;
+    pthread_mutex_unlock(&dp->w->mu);
+    weight = AGILE_MAX(1u, AGILE_MIN(weight, AGILE_SCHED_MAX_WEIGHT));
+    /* Tenants stay known to the scheduler (idle ones cost nothing per round). */
+    if (agile__sched_add_tenant(&dp->sched, r->uid, weight) == AGILE_EBUSY)
+        agile__sched_set_weight(&dp->sched, r->uid, weight);
+    pthread_mutex_lock(&dp->mu);
+    r->next = dp->rings;
+    dp->rings = r;
+    dp->nrings++;
+    pthread_cond_broadcast(&dp->cv);
+    pthread_mutex_unlock(&dp->mu);
+}
+
+/* Off the list, then wait for the dispatcher's current pass over it (short and bounded:
+ * it never waits for a client or the GPU). */
+static void dp_remove(agile__dp *dp, dp_ring *r)
+{
+    pthread_mutex_lock(&dp->mu);
+    for (dp_ring **pp = &dp->rings; *pp; pp = &(*pp)->next) {
+        if (*pp == r) {
+            *pp = r->next;
+            dp->nrings--;
+            break;
+        }
+    }
+    r->gone = true;
+    while (r->busy)
+        pthread_cond_wait(&dp->cv, &dp->mu);
+    pthread_mutex_unlock(&dp->mu);
+}
+
+static bool gpu_idle(dp_ring *r, uint64_t deadline)
+{
+    for (;;) {
+        bool idle = true;
+        for (uint32_t i = 0; i < r->nstreams; i++)
+            if (agile__cu.cuStreamQuery(r->streams[i].cu) == CUDA_ERROR_NOT_READY)
+                idle = false;
+        if (idle)
+            return true;
+        if (agile__now_ns() > deadline)
+            return false;
+        usleep(1000);
+    }
+}
+
+static void ring_fini(void *obj)
+{
+    dp_ring *r = obj;
+    agile__worker *w = r->w;
+    bool leak = false;
+    if (w->dp)
+        dp_remove(w->dp, r);
+    if (is_cuda(w) && agile__backend_enter(w->be, r->dev) == AGILE_OK) {
+        /* The window must outlive every GPU operation on it. A stream that does not drain
+         * (a WAIT for a value the client never wrote, a kernel past its limit) keeps the
+         * session, and with it the window, alive: a leak, never a fault or a hang. */
+        uint64_t lim = r->limit_ns ? 2 * r->limit_ns : DP_DRAIN_NS;
+        if (!gpu_idle(r, agile__now_ns() + AGILE_MAX(lim, DP_DRAIN_NS))) {
+            leak = true;
+            agile__warn("ring of session %u: GPU work did not drain; keeping its window",
+                        r->s->id);
+        }
+        for (uint32_t i = 0; i < r->pcount; i++) {
+            dp_pend *p = &r->pend[(r->phead + i) % r->pcap];
+            if (p->ev)
+                agile__cu.cuEventDestroy(p->ev);
+        }
+        for (uint32_t i = 0; i < r->nev; i++)
+            agile__cu.cuEventDestroy(r->evpool[i]);
+        for (uint32_t i = 0; i < r->nstreams; i++)
+            agile__cu.cuStreamDestroy(r->streams[i].cu);
+        agile__backend_leave(w->be);
+    }
+    if (r->viol && !leak)
+        agile__pmem_free(r->viol);
+    free(r->evpool);
+    free(r->streams);
+    free(r->pend);
+    agile__ring_worker_fini(&r->rw);
+    if (!leak)
+        agile__session_rele(r->s);
+    free(r);
+}
+
+int agile__dp_ring_attach(agile__worker *w, agile__session *s, const agile__msg *req,
+                          agile__msg *rep, char *err, size_t errcap)
+{
+    const struct agile__rec_ring_attach_req *q = &req->u.ring_attach_req;
+    struct agile__rec_ring_attach_rep *o = &rep->u.ring_attach_rep;
+    uint32_t slots = q->slots ? q->slots : AGILE_RING_DEFAULT_SLOTS;
+    uint32_t dev = q->flags & AGILE_RING_ATTACH_DEV_MASK, counts[AGILE_OBJ_MAX_] = {0};
+    agile__ring_peer peer;
+    agile__dp *dp;
+    dp_ring *r = NULL;
+    uint64_t h = 0, seq = 0;
+    int rv = AGILE_OK;
+
+    if (q->flags & ~AGILE_RING_ATTACH_DEV_MASK)
+        return efail(err, errcap, AGILE_EINVAL, "unknown RING_ATTACH flags %#x", q->flags);
+    if ((int)dev >= w->ndev)
+        return efail(err, errcap, AGILE_EINVAL, "device %u does not exist", dev);
+    agile__htab_count_owner(&w->objs, s->id, counts);
+    if (counts[AGILE_OBJ_RING] >= DP_MAX_RINGS_PER_SESSION)
+        return efail(err, errcap, AGILE_EBUSY, "session has %u rings already",
+                     counts[AGILE_OBJ_RING]);
+    if (!(dp = dp_get(w)))
+        return AGILE_ENOMEM;
+    if (!(r = calloc(1, sizeof *r)))
+        return AGILE_ENOMEM;
+    r->w = w;
+    r->s = s;
+    r->uid = s->uid;
+    r->dev = (int)dev;
+    rv = agile__ring_worker_init(&r->rw, slots, DP_SLOT_SIZE, NULL);
+    if (rv != AGILE_OK) {
+        free(r);
+        return efail(err, errcap, rv, "ring of %u slots: %s", slots, agile_strerror(rv));
+    }
+    if (agile__ring_peer_pid(s->pid, &peer) == AGILE_OK)
+        agile__ring_worker_set_peer(&r->rw, &peer);
+    r->pcap = r->rw.reg.g.slots;
+    pthread_mutex_lock(&w->mu);
+    r->limit_ns = (uint64_t)s->tenant->pol.time_limit_ms * 1000000ull;
+    s->refs++; /* the ring keeps its session (and window) alive */
+    pthread_mutex_unlock(&w->mu);
+    if (!(r->pend = calloc(r->pcap, sizeof *r->pend))) {
+        ring_fini(r);
+        return AGILE_ENOMEM;
+    }
+    if (is_cuda(w)) {
+        rv = agile__pmem_alloc(w->be, r->dev, AGILE_GUARD_VIOL_SIZE, &r->viol, &r->viol_addr);
+        if (rv == AGILE_OK)
+            rv = agile__backend_memset(w->be, r->dev, r->viol_addr, 0, AGILE_GUARD_VIOL_SIZE);
+        if (rv != AGILE_OK) {
+            ring_fini(r);
+            return efail(err, errcap, rv, "violation record: %s", agile_strerror(rv));
+        }
+    }
+    if ((rv = agile__htab_add(&w->objs, AGILE_OBJ_RING, s->id, r, ring_fini, &h)) != AGILE_OK) {
+        ring_fini(r);
+        return rv;
+    }
+    rv = agile__session_send_fd(s, AGILE_FDREC_RING, h, r->rw.reg.g.slots, r->rw.reg.g.slot_size,
+                                r->rw.reg.fd, &seq);
+    if (rv != AGILE_OK) {
+        agile__htab_remove(&w->objs, h, AGILE_OBJ_RING, s->id);
+        return efail(err, errcap, rv, "could not pass the ring fd: %s", agile_strerror(rv));
+    }
+    dp_add(dp, r);
+    o->handle = h;
+    o->fd_seq = seq;
+    o->nfds = 1;
+    o->flags = dev;
+    agile__log(AGILE_LOG_DEBUG, (long)s->uid, "ring %llx: %u slots of %u bytes on device %u",
+               (unsigned long long)h, r->rw.reg.g.slots, r->rw.reg.g.slot_size, dev);
+    return AGILE_OK;
+}
+
+/* ---- execution ------------------------------------------------------------------------- */
+
+static void post(dp_ring *r, const dp_pend *p)
+{
+    agile__ring_cmd c;
+    c.seq = p->seq;
+    c.opcode = p->opcode;
+    c.tag = p->tag;
+    agile__ring_complete(&r->rw, &c, p->status, p->result);
+}
+
+/* Complete now if nothing is queued before it, else queue behind. */
+static void finish(dp_ring *r, const agile__ring_cmd *cmd, int32_t status, uint64_t result)
+{
+    dp_pend p;
+    memset(&p, 0, sizeof p);
+    p.seq = cmd->seq;
+    p.tag = cmd->tag;
+    p.opcode = cmd->opcode;
+    p.status = status;
+    p.result = result;
+    p.kind = P_DONE;
+    if (!r->pcount) {
+        post(r, &p);
+        return;
+    }
+    r->pend[(r->phead + r->pcount++) % r->pcap] = p;
+}
+
+static void queue(dp_ring *r, const dp_pend *p)
+{
+    /* Room is guaranteed: agile__ring_next hands out a command only while its completion
+     * slot is free, and every command taken has at most one entry here. */
+    r->pend[(r->phead + r->pcount++) % r->pcap] = *p;
+}
+
+/* The tenant's window on the ring's device, translated: worker address of [client, +n),
+ * or AGILE_EBOUNDS when it leaves the window (the formula of DESIGN.md: offsets only). */
+static int xlate(dp_ring *r, uint64_t client, uint64_t n, uint64_t *out)
+{
+    agile__window *win = __atomic_load_n(&r->s->win[r->dev].win, __ATOMIC_ACQUIRE);
+    if (!win)
+        return AGILE_EBOUNDS; /* nothing leased yet: no window */
+    uint64_t W = agile__window_size(win), off = client & (W - 1);
+    if (n > W || off > W - n)
+        return AGILE_EBOUNDS;
+    *out = agile__window_base(win) | off;
+    return AGILE_OK;
+}
+
+static int worker_stream(dp_ring *r, uint64_t tag, CUstream *out)
+{
+    for (uint32_t i = 0; i < r->nstreams; i++) {
+        if (r->streams[i].tag == tag) {
+            *out = r->streams[i].cu;
+            return AGILE_OK;
+        }
+    }
+    if (r->nstreams == DP_MAX_STREAMS)
+        return AGILE_EBUSY;
+    dp_stream *n = realloc(r->streams, (r->nstreams + 1) * sizeof *n);
+    if (!n)
+        return AGILE_ENOMEM;
+    r->streams = n;
+    CUresult cr = agile__cu.cuStreamCreate(&n[r->nstreams].cu, CU_STREAM_NON_BLOCKING);
+    if (cr != CUDA_SUCCESS)
+        return agile__cu_err(cr, "cuStreamCreate");
+    n[r->nstreams].tag = tag;
+    *out = n[r->nstreams++].cu;
+    return AGILE_OK;
+}
+
+/* After a GPU op on stream: its completion waits for an event. DP_QUEUED on success. */
+static int gpu_queue(dp_ring *r, const agile__ring_cmd *cmd, CUstream st, bool launch)
+{
+    dp_pend p;
+    CUresult cr;
+    memset(&p, 0, sizeof p);
+    if (r->nev)
+        p.ev = r->evpool[--r->nev];
+    else if ((cr = agile__cu.cuEventCreate(&p.ev, CU_EVENT_DISABLE_TIMING)) != CUDA_SUCCESS)
+        return agile__cu_err(cr, "cuEventCreate");
+    if ((cr = agile__cu.cuEventRecord(p.ev, st)) != CUDA_SUCCESS) {
+        agile__cu.cuEventDestroy(p.ev);
+        return agile__cu_err(cr, "cuEventRecord");
+    }
+    p.seq = cmd->seq;
+    p.tag = cmd->tag;
+    p.opcode = cmd->opcode;
+    p.kind = P_EVENT;
+    p.launch = launch;
+    queue(r, &p);
+    return DP_QUEUED;
+}
+
+static void ev_put(dp_ring *r, CUevent ev)
+{
+    CUevent *n;
+    if (r->nev < 64 && (n = realloc(r->evpool, (r->nev + 1) * sizeof *n))) {
+        r->evpool = n;
+        r->evpool[r->nev++] = ev;
+    } else {
+        agile__cu.cuEventDestroy(ev);
+    }
+}
+
+static int exec_launch(dp_ring *r, const agile__ring_cmd *cmd)
+{
+    const struct agile__ring_rec_launch *l = &cmd->u.launch;
+    agile__worker *w = r->w;
+    dp_function *f = NULL;
+    void *pp[DP_MAX_PARAMS + 3];
+    uint64_t args[(AGILE_RING_MAX_PAYLOAD + 7) / 8];
+    uint64_t mask, base, viol;
+    CUstream st;
+    CUresult cr;
+    int rv = AGILE_OK;
+
+    if (!is_cuda(w))
+        return AGILE_ENOTSUP;
+    if ((rv = agile__htab_hold(&w->objs, l->function, AGILE_OBJ_FUNCTION, r->s->id, (void **)&f)))
+        return rv;
+    if (!f->cufn || f->mod->dev != r->dev) {
+        rv = f->cufn ? AGILE_EINVAL : AGILE_ENOTSUP;
+        goto out;
+    }
+    if (l->params.n != f->argsize || !l->grid_x || !l->grid_y || !l->grid_z || !l->block_x ||
+        !l->block_y || !l->block_z) {
+        rv = AGILE_EINVAL;
+        goto out;
+    }
+    agile__window *win = __atomic_load_n(&r->s->win[r->dev].win, __ATOMIC_ACQUIRE);
+    if (!win) {
+        rv = AGILE_EBOUNDS;
+        goto out;
+    }
+    /* The params blob lives in the command's private copy; copy it aligned. */
+    memcpy(args, l->params.p, l->params.n);
+    for (uint32_t i = 0; i < f->nparams; i++)
+        pp[i] = (uint8_t *)args + f->off[i];
+    mask = agile__window_size(win) - 1;
+    base = agile__window_base(win);
+    viol = r->viol_addr;
+    pp[f->nparams] = &mask;
+    pp[f->nparams + 1] = &base;
+    pp[f->nparams + 2] = &viol;
+    AGILE_TRY(worker_stream(r, cmd->tag, &st));
+    if (l->shmem > 48u * 1024u && l->shmem > atomic_load(&f->dyn_smem)) {
+        cr = agile__cu.cuFuncSetAttribute(f->cufn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                          (int)l->shmem);
+        if (cr != CUDA_SUCCESS) {
+            rv = agile__cu_err(cr, "cuFuncSetAttribute");
+            goto out;
+        }
+        atomic_store(&f->dyn_smem, l->shmem);
+    }
+    cr = agile__cu.cuLaunchKernel(f->cufn, l->grid_x, l->grid_y, l->grid_z, l->block_x,
+                                  l->block_y, l->block_z, l->shmem, st, pp, NULL);
+    if (cr != CUDA_SUCCESS) {
+        rv = agile__cu_err(cr, "cuLaunchKernel");
+        goto out;
+    }
+    if (f->mod->strict)
+        r->viol_armed = true;
+    rv = gpu_queue(r, cmd, st, true);
+out:
+    agile__htab_rele(&w->objs, l->function);
+    return rv;
+}
+
+static int exec_memcpy(dp_ring *r, const agile__ring_cmd *cmd)
+{
+    const struct agile__ring_rec_memcpy *m = &cmd->u.memcpy;
+    uint64_t d, s;
+    int rv = AGILE_OK;
+    if (m->flags)
+        return AGILE_EINVAL;
+    AGILE_TRY(xlate(r, m->dst, m->bytes, &d));
+    AGILE_TRY(xlate(r, m->src, m->bytes, &s));
+    if (!m->bytes)
+        return AGILE_OK;
+    if (!is_cuda(r->w)) {
+        memmove((void *)(uintptr_t)d, (const void *)(uintptr_t)s, m->bytes);
+        return AGILE_OK;
+    }
+    CUstream st;
+    AGILE_TRY(worker_stream(r, cmd->tag, &st));
+    CUresult cr = agile__cu.cuMemcpyAsync(d, s, m->bytes, st);
+    if (cr != CUDA_SUCCESS)
+        return agile__cu_err(cr, "cuMemcpyAsync");
+    rv = gpu_queue(r, cmd, st, false);
+out:
+    return rv;
+}
+
+static int exec_memset(dp_ring *r, const agile__ring_cmd *cmd)
+{
+    const struct agile__ring_rec_memset *m = &cmd->u.memset;
+    uint32_t es = m->elem_size;
+    uint64_t d;
+    int rv = AGILE_OK;
+    if ((es != 1 && es != 2 && es != 4) || m->count > UINT64_MAX / es ||
+        (es < 4 && m->value >> (8 * es)))
+        return AGILE_EINVAL;
+    uint64_t n = m->count * es;
+    AGILE_TRY(xlate(r, m->dst, n, &d));
+    if (!n)
+        return AGILE_OK;
+    if (d % es)
+        return AGILE_EINVAL;
+    if (!is_cuda(r->w)) {
+        if (es == 1) {
+            memset((void *)(uintptr_t)d, (int)m->value, n);
+        } else if (es == 2) {
+            uint16_t *p = (uint16_t *)(uintptr_t)d;
+            for (uint64_t i = 0; i < m->count; i++)
+                p[i] = (uint16_t)m->value;
+        } else {
+            uint32_t *p = (uint32_t *)(uintptr_t)d;
+            for (uint64_t i = 0; i < m->count; i++)
+                p[i] = m->value;
+        }
+        return AGILE_OK;
+    }
+    /* The driver table has the byte form only: wider patterns must repeat one byte. */
+    uint8_t b = (uint8_t)m->value;
+    for (uint32_t i = 1; i < es; i++)
+        if ((uint8_t)(m->value >> (8 * i)) != b)
+            return AGILE_ENOTSUP;
+    CUstream st;
+    AGILE_TRY(worker_stream(r, cmd->tag, &st));
+    CUresult cr = agile__cu.cuMemsetD8Async(d, b, n, st);
+    if (cr != CUDA_SUCCESS)
+        return agile__cu_err(cr, "cuMemsetD8Async");
+    rv = gpu_queue(r, cmd, st, false);
+out:
+    return rv;
+}
+
+static bool host_wait_done(const dp_pend *p)
+{
+    uint32_t v = __atomic_load_n((const uint32_t *)(uintptr_t)p->addr, __ATOMIC_ACQUIRE);
+    /* The GPU's cyclic comparison (CU_STREAM_WAIT_VALUE_GEQ): counters may wrap. */
+    return p->cond == AGILE_WAIT_EQ ? v == p->val : (int32_t)(v - p->val) >= 0;
+}
+
+static int exec_sigwait(dp_ring *r, const agile__ring_cmd *cmd)
+{
+    bool wait = cmd->opcode == AGILE_RING_OP_WAIT;
+    uint64_t counter = wait ? cmd->u.wait.counter : cmd->u.signal.counter;
+    uint64_t value = wait ? cmd->u.wait.value : cmd->u.signal.value;
+    uint64_t a;
+    int rv = AGILE_OK;
+    if (value > UINT32_MAX || (counter & 3) ||
+        (wait ? cmd->u.wait.cond > AGILE_WAIT_EQ : cmd->u.signal.flags != 0))
+        return AGILE_EINVAL;
+    AGILE_TRY(xlate(r, counter, 4, &a));
+    if (!is_cuda(r->w)) {
+        if (!wait) {
+            __atomic_store_n((uint32_t *)(uintptr_t)a, (uint32_t)value, __ATOMIC_RELEASE);
+            return AGILE_OK;
+        }
+        dp_pend p;
+        memset(&p, 0, sizeof p);
+        p.seq = cmd->seq;
+        p.tag = cmd->tag;
+        p.opcode = cmd->opcode;
+        p.kind = P_HOSTWAIT;
+        p.addr = a;
+        p.val = (uint32_t)value;
+        p.cond = cmd->u.wait.cond;
+        if (!r->pcount && host_wait_done(&p))
+            return AGILE_OK;
+        queue(r, &p);
+        return DP_QUEUED;
+    }
+    CUstream st;
+    CUresult cr;
+    AGILE_TRY(worker_stream(r, cmd->tag, &st));
+    if (wait)
+        cr = agile__cu.cuStreamWaitValue32(st, a, (uint32_t)value,
+                                           cmd->u.wait.cond == AGILE_WAIT_EQ
+                                               ? CU_STREAM_WAIT_VALUE_EQ
+                                               : CU_STREAM_WAIT_VALUE_GEQ);
+    else
+        cr = agile__cu.cuStreamWriteValue32(st, a, (uint32_t)value, 0);
+    if (cr != CUDA_SUCCESS)
+        return agile__cu_err(cr, wait ? "cuStreamWaitValue32" : "cuStreamWriteValue32");
+    rv = gpu_queue(r, cmd, st, false);
+out:
+    return rv;
+}
+
+static int exec_mod_op(dp_ring *r, const agile__ring_cmd *cmd)
+{
+    const struct agile__ring_rec_mod_op *m = &cmd->u.mod_op;
+    void *st = NULL;
+    int rv = AGILE_OK;
+    if (m->op > 0xffffu)
+        return AGILE_EINVAL;
+    if (is_cuda(r->w)) {
+        CUstream cs;
+        AGILE_TRY(worker_stream(r, cmd->tag, &cs));
+        st = cs;
+    }
+    /* modules.h's AGILE_MOD_EXEC_OP: the device of the op's addresses in bits 16..23 */
+    uint32_t op = m->op | ((uint32_t)r->dev & 0xffu) << 16;
+    rv = agile__worker_mod_exec(r->w, r->s, m->module, op, m->args.p, m->args.n, st);
+    if (rv == AGILE_OK && st) /* ordered on the worker stream: complete with its event */
+        rv = gpu_queue(r, cmd, st, false);
+out:
+    return rv;
+}
+
+/* Execute one command; returns its cost in scheduling units. */
+static uint32_t exec(dp_ring *r, const agile__ring_cmd *cmd)
+{
+    int rv;
+    uint32_t cost = 1;
+    switch (cmd->opcode) {
+    case AGILE_RING_OP_NOP: finish(r, cmd, AGILE_OK, cmd->u.nop.cookie); return 1;
+    case AGILE_RING_OP_BARRIER: {
+        if (cmd->u.barrier.flags) {
+            finish(r, cmd, AGILE_EINVAL, 0);
+            return 1;
+        }
+        dp_pend p;
+        memset(&p, 0, sizeof p);
+        p.seq = cmd->seq;
+        p.tag = cmd->tag;
+        p.opcode = cmd->opcode;
+        p.kind = P_BARRIER;
+        queue(r, &p); /* completes when everything before it has (drain) */
+        return 1;
+    }
+    case AGILE_RING_OP_LAUNCH: rv = exec_launch(r, cmd); break;
+    case AGILE_RING_OP_MEMCPY:
+        rv = exec_memcpy(r, cmd);
+        cost += (uint32_t)AGILE_MIN(cmd->u.memcpy.bytes >> 20, 1u << 16);
+        break;
+    case AGILE_RING_OP_MEMSET:
+        rv = exec_memset(r, cmd);
+        cost += (uint32_t)AGILE_MIN((cmd->u.memset.count * cmd->u.memset.elem_size) >> 20,
+                                    1u << 16);
+        break;
+    case AGILE_RING_OP_SIGNAL:
+    case AGILE_RING_OP_WAIT: rv = exec_sigwait(r, cmd); break;
+    case AGILE_RING_OP_MOD_OP: rv = exec_mod_op(r, cmd); break;
+    default: rv = AGILE_EINVAL; break;
+    }
+    /* GPU ops and host WAITs queued their completion; everything else completes now. */
+    if (rv != DP_QUEUED)
+        finish(r, cmd, rv, 0);
+    return cost;
+}
+
+/* A strict kernel's first out-of-window access, read at a BARRIER (everything before the
+ * barrier has completed). AGILE_EGUARD: tag = kernel << 32 | site, result = address. */
+static int32_t check_violation(dp_ring *r, dp_pend *p)
+{
+    uint8_t rec[AGILE_GUARD_VIOL_SIZE];
+    if (!r->viol_armed || !r->viol)
+        return AGILE_OK;
+    if (r->rw.err_status != AGILE_OK)
+        return AGILE_OK; /* an earlier error goes first; the record waits for the next one */
+    CUresult cr = agile__cu.cuMemcpyDtoH(rec, r->viol_addr, sizeof rec);
+    if (cr != CUDA_SUCCESS)
+        return agile__cu_err(cr, "reading the violation record");
+    r->viol_armed = false;
+    uint32_t kernel, site;
+    uint64_t addr;
+    memcpy(&kernel, rec, 4);
+    memcpy(&site, rec + 4, 4);
+    memcpy(&addr, rec + 8, 8);
+    if (!kernel)
+        return AGILE_OK;
+    agile__backend_memset(r->w->be, r->dev, r->viol_addr, 0, sizeof rec);
+    agile__log(AGILE_LOG_WARN, (long)r->uid,
+               "guard violation: kernel %u, site %u, address %#llx (skipped)", kernel, site,
+               (unsigned long long)addr);
+    p->tag = (uint64_t)kernel << 32 | site;
+    p->result = addr;
+    return AGILE_EGUARD;
+}
+
+static void count_timelimit(dp_ring *r)
+{
+    pthread_mutex_lock(&r->w->mu);
+    r->s->tenant->timelimit_exceeded++;
+    pthread_mutex_unlock(&r->w->mu);
+}
+
+/* Post every completion whose work is done, in order. Returns whether any was posted. */
+static bool drain(dp_ring *r, uint64_t now)
+{
+    bool progress = false;
+    while (r->pcount) {
+        dp_pend *p = &r->pend[r->phead];
+        if (!p->head_ns)
+            p->head_ns = now;
+        if (p->kind == P_EVENT) {
+            CUresult q = agile__cu.cuEventQuery(p->ev);
+            if (q == CUDA_ERROR_NOT_READY) {
+                /* Timed from when the op reached the head of the queue, i.e. roughly when
+                 * the GPU could start it. */
+                if (!r->limit_ns || now - p->head_ns <= r->limit_ns)
+                    break;
+                p->status = AGILE_ETIMELIMIT;
+                count_timelimit(r);
+                agile__log(AGILE_LOG_WARN, (long)r->uid, "%s seq %llu exceeded %llu ms",
+                           agile__ring_op_name(p->opcode), (unsigned long long)p->seq,
+                           (unsigned long long)(r->limit_ns / 1000000));
+                agile__cu.cuEventDestroy(p->ev); /* released once it fires */
+            } else {
+                if (q != CUDA_SUCCESS)
+                    p->status = agile__cu_err(q, "asynchronous error");
+                ev_put(r, p->ev);
+            }
+            p->ev = NULL;
+        } else if (p->kind == P_HOSTWAIT) {
+            if (!host_wait_done(p)) {
+                uint64_t lim = r->limit_ns ? r->limit_ns : DP_HOST_WAIT_NS;
+                if (now - p->head_ns <= lim)
+                    break;
+                p->status = AGILE_ETIMEDOUT;
+            }
+        } else if (p->kind == P_BARRIER) {
+            p->status = check_violation(r, p);
+        }
+        post(r, p);
+        r->phead = (r->phead + 1) % r->pcap;
+        r->pcount--;
+        progress = true;
+    }
+    return progress;
+}
+
+/* The dispatcher's pass over one tenant: up to `allowance` units, one command per ring in
+ * turn so that a tenant's own clients share its turn fairly too. */
+static bool pull(void *arg, uint32_t tenant, uint32_t allowance, uint32_t *used)
+{
+    agile__dp *dp = arg;
+    agile__ring_cmd *cmd = NULL;
+    uint32_t n = dp->nsnap, start = dp->rr++;
+    bool more = false, progress = true;
+    static _Thread_local agile__ring_cmd tl_cmd;
+    cmd = &tl_cmd;
+    *used = 0;
+    while (progress && *used < allowance) {
+        progress = false;
+        for (uint32_t k = 0; k < n && *used < allowance; k++) {
+            dp_ring *r = dp->snap[(start + k) % n];
+            bool got = false;
+            if (r->uid != tenant || r->dead || r->closed)
+                continue;
+            /* A host WAIT holds back the ring's later commands (they are ordered after it). */
+            if (r->pcount && r->pend[(r->phead + r->pcount - 1) % r->pcap].kind == P_HOSTWAIT)
+                continue;
+            bool cuda = is_cuda(r->w);
+            if (cuda && agile__backend_enter(r->w->be, r->dev) != AGILE_OK)
+                continue;
+            int rv = agile__ring_next(&r->rw, cmd, &got);
+            if (rv != AGILE_OK) {
+                r->dead = true;
+                agile__session_kill(r->s, "malformed command ring");
+                pthread_mutex_lock(&r->w->mu);
+                r->s->tenant->proto_errors++;
+                pthread_mutex_unlock(&r->w->mu);
+                atomic_fetch_add(&r->w->proto_errors, 1);
+            } else if (got) {
+                *used += exec(r, cmd);
+                progress = true;
+            }
+            if (cuda)
+                agile__backend_leave(r->w->be);
+        }
+    }
+    for (uint32_t k = 0; k < n && !more; k++) {
+        dp_ring *r = dp->snap[k];
+        more = r->uid == tenant && !r->dead && !r->closed && agile__ring_pending(&r->rw) &&
+               !(r->pcount && r->pend[(r->phead + r->pcount - 1) % r->pcap].kind == P_HOSTWAIT);
+    }
+    return more;
+}
+
+static bool snapshot(agile__dp *dp)
+{
+    pthread_mutex_lock(&dp->mu);
+    while (!dp->nrings && !atomic_load(&dp->stop))
+        pthread_cond_wait(&dp->cv, &dp->mu);
+    if (dp->nrings > dp->capsnap) {
+        uint32_t cap = dp->nrings * 2;
+        dp_ring **s = realloc(dp->snap, cap * sizeof *s);
+        if (s)
+            dp->snap = s;
+        agile__ring_worker **rw = realloc(dp->rws, cap * sizeof *rw);
+        if (rw)
+            dp->rws = rw;
+        int32_t *st = realloc(dp->st, cap * sizeof *st);
+        if (st)
+            dp->st = st;
+        if (s && rw && st)
+            dp->capsnap = cap;
+    }
+    dp->nsnap = 0;
+    for (dp_ring *r = dp->rings; r && dp->nsnap < dp->capsnap; r = r->next) {
+        if (r->dead || r->closed)
+            continue; /* nothing more to do for it; its session's teardown frees it */
+        r->busy = true;
+        dp->snap[dp->nsnap] = r;
+        dp->rws[dp->nsnap++] = &r->rw;
+    }
+    pthread_mutex_unlock(&dp->mu);
+    return !atomic_load(&dp->stop);
+}
+
+static void release(agile__dp *dp)
+{
+    pthread_mutex_lock(&dp->mu);
+    for (uint32_t i = 0; i < dp->nsnap; i++)
+        dp->snap[i]->busy = false;
+    dp->nsnap = 0;
+    pthread_cond_broadcast(&dp->cv);
+    pthread_mutex_unlock(&dp->mu);
+}
+
+static bool drain_all(agile__dp *dp, bool *gpu_out)
+{
+    bool progress = false;
+    uint64_t now = agile__now_ns();
+    *gpu_out = false;
+    for (uint32_t i = 0; i < dp->nsnap; i++) {
+        dp_ring *r = dp->snap[i];
+        if (!r->pcount || r->dead)
+            continue;
+        bool cuda = is_cuda(r->w);
+        if (cuda && agile__backend_enter(r->w->be, r->dev) != AGILE_OK)
+            continue;
+        progress |= drain(r, now);
+        if (cuda)
+            agile__backend_leave(r->w->be);
+        if (r->pcount)
+            *gpu_out = true; /* GPU work or a host WAIT outstanding: poll, do not sleep long */
+    }
+    return progress;
+}
+
+static void *dp_main(void *arg)
+{
+    agile__dp *dp = arg;
+    while (snapshot(dp)) {
+        bool out_work, any = false;
+        if (!dp->nsnap) { /* every ring is dead or closed: their sessions are going away */
+            release(dp);
+            usleep(DP_IDLE_WAIT_NS / 1000);
+            continue;
+        }
+        uint64_t now = agile__now_ns();
+        if (drain_all(dp, &out_work))
+            dp->last_progress_ns = now;
+        int64_t timeout = DP_IDLE_WAIT_NS;
+        if (out_work)
+            timeout = now - dp->last_progress_ns < DP_GPU_SPIN_NS ? 0 : DP_GPU_NAP_NS;
+        /* Wait on the rings in groups the kernel's futex_waitv can take; only the first
+         * group sleeps, the others are polled. */
+        for (uint32_t i = 0; i < dp->nsnap; i += AGILE_RING_WAIT_ANY_MAX) {
+            uint32_t k = AGILE_MIN(dp->nsnap - i, AGILE_RING_WAIT_ANY_MAX);
+            if (agile__ring_wait_any(dp->rws + i, k, i ? 0 : timeout, dp->st + i) != AGILE_OK)
+                continue;
+            for (uint32_t j = i; j < i + k; j++) {
+                dp_ring *r = dp->snap[j];
+                if (r->dead || r->closed)
+                    continue;
+                if (dp->st[j] == AGILE_OK) {
+                    agile__sched_mark_ready(&dp->sched, r->uid);
+                    any = true;
+                } else if (dp->st[j] == AGILE_EPROTO) {
+                    r->dead = true;
+                    agile__session_kill(r->s, "malformed command ring");
+                } else if (dp->st[j] == AGILE_ECLOSED) {
+                    r->closed = true; /* the client left; its session goes with its sockets */
+                }
+            }
+        }
+        if (any) {
+            uint64_t done = 0;
+            agile__sched_run(&dp->sched, pull, dp, DP_BUDGET, &done);
+            if (done)
+                dp->last_progress_ns = agile__now_ns();
+            drain_all(dp, &out_work);
+        }
+        release(dp);
+    }
+    release(dp);
+    return NULL;
+}

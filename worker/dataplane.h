@@ -1,0 +1,58 @@
+/* dataplane.h — the worker's data plane: per-session command rings (csrc/ring), the
+ * dispatcher thread that serves them in deficit-round-robin order over tenants, and the
+ * control-plane handlers that feed it (RING_ATTACH, MODULE_LOAD/UNLOAD/FUNCTION).
+ *
+ * Threads: the handlers run on the nng request threads; one dispatcher thread per worker
+ * (started with the first ring) polls every ring (adaptive spin, then futex_waitv sleep),
+ * executes commands and posts completions; ring objects are finalised on the reaper thread
+ * (or the request thread of an explicit destroy) and wait only for the dispatcher's short,
+ * bounded pass over that ring, never the other way round.
+ *
+ * Ring attach flags: bits 0..7 the device the ring's commands address; bit 8..31 must be 0.
+ * Completions: in command order. Host backend: every command runs synchronously on the
+ * dispatcher. CUDA backend: commands are enqueued on a worker stream per (ring, client
+ * stream) and complete when their event has fired; a tenant's asynchronous errors, guard
+ * violations (strict mode) and time-limit overruns surface at its next BARRIER only.
+ *
+ * MODULE_LOAD flags: bit 0 = strict guard mode. On the host backend a module is guarded and
+ * verified but not compiled (there is no GPU to run it): its functions report their
+ * parameters, and launching them gives AGILE_ENOTSUP.
+ */
+#ifndef AGILE_WORKER_DATAPLANE_H
+#define AGILE_WORKER_DATAPLANE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core.h"
+
+struct agile__worker;
+struct agile__session;
+
+#define AGILE_RING_ATTACH_DEV_MASK 0xffu
+#define AGILE_MODULE_LOAD_STRICT 0x1u
+/* SIGNAL/WAIT: 32-bit counters in the tenant's window (the cross-process stream order
+ * counters); WAIT's cond: */
+enum { AGILE_WAIT_GEQ = 0, AGILE_WAIT_EQ = 1 };
+
+/* Control-plane handlers: fill rep's reply record; on error return it with a message in err.
+ * Blobs in rep stay valid until the calling thread's next call of the same handler. */
+int agile__dp_ring_attach(struct agile__worker *w, struct agile__session *s, const agile__msg *req,
+                          agile__msg *rep, char *err, size_t errcap);
+int agile__dp_module_load(struct agile__worker *w, struct agile__session *s, const agile__msg *req,
+                          agile__msg *rep, char *err, size_t errcap);
+int agile__dp_module_unload(struct agile__worker *w, struct agile__session *s,
+                            const agile__msg *req, agile__msg *rep, char *err, size_t errcap);
+int agile__dp_module_function(struct agile__worker *w, struct agile__session *s,
+                              const agile__msg *req, agile__msg *rep, char *err, size_t errcap);
+
+/* agile__dataplane_fini: stop the dispatcher. Every ring must be gone (sessions reaped). */
+void agile__dataplane_fini(struct agile__worker *w);
+
+/* Provided by worker/modules.c (module data-plane ops, e.g. fft exec): run `op` of `module`
+ * for session s with args[0..len) on the worker stream (a CUstream, NULL on host).
+ * dataplane.c carries a weak AGILE_ENOTSUP fallback until modules.c provides it. */
+int agile__worker_mod_exec(struct agile__worker *w, struct agile__session *s, uint32_t module,
+                           uint32_t op, const void *args, size_t len, void *stream);
+
+#endif
