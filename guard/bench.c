@@ -24,21 +24,17 @@ static void walk(const char *dir)
 {
     DIR *d = opendir(dir);
     struct dirent *e;
-    if (d == NULL)
-        return;
+    if (d == NULL) return;
     while ((e = readdir(d)) != NULL) {
         char path[4096];
         struct stat st;
         size_t n = strlen(e->d_name);
         FILE *f;
-        if (e->d_name[0] == '.')
-            continue;
+        if (e->d_name[0] == '.') continue;
         snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        if (stat(path, &st) != 0)
-            continue;
+        if (stat(path, &st) != 0) continue;
         if (S_ISDIR(st.st_mode)) {
-            if (strcmp(e->d_name, "reject") != 0)
-                walk(path);
+            if (strcmp(e->d_name, "reject") != 0) walk(path);
             continue;
         }
         if (n < 5 || strcmp(e->d_name + n - 4, ".ptx") != 0 || (f = fopen(path, "rb")) == NULL)
@@ -66,7 +62,8 @@ static void stats(const char *what, double *v, int n)
 {
     qsort(v, (size_t)n, sizeof(double), cmp_d);
     /* throughput: p99 is the slow tail, i.e. the 1st percentile of MB/s */
-    printf("%-28s median %8.1f MB/s   p99 %8.1f MB/s   (%d runs)\n", what, v[n / 2], v[(n - 1) / 100], n);
+    printf("%-28s median %8.1f MB/s   p99 %8.1f MB/s   (%d runs)\n", what, v[n / 2],
+           v[(n - 1) / 100], n);
 }
 
 int main(int argc, char **argv)
@@ -82,14 +79,12 @@ int main(int argc, char **argv)
         else
             dir = argv[i];
     }
-    if (runs < 1)
-        runs = 1;
+    if (runs < 1) runs = 1;
     walk(dir);
     for (size_t i = 0; i < nfiles; i++)
         total += files[i].len;
     printf("guard-bench: %zu PTX files, %.2f MB, from %s\n", nfiles, (double)total / 1e6, dir);
-    if (nfiles == 0)
-        return 2;
+    if (nfiles == 0) return 2;
     mbs = calloc((size_t)runs, sizeof(double));
     vmbs = calloc((size_t)runs, sizeof(double));
     /* one run = enough passes over the corpus to take >= 8 MB, so timer noise is small */
@@ -101,7 +96,8 @@ int main(int argc, char **argv)
             agile_guard_opts o;
             agile_guard_result res;
             agile_guard_opts_init(&o);
-            if (agile_guard_ptx(files[i % nfiles].src, files[i % nfiles].len, &o, &res) == AGILE_OK) {
+            if (agile_guard_ptx(files[i % nfiles].src, files[i % nfiles].len, &o, &res) ==
+                AGILE_OK) {
                 uint64_t v0 = agile__now_ns();
                 char err[300];
                 sites += res.nsites;
@@ -114,7 +110,8 @@ int main(int argc, char **argv)
         mbs[r] = (double)total * passes / 1e6 / ((double)dt / 1e9);
         vmbs[r] = (double)total * passes / 1e6 / ((double)(tv ? tv : 1) / 1e9);
     }
-    printf("instrumented sites per pass: %zu (%d passes per run)\n", sites / (size_t)passes, passes);
+    printf("instrumented sites per pass: %zu (%d passes per run)\n", sites / (size_t)passes,
+           passes);
     stats("guard (parse+rewrite)", mbs, runs);
     stats("verifier", vmbs, runs);
 
@@ -126,10 +123,10 @@ int main(int argc, char **argv)
         agile_guard_result res;
         agile_guard_compile_opts co = {"sm_90", NULL, 0, NULL, 0};
         for (size_t i = 0; i < nfiles; i++)
-            if (files[i].len > files[big].len && strstr(files[i].src, "sm_90a") == NULL)
-                big = i;
+            if (files[i].len > files[big].len && strstr(files[i].src, "sm_90a") == NULL) big = i;
         agile_guard_opts_init(&o);
-        if (mkdtemp(dirbuf) == NULL || agile_guard_ptx(files[big].src, files[big].len, &o, &res) != AGILE_OK) {
+        if (mkdtemp(dirbuf) == NULL ||
+            agile_guard_ptx(files[big].src, files[big].len, &o, &res) != AGILE_OK) {
             printf("compile: skipped\n");
             return 0;
         }
@@ -140,22 +137,22 @@ int main(int argc, char **argv)
             bool hit = false;
             char log[1024];
             uint64_t t0 = agile__now_ns();
-            int rv = agile_guard_compile(res.ptx, res.ptx_len, &co, &img, &n, &hit, log, sizeof(log));
+            int rv =
+                agile_guard_compile(res.ptx, res.ptx_len, &co, &img, &n, &hit, log, sizeof(log));
             double ms = (double)(agile__now_ns() - t0) / 1e6;
             if (rv != AGILE_OK) {
                 printf("compile: %s (%s)\n", agile_strerror(rv), log);
                 break;
             }
-            printf("compile %-28s %s: %8.2f ms  (%zu bytes cubin, sm_90)\n", strrchr(files[big].path, '/') + 1,
-                   hit ? "cache hit " : "cold/miss", ms, n);
+            printf("compile %-28s %s: %8.2f ms  (%zu bytes cubin, sm_90)\n",
+                   strrchr(files[big].path, '/') + 1, hit ? "cache hit " : "cold/miss", ms, n);
             free(img);
         }
         agile_guard_result_fini(&res);
         {
             char cmd[200];
             snprintf(cmd, sizeof(cmd), "rm -rf %s", dirbuf);
-            if (system(cmd) != 0)
-                printf("(could not remove %s)\n", dirbuf);
+            if (system(cmd) != 0) printf("(could not remove %s)\n", dirbuf);
         }
     }
     return 0;

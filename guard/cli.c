@@ -14,24 +14,25 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: agile-guard [options] IN.ptx [-o OUT.ptx]\n"
-            "       agile-guard --verify [--window-bits K] [--gap BYTES] [--gate NAME]... IN.ptx\n"
-            "Rewrite untrusted PTX so that every global/generic memory access stays inside the\n"
-            "tenant's window (see guard/guard.h for the contract).\n"
-            "  --strict            compare instead of mask: skip and record out-of-window accesses\n"
-            "  --window-bits K     fence with the immediate mask 2^K-1 (default: __agile_mask param)\n"
-            "  --gap BYTES         guard gap mapped after the window (default 1048576)\n"
-            "  --gate NAME         a worker function the module may call (repeatable)\n"
-            "  --report FILE.json  write the per-kernel report\n"
-            "  -o OUT.ptx          output (default stdout)\n"
-            "  --verify            only run the independent verifier on IN.ptx (exit 0/1)\n"
-            "  --compile ARCH      also compile the guarded PTX with nvJitLink (e.g. sm_90)\n"
-            "  --cubin FILE        where --compile writes the image\n"
-            "  --cache-dir DIR     compile cache (default $AGILE_GUARD_CACHE or ~/.cache/agile/guard)\n"
-            "  --roundtrip         parse and print back unchanged (tests)\n"
-            "  --help              this text\n"
-            "Exit: 0 guarded/verified, 1 rejected, 2 usage or I/O error.\n");
+    fprintf(
+        f,
+        "usage: agile-guard [options] IN.ptx [-o OUT.ptx]\n"
+        "       agile-guard --verify [--window-bits K] [--gap BYTES] [--gate NAME]... IN.ptx\n"
+        "Rewrite untrusted PTX so that every global/generic memory access stays inside the\n"
+        "tenant's window (see guard/guard.h for the contract).\n"
+        "  --strict            compare instead of mask: skip and record out-of-window accesses\n"
+        "  --window-bits K     fence with the immediate mask 2^K-1 (default: __agile_mask param)\n"
+        "  --gap BYTES         guard gap mapped after the window (default 1048576)\n"
+        "  --gate NAME         a worker function the module may call (repeatable)\n"
+        "  --report FILE.json  write the per-kernel report\n"
+        "  -o OUT.ptx          output (default stdout)\n"
+        "  --verify            only run the independent verifier on IN.ptx (exit 0/1)\n"
+        "  --compile ARCH      also compile the guarded PTX with nvJitLink (e.g. sm_90)\n"
+        "  --cubin FILE        where --compile writes the image\n"
+        "  --cache-dir DIR     compile cache (default $AGILE_GUARD_CACHE or ~/.cache/agile/guard)\n"
+        "  --roundtrip         parse and print back unchanged (tests)\n"
+        "  --help              this text\n"
+        "Exit: 0 guarded/verified, 1 rejected, 2 usage or I/O error.\n");
 }
 
 static int read_all(const char *path, char **out, size_t *len)
@@ -39,16 +40,14 @@ static int read_all(const char *path, char **out, size_t *len)
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     char *buf = NULL;
     size_t n = 0, cap = 0;
-    if (f == NULL)
-        return agile_err_sys(errno);
+    if (f == NULL) return agile_err_sys(errno);
     for (;;) {
         size_t k;
         if (cap - n < 65536) {
             char *nb = realloc(buf, cap * 2 + 65536);
             if (nb == NULL) {
                 free(buf);
-                if (f != stdin)
-                    fclose(f);
+                if (f != stdin) fclose(f);
                 return AGILE_ENOMEM;
             }
             buf = nb;
@@ -56,17 +55,14 @@ static int read_all(const char *path, char **out, size_t *len)
         }
         k = fread(buf + n, 1, cap - n - 1, f);
         n += k;
-        if (k == 0)
-            break;
+        if (k == 0) break;
     }
     if (ferror(f)) {
         free(buf);
-        if (f != stdin)
-            fclose(f);
+        if (f != stdin) fclose(f);
         return AGILE_ESYSERR | EIO;
     }
-    if (f != stdin)
-        fclose(f);
+    if (f != stdin) fclose(f);
     buf[n] = '\0';
     *out = buf;
     *len = n;
@@ -77,8 +73,7 @@ static int write_all(const char *path, const void *p, size_t n)
 {
     FILE *f = (path == NULL || strcmp(path, "-") == 0) ? stdout : fopen(path, "wb");
     int ok;
-    if (f == NULL)
-        return 0;
+    if (f == NULL) return 0;
     ok = fwrite(p, 1, n, f) == n;
     if (f == stdout)
         ok = fflush(f) == 0 && ok;
@@ -92,8 +87,7 @@ static void mkdir_p(const char *dir)
 {
     char p[4096];
     size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof(p))
-        return;
+    if (n == 0 || n >= sizeof(p)) return;
     memcpy(p, dir, n + 1);
     for (size_t i = 1; i <= n; i++) {
         if (p[i] == '/' || p[i] == '\0') {
@@ -110,8 +104,7 @@ static int parse_u64(const char *s, uint64_t *v)
     char *e;
     errno = 0;
     unsigned long long x = strtoull(s, &e, 0);
-    if (errno || *s == '\0' || *e != '\0')
-        return 0;
+    if (errno || *s == '\0' || *e != '\0') return 0;
     *v = x;
     return 1;
 }
@@ -163,7 +156,8 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--gap") == 0) {
             NEED();
             if (!parse_u64(argv[++i], &v) || v < AGILE_GUARD_ACCESS_SLACK) {
-                fprintf(stderr, "agile-guard: --gap must be at least %u\n", AGILE_GUARD_ACCESS_SLACK);
+                fprintf(stderr, "agile-guard: --gap must be at least %u\n",
+                        AGILE_GUARD_ACCESS_SLACK);
                 goto out;
             }
             o.guard_gap = v;
@@ -256,8 +250,10 @@ int main(int argc, char **argv)
         /* Defence in depth: never emit what the independent verifier refuses. */
         agile_guard_vopts vo = {o.window_bits, o.guard_gap, gates, o.ngates};
         char err[300];
-        if (!noverify && agile_guard_verify(res.ptx, res.ptx_len, &vo, err, sizeof(err)) != AGILE_OK) {
-            fprintf(stderr, "%s: internal error: the verifier rejects the guarded output: %s\n", in, err);
+        if (!noverify &&
+            agile_guard_verify(res.ptx, res.ptx_len, &vo, err, sizeof(err)) != AGILE_OK) {
+            fprintf(stderr, "%s: internal error: the verifier rejects the guarded output: %s\n", in,
+                    err);
             rc = 1;
             goto out;
         }
@@ -283,12 +279,12 @@ int main(int argc, char **argv)
                 cache = cachebuf;
             }
         }
-        if (cache)
-            mkdir_p(cache);
+        if (cache) mkdir_p(cache);
         co.cache_dir = cache;
         rv = agile_guard_compile(res.ptx, res.ptx_len, &co, &img, &n, &hit, log, sizeof(log));
         if (rv != AGILE_OK) {
-            fprintf(stderr, "agile-guard: compile for %s failed: %s\n%s\n", arch, agile_strerror(rv), log);
+            fprintf(stderr, "agile-guard: compile for %s failed: %s\n%s\n", arch,
+                    agile_strerror(rv), log);
             rc = rv == AGILE_EREJECT ? 1 : 2;
             goto out;
         }

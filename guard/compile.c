@@ -46,15 +46,14 @@ static struct {
 
 static void jl_load(void)
 {
-    static const char *const names[] = {"libnvJitLink.so.13", "libnvJitLink.so.12", "libnvJitLink.so",
-                                        "/usr/local/cuda/lib64/libnvJitLink.so.13",
-                                        "/usr/local/cuda/lib64/libnvJitLink.so.12"};
+    static const char *const names[] = {
+        "libnvJitLink.so.13", "libnvJitLink.so.12", "libnvJitLink.so",
+        "/usr/local/cuda/lib64/libnvJitLink.so.13", "/usr/local/cuda/lib64/libnvJitLink.so.12"};
     const char *env = getenv("AGILE_NVJITLINK");
     void *h = env ? dlopen(env, RTLD_NOW | RTLD_LOCAL) : NULL;
     for (size_t i = 0; h == NULL && i < AGILE_ARRAY_LEN(names); i++)
         h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
-    if (h == NULL)
-        return;
+    if (h == NULL) return;
     jl.create = (jl_create_t)dlsym(h, "nvJitLinkCreate");
     jl.destroy = (jl_destroy_t)dlsym(h, "nvJitLinkDestroy");
     jl.add = (jl_add_t)dlsym(h, "nvJitLinkAddData");
@@ -63,8 +62,8 @@ static void jl_load(void)
     jl.cubin = (jl_get_t)dlsym(h, "nvJitLinkGetLinkedCubin");
     jl.log_size = (jl_size_t)dlsym(h, "nvJitLinkGetErrorLogSize");
     jl.log = (jl_log_t)dlsym(h, "nvJitLinkGetErrorLog");
-    if (!jl.create || !jl.destroy || !jl.add || !jl.complete || !jl.cubin_size || !jl.cubin || !jl.log_size ||
-        !jl.log) {
+    if (!jl.create || !jl.destroy || !jl.add || !jl.complete || !jl.cubin_size || !jl.cubin ||
+        !jl.log_size || !jl.log) {
         dlclose(h);
         memset(&jl.create, 0, sizeof(void *) * 8);
         return;
@@ -80,8 +79,7 @@ static int read_file(const char *path, void **out, size_t *len)
     size_t got = 0;
     int rv = AGILE_OK;
 
-    if (fd < 0)
-        return errno == ENOENT ? AGILE_ENOENT : agile_err_sys(errno);
+    if (fd < 0) return errno == ENOENT ? AGILE_ENOENT : agile_err_sys(errno);
     if (fstat(fd, &st) != 0) {
         rv = agile_err_sys(errno);
         goto out;
@@ -93,8 +91,7 @@ static int read_file(const char *path, void **out, size_t *len)
     }
     while (got < (size_t)st.st_size) {
         ssize_t k = read(fd, buf + got, (size_t)st.st_size - got);
-        if (k < 0 && errno == EINTR)
-            continue;
+        if (k < 0 && errno == EINTR) continue;
         if (k <= 0) {
             rv = k < 0 ? agile_err_sys(errno) : AGILE_EPROTO;
             goto out;
@@ -118,12 +115,10 @@ static int write_atomic(const char *dir, const char *path, const void *data, siz
 
     snprintf(tmp, sizeof(tmp), "%s/.tmp.%ld.XXXXXX", dir, (long)getpid());
     fd = mkstemp(tmp);
-    if (fd < 0)
-        return agile_err_sys(errno);
+    if (fd < 0) return agile_err_sys(errno);
     while (put < len) {
         ssize_t k = write(fd, (const char *)data + put, len - put);
-        if (k < 0 && errno == EINTR)
-            continue;
+        if (k < 0 && errno == EINTR) continue;
         if (k <= 0) {
             rv = agile_err_sys(k < 0 ? errno : EIO);
             goto out;
@@ -136,13 +131,10 @@ static int write_atomic(const char *dir, const char *path, const void *data, siz
         goto out;
     }
     fd = -1;
-    if (rename(tmp, path) != 0)
-        rv = agile_err_sys(errno);
+    if (rename(tmp, path) != 0) rv = agile_err_sys(errno);
 out:
-    if (fd >= 0)
-        close(fd);
-    if (rv != AGILE_OK)
-        unlink(tmp);
+    if (fd >= 0) close(fd);
+    if (rv != AGILE_OK) unlink(tmp);
     return rv;
 }
 
@@ -155,8 +147,7 @@ typedef struct centry {
 static int cmp_age(const void *a, const void *b)
 {
     const centry *x = a, *y = b;
-    if (x->mtime.tv_sec != y->mtime.tv_sec)
-        return x->mtime.tv_sec < y->mtime.tv_sec ? -1 : 1;
+    if (x->mtime.tv_sec != y->mtime.tv_sec) return x->mtime.tv_sec < y->mtime.tv_sec ? -1 : 1;
     return x->mtime.tv_nsec < y->mtime.tv_nsec ? -1 : (x->mtime.tv_nsec > y->mtime.tv_nsec);
 }
 
@@ -170,21 +161,17 @@ static void trim(const char *dir, uint64_t max)
     uint64_t total = 0;
     char path[4200];
 
-    if (d == NULL)
-        return;
+    if (d == NULL) return;
     while ((e = readdir(d)) != NULL) {
         struct stat st;
         size_t nl = strlen(e->d_name);
-        if (nl < 7 || nl >= sizeof(v->name) || strcmp(e->d_name + nl - 6, ".cubin") != 0)
-            continue;
+        if (nl < 7 || nl >= sizeof(v->name) || strcmp(e->d_name + nl - 6, ".cubin") != 0) continue;
         snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        if (stat(path, &st) != 0)
-            continue;
+        if (stat(path, &st) != 0) continue;
         if (n == cap) {
             size_t nc = cap ? cap * 2 : 64;
             centry *nv = realloc(v, nc * sizeof(centry));
-            if (nv == NULL)
-                break;
+            if (nv == NULL) break;
             v = nv;
             cap = nc;
         }
@@ -195,17 +182,16 @@ static void trim(const char *dir, uint64_t max)
         n++;
     }
     closedir(d);
-    qsort(v, n, sizeof(centry), cmp_age);
+    if (n > 0) qsort(v, n, sizeof(centry), cmp_age);
     for (size_t i = 0; i < n && total > max; i++) {
         snprintf(path, sizeof(path), "%s/%s", dir, v[i].name);
-        if (unlink(path) == 0)
-            total -= (uint64_t)v[i].size;
+        if (unlink(path) == 0) total -= (uint64_t)v[i].size;
     }
     free(v);
 }
 
-static int jit(const char *ptx, size_t len, const agile_guard_compile_opts *o, void **image, size_t *image_len,
-               char *log, size_t logcap)
+static int jit(const char *ptx, size_t len, const agile_guard_compile_opts *o, void **image,
+               size_t *image_len, char *log, size_t logcap)
 {
     const char *opts[34];
     char archopt[64];
@@ -217,8 +203,7 @@ static int jit(const char *ptx, size_t len, const agile_guard_compile_opts *o, v
 
     pthread_once(&jl.once, jl_load);
     if (jl.lib == NULL) {
-        if (log && logcap)
-            snprintf(log, logcap, "libnvJitLink.so could not be loaded");
+        if (log && logcap) snprintf(log, logcap, "libnvJitLink.so could not be loaded");
         return AGILE_ENOTSUP;
     }
     snprintf(archopt, sizeof(archopt), "-arch=%s", o->arch);
@@ -226,8 +211,7 @@ static int jit(const char *ptx, size_t len, const agile_guard_compile_opts *o, v
     for (size_t i = 0; i < o->noptions && nopt < AGILE_ARRAY_LEN(opts); i++)
         opts[nopt++] = o->options[i];
     if (jl.create(&h, nopt, opts) != 0) {
-        if (log && logcap)
-            snprintf(log, logcap, "nvJitLinkCreate failed (bad arch or option?)");
+        if (log && logcap) snprintf(log, logcap, "nvJitLinkCreate failed (bad arch or option?)");
         return AGILE_EINVAL;
     }
     if (jl.add(h, JL_INPUT_PTX, ptx, len, "guarded.ptx") != 0 || jl.complete(h) != 0) {
@@ -268,8 +252,8 @@ out:
     return rv;
 }
 
-int agile_guard_compile(const char *ptx, size_t len, const agile_guard_compile_opts *o, void **image,
-                        size_t *image_len, bool *hit, char *log, size_t logcap)
+int agile_guard_compile(const char *ptx, size_t len, const agile_guard_compile_opts *o,
+                        void **image, size_t *image_len, bool *hit, char *log, size_t logcap)
 {
     uint8_t key[32];
     char path[4200];
@@ -282,8 +266,7 @@ int agile_guard_compile(const char *ptx, size_t len, const agile_guard_compile_o
     *image_len = 0;
     if (ptx == NULL || o == NULL || o->arch == NULL || o->noptions > 32 || strlen(o->arch) > 32)
         return AGILE_EINVAL;
-    if (o->cache_dir == NULL)
-        return jit(ptx, len, o, image, image_len, log, logcap);
+    if (o->cache_dir == NULL) return jit(ptx, len, o, image, image_len, log, logcap);
     /* Key: every input of the compile, each with its terminating NUL as a separator. */
     bufs[nb] = ptx, lens[nb++] = len;
     bufs[nb] = "", lens[nb++] = 1;
@@ -293,10 +276,9 @@ int agile_guard_compile(const char *ptx, size_t len, const agile_guard_compile_o
     agile_guard_sha256(bufs, lens, nb, key);
     {
         int k = snprintf(path, sizeof(path), "%s/", o->cache_dir);
-        if (k < 0 || (size_t)k + 72 > sizeof(path))
-            return AGILE_EINVAL;
-        for (int i = 0; i < 32; i++)
-            snprintf(path + k + 2 * i, 3, "%02x", key[i]);
+        if (k < 0 || (size_t)k + 72 > sizeof(path)) return AGILE_EINVAL;
+        for (size_t i = 0; i < 32; i++)
+            snprintf(path + (size_t)k + 2 * i, 3, "%02x", key[i]);
         strcat(path, ".cubin");
     }
     rv = read_file(path, image, image_len);
@@ -306,8 +288,7 @@ int agile_guard_compile(const char *ptx, size_t len, const agile_guard_compile_o
         return AGILE_OK;
     }
     rv = jit(ptx, len, o, image, image_len, log, logcap);
-    if (rv != AGILE_OK)
-        return rv;
+    if (rv != AGILE_OK) return rv;
     if (mkdir(o->cache_dir, 0700) != 0 && errno != EEXIST)
         return AGILE_OK; /* compiled; caching is best effort */
     if (write_atomic(o->cache_dir, path, *image, *image_len) == AGILE_OK)

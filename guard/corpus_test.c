@@ -35,17 +35,14 @@ static void walk(const char *dir, flist *l)
 {
     DIR *d = opendir(dir);
     struct dirent *e;
-    if (d == NULL)
-        return;
+    if (d == NULL) return;
     while ((e = readdir(d)) != NULL) {
         char path[4096];
         struct stat st;
         size_t n = strlen(e->d_name);
-        if (e->d_name[0] == '.')
-            continue;
+        if (e->d_name[0] == '.') continue;
         snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-        if (stat(path, &st) != 0)
-            continue;
+        if (stat(path, &st) != 0) continue;
         if (S_ISDIR(st.st_mode)) {
             walk(path, l);
         } else if ((n > 4 && strcmp(e->d_name + n - 4, ".ptx") == 0) ||
@@ -70,8 +67,7 @@ static char *slurp(const char *path, size_t *len)
     FILE *f = fopen(path, "rb");
     char *b;
     long n;
-    if (f == NULL)
-        return NULL;
+    if (f == NULL) return NULL;
     fseek(f, 0, SEEK_END);
     n = ftell(f);
     fseek(f, 0, SEEK_SET);
@@ -132,7 +128,8 @@ static void expect_broken(const char *file, const char *what, char *q)
 static void mutations(const char *file, const char *p, unsigned max)
 {
     unsigned k = 0;
-    for (const char *at = strstr(p, "or.b64 %agile_a"); at && k < max; at = strstr(at + 1, "or.b64 %agile_a"), k++) {
+    for (const char *at = strstr(p, "or.b64 %agile_a"); at && k < max;
+         at = strstr(at + 1, "or.b64 %agile_a"), k++) {
         char reg[32], use[40], redef[128];
         const char *u;
         int n = 0;
@@ -140,8 +137,7 @@ static void mutations(const char *file, const char *p, unsigned max)
         expect_broken(file, "a fence deleted", del_line(p, at));
         snprintf(use, sizeof(use), "[%s", reg);
         u = strstr(at, use);
-        if (u == NULL)
-            continue;
+        if (u == NULL) continue;
         snprintf(redef, sizeof(redef), "\tadd.s64 %s, %s, 4096;\n", reg, reg);
         expect_broken(file, "the fenced register redefined", ins_before(p, u, redef));
         {
@@ -154,8 +150,7 @@ static void mutations(const char *file, const char *p, unsigned max)
                 ls--;
             le = le ? le + 1 : u + strlen(u);
             ln = (size_t)(le - ls);
-            if (ln >= sizeof(line))
-                continue;
+            if (ln >= sizeof(line)) continue;
             memcpy(line, ls, ln);
             line[ln] = '\0';
             tmp = del_line(p, u);
@@ -169,7 +164,8 @@ static void mutations(const char *file, const char *p, unsigned max)
          at = strstr(at + 1, "isspacep.global %agile_p"), k++)
         expect_broken(file, "isspacep deleted", del_line(p, at));
     k = 0;
-    for (const char *at = strstr(p, "selp.b64 %agile_a"); at && k < max; at = strstr(at + 1, "selp.b64 %agile_a"), k++)
+    for (const char *at = strstr(p, "selp.b64 %agile_a"); at && k < max;
+         at = strstr(at + 1, "selp.b64 %agile_a"), k++)
         expect_broken(file, "selp deleted", del_line(p, at));
     k = 0;
     for (const char *at = strstr(p, "ld.param.u64 %agile_base"); at && k < max;
@@ -202,7 +198,8 @@ static void test_corpus(void **state)
                 agile_guard_opts_init(&o);
                 o.strict = mode == 1;
                 rv = agile_guard_ptx(src, len, &o, &res);
-                if (rv == AGILE_OK && agile_guard_verify(res.ptx, res.ptx_len, &vo, err, sizeof(err)) != AGILE_OK)
+                if (rv == AGILE_OK &&
+                    agile_guard_verify(res.ptx, res.ptx_len, &vo, err, sizeof(err)) != AGILE_OK)
                     fail_msg("%s: verifier refuses the guarded output: %s", f, err);
                 if (rv != AGILE_OK && rv != AGILE_EREJECT)
                     fail_msg("%s: %s", f, agile_err_name(rv));
@@ -213,8 +210,7 @@ static void test_corpus(void **state)
         }
         rv = agile_guard_roundtrip(src, len, &rt, &rlen, err, sizeof(err));
         if (rv == AGILE_OK) {
-            if (rlen != len || memcmp(rt, src, len) != 0)
-                fail_msg("%s: round trip differs", f);
+            if (rlen != len || memcmp(rt, src, len) != 0) fail_msg("%s: round trip differs", f);
             free(rt);
         } else if (!reject) {
             fail_msg("%s: parse failed: %s", f, err);
@@ -224,12 +220,12 @@ static void test_corpus(void **state)
         if (reject) {
             const char *exp = strstr(src, "EXPECT-REJECT: ");
             char want[200] = "", prefix[4200];
-            if (exp == NULL)
-                fail_msg("%s: no EXPECT-REJECT line", f);
+            if (exp == NULL) fail_msg("%s: no EXPECT-REJECT line", f);
             sscanf(exp + 15, "%199[^\n]", want);
             rv = agile_guard_ptx(src, len, &o, &res);
             if (rv != AGILE_EREJECT || strstr(res.err, want) == NULL)
-                fail_msg("%s: expected rejection '%s', got %s '%s'", f, want, agile_err_name(rv), res.err);
+                fail_msg("%s: expected rejection '%s', got %s '%s'", f, want, agile_err_name(rv),
+                         res.err);
             snprintf(prefix, sizeof(prefix), "%s:%u: ", f, res.err_line);
             if (strncmp(res.err, prefix, strlen(prefix)) != 0 || res.err_line == 0)
                 fail_msg("%s: reason not in file:line form: %s", f, res.err);
@@ -249,10 +245,10 @@ static void test_corpus(void **state)
             if (agile_guard_verify(res.ptx, res.ptx_len, &vo, err, sizeof(err)) != AGILE_OK)
                 fail_msg("%s (mode %d): verifier: %s", f, mode, err);
             /* the unguarded input must not pass (when it has anything to fence) */
-            if (mode == 0 && res.nsites > 0 && agile_guard_verify(src, len, &vo, err, sizeof(err)) == AGILE_OK)
+            if (mode == 0 && res.nsites > 0 &&
+                agile_guard_verify(src, len, &vo, err, sizeof(err)) == AGILE_OK)
                 fail_msg("%s: verifier accepts the unguarded input", f);
-            if (mode == 0)
-                mutations(f, res.ptx, 6);
+            if (mode == 0) mutations(f, res.ptx, 6);
             agile_guard_result_fini(&res);
             nguarded++;
         }

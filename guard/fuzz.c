@@ -19,11 +19,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t rlen = 0;
     char err[320];
 
-    if (size > (1u << 20))
-        return 0;
+    if (size > (1u << 20)) return 0;
     if (agile_guard_roundtrip((const char *)data, size, &rt, &rlen, err, sizeof(err)) == AGILE_OK) {
-        if (rlen != size || memcmp(rt, data, size) != 0)
-            abort();
+        if (rlen != size || memcmp(rt, data, size) != 0) abort();
         free(rt);
     }
     for (int mode = 0; mode < 2; mode++) {
@@ -39,7 +37,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             o.guard_gap = 4096; /* exercise offset folding at another gap */
         vo.guard_gap = o.guard_gap;
         rv = agile_guard_ptx((const char *)data, size, &o, &res);
-        if (rv == AGILE_OK && agile_guard_verify(res.ptx, res.ptx_len, &vo, err, sizeof(err)) != AGILE_OK) {
+        if (rv == AGILE_OK &&
+            agile_guard_verify(res.ptx, res.ptx_len, &vo, err, sizeof(err)) != AGILE_OK) {
             fprintf(stderr, "verifier refuses guarded output: %s\n", err);
             abort();
         }

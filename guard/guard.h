@@ -58,10 +58,10 @@ typedef struct agile_guard_opts {
     /* 0: the mask comes from __agile_mask at run time. k (12..62): the fence uses the
      * immediate 2^k - 1 (the parameter is still appended, so the launch ABI is the same). */
     unsigned window_bits;
-    uint64_t guard_gap;          /* 0 means AGILE_GUARD_DEFAULT_GAP */
-    const char *const *gates;    /* functions the worker provides, callable by name */
+    uint64_t guard_gap;       /* 0 means AGILE_GUARD_DEFAULT_GAP */
+    const char *const *gates; /* functions the worker provides, callable by name */
     size_t ngates;
-    const char *filename;        /* for "file:line: reason"; NULL: "<ptx>" */
+    const char *filename; /* for "file:line: reason"; NULL: "<ptx>" */
 } agile_guard_opts;
 
 /* Result of agile_guard_ptx. Owned by the caller after the call; free with
@@ -72,8 +72,8 @@ typedef struct agile_guard_result {
     char *report;
     size_t report_len;
     unsigned nsites;
-    unsigned err_line;  /* on AGILE_EREJECT */
-    char err[320];      /* "file:line: reason" on AGILE_EREJECT */
+    unsigned err_line; /* on AGILE_EREJECT */
+    char err[320];     /* "file:line: reason" on AGILE_EREJECT */
 } agile_guard_result;
 
 /* agile_guard_opts_init: defaults (mask mode, 1 MiB gap, no gates). */
@@ -82,7 +82,8 @@ void agile_guard_opts_init(agile_guard_opts *o);
 /* agile_guard_ptx: guard src[0..len). AGILE_OK with res->ptx set; AGILE_EREJECT with
  * res->err; AGILE_EINVAL, AGILE_ENOMEM. res is caller storage, always initialised here
  * and must be finalised with agile_guard_result_fini. Does not block; thread-safe. */
-int agile_guard_ptx(const char *src, size_t len, const agile_guard_opts *o, agile_guard_result *res);
+int agile_guard_ptx(const char *src, size_t len, const agile_guard_opts *o,
+                    agile_guard_result *res);
 void agile_guard_result_fini(agile_guard_result *res);
 
 /* agile_guard_roundtrip: parse and print back unchanged (tests): *out is malloc()ed. */
@@ -93,12 +94,13 @@ int agile_guard_roundtrip(const char *src, size_t len, char **out, size_t *out_l
  * and checks that every global/generic access uses a fenced address in the same basic
  * block (see verify.c). AGILE_OK, or AGILE_EGUARD with "line N: reason" in err. */
 typedef struct agile_guard_vopts {
-    unsigned window_bits; /* as agile_guard_opts; 0 = mask must come from __agile_mask */
-    uint64_t guard_gap;   /* 0 = default */
+    unsigned window_bits;     /* as agile_guard_opts; 0 = mask must come from __agile_mask */
+    uint64_t guard_gap;       /* 0 = default */
     const char *const *gates; /* declared functions a call may name */
     size_t ngates;
 } agile_guard_vopts;
-int agile_guard_verify(const char *ptx, size_t len, const agile_guard_vopts *o, char *err, size_t errcap);
+int agile_guard_verify(const char *ptx, size_t len, const agile_guard_vopts *o, char *err,
+                       size_t errcap);
 
 /* agile_guard_sha256: SHA-256 of several buffers, one after another. */
 void agile_guard_sha256(const void *const *bufs, const size_t *lens, size_t n, uint8_t out[32]);
@@ -112,10 +114,10 @@ typedef struct agile_guard_compile_opts {
     const char *arch;
     const char *const *options; /* extra nvJitLink options, e.g. "-O3" */
     size_t noptions;
-    const char *cache_dir;      /* NULL: no cache */
-    uint64_t cache_max;         /* 0: 256 MiB */
+    const char *cache_dir; /* NULL: no cache */
+    uint64_t cache_max;    /* 0: 256 MiB */
 } agile_guard_compile_opts;
-int agile_guard_compile(const char *ptx, size_t len, const agile_guard_compile_opts *o, void **image,
-                        size_t *image_len, bool *hit, char *log, size_t logcap);
+int agile_guard_compile(const char *ptx, size_t len, const agile_guard_compile_opts *o,
+                        void **image, size_t *image_len, bool *hit, char *log, size_t logcap);
 
 #endif

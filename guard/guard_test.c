@@ -44,11 +44,9 @@ static char *guard(const char *src, bool strict, unsigned bits, uint64_t gap, in
     agile_guard_opts_init(&o);
     o.strict = strict;
     o.window_bits = bits;
-    if (gap)
-        o.guard_gap = gap;
+    if (gap) o.guard_gap = gap;
     *rvp = agile_guard_ptx(src, strlen(src), &o, &res);
-    if (err)
-        snprintf(err, 320, "%s", res.err);
+    if (err) snprintf(err, 320, "%s", res.err);
     out = res.ptx;
     res.ptx = NULL;
     agile_guard_result_fini(&res);
@@ -70,12 +68,14 @@ static void test_global_fence(void **state)
     assert_int_equal(rv, AGILE_OK);
     assert_non_null(strstr(p, ".param .u64 __agile_mask, .param .u64 __agile_base"));
     assert_non_null(strstr(p, "ld.param.u64 %agile_mask, [__agile_mask];"));
-    assert_non_null(strstr(p, "and.b64 %agile_t0, %rd1, %agile_mask;\n\tor.b64 %agile_a0, %agile_t0, %agile_base;\n"
-                              "\tld.global.u32 %r1, [%agile_a0];"));
+    assert_non_null(strstr(
+        p, "and.b64 %agile_t0, %rd1, %agile_mask;\n\tor.b64 %agile_a0, %agile_t0, %agile_base;\n"
+           "\tld.global.u32 %r1, [%agile_a0];"));
     /* a small positive offset stays (the gap covers it) */
     assert_non_null(strstr(p, "ld.global.u32 %r2, [%agile_a1+8];"));
     /* negative and large offsets are folded before the fence */
-    assert_non_null(strstr(p, "add.s64 %agile_x2, %rd1, -8;\n\tand.b64 %agile_t2, %agile_x2, %agile_mask;"));
+    assert_non_null(
+        strstr(p, "add.s64 %agile_x2, %rd1, -8;\n\tand.b64 %agile_t2, %agile_x2, %agile_mask;"));
     assert_non_null(strstr(p, "add.s64 %agile_x3, %rd1, 2097152;"));
     assert_int_equal(verify(p, 0, 0, NULL), AGILE_OK);
     free(p);
@@ -95,11 +95,13 @@ static void test_generic_fence(void **state)
     char *p = guard(k_generic, false, 0, 0, &rv, NULL);
     (void)state;
     assert_int_equal(rv, AGILE_OK);
-    assert_non_null(strstr(p, "isspacep.global %agile_p0, %rd1;\n\tand.b64 %agile_t0, %rd1, %agile_mask;\n"
-                              "\tor.b64 %agile_t0, %agile_t0, %agile_base;\n"
-                              "\tselp.b64 %agile_a0, %agile_t0, %rd1, %agile_p0;\n\t@%p1 ld.u32 %r1, [%agile_a0];"));
+    assert_non_null(strstr(
+        p, "isspacep.global %agile_p0, %rd1;\n\tand.b64 %agile_t0, %rd1, %agile_mask;\n"
+           "\tor.b64 %agile_t0, %agile_t0, %agile_base;\n"
+           "\tselp.b64 %agile_a0, %agile_t0, %rd1, %agile_p0;\n\t@%p1 ld.u32 %r1, [%agile_a0];"));
     /* generic + offset: the offset is part of the tested address */
-    assert_non_null(strstr(p, "add.s64 %agile_x1, %rd1, 4;\n\tisspacep.global %agile_p1, %agile_x1;"));
+    assert_non_null(
+        strstr(p, "add.s64 %agile_x1, %rd1, 4;\n\tisspacep.global %agile_p1, %agile_x1;"));
     assert_non_null(strstr(p, "atom.add.u32 %r2, [%agile_a1], 1;"));
     /* explicit shared space: untouched */
     assert_non_null(strstr(p, "ld.shared.u32 %r3, [%rd1];"));
@@ -131,7 +133,8 @@ static void test_strict(void **state)
     assert_non_null(strstr(p, "setp.eq.and.u64 %agile_k0|%agile_v0, %agile_a0, %agile_x0, %p1;"));
     assert_non_null(strstr(p, "@%agile_k0 ld.u32 %r1, [%agile_a0];"));
     assert_non_null(strstr(p, "@%agile_v0 mov.b32 %r1, 0;"));
-    assert_non_null(strstr(p, "@%agile_v0 atom.global.cas.b32 %agile_c, [%agile_viol], 0, %agile_kid;"));
+    assert_non_null(
+        strstr(p, "@%agile_v0 atom.global.cas.b32 %agile_c, [%agile_viol], 0, %agile_kid;"));
     assert_non_null(strstr(p, "@%agile_w st.global.u32 [%agile_viol+4], 1;"));
     assert_non_null(strstr(p, "mov.u32 %agile_kid, 1;"));
     assert_int_equal(verify(p, 0, 0, NULL), AGILE_OK);
@@ -157,7 +160,8 @@ static void test_reject(void **state)
         char src[1024], err[320];
         int rv;
         snprintf(src, sizeof(src),
-                 HDR ".visible .entry k(.param .u64 k_param_0)\n{\n\t.reg .b32 %%r<4>;\n\t.reg .b64 %%rd<4>;\n"
+                 HDR ".visible .entry k(.param .u64 k_param_0)\n{\n\t.reg .b32 %%r<4>;\n\t.reg "
+                     ".b64 %%rd<4>;\n"
                      "\tld.param.u64 %%rd1, [k_param_0];\n%s\tret;\n}\n",
                  cases[i].body);
         char *p = guard(src, false, 0, 0, &rv, err);
@@ -175,8 +179,7 @@ static char *mutate(const char *p, const char *from, const char *to)
     const char *at = strstr(p, from);
     size_t n;
     char *q;
-    if (at == NULL)
-        return NULL;
+    if (at == NULL) return NULL;
     n = strlen(p) - strlen(from) + strlen(to);
     q = malloc(n + 1);
     memcpy(q, p, (size_t)(at - p));
@@ -197,15 +200,20 @@ static void test_verifier_breaks(void **state)
         {"g", "or.b64 %agile_a0, %agile_t0, %agile_base;", "or.b64 %agile_a0, %agile_t0, %rd1;"},
         {"g", "and.b64 %agile_t0, %rd1, %agile_mask;", "and.b64 %agile_t0, %rd1, %rd2;"},
         /* redefine the fenced register between fence and use */
-        {"g", "\tld.global.u32 %r1, [%agile_a0];", "\tadd.s64 %agile_a0, %agile_a0, 64;\n\tld.global.u32 %r1, [%agile_a0];"},
-        {"g", "\tld.global.u32 %r1, [%agile_a0];", "\tld.global.u64 %agile_a0, [%agile_a0];\n\tld.global.u32 %r1, [%agile_a0];"},
+        {"g", "\tld.global.u32 %r1, [%agile_a0];",
+         "\tadd.s64 %agile_a0, %agile_a0, 64;\n\tld.global.u32 %r1, [%agile_a0];"},
+        {"g", "\tld.global.u32 %r1, [%agile_a0];",
+         "\tld.global.u64 %agile_a0, [%agile_a0];\n\tld.global.u32 %r1, [%agile_a0];"},
         /* predicated fence */
         {"g", "\tor.b64 %agile_a0,", "\t@%p1 or.b64 %agile_a0,"},
         /* a label (another basic block) between fence and use */
         {"g", "\tld.global.u32 %r1, [%agile_a0];", "L1:\n\tld.global.u32 %r1, [%agile_a0];"},
         /* reorder: use before fence */
-        {"g", "\tand.b64 %agile_t0, %rd1, %agile_mask;\n\tor.b64 %agile_a0, %agile_t0, %agile_base;\n\tld.global.u32 %r1, [%agile_a0];",
-         "\tld.global.u32 %r1, [%agile_a0];\n\tand.b64 %agile_t0, %rd1, %agile_mask;\n\tor.b64 %agile_a0, %agile_t0, %agile_base;"},
+        {"g",
+         "\tand.b64 %agile_t0, %rd1, %agile_mask;\n\tor.b64 %agile_a0, %agile_t0, "
+         "%agile_base;\n\tld.global.u32 %r1, [%agile_a0];",
+         "\tld.global.u32 %r1, [%agile_a0];\n\tand.b64 %agile_t0, %rd1, %agile_mask;\n\tor.b64 "
+         "%agile_a0, %agile_t0, %agile_base;"},
         /* unfenced register */
         {"g", "ld.global.u32 %r1, [%agile_a0];", "ld.global.u32 %r1, [%rd1];"},
         /* offset beyond the gap */
@@ -216,17 +224,21 @@ static void test_verifier_breaks(void **state)
         {"g", "\tld.global.u32 %r1,", "\tmov.u64 %agile_base, 0;\n\tld.global.u32 %r1,"},
         {"g", ".param .u64 __agile_base)", ".param .u64 __agile_basex)"},
         /* a guard register shadowed in a nested scope */
-        {"g", "\tld.global.u32 %r1, [%agile_a0];", "\t{ .reg .b64 %agile_a0;\n\tld.global.u32 %r1, [%agile_a0]; }"},
+        {"g", "\tld.global.u32 %r1, [%agile_a0];",
+         "\t{ .reg .b64 %agile_a0;\n\tld.global.u32 %r1, [%agile_a0]; }"},
         /* generic: wrong test, wrong select, X redefined between test and select */
         {"n", "isspacep.global %agile_p0", "isspacep.shared %agile_p0"},
-        {"n", "selp.b64 %agile_a0, %agile_t0, %rd1, %agile_p0;", "selp.b64 %agile_a0, %rd1, %rd1, %agile_p0;"},
-        {"n", "\tand.b64 %agile_t0, %rd1, %agile_mask;", "\tadd.s64 %rd1, %rd1, 4096;\n\tand.b64 %agile_t0, %rd1, %agile_mask;"},
+        {"n", "selp.b64 %agile_a0, %agile_t0, %rd1, %agile_p0;",
+         "selp.b64 %agile_a0, %rd1, %rd1, %agile_p0;"},
+        {"n", "\tand.b64 %agile_t0, %rd1, %agile_mask;",
+         "\tadd.s64 %rd1, %rd1, 4096;\n\tand.b64 %agile_t0, %rd1, %agile_mask;"},
         {"n", "\tselp.b64 %agile_a0, %agile_t0, %rd1, %agile_p0;\n", ""},
         /* a generic select used for an explicit global access */
         {"n", "@%p1 ld.u32 %r1, [%agile_a0];", "@%p1 ld.global.u32 %r1, [%agile_a0];"},
         /* an opcode the verifier does not model */
         {"g", "\tret;", "\tfoo.global.u32 [%rd1], 1;\n\tret;"},
-        {"g", "\tret;", "\tcp.async.bulk.tensor.1d.global.shared::cta.bulk_group [%rd1, {%r1}], [%r2];\n\tret;"},
+        {"g", "\tret;",
+         "\tcp.async.bulk.tensor.1d.global.shared::cta.bulk_group [%rd1, {%r1}], [%r2];\n\tret;"},
     };
     int rv;
     char *g = guard(k_global, false, 0, 0, &rv, NULL);
@@ -237,10 +249,8 @@ static void test_verifier_breaks(void **state)
     for (size_t i = 0; i < AGILE_ARRAY_LEN(m); i++) {
         char *q = mutate(m[i].src[0] == 'g' ? g : n, m[i].from, m[i].to);
         char err[300];
-        if (q == NULL)
-            fail_msg("mutation %zu: pattern not found", i);
-        if (verify(q, 0, 0, err) != AGILE_EGUARD)
-            fail_msg("mutation %zu accepted:\n%s", i, q);
+        if (q == NULL) fail_msg("mutation %zu: pattern not found", i);
+        if (verify(q, 0, 0, err) != AGILE_EGUARD) fail_msg("mutation %zu accepted:\n%s", i, q);
         free(q);
     }
     /* the unguarded input itself is refused */
@@ -251,16 +261,20 @@ static void test_verifier_breaks(void **state)
 
 static void test_calls(void **state)
 {
-    const char *src = HDR ".func (.param .b32 r) f(.param .b64 p)\n{\n\t.reg .b64 %rd<2>;\n\t.reg .b32 %r<2>;\n"
-                          "\tld.param.u64 %rd1, [p];\n\tld.global.u32 %r1, [%rd1];\n\tst.param.b32 [r], %r1;\n\tret;\n}\n"
-                          ".visible .entry k(.param .u64 k_param_0)\n{\n\t.reg .b64 %rd<2>;\n\t.reg .b32 %r<2>;\n"
-                          "\tld.param.u64 %rd1, [k_param_0];\n\t{\n\t.param .b64 a;\n\tst.param.b64 [a], %rd1;\n"
-                          "\t.param .b32 ret;\n\tcall.uni (ret), f, (a);\n\tld.param.b32 %r1, [ret];\n\t}\n\tret;\n}\n";
+    const char *src =
+        HDR ".func (.param .b32 r) f(.param .b64 p)\n{\n\t.reg .b64 %rd<2>;\n\t.reg .b32 %r<2>;\n"
+            "\tld.param.u64 %rd1, [p];\n\tld.global.u32 %r1, [%rd1];\n\tst.param.b32 [r], "
+            "%r1;\n\tret;\n}\n"
+            ".visible .entry k(.param .u64 k_param_0)\n{\n\t.reg .b64 %rd<2>;\n\t.reg .b32 %r<2>;\n"
+            "\tld.param.u64 %rd1, [k_param_0];\n\t{\n\t.param .b64 a;\n\tst.param.b64 [a], %rd1;\n"
+            "\t.param .b32 ret;\n\tcall.uni (ret), f, (a);\n\tld.param.b32 %r1, "
+            "[ret];\n\t}\n\tret;\n}\n";
     int rv;
     char *p = guard(src, false, 0, 0, &rv, NULL), *q;
     (void)state;
     assert_int_equal(rv, AGILE_OK);
-    assert_non_null(strstr(p, "f(.param .b64 p,\n\t.param .b64 __agile_fmask, .param .b64 __agile_fbase)"));
+    assert_non_null(
+        strstr(p, "f(.param .b64 p,\n\t.param .b64 __agile_fmask, .param .b64 __agile_fbase)"));
     assert_non_null(strstr(p, "ld.param.u64 %agile_mask, [__agile_fmask];"));
     assert_non_null(strstr(p, "call.uni (ret), f, (a, __agile_cm, __agile_cb); }"));
     assert_int_equal(verify(p, 0, 0, NULL), AGILE_OK);
@@ -280,7 +294,8 @@ static void test_sha256(void **state)
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"};
-    static const char *const in[] = {"", "abc", "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"};
+    static const char *const in[] = {"", "abc",
+                                     "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"};
     (void)state;
     for (size_t i = 0; i < 3; i++) {
         uint8_t d[32];
@@ -311,8 +326,7 @@ static void test_compile_cache(void **state)
         free(p);
         skip(); /* no nvJitLink on this machine */
     }
-    if (rv != AGILE_OK)
-        fail_msg("compile: %s: %s", agile_err_name(rv), log);
+    if (rv != AGILE_OK) fail_msg("compile: %s: %s", agile_err_name(rv), log);
     assert_false(hit);
     assert_true(n > 0);
     free(img);
@@ -369,10 +383,10 @@ static void test_report(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_global_fence), cmocka_unit_test(test_generic_fence),
-        cmocka_unit_test(test_window_bits),  cmocka_unit_test(test_strict),
-        cmocka_unit_test(test_reject),       cmocka_unit_test(test_verifier_breaks),
-        cmocka_unit_test(test_calls),        cmocka_unit_test(test_sha256),
+        cmocka_unit_test(test_global_fence),  cmocka_unit_test(test_generic_fence),
+        cmocka_unit_test(test_window_bits),   cmocka_unit_test(test_strict),
+        cmocka_unit_test(test_reject),        cmocka_unit_test(test_verifier_breaks),
+        cmocka_unit_test(test_calls),         cmocka_unit_test(test_sha256),
         cmocka_unit_test(test_compile_cache), cmocka_unit_test(test_report),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -36,16 +36,13 @@ static int grow(void **p, uint32_t *cap, uint32_t need, size_t elem)
 {
     uint32_t nc;
     void *np;
-    if (need <= *cap)
-        return AGILE_OK;
-    if (need > UINT32_MAX / 2)
-        return AGILE_ENOMEM;
+    if (need <= *cap) return AGILE_OK;
+    if (need > UINT32_MAX / 2) return AGILE_ENOMEM;
     nc = *cap ? *cap : 64;
     while (nc < need)
         nc *= 2;
     np = realloc(*p, (size_t)nc * elem);
-    if (np == NULL)
-        return AGILE_ENOMEM;
+    if (np == NULL) return AGILE_ENOMEM;
     *p = np;
     *cap = nc;
     return AGILE_OK;
@@ -73,10 +70,8 @@ bool agile_guard_parse_int(const char *s, size_t n, uint64_t *out)
     uint64_t v = 0;
     unsigned base = 10;
     size_t i = 0;
-    if (n > 0 && (s[n - 1] == 'U' || s[n - 1] == 'u'))
-        n--;
-    if (n == 0)
-        return false;
+    if (n > 0 && (s[n - 1] == 'U' || s[n - 1] == 'u')) n--;
+    if (n == 0) return false;
     if (n > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
         base = 16;
         i = 2;
@@ -98,10 +93,8 @@ bool agile_guard_parse_int(const char *s, size_t n, uint64_t *out)
             d = (unsigned)(c - 'A' + 10);
         else
             return false;
-        if (d >= base)
-            return false;
-        if (v > (UINT64_MAX - d) / base)
-            return false;
+        if (d >= base) return false;
+        if (v > (UINT64_MAX - d) / base) return false;
         v = v * base + d;
     }
     *out = v;
@@ -129,8 +122,7 @@ static int lex(ptx_module *m)
     uint32_t line = 1;
     int rv = AGILE_OK;
 
-    if (n >= UINT32_MAX)
-        return fail(m, 0, "input too large");
+    if (n >= UINT32_MAX) return fail(m, 0, "input too large");
     while (i < n) {
         unsigned char c = s[i];
         size_t st = i;
@@ -153,12 +145,10 @@ static int lex(ptx_module *m)
             uint32_t l0 = line;
             i += 2;
             while (i + 1 < n && !(s[i] == '*' && s[i + 1] == '/')) {
-                if (s[i] == '\n')
-                    line++;
+                if (s[i] == '\n') line++;
                 i++;
             }
-            if (i + 1 >= n)
-                return fail(m, l0, "unterminated comment");
+            if (i + 1 >= n) return fail(m, l0, "unterminated comment");
             i += 2;
             continue;
         }
@@ -176,14 +166,14 @@ static int lex(ptx_module *m)
             kind = PTK_IDENT;
         } else if (c >= '0' && c <= '9') {
             bool plain = !(c == '0' && i + 1 < n &&
-                           (s[i + 1] == 'x' || s[i + 1] == 'X' || s[i + 1] == 'f' || s[i + 1] == 'F' ||
-                            s[i + 1] == 'd' || s[i + 1] == 'D'));
+                           (s[i + 1] == 'x' || s[i + 1] == 'X' || s[i + 1] == 'f' ||
+                            s[i + 1] == 'F' || s[i + 1] == 'd' || s[i + 1] == 'D'));
             i++;
             while (i < n) {
-                if (id_char(s[i]) && s[i] != '$') {
+                /* 0x1F, 0f3F800000, 1.5, 64U; a sign only right after a decimal exponent */
+                if ((id_char(s[i]) && s[i] != '$') || (plain && (s[i] == '+' || s[i] == '-') &&
+                                                       (s[i - 1] == 'e' || s[i - 1] == 'E'))) {
                     i++;
-                } else if (plain && (s[i] == '+' || s[i] == '-') && (s[i - 1] == 'e' || s[i - 1] == 'E')) {
-                    i++; /* 1.5e-3 */
                 } else {
                     break;
                 }
@@ -192,14 +182,11 @@ static int lex(ptx_module *m)
         } else if (c == '"') {
             i++;
             while (i < n && s[i] != '"') {
-                if (s[i] == '\n')
-                    return fail(m, line, "unterminated string");
-                if (s[i] == '\\' && i + 1 < n)
-                    i++;
+                if (s[i] == '\n') return fail(m, line, "unterminated string");
+                if (s[i] == '\\' && i + 1 < n) i++;
                 i++;
             }
-            if (i >= n)
-                return fail(m, line, "unterminated string");
+            if (i >= n) return fail(m, line, "unterminated string");
             i++;
             kind = PTK_STR;
         } else if (strchr(",;:{}[]()+-!@=<>|*/~&^?", c) != NULL && c != '\0') {
@@ -234,8 +221,7 @@ static uint32_t match_close(const ptx_module *m, uint32_t t, char open, char clo
         if (agile_guard_tok_punct(m, i, open)) {
             depth++;
         } else if (agile_guard_tok_punct(m, i, close)) {
-            if (--depth == 0)
-                return i;
+            if (--depth == 0) return i;
         }
     }
     return PTX_NONE;
@@ -263,27 +249,23 @@ static uint64_t type_size(const ptx_module *m, uint32_t t)
         const char *name;
         uint8_t size;
     } types[] = {
-        {".b8", 1},   {".u8", 1},    {".s8", 1},    {".b16", 2},    {".u16", 2},  {".s16", 2},
-        {".f16", 2},  {".bf16", 2},  {".b32", 4},   {".u32", 4},    {".s32", 4},  {".f32", 4},
-        {".f16x2", 4}, {".bf16x2", 4}, {".b64", 8},  {".u64", 8},    {".s64", 8},  {".f64", 8},
-        {".b128", 16}, {".pred", 1},  {".e4m3", 1}, {".e5m2", 1},   {".tf32", 4},
+        {".b8", 1},    {".u8", 1},     {".s8", 1},   {".b16", 2},  {".u16", 2},  {".s16", 2},
+        {".f16", 2},   {".bf16", 2},   {".b32", 4},  {".u32", 4},  {".s32", 4},  {".f32", 4},
+        {".f16x2", 4}, {".bf16x2", 4}, {".b64", 8},  {".u64", 8},  {".s64", 8},  {".f64", 8},
+        {".b128", 16}, {".pred", 1},   {".e4m3", 1}, {".e5m2", 1}, {".tf32", 4},
     };
     for (size_t k = 0; k < AGILE_ARRAY_LEN(types); k++)
-        if (agile_guard_tok_eq(m, t, types[k].name))
-            return types[k].size;
+        if (agile_guard_tok_eq(m, t, types[k].name)) return types[k].size;
     return 0;
 }
 
 static ptx_space space_of(const ptx_module *m, uint32_t t)
 {
-    if (agile_guard_tok_eq(m, t, ".global"))
-        return PTX_SPACE_GLOBAL;
+    if (agile_guard_tok_eq(m, t, ".global")) return PTX_SPACE_GLOBAL;
     if (agile_guard_tok_eq(m, t, ".shared") || agile_guard_tok_prefix(m, t, ".shared::"))
         return PTX_SPACE_SHARED;
-    if (agile_guard_tok_eq(m, t, ".local"))
-        return PTX_SPACE_LOCAL;
-    if (agile_guard_tok_eq(m, t, ".const"))
-        return PTX_SPACE_CONST;
+    if (agile_guard_tok_eq(m, t, ".local")) return PTX_SPACE_LOCAL;
+    if (agile_guard_tok_eq(m, t, ".const")) return PTX_SPACE_CONST;
     if (agile_guard_tok_eq(m, t, ".param") || agile_guard_tok_prefix(m, t, ".param::"))
         return PTX_SPACE_PARAM;
     if (agile_guard_tok_eq(m, t, ".texref") || agile_guard_tok_eq(m, t, ".surfref") ||
@@ -305,8 +287,7 @@ static int parse_var(ptx_module *m, uint32_t a, uint32_t b, uint32_t func)
 
     for (t = a; t < b; t++) {
         ptx_space sp;
-        if (m->toks[t].kind != PTK_IDENT)
-            break;
+        if (m->toks[t].kind != PTK_IDENT) break;
         if (agile_guard_tok_eq(m, t, ".extern")) {
             v.ext = true;
         } else if ((sp = space_of(m, t)) != PTX_SPACE_NONE) {
@@ -326,8 +307,7 @@ static int parse_var(ptx_module *m, uint32_t a, uint32_t b, uint32_t func)
             break;
         }
     }
-    if (v.name == PTX_NONE || v.space == PTX_SPACE_NONE)
-        return AGILE_OK;
+    if (v.name == PTX_NONE || v.space == PTX_SPACE_NONE) return AGILE_OK;
     for (t = v.name + 1; t + 1 < b && agile_guard_tok_punct(m, t, '[');) {
         uint64_t d;
         if (agile_guard_tok_punct(m, t + 1, ']')) {
@@ -338,8 +318,7 @@ static int parse_var(ptx_module *m, uint32_t a, uint32_t b, uint32_t func)
         if (t + 2 >= b || m->toks[t + 1].kind != PTK_NUM || !agile_guard_tok_punct(m, t + 2, ']') ||
             !agile_guard_parse_int(ptx_tok_str(m, t + 1), m->toks[t + 1].len, &d))
             return AGILE_OK;
-        if (d != 0 && count > UINT64_MAX / 1024 / d)
-            return AGILE_OK;
+        if (d != 0 && count > UINT64_MAX / 1024 / d) return AGILE_OK;
         count *= d;
         t += 3;
     }
@@ -365,8 +344,7 @@ static int parse_instr(ptx_module *m, uint32_t *tp, ptx_stmt *s)
     uint32_t t = *tp, depth = 0, start;
     int rv = AGILE_OK;
 
-    if (m->toks[t].kind != PTK_IDENT)
-        return fail(m, m->toks[t].line, "expected an opcode");
+    if (m->toks[t].kind != PTK_IDENT) return fail(m, m->toks[t].line, "expected an opcode");
     s->kind = PST_INSTR;
     s->op = t++;
     s->opnd0 = m->nopnds;
@@ -374,28 +352,22 @@ static int parse_instr(ptx_module *m, uint32_t *tp, ptx_stmt *s)
     start = t;
     for (;; t++) {
         char c;
-        if (t >= m->ntoks)
-            return fail(m, m->toks[s->op].line, "instruction without ';'");
-        if (m->toks[t].kind != PTK_PUNCT)
-            continue;
+        if (t >= m->ntoks) return fail(m, m->toks[s->op].line, "instruction without ';'");
+        if (m->toks[t].kind != PTK_PUNCT) continue;
         c = m->src[m->toks[t].off];
         if (c == '(' || c == '[' || c == '{') {
             depth++;
         } else if (c == ')' || c == ']' || c == '}') {
-            if (depth == 0)
-                return fail(m, m->toks[t].line, "unbalanced '%c'", c);
+            if (depth == 0) return fail(m, m->toks[t].line, "unbalanced '%c'", c);
             depth--;
         } else if (depth == 0 && (c == ',' || c == ';')) {
-            if (c == ';' && t == s->op + 1)
-                break; /* no operands: "ret;" */
-            if (t == start)
-                return fail(m, m->toks[t].line, "empty operand");
+            if (c == ';' && t == s->op + 1) break; /* no operands: "ret;" */
+            if (t == start) return fail(m, m->toks[t].line, "empty operand");
             AGILE_TRY(grow((void **)&m->opnds, &m->capopnds, m->nopnds + 1, sizeof(ptx_opnd)));
             m->opnds[m->nopnds++] = (ptx_opnd){start, t};
             s->nopnd++;
             start = t + 1;
-            if (c == ';')
-                break;
+            if (c == ';') break;
         }
     }
     s->t1 = t;
@@ -441,8 +413,7 @@ static int parse_body(ptx_module *m, ptx_func *f, uint32_t open, uint32_t fidx)
             s.op = t;
             if (agile_guard_tok_eq(m, t, ".loc") || agile_guard_tok_eq(m, t, ".file")) {
                 t = skip_line(m, t);
-                if (t == PTX_NONE)
-                    return AGILE_EREJECT;
+                if (t == PTX_NONE) return AGILE_EREJECT;
                 s.t1 = t;
                 s.end = tok_end(m, t - 1);
             } else {
@@ -451,14 +422,12 @@ static int parse_body(ptx_module *m, ptx_func *f, uint32_t open, uint32_t fidx)
                     if (agile_guard_tok_punct(m, t, '{')) {
                         d++;
                     } else if (agile_guard_tok_punct(m, t, '}')) {
-                        if (d == 0)
-                            return fail(m, m->toks[t].line, "directive without ';'");
+                        if (d == 0) return fail(m, m->toks[t].line, "directive without ';'");
                         d--;
                     }
                     t++;
                 }
-                if (t >= m->ntoks)
-                    return fail(m, m->toks[s.op].line, "directive without ';'");
+                if (t >= m->ntoks) return fail(m, m->toks[s.op].line, "directive without ';'");
                 s.t1 = t;
                 s.end = tok_end(m, t);
                 AGILE_TRY(parse_var(m, s.t0, s.t1, fidx));
@@ -478,8 +447,7 @@ static int parse_body(ptx_module *m, ptx_func *f, uint32_t open, uint32_t fidx)
             if (t >= m->ntoks || m->toks[t].kind != PTK_IDENT)
                 return fail(m, m->toks[s.t0].line, "bad guard predicate");
             s.pred = t++;
-            if (t >= m->ntoks)
-                return fail(m, m->toks[s.t0].line, "predicate without instruction");
+            if (t >= m->ntoks) return fail(m, m->toks[s.t0].line, "predicate without instruction");
             AGILE_TRY(parse_instr(m, &t, &s));
         } else if (m->toks[t].kind == PTK_IDENT) {
             AGILE_TRY(parse_instr(m, &t, &s));
@@ -487,8 +455,8 @@ static int parse_body(ptx_module *m, ptx_func *f, uint32_t open, uint32_t fidx)
             t++; /* empty statement */
             continue;
         } else {
-            return fail(m, m->toks[t].line, "unexpected '%.*s' in function body", (int)m->toks[t].len,
-                        ptx_tok_str(m, t));
+            return fail(m, m->toks[t].line, "unexpected '%.*s' in function body",
+                        (int)m->toks[t].len, ptx_tok_str(m, t));
         }
         AGILE_TRY(push_stmt(m, &s));
     }
@@ -529,11 +497,11 @@ static int parse_func(ptx_module *m, uint32_t t0, uint32_t t, bool entry, uint32
     /* Performance directives and attributes (.maxntid 128, 1, 1 / .noreturn / .pragma). */
     while (t < m->ntoks && !agile_guard_tok_punct(m, t, '{') && !agile_guard_tok_punct(m, t, ';')) {
         if (m->toks[t].kind == PTK_PUNCT && !agile_guard_tok_punct(m, t, ','))
-            return fail(m, m->toks[t].line, "unexpected '%c' in function header", m->src[m->toks[t].off]);
+            return fail(m, m->toks[t].line, "unexpected '%c' in function header",
+                        m->src[m->toks[t].off]);
         t++;
     }
-    if (t >= m->ntoks)
-        return fail(m, m->toks[t0].line, "function without body or ';'");
+    if (t >= m->ntoks) return fail(m, m->toks[t0].line, "function without body or ';'");
     AGILE_TRY(grow((void **)&m->funcs, &m->capfuncs, m->nfuncs + 1, sizeof(ptx_func)));
     m->nfuncs++;
     if (agile_guard_tok_punct(m, t, ';')) {
@@ -561,30 +529,27 @@ static int parse_top(ptx_module *m)
             continue;
         }
         if (m->toks[t].kind != PTK_IDENT || ptx_tok_str(m, t)[0] != '.')
-            return fail(m, m->toks[t].line, "unexpected '%.*s' at module level", (int)m->toks[t].len,
-                        ptx_tok_str(m, t));
+            return fail(m, m->toks[t].line, "unexpected '%.*s' at module level",
+                        (int)m->toks[t].len, ptx_tok_str(m, t));
         if (agile_guard_tok_eq(m, t, ".version")) {
             m->version_tok = t + 1;
             t = skip_line(m, t);
-            if (t == PTX_NONE)
-                return AGILE_EREJECT;
+            if (t == PTX_NONE) return AGILE_EREJECT;
         } else if (agile_guard_tok_eq(m, t, ".target")) {
             m->target_tok = t + 1;
             t = skip_line(m, t);
-            if (t == PTX_NONE)
-                return AGILE_EREJECT;
+            if (t == PTX_NONE) return AGILE_EREJECT;
         } else if (agile_guard_tok_eq(m, t, ".address_size")) {
             uint64_t v = 0;
-            if (t + 1 >= m->ntoks || !agile_guard_parse_int(ptx_tok_str(m, t + 1), m->toks[t + 1].len, &v))
+            if (t + 1 >= m->ntoks ||
+                !agile_guard_parse_int(ptx_tok_str(m, t + 1), m->toks[t + 1].len, &v))
                 return fail(m, m->toks[t].line, "bad .address_size");
             m->address_size = (uint32_t)AGILE_MIN(v, 1000);
             t = skip_line(m, t);
-            if (t == PTX_NONE)
-                return AGILE_EREJECT;
+            if (t == PTX_NONE) return AGILE_EREJECT;
         } else if (agile_guard_tok_eq(m, t, ".file") || agile_guard_tok_eq(m, t, ".loc")) {
             t = skip_line(m, t);
-            if (t == PTX_NONE)
-                return AGILE_EREJECT;
+            if (t == PTX_NONE) return AGILE_EREJECT;
         } else if (agile_guard_tok_eq(m, t, ".section")) {
             /* DWARF blocks: data only, passed through untouched. */
             uint32_t c;
@@ -613,8 +578,7 @@ static int parse_top(ptx_module *m)
                         break;
                     t++;
                 }
-                if (t >= m->ntoks)
-                    return fail(m, m->toks[a].line, "declaration without ';'");
+                if (t >= m->ntoks) return fail(m, m->toks[a].line, "declaration without ';'");
                 AGILE_TRY(parse_var(m, a, t, PTX_NONE));
                 t++;
             }
@@ -636,8 +600,7 @@ int agile_guard_ptx_parse(ptx_module *m, const char *src, size_t len)
     AGILE_TRY(lex(m));
     AGILE_TRY(parse_top(m));
 out:
-    if (rv == AGILE_ENOMEM)
-        m->oom = true;
+    if (rv == AGILE_ENOMEM) m->oom = true;
     return rv;
 }
 

@@ -48,12 +48,12 @@ typedef struct ptx_stmt {
 /* An .entry or .func, defined (body) or only declared. Token indices or PTX_NONE. */
 typedef struct ptx_func {
     bool entry, has_body;
-    uint32_t t0;                       /* first token of the declaration (linkage etc.) */
-    uint32_t name;                     /* name token */
-    uint32_t ret_open, ret_close;      /* `(` `)` of the return parameter list (.func) */
-    uint32_t params_open, params_close;/* `(` `)` of the parameter list */
-    uint32_t body_open, body_close;    /* `{` `}` */
-    uint32_t st0, st1;                 /* statements [st0, st1) of the body */
+    uint32_t t0;                        /* first token of the declaration (linkage etc.) */
+    uint32_t name;                      /* name token */
+    uint32_t ret_open, ret_close;       /* `(` `)` of the return parameter list (.func) */
+    uint32_t params_open, params_close; /* `(` `)` of the parameter list */
+    uint32_t body_open, body_close;     /* `{` `}` */
+    uint32_t st0, st1;                  /* statements [st0, st1) of the body */
 } ptx_func;
 
 typedef enum {
@@ -88,9 +88,9 @@ typedef struct ptx_module {
     uint32_t nfuncs, capfuncs;
     ptx_var *vars;
     uint32_t nvars, capvars;
-    uint32_t address_size;  /* 0 when absent */
-    uint32_t target_tok;    /* first token after .target, or PTX_NONE */
-    uint32_t version_tok;   /* token after .version, or PTX_NONE */
+    uint32_t address_size; /* 0 when absent */
+    uint32_t target_tok;   /* first token after .target, or PTX_NONE */
+    uint32_t version_tok;  /* token after .version, or PTX_NONE */
     /* First construct the guard refuses at parse time: line and reason. */
     uint32_t err_line;
     char err[200];

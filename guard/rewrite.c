@@ -33,10 +33,10 @@ typedef struct regdecl {
 } regdecl;
 
 /* Site kinds reported per function, in report order. */
-static const char *const kinds[] = {"ld",        "st",      "ldu",      "atom",     "red",
-                                    "cp.async",  "cp.async.bulk", "prefetch", "discard",
-                                    "applypriority", "mbarrier", "st.async", "red.async",
-                                    "ldmatrix",  "stmatrix"};
+static const char *const kinds[] = {
+    "ld",       "st",      "ldu",           "atom",     "red",      "cp.async",  "cp.async.bulk",
+    "prefetch", "discard", "applypriority", "mbarrier", "st.async", "red.async", "ldmatrix",
+    "stmatrix"};
 #define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
 
 typedef struct rw {
@@ -53,8 +53,8 @@ typedef struct rw {
     unsigned nentry;
     /* current function */
     const ptx_func *f;
-    unsigned fsite;  /* per-function register index */
-    unsigned kidx;   /* kernel index (entries) */
+    unsigned fsite; /* per-function register index */
+    unsigned kidx;  /* kernel index (entries) */
     unsigned counts[NKINDS];
     agile_guard_sbuf fsites; /* JSON site list of the current function */
     regdecl *regs;
@@ -97,30 +97,26 @@ static int add_edit(rw *r, uint32_t pos, uint32_t del, const char *fmt, ...)
     if (r->ned == r->caped) {
         uint32_t nc = r->caped ? r->caped * 2 : 256;
         edit *ne = realloc(r->ed, (size_t)nc * sizeof(edit));
-        if (ne == NULL)
-            return AGILE_ENOMEM;
+        if (ne == NULL) return AGILE_ENOMEM;
         r->ed = ne;
         r->caped = nc;
     }
     va_start(ap, fmt);
     k = vsnprintf(small, sizeof(small), fmt, ap);
     va_end(ap);
-    if (k < 0)
-        return AGILE_EINTERNAL;
+    if (k < 0) return AGILE_EINTERNAL;
     if ((size_t)k < sizeof(small)) {
         agile_guard_sb_add(&r->arena, small, (size_t)k);
     } else {
         char *big = malloc((size_t)k + 1);
-        if (big == NULL)
-            return AGILE_ENOMEM;
+        if (big == NULL) return AGILE_ENOMEM;
         va_start(ap, fmt);
         vsnprintf(big, (size_t)k + 1, fmt, ap);
         va_end(ap);
         agile_guard_sb_add(&r->arena, big, (size_t)k);
         free(big);
     }
-    if (r->arena.oom)
-        return AGILE_ENOMEM;
+    if (r->arena.oom) return AGILE_ENOMEM;
     r->ed[r->ned] = (edit){pos, del, at, (size_t)k, r->ned, del > 0};
     r->ned++;
     return AGILE_OK;
@@ -168,23 +164,17 @@ static bool part_has_prefix(const opparts *o, unsigned i, const char *s)
 static bool any_part(const opparts *o, const char *s)
 {
     for (unsigned i = 1; i < o->np; i++)
-        if (part_is(o, i, s))
-            return true;
+        if (part_is(o, i, s)) return true;
     return false;
 }
 
 static ptx_space part_space(const opparts *o, unsigned i)
 {
-    if (part_is(o, i, "global"))
-        return PTX_SPACE_GLOBAL;
-    if (part_is(o, i, "shared") || part_has_prefix(o, i, "shared::"))
-        return PTX_SPACE_SHARED;
-    if (part_is(o, i, "local"))
-        return PTX_SPACE_LOCAL;
-    if (part_is(o, i, "const"))
-        return PTX_SPACE_CONST;
-    if (part_is(o, i, "param") || part_has_prefix(o, i, "param::"))
-        return PTX_SPACE_PARAM;
+    if (part_is(o, i, "global")) return PTX_SPACE_GLOBAL;
+    if (part_is(o, i, "shared") || part_has_prefix(o, i, "shared::")) return PTX_SPACE_SHARED;
+    if (part_is(o, i, "local")) return PTX_SPACE_LOCAL;
+    if (part_is(o, i, "const")) return PTX_SPACE_CONST;
+    if (part_is(o, i, "param") || part_has_prefix(o, i, "param::")) return PTX_SPACE_PARAM;
     return PTX_SPACE_NONE;
 }
 
@@ -195,10 +185,10 @@ static uint64_t op_width(const opparts *o)
     static const struct {
         const char *n;
         uint8_t s;
-    } t[] = {{"b8", 1},   {"u8", 1},   {"s8", 1},    {"b16", 2},     {"u16", 2},  {"s16", 2},
-             {"f16", 2},  {"bf16", 2}, {"b32", 4},   {"u32", 4},     {"s32", 4},  {"f32", 4},
-             {"f16x2", 4}, {"bf16x2", 4}, {"b64", 8}, {"u64", 8},    {"s64", 8},  {"f64", 8},
-             {"b128", 16}};
+    } t[] = {{"b8", 1},  {"u8", 1},  {"s8", 1},    {"b16", 2},    {"u16", 2},
+             {"s16", 2}, {"f16", 2}, {"bf16", 2},  {"b32", 4},    {"u32", 4},
+             {"s32", 4}, {"f32", 4}, {"f16x2", 4}, {"bf16x2", 4}, {"b64", 8},
+             {"u64", 8}, {"s64", 8}, {"f64", 8},   {"b128", 16}};
     uint64_t vec = 1, size = 0;
     for (unsigned i = 1; i < o->np; i++) {
         if (part_is(o, i, "v2"))
@@ -208,8 +198,7 @@ static uint64_t op_width(const opparts *o)
         else if (part_is(o, i, "v8"))
             vec = 8;
         for (size_t k = 0; k < AGILE_ARRAY_LEN(t); k++)
-            if (part_is(o, i, t[k].n))
-                size = t[k].s;
+            if (part_is(o, i, t[k].n)) size = t[k].s;
     }
     return size ? vec * size : 16;
 }
@@ -224,14 +213,11 @@ static op_class classify(const rw *r, const ptx_stmt *s, const opparts *o, const
 {
     bool brackets = false;
     for (uint32_t i = 0; i < s->nopnd; i++)
-        if (opnd_is_bracket(r, &r->m.opnds[s->opnd0 + i]))
-            brackets = true;
+        if (opnd_is_bracket(r, &r->m.opnds[s->opnd0 + i])) brackets = true;
     *kind = NULL;
     *why = NULL;
-    if (part_is(o, 0, "call"))
-        return CL_CALL;
-    if (!brackets)
-        return CL_NONE;
+    if (part_is(o, 0, "call")) return CL_CALL;
+    if (!brackets) return CL_NONE;
     if (part_is(o, 0, "tensormap") || any_part(o, "tensormap") || any_part(o, "tensor")) {
         *why = "TMA / tensor-map access cannot be bounded by the guard";
         return CL_REJECT;
@@ -240,8 +226,9 @@ static op_class classify(const rw *r, const ptx_stmt *s, const opparts *o, const
         *why = "multimem access cannot be bounded by the guard";
         return CL_REJECT;
     }
-    if (part_is(o, 0, "tex") || part_is(o, 0, "tld4") || part_is(o, 0, "suld") || part_is(o, 0, "sust") ||
-        part_is(o, 0, "sured") || part_is(o, 0, "suq") || part_is(o, 0, "txq")) {
+    if (part_is(o, 0, "tex") || part_is(o, 0, "tld4") || part_is(o, 0, "suld") ||
+        part_is(o, 0, "sust") || part_is(o, 0, "sured") || part_is(o, 0, "suq") ||
+        part_is(o, 0, "txq")) {
         *why = "texture/surface access through a handle cannot be bounded by the guard";
         return CL_REJECT;
     }
@@ -261,8 +248,7 @@ static op_class classify(const rw *r, const ptx_stmt *s, const opparts *o, const
         part_is(o, 0, "applypriority") || part_is(o, 0, "mbarrier") || part_is(o, 0, "ldmatrix") ||
         part_is(o, 0, "stmatrix")) {
         for (size_t k = 0; k < NKINDS; k++)
-            if (part_is(o, 0, kinds[k]))
-                *kind = kinds[k];
+            if (part_is(o, 0, kinds[k])) *kind = kinds[k];
         return CL_ONE;
     }
     if (part_is(o, 0, "prefetch") || part_is(o, 0, "prefetchu")) {
@@ -281,7 +267,8 @@ static op_class classify(const rw *r, const ptx_stmt *s, const opparts *o, const
         *kind = "cp.async";
         return CL_PER_OPND;
     }
-    if (part_is(o, 0, "cp") && part_is(o, 1, "reduce") && part_is(o, 2, "async") && part_is(o, 3, "bulk")) {
+    if (part_is(o, 0, "cp") && part_is(o, 1, "reduce") && part_is(o, 2, "async") &&
+        part_is(o, 3, "bulk")) {
         *kind = "cp.async.bulk";
         return CL_BULK;
     }
@@ -301,7 +288,8 @@ typedef struct addr {
 static bool tok_int(const rw *r, uint32_t t, int64_t *v)
 {
     uint64_t u;
-    if (TOK(t).kind != PTK_NUM || !agile_guard_parse_int(TSTR(t), TOK(t).len, &u) || u > (uint64_t)INT64_MAX)
+    if (TOK(t).kind != PTK_NUM || !agile_guard_parse_int(TSTR(t), TOK(t).len, &u) ||
+        u > (uint64_t)INT64_MAX)
         return false;
     *v = (int64_t)u;
     return true;
@@ -319,8 +307,7 @@ static int parse_addr(rw *r, const ptx_opnd *op, addr *a)
     a->imm = 0;
     a->base = t;
     if (TOK(t).kind == PTK_NUM) {
-        if (!tok_int(r, t, &v))
-            return reject(r, line, "unsupported absolute address");
+        if (!tok_int(r, t, &v)) return reject(r, line, "unsupported absolute address");
         a->kind = AD_ABS;
         a->imm = v;
     } else if (TOK(t).kind == PTK_IDENT && TSTR(t)[0] == '%') {
@@ -331,8 +318,7 @@ static int parse_addr(rw *r, const ptx_opnd *op, addr *a)
         return reject(r, line, "unsupported address operand");
     }
     t++;
-    if (t == e)
-        return AGILE_OK;
+    if (t == e) return AGILE_OK;
     /* +imm, -imm, +-imm */
     if (agile_guard_tok_punct(&r->m, t, '+')) {
         t++;
@@ -346,8 +332,7 @@ static int parse_addr(rw *r, const ptx_opnd *op, addr *a)
     } else {
         return reject(r, line, "unsupported address operand");
     }
-    if (t + 1 != e || !tok_int(r, t, &v))
-        return reject(r, line, "unsupported address offset");
+    if (t + 1 != e || !tok_int(r, t, &v)) return reject(r, line, "unsupported address offset");
     if (a->kind == AD_ABS) {
         if ((neg && a->imm < v) || (!neg && v > INT64_MAX - a->imm))
             return reject(r, line, "absolute address out of range");
@@ -363,9 +348,9 @@ static const ptx_var *find_var(const rw *r, uint32_t name, uint32_t fidx)
     const ptx_var *best = NULL;
     for (uint32_t i = 0; i < r->m.nvars; i++) {
         const ptx_var *v = &r->m.vars[i];
-        if (v->func != PTX_NONE && v->func != fidx)
-            continue;
-        if (TOK(v->name).len == TOK(name).len && memcmp(TSTR(v->name), TSTR(name), TOK(name).len) == 0) {
+        if (v->func != PTX_NONE && v->func != fidx) continue;
+        if (TOK(v->name).len == TOK(name).len &&
+            memcmp(TSTR(v->name), TSTR(name), TOK(name).len) == 0) {
             if (v->func != PTX_NONE)
                 return v; /* a function-level declaration shadows the module's */
             best = v;
@@ -382,19 +367,16 @@ static const regdecl *find_reg(const rw *r, uint32_t t)
         const regdecl *d = &r->regs[i];
         const char *dn = r->m.src + d->off;
         if (d->count == 0) {
-            if (d->len == n && memcmp(dn, s, n) == 0)
-                return d;
+            if (d->len == n && memcmp(dn, s, n) == 0) return d;
         } else if (n > d->len && memcmp(dn, s, d->len) == 0) {
             uint64_t k;
             bool digits = true;
             for (uint32_t j = d->len; j < n; j++)
-                if (s[j] < '0' || s[j] > '9')
-                    digits = false;
+                if (s[j] < '0' || s[j] > '9') digits = false;
             if (digits && (n - d->len == 1 || s[d->len] != '0') &&
                 agile_guard_parse_int(s + d->len, n - d->len, &k) && k < d->count)
                 return d;
-            if (digits && n - d->len > 1 && s[d->len] == '0')
-                continue; /* %r01 is not %r<N> */
+            if (digits && n - d->len > 1 && s[d->len] == '0') continue; /* %r01 is not %r<N> */
         }
     }
     return NULL;
@@ -416,16 +398,14 @@ static int collect_regs(rw *r, const ptx_stmt *s)
         else if (n >= 3 && (x[1] == 'b' || x[1] == 'u' || x[1] == 's' || x[1] == 'f')) {
             uint64_t bits;
             uint32_t k = 2;
-            if (x[1] == 'b' && n > 3 && x[2] == 'f')
-                k = 3; /* .bf16 */
+            if (x[1] == 'b' && n > 3 && x[2] == 'f') k = 3; /* .bf16 */
             if (agile_guard_parse_int(x + k, n - k, &bits) && bits >= 8 && bits <= 128)
                 size = (uint8_t)(bits / 8);
         }
     }
     while (t < s->t1) {
         regdecl d = {0, 0, 0, vec ? 0 : size, pred};
-        if (TOK(t).kind != PTK_IDENT)
-            break;
+        if (TOK(t).kind != PTK_IDENT) break;
         d.off = TOK(t).off;
         d.len = TOK(t).len;
         t++;
@@ -440,14 +420,12 @@ static int collect_regs(rw *r, const ptx_stmt *s)
         if (r->nregs == r->capregs) {
             uint32_t nc = r->capregs ? r->capregs * 2 : 32;
             regdecl *nr = realloc(r->regs, nc * sizeof(regdecl));
-            if (nr == NULL)
-                return AGILE_ENOMEM;
+            if (nr == NULL) return AGILE_ENOMEM;
             r->regs = nr;
             r->capregs = nc;
         }
         r->regs[r->nregs++] = d;
-        if (!agile_guard_tok_punct(&r->m, t, ','))
-            break;
+        if (!agile_guard_tok_punct(&r->m, t, ',')) break;
         t++;
     }
     return AGILE_OK;
@@ -458,9 +436,9 @@ static int collect_regs(rw *r, const ptx_stmt *s)
 static int count_site(rw *r, const char *kind, ptx_space sp, uint32_t line)
 {
     for (size_t k = 0; k < NKINDS; k++)
-        if (strcmp(kinds[k], kind) == 0)
-            r->counts[k]++;
-    agile_guard_sb_printf(&r->fsites, "%s{\"id\": %u, \"line\": %u, \"kind\": \"%s\", \"space\": \"%s\"}",
+        if (strcmp(kinds[k], kind) == 0) r->counts[k]++;
+    agile_guard_sb_printf(&r->fsites,
+                          "%s{\"id\": %u, \"line\": %u, \"kind\": \"%s\", \"space\": \"%s\"}",
                           r->fsites.n ? ", " : "", r->site, line, kind,
                           sp == PTX_SPACE_GLOBAL ? "global" : "generic");
     r->site++;
@@ -472,21 +450,21 @@ static int zero_dsts(rw *r, const ptx_stmt *s, unsigned i, uint32_t at)
 {
     const ptx_opnd *d = &r->m.opnds[s->opnd0];
     int rv = AGILE_OK;
-    if (s->nopnd == 0 || opnd_is_bracket(r, d))
-        return AGILE_OK;
+    if (s->nopnd == 0 || opnd_is_bracket(r, d)) return AGILE_OK;
     for (uint32_t t = d->t0; t < d->t1; t++) {
         const regdecl *rd;
-        if (TOK(t).kind != PTK_IDENT || TSTR(t)[0] == '.')
-            continue;
-        if (agile_guard_tok_eq(&r->m, t, "_"))
-            continue;
+        if (TOK(t).kind != PTK_IDENT || TSTR(t)[0] == '.') continue;
+        if (agile_guard_tok_eq(&r->m, t, "_")) continue;
         rd = find_reg(r, t);
         if (rd == NULL || (!rd->pred && rd->size == 0))
-            return reject(r, TOK(t).line, "strict mode: cannot tell the width of '%.*s'", TLEN(t), TSTR(t));
+            return reject(r, TOK(t).line, "strict mode: cannot tell the width of '%.*s'", TLEN(t),
+                          TSTR(t));
         if (rd->pred)
-            AGILE_TRY(add_edit(r, at, 0, "\n\t@%%agile_v%u setp.ne.u32 %.*s, 0, 0;", i, TLEN(t), TSTR(t)));
+            AGILE_TRY(add_edit(r, at, 0, "\n\t@%%agile_v%u setp.ne.u32 %.*s, 0, 0;", i, TLEN(t),
+                               TSTR(t)));
         else
-            AGILE_TRY(add_edit(r, at, 0, "\n\t@%%agile_v%u mov.b%u %.*s, 0;", i, rd->size * 8u, TLEN(t), TSTR(t)));
+            AGILE_TRY(add_edit(r, at, 0, "\n\t@%%agile_v%u mov.b%u %.*s, 0;", i, rd->size * 8u,
+                               TLEN(t), TSTR(t)));
     }
 out:
     return rv;
@@ -512,25 +490,26 @@ static int fence_opnd(rw *r, const ptx_stmt *s, const ptx_opnd *op, ptx_space sp
         const ptx_var *v = find_var(r, a.base, (uint32_t)(r->f - r->m.funcs));
         uint64_t w = op_width(o);
         if (v == NULL)
-            return reject(r, line, "address names '%.*s', which is not a variable of the module", TLEN(a.base),
-                          TSTR(a.base));
+            return reject(r, line, "address names '%.*s', which is not a variable of the module",
+                          TLEN(a.base), TSTR(a.base));
         if (v->ext)
-            return reject(r, line, "address names '%.*s', which is not defined in the module", TLEN(a.base),
-                          TSTR(a.base));
+            return reject(r, line, "address names '%.*s', which is not defined in the module",
+                          TLEN(a.base), TSTR(a.base));
         if (sp == PTX_SPACE_GLOBAL ? v->space != PTX_SPACE_GLOBAL
                                    : (v->space == PTX_SPACE_PARAM || v->space == PTX_SPACE_OTHER))
-            return reject(r, line, "global access to '%.*s', which is not a .global variable", TLEN(a.base),
-                          TSTR(a.base));
-        if (bulk || a.imm < 0 || v->size == 0 || (uint64_t)a.imm > v->size || w > v->size - (uint64_t)a.imm)
-            return reject(r, line, "access to '%.*s%+" PRId64 "' is outside the variable", TLEN(a.base),
-                          TSTR(a.base), a.imm);
+            return reject(r, line, "global access to '%.*s', which is not a .global variable",
+                          TLEN(a.base), TSTR(a.base));
+        if (bulk || a.imm < 0 || v->size == 0 || (uint64_t)a.imm > v->size ||
+            w > v->size - (uint64_t)a.imm)
+            return reject(r, line, "access to '%.*s%+" PRId64 "' is outside the variable",
+                          TLEN(a.base), TSTR(a.base), a.imm);
         return AGILE_OK; /* the module's own variable, in bounds */
     }
     if (a.kind == AD_REG) {
         const regdecl *d = find_reg(r, a.base);
         if (d == NULL || d->size != 8)
-            return reject(r, line, "address register '%.*s' is not a declared 64-bit register", TLEN(a.base),
-                          TSTR(a.base));
+            return reject(r, line, "address register '%.*s' is not a declared 64-bit register",
+                          TLEN(a.base), TSTR(a.base));
     }
     if (strict && *nfenced > 0)
         return reject(r, line, "strict mode: more than one global operand in one instruction");
@@ -550,14 +529,17 @@ static int fence_opnd(rw *r, const ptx_stmt *s, const ptx_opnd *op, ptx_space sp
         snprintf(x, sizeof(x), "%%agile_x%u", i);
     } else if (strict) {
         /* a copy: the access may overwrite its own address register, the record needs it */
-        AGILE_TRY(add_edit(r, at, 0, "mov.b64 %%agile_x%u, %.*s;\n\t", i, TLEN(a.base), TSTR(a.base)));
+        AGILE_TRY(
+            add_edit(r, at, 0, "mov.b64 %%agile_x%u, %.*s;\n\t", i, TLEN(a.base), TSTR(a.base)));
         snprintf(x, sizeof(x), "%%agile_x%u", i);
     } else {
         snprintf(x, sizeof(x), "%.*s", TLEN(a.base), TSTR(a.base));
     }
     if (sp == PTX_SPACE_GLOBAL) {
-        AGILE_TRY(add_edit(r, at, 0, "and.b64 %%agile_t%u, %s, %s;\n\tor.b64 %%agile_a%u, %%agile_t%u, %%agile_base;\n\t",
-                           i, x, r->mask, i, i));
+        AGILE_TRY(add_edit(
+            r, at, 0,
+            "and.b64 %%agile_t%u, %s, %s;\n\tor.b64 %%agile_a%u, %%agile_t%u, %%agile_base;\n\t", i,
+            x, r->mask, i, i));
     } else {
         AGILE_TRY(add_edit(r, at, 0,
                            "isspacep.global %%agile_p%u, %s;\n\tand.b64 %%agile_t%u, %s, %s;\n\t"
@@ -569,28 +551,33 @@ static int fence_opnd(rw *r, const ptx_stmt *s, const ptx_opnd *op, ptx_space sp
         AGILE_TRY(add_edit(r, TOK(op->t0).off, TOK(op->t1 - 1).off + 1 - TOK(op->t0).off,
                            "[%%agile_a%u+%" PRId64 "]", i, keep));
     else
-        AGILE_TRY(add_edit(r, TOK(op->t0).off, TOK(op->t1 - 1).off + 1 - TOK(op->t0).off, "[%%agile_a%u]", i));
+        AGILE_TRY(add_edit(r, TOK(op->t0).off, TOK(op->t1 - 1).off + 1 - TOK(op->t0).off,
+                           "[%%agile_a%u]", i));
     if (strict) {
         /* In the window iff fencing left the address unchanged; combine with the guard. */
         if (s->pred != PTX_NONE) {
-            AGILE_TRY(add_edit(r, at, 0, "setp.eq.and.u64 %%agile_k%u|%%agile_v%u, %%agile_a%u, %s, %s%.*s;\n\t", i,
-                               i, i, x, s->pred_neg ? "!" : "", TLEN(s->pred), TSTR(s->pred)));
-            AGILE_TRY(add_edit(r, TOK(s->t0).off, TOK(s->pred).off + TOK(s->pred).len - TOK(s->t0).off,
-                               "@%%agile_k%u", i));
+            AGILE_TRY(add_edit(
+                r, at, 0, "setp.eq.and.u64 %%agile_k%u|%%agile_v%u, %%agile_a%u, %s, %s%.*s;\n\t",
+                i, i, i, x, s->pred_neg ? "!" : "", TLEN(s->pred), TSTR(s->pred)));
+            AGILE_TRY(add_edit(r, TOK(s->t0).off,
+                               TOK(s->pred).off + TOK(s->pred).len - TOK(s->t0).off, "@%%agile_k%u",
+                               i));
         } else {
-            AGILE_TRY(add_edit(r, at, 0, "setp.eq.u64 %%agile_k%u|%%agile_v%u, %%agile_a%u, %s;\n\t", i, i, i, x));
+            AGILE_TRY(add_edit(
+                r, at, 0, "setp.eq.u64 %%agile_k%u|%%agile_v%u, %%agile_a%u, %s;\n\t", i, i, i, x));
             AGILE_TRY(add_edit(r, TOK(s->op).off, 0, "@%%agile_k%u ", i));
             r->ed[r->ned - 1].late = 1;
         }
         if (strcmp(kind, "ld") == 0 || strcmp(kind, "ldu") == 0 || strcmp(kind, "atom") == 0 ||
             strcmp(kind, "mbarrier") == 0 || strcmp(kind, "ldmatrix") == 0)
             AGILE_TRY(zero_dsts(r, s, i, s->end));
-        AGILE_TRY(add_edit(r, s->end, 0,
-                           "\n\t@%%agile_v%u atom.global.cas.b32 %%agile_c, [%%agile_viol], 0, %%agile_kid;"
-                           "\n\tsetp.eq.and.u32 %%agile_w, %%agile_c, 0, %%agile_v%u;"
-                           "\n\t@%%agile_w st.global.u32 [%%agile_viol+4], %u;"
-                           "\n\t@%%agile_w st.global.u64 [%%agile_viol+8], %s;",
-                           i, i, r->site, x));
+        AGILE_TRY(add_edit(
+            r, s->end, 0,
+            "\n\t@%%agile_v%u atom.global.cas.b32 %%agile_c, [%%agile_viol], 0, %%agile_kid;"
+            "\n\tsetp.eq.and.u32 %%agile_w, %%agile_c, 0, %%agile_v%u;"
+            "\n\t@%%agile_w st.global.u32 [%%agile_viol+4], %u;"
+            "\n\t@%%agile_w st.global.u64 [%%agile_viol+8], %s;",
+            i, i, r->site, x));
     }
     AGILE_TRY(count_site(r, kind, sp, line));
 out:
@@ -604,8 +591,7 @@ static int clamp_bulk_size(rw *r, const ptx_stmt *s, unsigned i)
     for (uint32_t k = 0; k < s->nopnd; k++) {
         const ptx_opnd *op = &r->m.opnds[s->opnd0 + k];
         int64_t v;
-        if (opnd_is_bracket(r, op))
-            continue;
+        if (opnd_is_bracket(r, op)) continue;
         if (op->t1 != op->t0 + 1)
             return reject(r, TOK(op->t0).line, "cp.async.bulk: unsupported size operand");
         if (TOK(op->t0).kind == PTK_NUM) {
@@ -614,10 +600,9 @@ static int clamp_bulk_size(rw *r, const ptx_stmt *s, unsigned i)
             return AGILE_OK;
         }
         r->bulk = true;
-        rv = add_edit(r, TOK(s->t0).off, 0, "min.u32 %%agile_s%u, %.*s, %" PRIu64 ";\n\t", i, TLEN(op->t0),
-                      TSTR(op->t0), r->gap);
-        if (rv == AGILE_OK)
-            rv = add_edit(r, TOK(op->t0).off, TOK(op->t0).len, "%%agile_s%u", i);
+        rv = add_edit(r, TOK(s->t0).off, 0, "min.u32 %%agile_s%u, %.*s, %" PRIu64 ";\n\t", i,
+                      TLEN(op->t0), TSTR(op->t0), r->gap);
+        if (rv == AGILE_OK) rv = add_edit(r, TOK(op->t0).off, TOK(op->t0).len, "%%agile_s%u", i);
         return rv;
     }
     return reject(r, TOK(s->op).line, "cp.async.bulk without a size operand");
@@ -629,29 +614,25 @@ static int do_call(rw *r, const ptx_stmt *s)
     const ptx_opnd *ops = &r->m.opnds[s->opnd0];
     const ptx_opnd *args = NULL;
     bool defined = false, declared = false;
-    const char *names = r->o->strict ? "__agile_cm, __agile_cb, __agile_cv, __agile_ck" : "__agile_cm, __agile_cb";
+    const char *names =
+        r->o->strict ? "__agile_cm, __agile_cb, __agile_cv, __agile_ck" : "__agile_cm, __agile_cb";
     int rv = AGILE_OK;
 
-    if (k < s->nopnd && agile_guard_tok_punct(&r->m, ops[k].t0, '('))
-        k++; /* return parameters */
-    if (k >= s->nopnd)
-        return reject(r, line, "call without a callee");
+    if (k < s->nopnd && agile_guard_tok_punct(&r->m, ops[k].t0, '(')) k++; /* return parameters */
+    if (k >= s->nopnd) return reject(r, line, "call without a callee");
     callee = ops[k].t0;
     if (ops[k].t1 != callee + 1 || TOK(callee).kind != PTK_IDENT || TSTR(callee)[0] == '%')
         return reject(r, line, "indirect call: the callee cannot be checked");
     k++;
-    if (k < s->nopnd && agile_guard_tok_punct(&r->m, ops[k].t0, '('))
-        args = &ops[k++];
-    if (k < s->nopnd)
-        return reject(r, line, "indirect call (prototype or call targets)");
+    if (k < s->nopnd && agile_guard_tok_punct(&r->m, ops[k].t0, '(')) args = &ops[k++];
+    if (k < s->nopnd) return reject(r, line, "indirect call (prototype or call targets)");
     for (uint32_t i = 0; i < r->m.nfuncs; i++) {
         const ptx_func *g = &r->m.funcs[i];
-        if (TOK(g->name).len != TOK(callee).len || memcmp(TSTR(g->name), TSTR(callee), TOK(callee).len) != 0)
+        if (TOK(g->name).len != TOK(callee).len ||
+            memcmp(TSTR(g->name), TSTR(callee), TOK(callee).len) != 0)
             continue;
-        if (g->entry)
-            return reject(r, line, "call to a kernel entry");
-        if (g->has_body)
-            defined = true;
+        if (g->entry) return reject(r, line, "call to a kernel entry");
+        if (g->has_body) defined = true;
         declared = true;
     }
     if (!defined) {
@@ -665,11 +646,13 @@ static int do_call(rw *r, const ptx_stmt *s)
     AGILE_TRY(add_edit(r, TOK(s->t0).off, 0,
                        "{ .param .b64 __agile_cm; st.param.b64 [__agile_cm], %%agile_mask;"
                        " .param .b64 __agile_cb; st.param.b64 [__agile_cb], %%agile_base;%s\n\t",
-                       r->o->strict ? " .param .b64 __agile_cv; st.param.b64 [__agile_cv], %agile_viol;"
-                                      " .param .b32 __agile_ck; st.param.b32 [__agile_ck], %agile_kid;"
-                                    : ""));
+                       r->o->strict
+                           ? " .param .b64 __agile_cv; st.param.b64 [__agile_cv], %agile_viol;"
+                             " .param .b32 __agile_ck; st.param.b32 [__agile_ck], %agile_kid;"
+                           : ""));
     if (args == NULL)
-        AGILE_TRY(add_edit(r, TOK(ops[k - 1].t1 - 1).off + TOK(ops[k - 1].t1 - 1).len, 0, ", (%s)", names));
+        AGILE_TRY(add_edit(r, TOK(ops[k - 1].t1 - 1).off + TOK(ops[k - 1].t1 - 1).len, 0, ", (%s)",
+                           names));
     else if (args->t1 == args->t0 + 2)
         AGILE_TRY(add_edit(r, TOK(args->t1 - 1).off, 0, "%s", names));
     else
@@ -694,7 +677,8 @@ static int do_instr(rw *r, const ptx_stmt *s)
         const ptx_opnd *op = &r->m.opnds[s->opnd0 + k];
         for (uint32_t t = op->t0 + 1; t < op->t1; t++)
             if (agile_guard_tok_punct(&r->m, t, '[') && !agile_guard_tok_punct(&r->m, op->t0, '['))
-                return reject(r, TOK(t).line, "unsupported operand form in '%.*s'", TLEN(s->op), TSTR(s->op));
+                return reject(r, TOK(t).line, "unsupported operand form in '%.*s'", TLEN(s->op),
+                              TSTR(s->op));
     }
     split_op(TSTR(s->op), TOK(s->op).len, &o);
     cl = classify(r, s, &o, &kind, &why);
@@ -713,17 +697,18 @@ static int do_instr(rw *r, const ptx_stmt *s)
         ptx_space sp = part_space(&o, i);
         if (sp != PTX_SPACE_NONE) {
             if (nsp == AGILE_ARRAY_LEN(spaces))
-                return reject(r, TOK(s->op).line, "too many state spaces in '%.*s'", TLEN(s->op), TSTR(s->op));
+                return reject(r, TOK(s->op).line, "too many state spaces in '%.*s'", TLEN(s->op),
+                              TSTR(s->op));
             spaces[nsp++] = sp;
         }
     }
     if (cl == CL_ONE && nsp > 1)
-        return reject(r, TOK(s->op).line, "conflicting state spaces in '%.*s'", TLEN(s->op), TSTR(s->op));
+        return reject(r, TOK(s->op).line, "conflicting state spaces in '%.*s'", TLEN(s->op),
+                      TSTR(s->op));
     for (uint32_t k = 0; k < s->nopnd; k++) {
         const ptx_opnd *op = &r->m.opnds[s->opnd0 + k];
         ptx_space sp;
-        if (!opnd_is_bracket(r, op))
-            continue;
+        if (!opnd_is_bracket(r, op)) continue;
         if (cl == CL_ONE) {
             sp = nsp ? spaces[0] : PTX_SPACE_NONE;
         } else if (nbr < nsp) {
@@ -731,11 +716,10 @@ static int do_instr(rw *r, const ptx_stmt *s)
         } else if (cl == CL_BULK && nbr == nsp && k + 1 == s->nopnd && nsp > 0) {
             bool mbar = false;
             for (unsigned i = 1; i < o.np; i++)
-                if (part_has_prefix(&o, i, "mbarrier::"))
-                    mbar = true;
+                if (part_has_prefix(&o, i, "mbarrier::")) mbar = true;
             if (!mbar)
-                return reject(r, TOK(s->op).line, "unexpected address operand in '%.*s'", TLEN(s->op),
-                              TSTR(s->op));
+                return reject(r, TOK(s->op).line, "unexpected address operand in '%.*s'",
+                              TLEN(s->op), TSTR(s->op));
             sp = PTX_SPACE_SHARED; /* the completion mbarrier lives in shared memory */
         } else {
             return reject(r, TOK(s->op).line, "cannot tell the state space of an operand of '%.*s'",
@@ -745,9 +729,9 @@ static int do_instr(rw *r, const ptx_stmt *s)
         AGILE_TRY(fence_opnd(r, s, op, sp, kind, &o, cl == CL_BULK, &nfenced));
     }
     if (cl == CL_PER_OPND && nbr != nsp)
-        return reject(r, TOK(s->op).line, "cannot tell the state spaces of '%.*s'", TLEN(s->op), TSTR(s->op));
-    if (cl == CL_BULK && nfenced > 0)
-        AGILE_TRY(clamp_bulk_size(r, s, first_site));
+        return reject(r, TOK(s->op).line, "cannot tell the state spaces of '%.*s'", TLEN(s->op),
+                      TSTR(s->op));
+    if (cl == CL_BULK && nfenced > 0) AGILE_TRY(clamp_bulk_size(r, s, first_site));
 out:
     return rv;
 }
@@ -770,17 +754,20 @@ static int add_params(rw *r, const ptx_func *f)
 {
     const char *p;
     if (f->entry)
-        p = r->o->strict ? ".param .u64 __agile_mask, .param .u64 __agile_base, .param .u64 __agile_viol"
-                         : ".param .u64 __agile_mask, .param .u64 __agile_base";
+        p = r->o->strict
+                ? ".param .u64 __agile_mask, .param .u64 __agile_base, .param .u64 __agile_viol"
+                : ".param .u64 __agile_mask, .param .u64 __agile_base";
     else
-        p = r->o->strict ? ".param .b64 __agile_fmask, .param .b64 __agile_fbase, .param .b64 __agile_fviol, "
+        p = r->o->strict ? ".param .b64 __agile_fmask, .param .b64 __agile_fbase, .param .b64 "
+                           "__agile_fviol, "
                            ".param .b32 __agile_fkid"
                          : ".param .b64 __agile_fmask, .param .b64 __agile_fbase";
     if (f->params_open == PTX_NONE)
         return add_edit(r, TOK(f->name).off + TOK(f->name).len, 0, "(%s)", p);
     if (f->params_close == f->params_open + 1)
         return add_edit(r, TOK(f->params_close).off, 0, "%s", p);
-    return add_edit(r, TOK(f->params_close - 1).off + TOK(f->params_close - 1).len, 0, ",\n\t%s", p);
+    return add_edit(r, TOK(f->params_close - 1).off + TOK(f->params_close - 1).len, 0, ",\n\t%s",
+                    p);
 }
 
 static void report_func(rw *r, const ptx_func *f, unsigned first)
@@ -788,17 +775,20 @@ static void report_func(rw *r, const ptx_func *f, unsigned first)
     agile_guard_sbuf *b = &r->rep;
     agile_guard_sb_printf(b, "%s\n    {\"name\": ", r->rep.n ? "," : "");
     agile_guard_sb_json(b, TSTR(f->name), TOK(f->name).len);
-    agile_guard_sb_printf(b, ", \"kind\": \"%s\", \"line\": %u", f->entry ? "entry" : "func", TOK(f->t0).line);
-    if (f->entry)
-        agile_guard_sb_printf(b, ", \"kernel_id\": %u", r->kidx);
+    agile_guard_sb_printf(b, ", \"kind\": \"%s\", \"line\": %u", f->entry ? "entry" : "func",
+                          TOK(f->t0).line);
+    if (f->entry) agile_guard_sb_printf(b, ", \"kernel_id\": %u", r->kidx);
     agile_guard_sb_str(b, ", \"hidden_params\": [");
     if (f->entry)
         agile_guard_sb_str(b, r->o->strict ? "\"__agile_mask\", \"__agile_base\", \"__agile_viol\""
                                            : "\"__agile_mask\", \"__agile_base\"");
     else
-        agile_guard_sb_str(b, r->o->strict ? "\"__agile_fmask\", \"__agile_fbase\", \"__agile_fviol\", \"__agile_fkid\""
-                                           : "\"__agile_fmask\", \"__agile_fbase\"");
-    agile_guard_sb_printf(b, "], \"nsites\": %u, \"first_site\": %u, \"sites\": {", r->site - first, first);
+        agile_guard_sb_str(
+            b, r->o->strict
+                   ? "\"__agile_fmask\", \"__agile_fbase\", \"__agile_fviol\", \"__agile_fkid\""
+                   : "\"__agile_fmask\", \"__agile_fbase\"");
+    agile_guard_sb_printf(b, "], \"nsites\": %u, \"first_site\": %u, \"sites\": {", r->site - first,
+                          first);
     for (size_t k = 0, n = 0; k < NKINDS; k++)
         if (r->counts[k])
             agile_guard_sb_printf(b, "%s\"%s\": %u", n++ ? ", " : "", kinds[k], r->counts[k]);
@@ -814,8 +804,7 @@ static int do_func(rw *r, const ptx_func *f)
     uint32_t at;
 
     if (!f->has_body) {
-        if (f->entry || func_defined(r, f->name))
-            AGILE_TRY(add_params(r, f));
+        if (f->entry || func_defined(r, f->name)) AGILE_TRY(add_params(r, f));
         return AGILE_OK;
     }
     r->f = f;
@@ -824,8 +813,7 @@ static int do_func(rw *r, const ptx_func *f)
     r->bulk = false;
     r->fsites.n = 0;
     memset(r->counts, 0, sizeof(r->counts));
-    if (f->entry)
-        r->kidx = r->nentry++;
+    if (f->entry) r->kidx = r->nentry++;
     AGILE_TRY(add_params(r, f));
     for (uint32_t i = f->st0; i < f->st1; i++) {
         const ptx_stmt *s = &r->m.st[i];
@@ -835,46 +823,50 @@ static int do_func(rw *r, const ptx_func *f)
     for (uint32_t i = f->st0; i < f->st1; i++) {
         const ptx_stmt *s = &r->m.st[i];
         if (s->kind == PST_DIR) {
-            static const char *const ok[] = {".reg",    ".local", ".shared", ".param",  ".const",
-                                             ".global", ".loc",   ".file",   ".pragma", ".callprototype",
-                                             ".branchtargets"};
+            static const char *const ok[] = {".reg",    ".local",         ".shared",       ".param",
+                                             ".const",  ".global",        ".loc",          ".file",
+                                             ".pragma", ".callprototype", ".branchtargets"};
             bool known = false;
             if (agile_guard_tok_eq(&r->m, s->op, ".calltargets"))
                 return reject(r, TOK(s->op).line, "indirect call targets (.calltargets)");
             for (size_t k = 0; k < AGILE_ARRAY_LEN(ok); k++)
                 known = known || agile_guard_tok_eq(&r->m, s->op, ok[k]);
             if (!known)
-                return reject(r, TOK(s->op).line, "directive '%.*s' not supported in a function body", TLEN(s->op),
+                return reject(r, TOK(s->op).line,
+                              "directive '%.*s' not supported in a function body", TLEN(s->op),
                               TSTR(s->op));
         }
-        if (s->kind == PST_INSTR)
-            AGILE_TRY(do_instr(r, s));
+        if (s->kind == PST_INSTR) AGILE_TRY(do_instr(r, s));
     }
     /* Registers and the entry loads, right after the body's '{'. */
     n = AGILE_MAX(r->fsite, 1u);
     at = TOK(f->body_open).off + 1;
-    AGILE_TRY(add_edit(r, at, 0,
-                       "\n\t// agile guard: window fence registers, loaded before any tenant instruction"
-                       "\n\t.reg .b64 %%agile_mask, %%agile_base;"
-                       "\n\t.reg .b64 %%agile_a<%u>, %%agile_t<%u>, %%agile_x<%u>;"
-                       "\n\t.reg .pred %%agile_p<%u>;%s",
-                       n, n, n, n, r->bulk ? "" : ""));
-    if (r->bulk)
-        AGILE_TRY(add_edit(r, at, 0, "\n\t.reg .b32 %%agile_s<%u>;", n));
+    AGILE_TRY(
+        add_edit(r, at, 0,
+                 "\n\t// agile guard: window fence registers, loaded before any tenant instruction"
+                 "\n\t.reg .b64 %%agile_mask, %%agile_base;"
+                 "\n\t.reg .b64 %%agile_a<%u>, %%agile_t<%u>, %%agile_x<%u>;"
+                 "\n\t.reg .pred %%agile_p<%u>;",
+                 n, n, n, n));
+    if (r->bulk) AGILE_TRY(add_edit(r, at, 0, "\n\t.reg .b32 %%agile_s<%u>;", n));
     if (r->o->strict)
         AGILE_TRY(add_edit(r, at, 0,
                            "\n\t.reg .b64 %%agile_viol;\n\t.reg .b32 %%agile_kid, %%agile_c;"
                            "\n\t.reg .pred %%agile_w, %%agile_k<%u>, %%agile_v<%u>;",
                            n, n));
-    AGILE_TRY(add_edit(r, at, 0, "\n\tld.param.u64 %%agile_mask, [%s];\n\tld.param.u64 %%agile_base, [%s];",
-                       f->entry ? "__agile_mask" : "__agile_fmask", f->entry ? "__agile_base" : "__agile_fbase"));
+    AGILE_TRY(add_edit(
+        r, at, 0, "\n\tld.param.u64 %%agile_mask, [%s];\n\tld.param.u64 %%agile_base, [%s];",
+        f->entry ? "__agile_mask" : "__agile_fmask", f->entry ? "__agile_base" : "__agile_fbase"));
     if (r->o->strict) {
         if (f->entry)
-            AGILE_TRY(add_edit(r, at, 0, "\n\tld.param.u64 %%agile_viol, [__agile_viol];\n\tmov.u32 %%agile_kid, %u;",
-                               r->kidx + 1));
+            AGILE_TRY(add_edit(
+                r, at, 0,
+                "\n\tld.param.u64 %%agile_viol, [__agile_viol];\n\tmov.u32 %%agile_kid, %u;",
+                r->kidx + 1));
         else
             AGILE_TRY(add_edit(r, at, 0,
-                               "\n\tld.param.u64 %%agile_viol, [__agile_fviol];\n\tld.param.u32 %%agile_kid, [__agile_fkid];"));
+                               "\n\tld.param.u64 %%agile_viol, [__agile_fviol];\n\tld.param.u32 "
+                               "%%agile_kid, [__agile_fkid];"));
     }
     AGILE_TRY(add_edit(r, at, 0, "\n"));
     report_func(r, f, first);
@@ -885,18 +877,15 @@ out:
 static int cmp_edit(const void *a, const void *b)
 {
     const edit *x = a, *y = b;
-    if (x->pos != y->pos)
-        return x->pos < y->pos ? -1 : 1;
-    if (x->late != y->late)
-        return x->late < y->late ? -1 : 1;
+    if (x->pos != y->pos) return x->pos < y->pos ? -1 : 1;
+    if (x->late != y->late) return x->late < y->late ? -1 : 1;
     return x->seq < y->seq ? -1 : (x->seq > y->seq);
 }
 
 static int apply_edits(rw *r, agile_guard_sbuf *out)
 {
     uint32_t cur = 0;
-    if (r->ned > 0)
-        qsort(r->ed, r->ned, sizeof(edit), cmp_edit);
+    if (r->ned > 0) qsort(r->ed, r->ned, sizeof(edit), cmp_edit);
     for (uint32_t i = 0; i < r->ned; i++) {
         const edit *e = &r->ed[i];
         if (e->pos < cur)
@@ -915,10 +904,10 @@ static int check_names(rw *r)
         const char *s = TSTR(t);
         uint32_t n = TOK(t).len;
         /* any token, not only names: "1__agile_x" lexes as a number, a string may name it */
-        if (TOK(t).kind == PTK_PUNCT || n < 6)
-            continue;
+        if (TOK(t).kind == PTK_PUNCT || n < 6) continue;
         if (memmem(s, n, "%agile", 6) != NULL || memmem(s, n, "__agile", 7) != NULL)
-            return reject(r, TOK(t).line, "name '%.*s' is reserved for the guard", (int)AGILE_MIN(n, 64u), s);
+            return reject(r, TOK(t).line, "name '%.*s' is reserved for the guard",
+                          (int)AGILE_MIN(n, 64u), s);
     }
     return AGILE_OK;
 }
@@ -934,11 +923,12 @@ static void write_report(rw *r, agile_guard_result *res, int rv)
     agile_guard_sbuf b = {0};
     agile_guard_sb_str(&b, "{\n  \"file\": ");
     agile_guard_sb_json(&b, r->file, strlen(r->file));
-    agile_guard_sb_printf(&b,
-                          ",\n  \"mode\": \"%s\",\n  \"window_bits\": %u,\n  \"guard_gap\": %" PRIu64
-                          ",\n  \"nsites\": %u,\n  \"accepted\": %s,\n  \"rejected\": ",
-                          r->o->strict ? "strict" : "mask", r->o->window_bits, r->gap, r->site,
-                          rv == AGILE_OK ? "true" : "false");
+    agile_guard_sb_printf(
+        &b,
+        ",\n  \"mode\": \"%s\",\n  \"window_bits\": %u,\n  \"guard_gap\": %" PRIu64
+        ",\n  \"nsites\": %u,\n  \"accepted\": %s,\n  \"rejected\": ",
+        r->o->strict ? "strict" : "mask", r->o->window_bits, r->gap, r->site,
+        rv == AGILE_OK ? "true" : "false");
     if (rv == AGILE_EREJECT) {
         agile_guard_sb_printf(&b, "{\"line\": %u, \"reason\": ", r->err_line);
         agile_guard_sb_json(&b, r->err, strlen(r->err));
@@ -947,11 +937,11 @@ static void write_report(rw *r, agile_guard_result *res, int rv)
         agile_guard_sb_str(&b, "null");
     }
     agile_guard_sb_str(&b, ",\n  \"violation_record\": ");
-    agile_guard_sb_str(&b, r->o->strict ? "{\"size\": 16, \"kernel\": [0, 4], \"site\": [4, 4], \"addr\": [8, 8]}"
-                                        : "null");
+    agile_guard_sb_str(
+        &b, r->o->strict ? "{\"size\": 16, \"kernel\": [0, 4], \"site\": [4, 4], \"addr\": [8, 8]}"
+                         : "null");
     agile_guard_sb_str(&b, ",\n  \"functions\": [");
-    if (r->rep.n)
-        agile_guard_sb_add(&b, r->rep.p, r->rep.n);
+    if (r->rep.n) agile_guard_sb_add(&b, r->rep.p, r->rep.n);
     agile_guard_sb_str(&b, "\n  ]\n}\n");
     res->report = agile_guard_sb_take(&b, &res->report_len);
 }
@@ -964,25 +954,24 @@ int agile_guard_ptx(const char *src, size_t len, const agile_guard_opts *o, agil
 
     memset(res, 0, sizeof(*res));
     memset(&r, 0, sizeof(r));
-    if (src == NULL || o == NULL || (o->window_bits != 0 && (o->window_bits < 12 || o->window_bits > 62)))
+    if (src == NULL || o == NULL ||
+        (o->window_bits != 0 && (o->window_bits < 12 || o->window_bits > 62)))
         return AGILE_EINVAL;
     r.o = o;
     r.file = o->filename ? o->filename : "<ptx>";
     r.gap = o->guard_gap ? o->guard_gap : AGILE_GUARD_DEFAULT_GAP;
-    if (r.gap < AGILE_GUARD_ACCESS_SLACK)
-        return AGILE_EINVAL;
+    if (r.gap < AGILE_GUARD_ACCESS_SLACK) return AGILE_EINVAL;
     if (o->window_bits)
         snprintf(r.mask, sizeof(r.mask), "0x%" PRIx64, ((uint64_t)1 << o->window_bits) - 1);
     else
         snprintf(r.mask, sizeof(r.mask), "%%agile_mask");
     rv = agile_guard_ptx_parse(&r.m, src, len);
-    if (rv == AGILE_EREJECT)
-        reject(&r, r.m.err_line, "%s", r.m.err);
-    if (rv != AGILE_OK)
-        goto out;
+    if (rv == AGILE_EREJECT) reject(&r, r.m.err_line, "%s", r.m.err);
+    if (rv != AGILE_OK) goto out;
     if (r.m.address_size != 64) {
-        rv = reject(&r, 1, r.m.address_size ? "32-bit addressing (.address_size %u) is not supported"
-                                               : "missing .address_size 64 (32-bit addressing)%.0u",
+        rv = reject(&r, 1,
+                    r.m.address_size ? "32-bit addressing (.address_size %u) is not supported"
+                                     : "missing .address_size 64 (32-bit addressing)%.0u",
                     r.m.address_size);
         goto out;
     }
@@ -995,16 +984,14 @@ int agile_guard_ptx(const char *src, size_t len, const agile_guard_opts *o, agil
     }
     AGILE_TRY(apply_edits(&r, &out));
     res->ptx = agile_guard_sb_take(&out, &res->ptx_len);
-    if (res->ptx == NULL)
-        rv = AGILE_ENOMEM;
+    if (res->ptx == NULL) rv = AGILE_ENOMEM;
     res->nsites = r.site;
 out:
     if (rv == AGILE_EREJECT) {
         res->err_line = r.err_line;
         snprintf(res->err, sizeof(res->err), "%s:%u: %s", r.file, r.err_line, r.err);
     }
-    if (rv == AGILE_OK || rv == AGILE_EREJECT)
-        write_report(&r, res, rv);
+    if (rv == AGILE_OK || rv == AGILE_EREJECT) write_report(&r, res, rv);
     agile_guard_sb_fini(&out);
     agile_guard_sb_fini(&r.arena);
     agile_guard_sb_fini(&r.rep);
@@ -1023,7 +1010,8 @@ void agile_guard_result_fini(agile_guard_result *res)
     res->report = NULL;
 }
 
-int agile_guard_roundtrip(const char *src, size_t len, char **out, size_t *out_len, char *err, size_t errcap)
+int agile_guard_roundtrip(const char *src, size_t len, char **out, size_t *out_len, char *err,
+                          size_t errcap)
 {
     ptx_module m;
     agile_guard_sbuf b = {0};
@@ -1036,8 +1024,7 @@ int agile_guard_roundtrip(const char *src, size_t len, char **out, size_t *out_l
         for (uint32_t f = 0; f < m.nfuncs && rv == AGILE_OK; f++) {
             const ptx_func *fn = &m.funcs[f];
             uint32_t t = fn->body_open + 1;
-            if (!fn->has_body)
-                continue;
+            if (!fn->has_body) continue;
             for (uint32_t i = fn->st0; i < fn->st1; i++) {
                 const ptx_stmt *s = &m.st[i];
                 while (t < s->t0 && agile_guard_tok_punct(&m, t, ';'))
@@ -1047,12 +1034,11 @@ int agile_guard_roundtrip(const char *src, size_t len, char **out, size_t *out_l
                     break;
                 }
                 t = s->t1 + (s->kind == PST_INSTR || s->kind == PST_LABEL ||
-                              (s->kind == PST_DIR && agile_guard_tok_punct(&m, s->t1, ';')));
+                             (s->kind == PST_DIR && agile_guard_tok_punct(&m, s->t1, ';')));
             }
             while (t < fn->body_close && agile_guard_tok_punct(&m, t, ';'))
                 t++;
-            if (rv == AGILE_OK && t != fn->body_close)
-                rv = AGILE_EINTERNAL;
+            if (rv == AGILE_OK && t != fn->body_close) rv = AGILE_EINTERNAL;
         }
         for (uint32_t t = 0; t < m.ntoks; t++) {
             agile_guard_sb_add(&b, src + cur, m.toks[t].off - cur);
@@ -1062,8 +1048,7 @@ int agile_guard_roundtrip(const char *src, size_t len, char **out, size_t *out_l
         agile_guard_sb_add(&b, src + cur, len - cur);
         if (rv == AGILE_OK) {
             *out = agile_guard_sb_take(&b, out_len);
-            if (*out == NULL)
-                rv = AGILE_ENOMEM;
+            if (*out == NULL) rv = AGILE_ENOMEM;
         }
     } else if (err && errcap) {
         snprintf(err, errcap, "%u: %s", m.err_line, m.err);

@@ -10,10 +10,8 @@ static bool reserve(agile_guard_sbuf *b, size_t extra)
 {
     size_t nc;
     char *np;
-    if (b->oom)
-        return false;
-    if (b->n + extra + 1 <= b->cap)
-        return true;
+    if (b->oom) return false;
+    if (b->n + extra + 1 <= b->cap) return true;
     nc = b->cap ? b->cap : 256;
     while (nc < b->n + extra + 1) {
         if (nc > ((size_t)1 << 40)) {
@@ -34,8 +32,7 @@ static bool reserve(agile_guard_sbuf *b, size_t extra)
 
 void agile_guard_sb_add(agile_guard_sbuf *b, const char *s, size_t n)
 {
-    if (n == 0 || !reserve(b, n))
-        return;
+    if (n == 0 || !reserve(b, n)) return;
     memcpy(b->p + b->n, s, n);
     b->n += n;
 }
@@ -61,8 +58,7 @@ void agile_guard_sb_printf(agile_guard_sbuf *b, const char *fmt, ...)
         agile_guard_sb_add(b, small, (size_t)k);
         return;
     }
-    if (!reserve(b, (size_t)k))
-        return;
+    if (!reserve(b, (size_t)k)) return;
     va_start(ap, fmt);
     vsnprintf(b->p + b->n, (size_t)k + 1, fmt, ap);
     va_end(ap);
@@ -95,8 +91,7 @@ char *agile_guard_sb_take(agile_guard_sbuf *b, size_t *len)
     }
     b->p[b->n] = '\0';
     p = b->p;
-    if (len)
-        *len = b->n;
+    if (len) *len = b->n;
     b->p = NULL;
     b->n = b->cap = 0;
     return p;

@@ -15,7 +15,8 @@ typedef struct agile_guard_sbuf {
 
 void agile_guard_sb_add(agile_guard_sbuf *b, const char *s, size_t n);
 void agile_guard_sb_str(agile_guard_sbuf *b, const char *s);
-void agile_guard_sb_printf(agile_guard_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void agile_guard_sb_printf(agile_guard_sbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* agile_guard_sb_json: s[0..n) as a JSON string literal, quotes included. */
 void agile_guard_sb_json(agile_guard_sbuf *b, const char *s, size_t n);
 /* agile_guard_sb_take: NUL-terminate and hand the bytes to the caller (NULL after oom). */

@@ -41,11 +41,11 @@ typedef struct span {
 typedef struct vst {
     int kind;
     unsigned line, depth;
-    span text;        /* whole statement, comments removed only at the edges */
-    span pred;        /* guard predicate register (without @ and !) */
-    span op;          /* opcode or directive */
+    span text; /* whole statement, comments removed only at the edges */
+    span pred; /* guard predicate register (without @ and !) */
+    span op;   /* opcode or directive */
     span ops[VMAXOPS];
-    unsigned nops;    /* may exceed VMAXOPS: only the first VMAXOPS are kept */
+    unsigned nops; /* may exceed VMAXOPS: only the first VMAXOPS are kept */
 } vst;
 
 typedef struct vfunc {
@@ -78,7 +78,8 @@ typedef struct vctx {
     bool failed;
 } vctx;
 
-static int vfail(vctx *v, unsigned line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int vfail(vctx *v, unsigned line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static int vfail(vctx *v, unsigned line, const char *fmt, ...)
 {
@@ -116,27 +117,26 @@ static span sp_trim(span a)
 {
     while (a.n && (a.p[0] == ' ' || a.p[0] == '\t' || a.p[0] == '\n' || a.p[0] == '\r'))
         a.p++, a.n--;
-    while (a.n && (a.p[a.n - 1] == ' ' || a.p[a.n - 1] == '\t' || a.p[a.n - 1] == '\n' || a.p[a.n - 1] == '\r'))
+    while (a.n && (a.p[a.n - 1] == ' ' || a.p[a.n - 1] == '\t' || a.p[a.n - 1] == '\n' ||
+                   a.p[a.n - 1] == '\r'))
         a.n--;
     return a;
 }
 
 static bool is_word(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '$' ||
-           c == '%' || c == '.' || c == ':';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '$' || c == '%' || c == '.' || c == ':';
 }
 
 /* Does the text contain `w` as a whole word? */
 static bool sp_has_span_word(span a, span w)
 {
     const char *p = a.p, *e;
-    if (w.n == 0 || a.p == NULL || a.n < w.n)
-        return false;
+    if (w.n == 0 || a.p == NULL || a.n < w.n) return false;
     e = a.p + a.n;
     while (p + w.n <= e && (p = memmem(p, (size_t)(e - p), w.p, w.n)) != NULL) {
-        if ((p == a.p || !is_word(p[-1])) && (p + w.n == e || !is_word(p[w.n])))
-            return true;
+        if ((p == a.p || !is_word(p[-1])) && (p + w.n == e || !is_word(p[w.n]))) return true;
         p++;
     }
     return false;
@@ -181,26 +181,22 @@ static bool v_int(span a, int64_t *out)
         neg = true;
         i = 1;
     }
-    if (a.n && (a.p[a.n - 1] == 'U' || a.p[a.n - 1] == 'u'))
-        a.n--;
+    if (a.n && (a.p[a.n - 1] == 'U' || a.p[a.n - 1] == 'u')) a.n--;
     if (a.n - i > 2 && a.p[i] == '0' && (a.p[i + 1] == 'x' || a.p[i + 1] == 'X'))
         base = 16, i += 2;
     else if (a.n - i > 1 && a.p[i] == '0')
         base = 8, i += 1;
-    if (i >= a.n)
-        return false;
+    if (i >= a.n) return false;
     for (; i < a.n; i++) {
         char c = a.p[i];
-        unsigned d = c >= '0' && c <= '9' ? (unsigned)(c - '0')
+        unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
                      : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
                      : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
                                             : 99;
-        if (d >= base || u > (UINT64_MAX - d) / base)
-            return false;
+        if (d >= base || u > (UINT64_MAX - d) / base) return false;
         u = u * base + d;
     }
-    if (u > (uint64_t)INT64_MAX)
-        return false;
+    if (u > (uint64_t)INT64_MAX) return false;
     *out = neg ? -(int64_t)u : (int64_t)u;
     return true;
 }
@@ -225,8 +221,7 @@ static void blank_comments(const char *src, size_t n, char *dst)
                 dst[i] = src[i];
                 i++;
             }
-            if (i < n && src[i] == '"')
-                dst[i++] = '"';
+            if (i < n && src[i] == '"') dst[i++] = '"';
         } else if (c == '/' && i + 1 < n && src[i + 1] == '/') {
             while (i < n && src[i] != '\n')
                 dst[i++] = ' ';
@@ -255,8 +250,7 @@ static int push(vctx *v, const vst *s)
     if (v->nst == v->capst) {
         unsigned nc = v->capst ? v->capst * 2 : 256;
         vst *n = realloc(v->st, nc * sizeof(vst));
-        if (n == NULL)
-            return AGILE_ENOMEM;
+        if (n == NULL) return AGILE_ENOMEM;
         v->st = n;
         v->capst = nc;
     }
@@ -306,14 +300,12 @@ static int scan(vctx *v)
                 line += s[i] == '\n';
                 i++;
             }
-            if (i + 1 >= n)
-                return vfail(v, line, "unterminated comment");
+            if (i + 1 >= n) return vfail(v, line, "unterminated comment");
             i += 2;
             continue;
         }
         if (c == '\n') {
-            if (st != SIZE_MAX && line_directive((span){s + st, i - st}))
-                EMIT(VS_DIR, i);
+            if (st != SIZE_MAX && line_directive((span){s + st, i - st})) EMIT(VS_DIR, i);
             line++;
             i++;
             continue;
@@ -339,8 +331,7 @@ static int scan(vctx *v)
                     else if (s[i] == '}' && --d == 0)
                         break;
                 }
-                if (i >= n)
-                    return vfail(v, sline, "unterminated .section");
+                if (i >= n) return vfail(v, sline, "unterminated .section");
                 i++;
                 st = SIZE_MAX;
                 continue;
@@ -350,8 +341,7 @@ static int scan(vctx *v)
             i++;
             while (i < n && s[i] != '"' && s[i] != '\n')
                 i += (s[i] == '\\') ? 2 : 1;
-            if (i >= n || s[i] != '"')
-                return vfail(v, line, "unterminated string");
+            if (i >= n || s[i] != '"') return vfail(v, line, "unterminated string");
             i++;
             continue;
         }
@@ -385,10 +375,8 @@ static int scan(vctx *v)
             continue;
         }
         if (c == '}') {
-            if (st != i)
-                return vfail(v, line, "unexpected '}'");
-            if (depth == 0)
-                return vfail(v, line, "unbalanced '}'");
+            if (st != i) return vfail(v, line, "unexpected '}'");
+            if (depth == 0) return vfail(v, line, "unbalanced '}'");
             depth--;
             EMIT(VS_CLOSE, i + 1);
             i++;
@@ -401,13 +389,13 @@ static int scan(vctx *v)
             i++;
             continue;
         }
-        if (c == ':' && nest == 0 && !(i + 1 < n && s[i + 1] == ':') && !(i > 0 && s[i - 1] == ':')) {
+        if (c == ':' && nest == 0 && !(i + 1 < n && s[i + 1] == ':') &&
+            !(i > 0 && s[i - 1] == ':')) {
             /* a label: one word, then ':' */
             span t = sp_trim((span){s + st, i - st});
             bool word = t.n > 0;
             for (size_t k = 0; k < t.n; k++)
-                if (!is_word(t.p[k]) || t.p[k] == ':')
-                    word = false;
+                if (!is_word(t.p[k]) || t.p[k] == ':') word = false;
             if (word) {
                 EMIT(VS_LABEL, i);
                 i++;
@@ -418,12 +406,10 @@ static int scan(vctx *v)
     }
     if (st != SIZE_MAX) {
         span t = sp_trim((span){s + st, n - st});
-        if (!line_directive(t))
-            return vfail(v, sline, "statement without ';' at end of input");
+        if (!line_directive(t)) return vfail(v, sline, "statement without ';' at end of input");
         EMIT(VS_DIR, n);
     }
-    if (depth != 0)
-        return vfail(v, line, "unbalanced '{'");
+    if (depth != 0) return vfail(v, line, "unbalanced '{'");
 out:
 #undef EMIT
     return rv;
@@ -436,8 +422,7 @@ static void split_instr(vst *s)
     size_t i = 0;
     if (t.n && t.p[0] == '@') {
         i = 1;
-        if (i < t.n && t.p[i] == '!')
-            i++;
+        if (i < t.n && t.p[i] == '!') i++;
         while (i < t.n && (t.p[i] == ' ' || t.p[i] == '\t'))
             i++;
         s->pred.p = t.p + i;
@@ -464,15 +449,13 @@ static void split_instr(vst *s)
             else if (c == ',' && nest == 0) {
                 span o = sp_trim((span){t.p + st, i - st});
                 if (o.n || s->nops || i < t.n) {
-                    if (s->nops < VMAXOPS)
-                        s->ops[s->nops] = o;
+                    if (s->nops < VMAXOPS) s->ops[s->nops] = o;
                     s->nops++;
                 }
                 st = i + 1;
             }
         }
-        if (s->nops == 1 && s->ops[0].n == 0)
-            s->nops = 0;
+        if (s->nops == 1 && s->ops[0].n == 0) s->nops = 0;
     }
 }
 
@@ -483,9 +466,9 @@ static int add_var(vctx *v, span text, unsigned func)
     static const struct {
         const char *n;
         uint8_t s;
-    } ty[] = {{".b8", 1},  {".u8", 1},  {".s8", 1},  {".b16", 2}, {".u16", 2}, {".s16", 2}, {".f16", 2},
-              {".b32", 4}, {".u32", 4}, {".s32", 4}, {".f32", 4}, {".b64", 8}, {".u64", 8}, {".s64", 8},
-              {".f64", 8}, {".bf16", 2}, {".b128", 16}};
+    } ty[] = {{".b8", 1},  {".u8", 1},  {".s8", 1},  {".b16", 2},  {".u16", 2},  {".s16", 2},
+              {".f16", 2}, {".b32", 4}, {".u32", 4}, {".s32", 4},  {".f32", 4},  {".b64", 8},
+              {".u64", 8}, {".s64", 8}, {".f64", 8}, {".bf16", 2}, {".b128", 16}};
     vvar x = {{NULL, 0}, 0, 0, func};
     uint64_t elem = 0, count = 1;
     size_t i = 0;
@@ -493,14 +476,14 @@ static int add_var(vctx *v, span text, unsigned func)
 
     while (i < text.n) {
         size_t a;
-        while (i < text.n && (text.p[i] == ' ' || text.p[i] == '\t' || text.p[i] == '\n' || text.p[i] == '\r'))
+        while (i < text.n &&
+               (text.p[i] == ' ' || text.p[i] == '\t' || text.p[i] == '\n' || text.p[i] == '\r'))
             i++;
         a = i;
         while (i < text.n && is_word(text.p[i]))
             i++;
         span w = {text.p + a, i - a};
-        if (w.n == 0)
-            break;
+        if (w.n == 0) break;
         if (sp_eq(w, ".extern"))
             ext = true;
         else if (sp_eq(w, ".global"))
@@ -515,8 +498,7 @@ static int add_var(vctx *v, span text, unsigned func)
             count *= w.p[2] - '0';
         else if (w.p[0] == '.') {
             for (size_t k = 0; k < sizeof(ty) / sizeof(ty[0]); k++)
-                if (sp_eq(w, ty[k].n))
-                    elem = ty[k].s;
+                if (sp_eq(w, ty[k].n)) elem = ty[k].s;
         } else if (w.p[0] >= '0' && w.p[0] <= '9') {
             continue; /* .align N */
         } else {
@@ -524,15 +506,15 @@ static int add_var(vctx *v, span text, unsigned func)
             break;
         }
     }
-    if (x.name.n == 0 || x.space == 0 || ext || elem == 0)
-        return AGILE_OK;
+    if (x.name.n == 0 || x.space == 0 || ext || elem == 0) return AGILE_OK;
     /* dimensions */
     while (i < text.n && text.p[i] == '[') {
         size_t a = ++i;
         int64_t d;
         while (i < text.n && text.p[i] != ']')
             i++;
-        if (i >= text.n || !v_int((span){text.p + a, i - a}, &d) || d <= 0 || (uint64_t)d > (1ull << 40) / count)
+        if (i >= text.n || !v_int((span){text.p + a, i - a}, &d) || d <= 0 ||
+            (uint64_t)d > (1ull << 40) / count)
             return AGILE_OK;
         count *= (uint64_t)d;
         i++;
@@ -541,8 +523,7 @@ static int add_var(vctx *v, span text, unsigned func)
     if (v->nvar == v->capvar) {
         unsigned nc = v->capvar ? v->capvar * 2 : 32;
         vvar *nv = realloc(v->var, nc * sizeof(vvar));
-        if (nv == NULL)
-            return AGILE_ENOMEM;
+        if (nv == NULL) return AGILE_ENOMEM;
         v->var = nv;
         v->capvar = nc;
     }
@@ -556,16 +537,15 @@ static int structure(vctx *v)
     unsigned cur = UINT32_MAX;
     for (unsigned i = 0; i < v->nst; i++) {
         vst *s = &v->st[i];
-        if (s->kind == VS_INSTR)
-            split_instr(s);
+        if (s->kind == VS_INSTR) split_instr(s);
         if (s->kind == VS_DIR && s->depth == 0 && sp_starts(s->text, ".address_size")) {
             int64_t a;
             span x = {s->text.p + 13, s->text.n - 13};
-            if (!v_int(x, &a) || a != 64)
-                return vfail(v, s->line, "not 64-bit addressing");
+            if (!v_int(x, &a) || a != 64) return vfail(v, s->line, "not 64-bit addressing");
             v->addr64 = true;
         }
-        if (s->depth == 0 && s->kind != VS_HEADER && s->kind != VS_OPEN && sp_contains(s->text, "agile"))
+        if (s->depth == 0 && s->kind != VS_HEADER && s->kind != VS_OPEN &&
+            sp_contains(s->text, "agile"))
             if (sp_contains(s->text, "%agile") || sp_contains(s->text, "__agile"))
                 return vfail(v, s->line, "guard name used at module level");
         if (s->kind == VS_HEADER) {
@@ -581,11 +561,13 @@ static int structure(vctx *v)
                 const char *kw = f.entry ? ".entry" : ".func";
                 size_t at = 0;
                 for (k = 0; k + strlen(kw) <= h.n; k++)
-                    if (memcmp(h.p + k, kw, strlen(kw)) == 0 && (k + strlen(kw) == h.n || !is_word(h.p[k + strlen(kw)]))) {
+                    if (memcmp(h.p + k, kw, strlen(kw)) == 0 &&
+                        (k + strlen(kw) == h.n || !is_word(h.p[k + strlen(kw)]))) {
                         at = k + strlen(kw);
                         break;
                     }
-                while (at < h.n && (h.p[at] == ' ' || h.p[at] == '\t' || h.p[at] == '\n' || h.p[at] == '\r'))
+                while (at < h.n &&
+                       (h.p[at] == ' ' || h.p[at] == '\t' || h.p[at] == '\n' || h.p[at] == '\r'))
                     at++;
                 if (at < h.n && h.p[at] == '(') {
                     int d = 0;
@@ -598,7 +580,8 @@ static int structure(vctx *v)
                         }
                     }
                 }
-                while (at < h.n && (h.p[at] == ' ' || h.p[at] == '\t' || h.p[at] == '\n' || h.p[at] == '\r'))
+                while (at < h.n &&
+                       (h.p[at] == ' ' || h.p[at] == '\t' || h.p[at] == '\n' || h.p[at] == '\r'))
                     at++;
                 f.name.p = h.p + at;
                 while (at < h.n && is_word(h.p[at]))
@@ -613,8 +596,7 @@ static int structure(vctx *v)
             if (v->nfn == v->capfn) {
                 unsigned nc = v->capfn ? v->capfn * 2 : 16;
                 vfunc *nf = realloc(v->fn, nc * sizeof(vfunc));
-                if (nf == NULL)
-                    return AGILE_ENOMEM;
+                if (nf == NULL) return AGILE_ENOMEM;
                 v->fn = nf;
                 v->capfn = nc;
             }
@@ -630,10 +612,10 @@ static int structure(vctx *v)
                                   sp_starts(s->text, ".local") || sp_starts(s->text, ".const") ||
                                   sp_starts(s->text, ".visible") || sp_starts(s->text, ".weak") ||
                                   sp_starts(s->text, ".common")))
-            AGILE_TRY(add_var(v, s->text, s->depth == 0 ? UINT32_MAX : (cur == UINT32_MAX ? 0 : cur)));
+            AGILE_TRY(
+                add_var(v, s->text, s->depth == 0 ? UINT32_MAX : (cur == UINT32_MAX ? 0 : cur)));
     }
-    if (!v->addr64)
-        return vfail(v, 1, "missing .address_size 64");
+    if (!v->addr64) return vfail(v, 1, "missing .address_size 64");
 out:
     return rv;
 }
@@ -643,11 +625,9 @@ out:
 static bool writes(const vst *s, span reg)
 {
     span d;
-    if (s->kind != VS_INSTR || s->nops == 0)
-        return false;
+    if (s->kind != VS_INSTR || s->nops == 0) return false;
     d = s->ops[0];
-    if (d.n == 0 || d.p[0] == '[' || d.p[0] == '(')
-        return false;
+    if (d.n == 0 || d.p[0] == '[' || d.p[0] == '(') return false;
     return sp_has_span_word(d, reg);
 }
 
@@ -655,8 +635,7 @@ static bool ends_block(const vst *s)
 {
     if (s->kind == VS_LABEL || s->kind == VS_OPEN || s->kind == VS_CLOSE || s->kind == VS_HEADER)
         return true;
-    if (s->kind != VS_INSTR)
-        return false;
+    if (s->kind != VS_INSTR) return false;
     return sp_starts(s->op, "bra") || sp_starts(s->op, "brx") || sp_starts(s->op, "ret") ||
            sp_starts(s->op, "exit") || sp_starts(s->op, "trap") || sp_starts(s->op, "call");
 }
@@ -668,8 +647,7 @@ static unsigned last_def(const vctx *v, unsigned s0, unsigned i, span reg)
         const vst *s = &v->st[--i];
         if (ends_block(s) && !(s->kind == VS_INSTR && sp_starts(s->op, "call") && !writes(s, reg)))
             return UINT32_MAX;
-        if (writes(s, reg))
-            return i;
+        if (writes(s, reg)) return i;
     }
     return UINT32_MAX;
 }
@@ -683,10 +661,8 @@ static bool is_def(const vst *s, const char *op, unsigned nops)
 static bool mask_ok(const vctx *v, span m)
 {
     int64_t k;
-    if (sp_eq(m, "%agile_mask"))
-        return true;
-    if (v->o->window_bits == 0 || !v_int(m, &k) || k < 0)
-        return false;
+    if (sp_eq(m, "%agile_mask")) return true;
+    if (v->o->window_bits == 0 || !v_int(m, &k) || k < 0) return false;
     return (uint64_t)k <= (((uint64_t)1 << v->o->window_bits) - 1);
 }
 
@@ -696,14 +672,11 @@ static bool fenced(const vctx *v, unsigned s0, unsigned i, span reg)
 {
     unsigned j = last_def(v, s0, i, reg), k;
     const vst *o, *a;
-    if (j == UINT32_MAX)
-        return false;
+    if (j == UINT32_MAX) return false;
     o = &v->st[j];
-    if (!is_def(o, "or.b64", 3) || !sp_eq(o->ops[2], "%agile_base"))
-        return false;
+    if (!is_def(o, "or.b64", 3) || !sp_eq(o->ops[2], "%agile_base")) return false;
     k = last_def(v, s0, j, o->ops[1]);
-    if (k == UINT32_MAX)
-        return false;
+    if (k == UINT32_MAX) return false;
     a = &v->st[k];
     return is_def(a, "and.b64", 3) && mask_ok(v, a->ops[2]);
 }
@@ -713,20 +686,15 @@ static bool generic_fenced(const vctx *v, unsigned s0, unsigned i, span reg)
     unsigned j = last_def(v, s0, i, reg), k, x;
     const vst *sel, *isp;
     span X;
-    if (j == UINT32_MAX)
-        return false;
+    if (j == UINT32_MAX) return false;
     sel = &v->st[j];
-    if (!is_def(sel, "selp.b64", 4))
-        return false;
+    if (!is_def(sel, "selp.b64", 4)) return false;
     X = sel->ops[2];
-    if (!fenced(v, s0, j, sel->ops[1]))
-        return false;
+    if (!fenced(v, s0, j, sel->ops[1])) return false;
     k = last_def(v, s0, j, sel->ops[3]);
-    if (k == UINT32_MAX)
-        return false;
+    if (k == UINT32_MAX) return false;
     isp = &v->st[k];
-    if (!is_def(isp, "isspacep.global", 2) || !sp_same(isp->ops[1], X))
-        return false;
+    if (!is_def(isp, "isspacep.global", 2) || !sp_same(isp->ops[1], X)) return false;
     /* X must not change between the test and the select */
     x = last_def(v, s0, j, X);
     return x == UINT32_MAX || x < k;
@@ -737,8 +705,7 @@ static bool split_addr(span a, span *base, int64_t *off)
 {
     size_t i = 1, st;
     a = sp_trim(a);
-    if (a.n < 3 || a.p[0] != '[' || a.p[a.n - 1] != ']')
-        return false;
+    if (a.n < 3 || a.p[0] != '[' || a.p[a.n - 1] != ']') return false;
     while (i < a.n - 1 && (a.p[i] == ' ' || a.p[i] == '\t'))
         i++;
     st = i;
@@ -746,12 +713,10 @@ static bool split_addr(span a, span *base, int64_t *off)
         i++;
     *base = (span){a.p + st, i - st};
     *off = 0;
-    if (base->n == 0)
-        return false;
+    if (base->n == 0) return false;
     while (i < a.n - 1 && (a.p[i] == ' ' || a.p[i] == '\t'))
         i++;
-    if (i == a.n - 1)
-        return true;
+    if (i == a.n - 1) return true;
     if (a.p[i] == '+') {
         i++;
         while (i < a.n - 1 && (a.p[i] == ' ' || a.p[i] == '\t'))
@@ -767,12 +732,9 @@ static const vvar *v_find_var(const vctx *v, span name, unsigned func)
     const vvar *best = NULL;
     for (unsigned i = 0; i < v->nvar; i++) {
         const vvar *x = &v->var[i];
-        if (!sp_same(x->name, name))
-            continue;
-        if (x->func == func)
-            return x;
-        if (x->func == UINT32_MAX)
-            best = x;
+        if (!sp_same(x->name, name)) continue;
+        if (x->func == func) return x;
+        if (x->func == UINT32_MAX) best = x;
     }
     return best;
 }
@@ -791,7 +753,8 @@ static int check_addr(vctx *v, unsigned fidx, unsigned i, span a, int space)
         if (base.p[0] >= '0' && base.p[0] <= '9')
             return vfail(v, s->line, "unfenced absolute address");
         if (x == NULL || (space == 'g' && x->space != 'g'))
-            return vfail(v, s->line, "address '%.*s' is not a variable of the module", (int)base.n, base.p);
+            return vfail(v, s->line, "address '%.*s' is not a variable of the module", (int)base.n,
+                         base.p);
         if (off < 0 || (uint64_t)off >= x->size)
             return vfail(v, s->line, "offset outside variable '%.*s'", (int)base.n, base.p);
         return AGILE_OK;
@@ -807,11 +770,11 @@ static int check_addr(vctx *v, unsigned fidx, unsigned i, span a, int space)
         return AGILE_OK;
     }
     if (space == 'n' && generic_fenced(v, f->s0, i, base)) {
-        if (off != 0)
-            return vfail(v, s->line, "generic access with an offset after the fence");
+        if (off != 0) return vfail(v, s->line, "generic access with an offset after the fence");
         return AGILE_OK;
     }
-    return vfail(v, s->line, "'%.*s' addresses %s memory through '%.*s', which is not fenced in this block",
+    return vfail(v, s->line,
+                 "'%.*s' addresses %s memory through '%.*s', which is not fenced in this block",
                  (int)s->op.n, s->op.p, space == 'g' ? "global" : "generic", (int)base.n, base.p);
 }
 
@@ -839,8 +802,7 @@ static unsigned op_spaces(span op, char *out, unsigned cap)
             sp = 'c';
         else if (sp_eq(c, "param") || sp_starts(c, "param::"))
             sp = 'p';
-        if (sp && n < cap)
-            out[n++] = sp;
+        if (sp && n < cap) out[n++] = sp;
     }
     return n;
 }
@@ -857,13 +819,14 @@ static int check_bulk_size(vctx *v, unsigned fidx, unsigned i)
     for (unsigned k = 0; k < s->nops && k < VMAXOPS; k++) {
         span o = s->ops[k];
         int64_t n;
-        if (o.n && o.p[0] == '[')
-            continue;
+        if (o.n && o.p[0] == '[') continue;
         if (v_int(o, &n))
-            return (n >= 0 && (uint64_t)n <= v->gap) ? AGILE_OK : vfail(v, s->line, "bulk size beyond the gap");
+            return (n >= 0 && (uint64_t)n <= v->gap)
+                       ? AGILE_OK
+                       : vfail(v, s->line, "bulk size beyond the gap");
         unsigned j = last_def(v, v->fn[fidx].s0, i, o);
-        if (j != UINT32_MAX && is_def(&v->st[j], "min.u32", 3) && v_int(v->st[j].ops[2], &n) && n >= 0 &&
-            (uint64_t)n <= v->gap)
+        if (j != UINT32_MAX && is_def(&v->st[j], "min.u32", 3) && v_int(v->st[j].ops[2], &n) &&
+            n >= 0 && (uint64_t)n <= v->gap)
             return AGILE_OK;
         return vfail(v, s->line, "bulk copy size is not bounded");
     }
@@ -879,32 +842,28 @@ static int check_mem(vctx *v, unsigned fidx, unsigned i)
     bool any = false, per = false, bulk = false, fenced_global = false;
 
     for (unsigned k = 0; k < s->nops && k < VMAXOPS; k++)
-        if (s->ops[k].n && s->ops[k].p[0] == '[')
-            any = true;
+        if (s->ops[k].n && s->ops[k].p[0] == '[') any = true;
     if (s->nops > VMAXOPS) {
         for (size_t k = 0; k < s->text.n; k++)
-            if (s->text.p[k] == '[')
-                any = true;
-        if (any)
-            return vfail(v, s->line, "too many operands in a memory instruction");
+            if (s->text.p[k] == '[') any = true;
+        if (any) return vfail(v, s->line, "too many operands in a memory instruction");
     }
-    if (!any)
-        return AGILE_OK;
-    if (sp_contains(op, "tensor") || root_is(op, "multimem") || root_is(op, "tex") || root_is(op, "tld4") ||
-        root_is(op, "suld") || root_is(op, "sust") || root_is(op, "sured") || root_is(op, "suq") ||
-        root_is(op, "txq"))
+    if (!any) return AGILE_OK;
+    if (sp_contains(op, "tensor") || root_is(op, "multimem") || root_is(op, "tex") ||
+        root_is(op, "tld4") || root_is(op, "suld") || root_is(op, "sust") || root_is(op, "sured") ||
+        root_is(op, "suq") || root_is(op, "txq"))
         return vfail(v, s->line, "unbounded memory opcode '%.*s'", (int)op.n, op.p);
-    if (root_is(op, "createpolicy"))
-        return AGILE_OK;
+    if (root_is(op, "createpolicy")) return AGILE_OK;
     if (sp_starts(op, "cp.async.bulk") || sp_starts(op, "cp.reduce.async.bulk")) {
         per = bulk = true;
     } else if (sp_starts(op, "cp.async.mbarrier")) {
         per = false;
     } else if (sp_starts(op, "cp.async")) {
         per = true;
-    } else if (!(root_is(op, "ld") || root_is(op, "st") || root_is(op, "ldu") || root_is(op, "atom") ||
-                 root_is(op, "red") || root_is(op, "prefetch") || root_is(op, "prefetchu") ||
-                 root_is(op, "discard") || root_is(op, "applypriority") || root_is(op, "mbarrier") ||
+    } else if (!(root_is(op, "ld") || root_is(op, "st") || root_is(op, "ldu") ||
+                 root_is(op, "atom") || root_is(op, "red") || root_is(op, "prefetch") ||
+                 root_is(op, "prefetchu") || root_is(op, "discard") ||
+                 root_is(op, "applypriority") || root_is(op, "mbarrier") ||
                  root_is(op, "ldmatrix") || root_is(op, "stmatrix"))) {
         return vfail(v, s->line, "unknown memory opcode '%.*s'", (int)op.n, op.p);
     }
@@ -913,8 +872,7 @@ static int check_mem(vctx *v, unsigned fidx, unsigned i)
     for (unsigned k = 0; k < s->nops && k < VMAXOPS; k++) {
         span a = s->ops[k];
         char space;
-        if (!(a.n && a.p[0] == '['))
-            continue;
+        if (!(a.n && a.p[0] == '[')) continue;
         if (!per)
             space = nsp ? sp[0] : 'n';
         else if (nbr < nsp)
@@ -922,16 +880,15 @@ static int check_mem(vctx *v, unsigned fidx, unsigned i)
         else if (bulk && sp_contains(op, ".mbarrier::") && k + 1 == s->nops)
             space = 's';
         else
-            return vfail(v, s->line, "cannot tell the space of an operand of '%.*s'", (int)op.n, op.p);
+            return vfail(v, s->line, "cannot tell the space of an operand of '%.*s'", (int)op.n,
+                         op.p);
         nbr++;
         if (space == 'g' || space == 'n') {
-            if (check_addr(v, fidx, i, a, space) != AGILE_OK)
-                return AGILE_EGUARD;
+            if (check_addr(v, fidx, i, a, space) != AGILE_OK) return AGILE_EGUARD;
             fenced_global = true;
         }
     }
-    if (bulk && fenced_global)
-        return check_bulk_size(v, fidx, i);
+    if (bulk && fenced_global) return check_bulk_size(v, fidx, i);
     return AGILE_OK;
 }
 
@@ -955,8 +912,7 @@ static int param_index(span list, const char *name)
 {
     int idx = 0, d = 0;
     size_t st = 0;
-    if (list.p == NULL)
-        return -1;
+    if (list.p == NULL) return -1;
     for (size_t i = 0; i <= list.n; i++) {
         char c = i < list.n ? list.p[i] : ',';
         if (c == '(' || c == '[')
@@ -964,8 +920,7 @@ static int param_index(span list, const char *name)
         else if (c == ')' || c == ']')
             d--;
         if ((c == ',' && d <= 1) || i == list.n) {
-            if (sp_has_word((span){list.p + st, i - st}, name))
-                return idx;
+            if (sp_has_word((span){list.p + st, i - st}, name)) return idx;
             idx++;
             st = i + 1;
         }
@@ -980,8 +935,7 @@ static span header_params(span h, span name)
     const char *e = h.p + h.n;
     while (p < e && *p != '(' && *p != '{')
         p++;
-    if (p >= e || *p != '(')
-        return (span){NULL, 0};
+    if (p >= e || *p != '(') return (span){NULL, 0};
     const char *q = p;
     int d = 0;
     for (; q < e; q++) {
@@ -1001,32 +955,25 @@ static int check_call(vctx *v, unsigned fidx, unsigned i)
     const vfunc *g;
     span callee, args = {NULL, 0};
 
-    if (s->nops > VMAXOPS)
-        return vfail(v, s->line, "call with too many operands");
-    if (k < s->nops && s->ops[k].n && s->ops[k].p[0] == '(')
-        k++;
-    if (k >= s->nops)
-        return vfail(v, s->line, "call without callee");
+    if (s->nops > VMAXOPS) return vfail(v, s->line, "call with too many operands");
+    if (k < s->nops && s->ops[k].n && s->ops[k].p[0] == '(') k++;
+    if (k >= s->nops) return vfail(v, s->line, "call without callee");
     callee = s->ops[k++];
-    if (callee.n == 0 || callee.p[0] == '%')
-        return vfail(v, s->line, "indirect call");
+    if (callee.n == 0 || callee.p[0] == '%') return vfail(v, s->line, "indirect call");
     for (size_t c = 0; c < callee.n; c++)
-        if (!is_word(callee.p[c]))
-            return vfail(v, s->line, "indirect call");
-    if (k < s->nops && s->ops[k].n && s->ops[k].p[0] == '(')
-        args = s->ops[k++];
-    if (k < s->nops)
-        return vfail(v, s->line, "indirect call");
+        if (!is_word(callee.p[c])) return vfail(v, s->line, "indirect call");
+    if (k < s->nops && s->ops[k].n && s->ops[k].p[0] == '(') args = s->ops[k++];
+    if (k < s->nops) return vfail(v, s->line, "indirect call");
     g = find_func(v, callee, &defined);
     if (!defined) {
         for (size_t n = 0; g && n < v->o->ngates; n++)
-            if (strlen(v->o->gates[n]) == callee.n && memcmp(v->o->gates[n], callee.p, callee.n) == 0)
+            if (strlen(v->o->gates[n]) == callee.n &&
+                memcmp(v->o->gates[n], callee.p, callee.n) == 0)
                 return AGILE_OK;
-        return vfail(v, s->line, "call to '%.*s', which is neither in the module nor a gate", (int)callee.n,
-                     callee.p);
+        return vfail(v, s->line, "call to '%.*s', which is neither in the module nor a gate",
+                     (int)callee.n, callee.p);
     }
-    if (g->entry)
-        return vfail(v, s->line, "call to a kernel");
+    if (g->entry) return vfail(v, s->line, "call to a kernel");
     {
         /* The callee's hidden parameters must receive the caller's mask and base. */
         static const char *const fp[] = {"__agile_fmask", "__agile_fbase"};
@@ -1042,16 +989,14 @@ static int check_call(vctx *v, unsigned fidx, unsigned i)
             /* the last st.param into it, in this block */
             for (unsigned j = i; j > v->fn[fidx].s0;) {
                 const vst *t = &v->st[--j];
-                if (ends_block(t))
-                    break;
-                if (t->kind == VS_INSTR && t->nops == 2 && sp_starts(t->op, "st.param") && t->ops[0].n > 2 &&
-                    sp_has_word(t->ops[0], cp[h])) {
+                if (ends_block(t)) break;
+                if (t->kind == VS_INSTR && t->nops == 2 && sp_starts(t->op, "st.param") &&
+                    t->ops[0].n > 2 && sp_has_word(t->ops[0], cp[h])) {
                     ok = sp_eq(t->op, "st.param.b64") && t->pred.n == 0 && sp_eq(t->ops[1], src[h]);
                     break;
                 }
             }
-            if (!ok)
-                return vfail(v, s->line, "call does not pass %s in %s", src[h], fp[h]);
+            if (!ok) return vfail(v, s->line, "call does not pass %s in %s", src[h], fp[h]);
         }
     }
     return AGILE_OK;
@@ -1070,12 +1015,13 @@ static int check_func(vctx *v, unsigned fidx)
 
     for (unsigned i = f->s0; i < f->s1; i++) {
         const vst *s = &v->st[i];
-        if (s->kind == VS_LABEL || (s->kind == VS_INSTR && (sp_starts(s->op, "bra") || sp_starts(s->op, "brx"))))
+        if (s->kind == VS_LABEL ||
+            (s->kind == VS_INSTR && (sp_starts(s->op, "bra") || sp_starts(s->op, "brx"))))
             labelled = true;
         if (s->kind == VS_DIR) {
-            static const char *const ok[] = {".reg",    ".local", ".shared", ".param",  ".const",
-                                             ".global", ".loc",   ".file",   ".pragma", ".callprototype",
-                                             ".branchtargets"};
+            static const char *const ok[] = {".reg",    ".local",         ".shared",       ".param",
+                                             ".const",  ".global",        ".loc",          ".file",
+                                             ".pragma", ".callprototype", ".branchtargets"};
             size_t k = 0;
             span w = {s->text.p, 0};
             while (w.n < s->text.n && is_word(s->text.p[w.n]))
@@ -1086,39 +1032,42 @@ static int check_func(vctx *v, unsigned fidx)
                 return vfail(v, s->line, "directive '%.*s' in a function body", (int)w.n, w.p);
             if (sp_eq(w, ".reg") && sp_contains(s->text, "%agile") && s->depth != 1)
                 return vfail(v, s->line, "guard register declared in a nested scope");
-            if (sp_eq(w, ".param") && sp_contains(s->text, "__agile") && !sp_contains(s->text, "__agile_c"))
+            if (sp_eq(w, ".param") && sp_contains(s->text, "__agile") &&
+                !sp_contains(s->text, "__agile_c"))
                 return vfail(v, s->line, "guard parameter redeclared");
             continue;
         }
-        if (s->kind != VS_INSTR)
-            continue;
+        if (s->kind != VS_INSTR) continue;
         for (unsigned r = 0; r < 3 && memmem(s->text.p, s->text.n, "%agile_", 7) != NULL; r++) {
             span reg = {regs[r], strlen(regs[r])};
             bool uses = sp_has_word(s->text, regs[r]);
             if (writes(s, reg)) {
-                if (!is_def(s, "ld.param.u64", 2) || !sp_eq(s->ops[1], f->entry ? pe[r] : pf[r]) || labelled ||
-                    s->depth != 1 || loaded[r] || param_index(plist, f->entry ? hp[r] : hf[r]) < 0)
-                    return vfail(v, s->line, "%s is not loaded once from its hidden parameter at entry", regs[r]);
+                if (!is_def(s, "ld.param.u64", 2) || !sp_eq(s->ops[1], f->entry ? pe[r] : pf[r]) ||
+                    labelled || s->depth != 1 || loaded[r] ||
+                    param_index(plist, f->entry ? hp[r] : hf[r]) < 0)
+                    return vfail(v, s->line,
+                                 "%s is not loaded once from its hidden parameter at entry",
+                                 regs[r]);
                 loaded[r] = true;
             } else if (uses && !loaded[r]) {
                 return vfail(v, s->line, "%s used before it is loaded", regs[r]);
             }
         }
         if (root_is(s->op, "call")) {
-            if (check_call(v, fidx, i) != AGILE_OK)
-                return AGILE_EGUARD;
+            if (check_call(v, fidx, i) != AGILE_OK) return AGILE_EGUARD;
             continue;
         }
-        if (check_mem(v, fidx, i) != AGILE_OK)
-            return AGILE_EGUARD;
+        if (check_mem(v, fidx, i) != AGILE_OK) return AGILE_EGUARD;
     }
-    if (param_index(plist, f->entry ? hp[0] : hf[0]) < 0 || param_index(plist, f->entry ? hp[1] : hf[1]) < 0)
-        return vfail(v, v->st[f->s0 ? f->s0 - 1 : 0].line, "'%.*s' lacks the hidden parameters", (int)f->name.n,
-                     f->name.p);
+    if (param_index(plist, f->entry ? hp[0] : hf[0]) < 0 ||
+        param_index(plist, f->entry ? hp[1] : hf[1]) < 0)
+        return vfail(v, v->st[f->s0 ? f->s0 - 1 : 0].line, "'%.*s' lacks the hidden parameters",
+                     (int)f->name.n, f->name.p);
     return AGILE_OK;
 }
 
-int agile_guard_verify(const char *ptx, size_t len, const agile_guard_vopts *o, char *err, size_t errcap)
+int agile_guard_verify(const char *ptx, size_t len, const agile_guard_vopts *o, char *err,
+                       size_t errcap)
 {
     vctx v;
     agile_guard_vopts dflt = {0, 0, NULL, 0};
@@ -1126,13 +1075,11 @@ int agile_guard_verify(const char *ptx, size_t len, const agile_guard_vopts *o, 
     int rv = AGILE_OK;
 
     memset(&v, 0, sizeof(v));
-    if (err && errcap)
-        err[0] = '\0';
+    if (err && errcap) err[0] = '\0';
     /* Work on a copy with comments blanked (newlines kept), so that no statement's text
      * can carry operands from a comment. */
     clean = malloc(len + 1);
-    if (clean == NULL)
-        return AGILE_ENOMEM;
+    if (clean == NULL) return AGILE_ENOMEM;
     blank_comments(ptx, len, clean);
     v.src = clean;
     v.len = len;
@@ -1143,14 +1090,12 @@ int agile_guard_verify(const char *ptx, size_t len, const agile_guard_vopts *o, 
     AGILE_TRY(scan(&v));
     AGILE_TRY(structure(&v));
     for (unsigned f = 0; f < v.nfn; f++)
-        if (v.fn[f].body)
-            AGILE_TRY(check_func(&v, f));
+        if (v.fn[f].body) AGILE_TRY(check_func(&v, f));
 out:
     free(clean);
     free(v.st);
     free(v.fn);
     free(v.var);
-    if (v.failed && rv == AGILE_OK)
-        rv = AGILE_EGUARD;
+    if (v.failed && rv == AGILE_OK) rv = AGILE_EGUARD;
     return rv;
 }
