@@ -191,6 +191,35 @@ uint64_t agile__lease_size(const agile__lease *l)
     return l->size;
 }
 
+int agile__lease_pool_config(agile__backend *be, int dev, unsigned chunks, uint64_t chunk_size,
+                             int flags)
+{
+    if (!be || !dev_ok(be, dev) || chunks > AGILE_LEASE_POOL_MAX ||
+        (flags & ~AGILE_LEASE_POOL_MANUAL))
+        return AGILE_EINVAL;
+    if (!be->ops->pool_config) return chunks ? AGILE_ENOTSUP : AGILE_OK;
+    if (chunks) {
+        uint64_t gran = be->ops->granularity(be, dev);
+        if (chunk_size == 0 || (chunk_size & (gran - 1)) || chunk_size > (1ull << 40))
+            return AGILE_EINVAL;
+    }
+    return be->ops->pool_config(be, dev, chunks, chunks ? chunk_size : 0, flags);
+}
+
+int agile__lease_pool_fill(agile__backend *be, int dev)
+{
+    if (!be || !dev_ok(be, dev)) return AGILE_EINVAL;
+    return be->ops->pool_fill ? be->ops->pool_fill(be, dev) : AGILE_OK;
+}
+
+int agile__lease_pool_stats(agile__backend *be, int dev, agile__pool_stats *out)
+{
+    if (!be || !out || !dev_ok(be, dev)) return AGILE_EINVAL;
+    memset(out, 0, sizeof *out);
+    if (be->ops->pool_stats) be->ops->pool_stats(be, dev, out);
+    return AGILE_OK;
+}
+
 int agile__pmem_alloc(agile__backend *be, int dev, uint64_t size, agile__pmem **out, uint64_t *addr)
 {
     int rv = AGILE_OK;

@@ -42,6 +42,12 @@
  *     after their windows and protected memory are gone.
  *   - Beside this header: fdpass.h (agile__fd_send/agile__fd_recv, SCM_RIGHTS) and
  *     cudadrv.h (the driver table agile__cu, agile__cuda_load, agile__cu_err(r, what)).
+ *   - Lease pool (agile__lease_pool_*): on cuda, lease_create of exactly the pool's chunk
+ *     size takes a chunk that was created, zeroed and exported ahead of time by a refill
+ *     thread, so the hot path is sink unmap + map + access (DESIGN.md measured ~2 ms for
+ *     create + zero + export). Pool chunks are the worker's memory until leased; a chunk
+ *     is leased once and released with its lease, never pooled again, so the scrub at
+ *     refill time is the scrub at hand-out time.
  */
 #ifndef AGILE_BACKEND_H
 #define AGILE_BACKEND_H
@@ -110,6 +116,43 @@ int agile__lease_create(agile__window *w, uint64_t offset, uint64_t size, agile_
 void agile__lease_destroy(agile__lease *l);
 uint64_t agile__lease_offset(const agile__lease *l);
 uint64_t agile__lease_size(const agile__lease *l);
+
+/* ---- lease pool (cuda; the host backend has none) ----------------------------------------
+ * Per device, up to `chunks` physical chunks of `chunk_size` bytes, each created, zeroed
+ * (through a worker-only mapping, synchronised) and exported before it is pooled; a lease of
+ * exactly chunk_size takes one. Defaults at backend open: $AGILE_LEASE_POOL chunks (2; 0 turns
+ * the pool off) of $AGILE_LEASE_POOL_MIB MiB (64, the default lease step), filled in the
+ * background from a device's first window on. The memory is the worker's own, counted in no
+ * tenant's quota; agile__backend_close frees it. */
+enum { AGILE_LEASE_POOL_MAX = 16 };
+/* AGILE_LEASE_POOL_MANUAL: no background refill; only agile__lease_pool_fill fills (tests
+ * that need every driver call on one thread). */
+enum { AGILE_LEASE_POOL_MANUAL = 1 };
+
+typedef struct agile__pool_stats {
+    uint64_t chunk_size;      /* bytes per chunk (0: no pool) */
+    unsigned target, ready;   /* chunks wanted, chunks pooled now */
+    uint64_t hits;            /* leases served from the pool */
+    uint64_t misses;          /* leases of chunk_size that found the pool empty */
+    uint64_t other_sizes;     /* leases of another size (never pooled) */
+    uint64_t refills;         /* chunks made */
+    uint64_t refill_failures; /* chunk makes that failed (the thread backs off and retries) */
+    uint64_t last_refill_ns;  /* how long the last chunk took to make */
+    int last_error;           /* agile_err_t of the last failed refill, AGILE_OK if none */
+} agile__pool_stats;
+
+/* agile__lease_pool_config: set the pool of device dev to `chunks` (<= AGILE_LEASE_POOL_MAX)
+ * chunks of chunk_size (a multiple of the granularity; ignored when chunks is 0) with flags
+ * AGILE_LEASE_POOL_*. Pooled chunks beyond the new target, or of another size, are freed.
+ * Blocks until no refill of dev is in flight, so after it returns no refill runs unless the
+ * new config asks for one. AGILE_ENOTSUP on host (except chunks == 0), AGILE_EINVAL. */
+int agile__lease_pool_config(agile__backend *be, int dev, unsigned chunks, uint64_t chunk_size,
+                             int flags);
+/* agile__lease_pool_fill: make chunks on the calling thread until dev's pool is at its
+ * target. Blocks (~2 ms per 64 MiB chunk on an H200). Returns the first error. */
+int agile__lease_pool_fill(agile__backend *be, int dev);
+/* agile__lease_pool_stats: a snapshot; all zero on host. Does not block on the GPU. */
+int agile__lease_pool_stats(agile__backend *be, int dev, agile__pool_stats *out);
 
 /* ---- protected memory (worker and modules; never inside a window, never exported) ------- */
 /* agile__pmem_alloc: `size` bytes of worker-only memory (cuMemAlloc on cuda, anonymous

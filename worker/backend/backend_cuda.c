@@ -6,6 +6,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,18 +17,50 @@
 /* Granule states of a window (window + gap), one byte each. */
 enum { G_NONE = 0, G_BIG = 1, G_SMALL = 2, G_LEASE = 3 };
 
+/* A pooled chunk: zeroed, unmapped, exported; only the worker holds h and fd. */
+typedef struct pool_chunk {
+    CUmemGenericAllocationHandle h;
+    uint64_t size;
+    int fd; /* close-on-exec */
+} pool_chunk;
+
+/* Lease pool of one device. The lists and counters are under cuda_backend.pmu, which is
+ * never held across a driver call; the scratch below is under zmu, which only refills and
+ * reconfiguration take (never lease_create), so a slow refill delays no lease. */
+typedef struct cuda_pool {
+    pool_chunk ready[AGILE_LEASE_POOL_MAX]; /* a stack: [0, nready) */
+    unsigned nready, inflight, target;
+    uint64_t chunk;
+    bool manual, armed; /* armed: the device has had a window, or was configured */
+    unsigned streak;    /* failed refills in a row: the background backoff */
+    uint64_t retry_at;  /* agile__now_ns() before which the thread does not retry */
+    agile__pool_stats st;
+    pthread_mutex_t zmu;
+    CUdeviceptr zva; /* a worker-only reservation of zsize bytes to zero chunks through */
+    uint64_t zsize;
+    CUdeviceptr zstuck; /* a zva whose unmap failed: retried at close */
+    uint64_t zstuck_size;
+    CUstream zstream; /* its own stream: a refill never waits behind memset/memcpy work */
+} cuda_pool;
+
 typedef struct cuda_dev {
     CUdevice dev;
     CUcontext ctx; /* the primary context: the one PyTorch and the runtime use too */
     CUstream stream;
     uint64_t gran;
     bool vmm; /* VMM + POSIX fd handles supported */
+    cuda_pool pool;
 } cuda_dev;
 
 typedef struct cuda_backend {
     agile__backend be; /* first: the generic code sees only this */
     int ndev;
     cuda_dev *devs;
+    /* lease pool: one refill thread for all devices */
+    pthread_mutex_t pmu;
+    pthread_cond_t pcv; /* pool state changed: work for the thread, or a refill ended */
+    pthread_t thr;
+    bool thr_started, stop;
 } cuda_backend;
 
 static cuda_backend *CB(agile__backend *be)
@@ -68,9 +103,13 @@ static int set_access(CUdevice dev, uint64_t va, uint64_t len)
     return CU(agile__cu.cuMemSetAccess(va, len, &d, 1));
 }
 
+static void pool_close(cuda_backend *cb);
+static void pool_arm(cuda_backend *cb, int dev);
+
 static void cuda_close(agile__backend *be)
 {
     cuda_backend *cb = CB(be);
+    pool_close(cb);
     for (int i = 0; i < cb->ndev; i++) {
         cuda_dev *d = &cb->devs[i];
         if (d->stream && push(be, i) == AGILE_OK) {
@@ -79,8 +118,27 @@ static void cuda_close(agile__backend *be)
         }
         if (d->ctx) agile__cu.cuDevicePrimaryCtxRelease(d->dev);
     }
+    for (int i = 0; i < cb->ndev; i++)
+        pthread_mutex_destroy(&cb->devs[i].pool.zmu);
+    pthread_cond_destroy(&cb->pcv);
+    pthread_mutex_destroy(&cb->pmu);
     free(cb->devs);
     free(cb);
+}
+
+static uint64_t env_u64(const char *name, uint64_t dflt, uint64_t max)
+{
+    const char *v = getenv(name);
+    char *end;
+    unsigned long long x;
+    if (!v || !*v) return dflt;
+    errno = 0;
+    x = strtoull(v, &end, 10);
+    if (errno || *end || x > max) {
+        agile__warn("cuda: ignoring %s=%s (want 0..%llu)", name, v, (unsigned long long)max);
+        return dflt;
+    }
+    return x;
 }
 
 int agile__cuda_open(agile__backend **out, char *why, size_t whycap)
@@ -98,6 +156,17 @@ int agile__cuda_open(agile__backend **out, char *why, size_t whycap)
     cb->be.ops = &agile__cuda_ops;
     cb->be.kind = AGILE_BACKEND_CUDA;
     cb->ndev = n;
+    {
+        /* the refill thread's backoff waits on agile__now_ns()'s clock */
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&cb->pcv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    pthread_mutex_init(&cb->pmu, NULL);
+    for (int i = 0; i < n; i++)
+        pthread_mutex_init(&cb->devs[i].pool.zmu, NULL);
     for (int i = 0; i < n; i++) {
         cuda_dev *d = &cb->devs[i];
         int vmm = 0, fdh = 0;
@@ -128,6 +197,11 @@ int agile__cuda_open(agile__backend **out, char *why, size_t whycap)
         d->gran = g ? g : (2ull << 20);
         if (!d->vmm)
             agile__warn("cuda: GPU %d lacks VMM with POSIX fd handles: no windows on it", i);
+        /* Not filled yet: a worker pays for the pool only on GPUs that get a window. */
+        d->pool.target =
+            d->vmm ? (unsigned)env_u64("AGILE_LEASE_POOL", 2, AGILE_LEASE_POOL_MAX) : 0;
+        d->pool.chunk = AGILE_ALIGN_UP(env_u64("AGILE_LEASE_POOL_MIB", 64, 1 << 20) << 20, d->gran);
+        if (d->pool.chunk == 0) d->pool.target = 0;
     }
     *out = &cb->be;
     cb = NULL;
@@ -337,6 +411,8 @@ static int cuda_window_create(agile__window *w)
     CUmemGenericAllocationHandle h = 0;
 
     if (!d->vmm) return AGILE_ENOTSUP;
+    /* first: the pool fills while this window is set up */
+    pool_arm(CB(w->be), w->dev);
     AGILE_TRY(push(w->be, w->dev));
     if (!(w->gmap = calloc(ng, 1))) {
         rv = AGILE_ENOMEM;
@@ -398,43 +474,481 @@ static void cuda_window_destroy(agile__window *w)
     pop();
 }
 
+/* ---- timings (AGILE_LOG=debug) -------------------------------------------------------------
+ * Each driver call of a lease or a refill, in µs, on one debug line: the figures
+ * backend-gpu-test's breakdown gives, but for the calls the worker really makes. */
+
+/* The CUDA error's own name where there is one: AGILE_ECUDA alone says little. */
+static const char *err_name(int rv)
+{
+    if (agile_err_class(rv) == AGILE_ECUDA)
+        return agile__cu_name((CUresult)(rv & AGILE_ERR_CODE_MASK));
+    return agile_err_name(rv);
+}
+
+enum { MAX_STEPS = 10 };
+typedef struct steps {
+    bool on;
+    int n;
+    uint64_t t0, t;
+    const char *name[MAX_STEPS];
+    uint64_t ns[MAX_STEPS];
+} steps;
+
+static void steps_begin(steps *s)
+{
+    s->on = agile__log_enabled(AGILE_LOG_DEBUG);
+    s->n = 0;
+    s->t0 = s->t = s->on ? agile__now_ns() : 0;
+}
+
+static void step(steps *s, const char *name)
+{
+    uint64_t now;
+    if (!s->on || s->n == MAX_STEPS) return;
+    now = agile__now_ns();
+    s->name[s->n] = name;
+    s->ns[s->n++] = now - s->t;
+    s->t = now;
+}
+
+static void steps_log(const steps *s, int rv, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void steps_log(const steps *s, int rv, const char *fmt, ...)
+{
+    char buf[640];
+    size_t k;
+    int m;
+    va_list ap;
+    if (!s->on) return;
+    va_start(ap, fmt);
+    m = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    k = m < 0 ? 0 : AGILE_MIN((size_t)m, sizeof buf - 1);
+    for (int i = 0; i < s->n && k < sizeof buf - 1; i++) {
+        m = snprintf(buf + k, sizeof buf - k, "%s %s %.1f us", i ? "," : ":", s->name[i],
+                     (double)s->ns[i] / 1e3);
+        k = m < 0 ? k : AGILE_MIN(k + (size_t)m, sizeof buf - 1);
+    }
+    agile__debug("%s; total %.1f us%s%s", buf, (double)(agile__now_ns() - s->t0) / 1e3,
+                 rv == AGILE_OK ? "" : ", failed: ", rv == AGILE_OK ? "" : err_name(rv));
+}
+
+/* ---- lease pool ------------------------------------------------------------------------------
+ * Of a 64 MiB lease, cuMemCreate, the zeroing (+ its synchronize) and the export do not depend
+ * on where the lease goes, and were most of its ~2 ms on the H200; they are done here, ahead
+ * of time. What depends on the window (sink unmap, map, access) stays on the hot path.
+ * Scrubbing: a chunk is zeroed (and synchronised) before it is pooled, only the worker holds
+ * it while pooled (no mapping, the fd in the worker only), and it is pooled once: a lease's
+ * chunk is released with the lease, a chunk whose lease failed halfway is released too. */
+
+static void chunk_free(pool_chunk *c)
+{
+    /* the caller has the device's context current */
+    agile__cu.cuMemRelease(c->h);
+    close(c->fd);
+}
+
+/* Make one zeroed, exported chunk of `size`. Called with zmu held and the device's context
+ * current; on failure everything it made is undone. */
+static int chunk_make(cuda_dev *d, uint64_t size, pool_chunk *out, steps *sp)
+{
+    int rv = AGILE_OK, fd = -1;
+    cuda_pool *pl = &d->pool;
+    CUmemAllocationProp p = alloc_prop(d->dev, true);
+    CUmemGenericAllocationHandle h = 0;
+    bool mapped = false;
+
+    if (pl->zsize != size) {
+        CUdeviceptr va = 0;
+        if (pl->zva) agile__cu.cuMemAddressFree(pl->zva, pl->zsize);
+        pl->zva = 0;
+        pl->zsize = 0;
+        AGILE_TRY(CU(agile__cu.cuMemAddressReserve(&va, size, 0, 0, 0)));
+        pl->zva = va;
+        pl->zsize = size;
+    }
+    if (!pl->zstream) {
+        CUstream st = NULL;
+        AGILE_TRY(CU(agile__cu.cuStreamCreate(&st, CU_STREAM_NON_BLOCKING)));
+        pl->zstream = st;
+    }
+    step(sp, "setup");
+    rv = CU(agile__cu.cuMemCreate(&h, size, &p, 0));
+    if (rv != AGILE_OK) {
+        h = 0;
+        goto out;
+    }
+    step(sp, "cuMemCreate");
+    AGILE_TRY(CU(agile__cu.cuMemMap(pl->zva, size, 0, h, 0)));
+    mapped = true;
+    step(sp, "cuMemMap");
+    AGILE_TRY(set_access(d->dev, pl->zva, size));
+    step(sp, "cuMemSetAccess");
+    /* Fresh physical memory is not guaranteed zero; the synchronize makes the zeros land
+     * before the chunk can reach a client context, which is not ordered after our stream. */
+    AGILE_TRY(CU(agile__cu.cuMemsetD8Async(pl->zva, 0, size, pl->zstream)));
+    AGILE_TRY(CU(agile__cu.cuStreamSynchronize(pl->zstream)));
+    step(sp, "cuMemsetD8+sync");
+    AGILE_TRY(CU(agile__cu.cuMemUnmap(pl->zva, size)));
+    mapped = false;
+    step(sp, "cuMemUnmap");
+    AGILE_TRY(CU(agile__cu.cuMemExportToShareableHandle(
+        &fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0)));
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+        rv = agile_err_sys(errno);
+        goto out;
+    }
+    step(sp, "export");
+    *out = (pool_chunk){h, size, fd};
+    h = 0;
+    fd = -1;
+out:
+    if (mapped && agile__cu.cuMemUnmap(pl->zva, size) != CUDA_SUCCESS) {
+        /* Still mapped: the reservation cannot be reused or freed now. Set it aside (close
+         * retries); the handle can go, the mapping holds the memory until then. */
+        if (pl->zstuck)
+            agile__error("cuda: a second zeroing reservation is stuck mapped; it leaks");
+        else {
+            pl->zstuck = pl->zva;
+            pl->zstuck_size = size;
+        }
+        pl->zva = 0;
+        pl->zsize = 0;
+    }
+    if (h) agile__cu.cuMemRelease(h);
+    if (fd >= 0) close(fd);
+    return rv;
+}
+
+/* Free the zeroing scratch of a pool (zmu held, context current). */
+static void zscratch_free(cuda_pool *pl)
+{
+    if (pl->zstuck && agile__cu.cuMemUnmap(pl->zstuck, pl->zstuck_size) == CUDA_SUCCESS) {
+        agile__cu.cuMemAddressFree(pl->zstuck, pl->zstuck_size);
+        pl->zstuck = 0;
+    }
+    if (pl->zva) agile__cu.cuMemAddressFree(pl->zva, pl->zsize);
+    pl->zva = 0;
+    pl->zsize = 0;
+    if (pl->zstream) agile__cu.cuStreamDestroy(pl->zstream);
+    pl->zstream = NULL;
+}
+
+/* Make one chunk for device i if its pool is short (*idle = true when it is not). The slot
+ * is claimed first (inflight), so concurrent fillers never overshoot the target. */
+static int pool_refill_one(cuda_backend *cb, int i, bool *idle)
+{
+    cuda_dev *d = &cb->devs[i];
+    cuda_pool *pl = &d->pool;
+    pool_chunk c = {0, 0, -1};
+    uint64_t size, t0 = agile__now_ns();
+    bool kept = false;
+    int rv;
+    steps sp;
+
+    pthread_mutex_lock(&cb->pmu);
+    *idle = cb->stop || pl->nready + pl->inflight >= pl->target;
+    if (!*idle) pl->inflight++;
+    size = pl->chunk;
+    pthread_mutex_unlock(&cb->pmu);
+    if (*idle) return AGILE_OK;
+
+    steps_begin(&sp);
+    pthread_mutex_lock(&pl->zmu);
+    rv = push(&cb->be, i);
+    if (rv == AGILE_OK) {
+        rv = chunk_make(d, size, &c, &sp);
+        pop();
+    }
+    pthread_mutex_unlock(&pl->zmu);
+
+    pthread_mutex_lock(&cb->pmu);
+    /* reconfigured meanwhile: another size, or fewer chunks wanted */
+    kept = rv == AGILE_OK && !cb->stop && size == pl->chunk && pl->nready < pl->target;
+    if (kept) pl->ready[pl->nready++] = c;
+    pthread_mutex_unlock(&cb->pmu);
+    /* before inflight drops: a reconfiguration waits for it, and expects no driver call after */
+    if (rv == AGILE_OK && !kept && push(&cb->be, i) == AGILE_OK) {
+        chunk_free(&c);
+        pop();
+    }
+    pthread_mutex_lock(&cb->pmu);
+    pl->inflight--;
+    if (rv == AGILE_OK) {
+        pl->st.refills++;
+        pl->st.last_refill_ns = agile__now_ns() - t0;
+        pl->streak = 0;
+    } else {
+        pl->st.refill_failures++;
+        pl->st.last_error = rv;
+        pl->streak++;
+    }
+    pthread_cond_broadcast(&cb->pcv);
+    pthread_mutex_unlock(&cb->pmu);
+    steps_log(&sp, rv, "cuda: GPU %d: pool refill %llu MiB", i, (unsigned long long)(size >> 20));
+    return rv;
+}
+
+/* The refill thread: keeps every armed, non-manual pool at its target; after a failure it
+ * waits 10 ms, doubling up to 2.5 s, so a full GPU is not hammered. */
+static void *pool_thread(void *arg)
+{
+    cuda_backend *cb = arg;
+    pthread_mutex_lock(&cb->pmu);
+    while (!cb->stop) {
+        uint64_t now = agile__now_ns(), wake = 0;
+        int pick = -1;
+        for (int i = 0; i < cb->ndev && pick < 0; i++) {
+            cuda_pool *pl = &cb->devs[i].pool;
+            if (!pl->armed || pl->manual || pl->nready + pl->inflight >= pl->target) continue;
+            if (pl->retry_at <= now)
+                pick = i;
+            else if (!wake || pl->retry_at < wake)
+                wake = pl->retry_at;
+        }
+        if (pick >= 0) {
+            cuda_pool *pl = &cb->devs[pick].pool;
+            bool idle;
+            int rv;
+            pthread_mutex_unlock(&cb->pmu);
+            rv = pool_refill_one(cb, pick, &idle);
+            pthread_mutex_lock(&cb->pmu);
+            if (rv != AGILE_OK) {
+                unsigned sh = AGILE_MIN(pl->streak, 8u);
+                pl->retry_at = agile__now_ns() + (10000000ull << sh);
+                if (pl->streak == 1)
+                    agile__warn("cuda: GPU %d: lease pool refill failed (%s); retrying in the "
+                                "background, leases are made on demand meanwhile",
+                                pick, err_name(rv));
+            }
+        } else if (wake) {
+            struct timespec ts = {(time_t)(wake / 1000000000ull), (long)(wake % 1000000000ull)};
+            pthread_cond_timedwait(&cb->pcv, &cb->pmu, &ts);
+        } else {
+            pthread_cond_wait(&cb->pcv, &cb->pmu);
+        }
+    }
+    pthread_mutex_unlock(&cb->pmu);
+    return NULL;
+}
+
+/* With pmu held. A thread that cannot start leaves the pools empty: leases still work, at
+ * the on-demand cost. */
+static int thread_start_locked(cuda_backend *cb)
+{
+    sigset_t all, old;
+    int e;
+    if (cb->thr_started || cb->stop) return AGILE_OK;
+    /* the worker's signals belong to its own threads */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    e = pthread_create(&cb->thr, NULL, pool_thread, cb);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (e != 0) {
+        agile__warn("cuda: cannot start the lease pool thread: %s", strerror(e));
+        return agile_err_sys(e);
+    }
+    cb->thr_started = true;
+    return AGILE_OK;
+}
+
+/* A device's first window: from now on its pool is kept full. */
+static void pool_arm(cuda_backend *cb, int dev)
+{
+    cuda_pool *pl = &cb->devs[dev].pool;
+    pthread_mutex_lock(&cb->pmu);
+    if (!pl->armed) {
+        pl->armed = true;
+        if (pl->target && !pl->manual) thread_start_locked(cb);
+        pthread_cond_broadcast(&cb->pcv);
+    }
+    pthread_mutex_unlock(&cb->pmu);
+}
+
+/* Take a pooled chunk for a lease of `size`; counts the outcome, wakes the refill thread. */
+static bool pool_take(cuda_backend *cb, cuda_dev *d, uint64_t size, pool_chunk *c)
+{
+    cuda_pool *pl = &d->pool;
+    bool hit = false;
+    pthread_mutex_lock(&cb->pmu);
+    if (pl->target == 0 || size != pl->chunk) {
+        pl->st.other_sizes++;
+    } else if (pl->nready) {
+        *c = pl->ready[--pl->nready];
+        pl->st.hits++;
+        hit = true;
+    } else {
+        pl->st.misses++;
+    }
+    pthread_mutex_unlock(&cb->pmu);
+    return hit;
+}
+
+/* After a lease: wake the refill thread if the pool is short. Not from pool_take: the
+ * refill's driver calls would run beside the lease's own and could slow the hot path. */
+static void pool_kick(cuda_backend *cb, cuda_dev *d)
+{
+    cuda_pool *pl = &d->pool;
+    pthread_mutex_lock(&cb->pmu);
+    if (pl->armed && !pl->manual && pl->nready + pl->inflight < pl->target)
+        pthread_cond_broadcast(&cb->pcv);
+    pthread_mutex_unlock(&cb->pmu);
+}
+
+static int cuda_pool_config(agile__backend *be, int dev, unsigned chunks, uint64_t chunk, int flags)
+{
+    cuda_backend *cb = CB(be);
+    cuda_dev *d = &cb->devs[dev];
+    cuda_pool *pl = &d->pool;
+    pool_chunk drop[AGILE_LEASE_POOL_MAX];
+    unsigned nd = 0;
+    int rv = AGILE_OK;
+    bool off;
+
+    if (chunks && !d->vmm) return AGILE_ENOTSUP;
+    pthread_mutex_lock(&cb->pmu);
+    pl->target = chunks;
+    pl->chunk = chunk;
+    pl->manual = (flags & AGILE_LEASE_POOL_MANUAL) != 0;
+    pl->armed = true;
+    pl->streak = 0;
+    pl->retry_at = 0;
+    /* A refill in flight may still push a chunk: wait, then trim. */
+    while (pl->inflight)
+        pthread_cond_wait(&cb->pcv, &cb->pmu);
+    for (unsigned i = 0; i < pl->nready;) {
+        if (pl->ready[i].size != chunk || pl->nready > pl->target) {
+            drop[nd++] = pl->ready[i];
+            pl->ready[i] = pl->ready[--pl->nready];
+        } else {
+            i++;
+        }
+    }
+    if (chunks && !pl->manual) rv = thread_start_locked(cb);
+    pthread_cond_broadcast(&cb->pcv);
+    pthread_mutex_unlock(&cb->pmu);
+
+    pthread_mutex_lock(&pl->zmu);
+    pthread_mutex_lock(&cb->pmu);
+    off = pl->target == 0; /* still off: nothing can refill, the scratch can go */
+    pthread_mutex_unlock(&cb->pmu);
+    if ((nd || (off && (pl->zva || pl->zstream || pl->zstuck))) && push(be, dev) == AGILE_OK) {
+        for (unsigned i = 0; i < nd; i++)
+            chunk_free(&drop[i]);
+        if (off) zscratch_free(pl);
+        pop();
+    }
+    pthread_mutex_unlock(&pl->zmu);
+    return rv;
+}
+
+static int cuda_pool_fill(agile__backend *be, int dev)
+{
+    bool idle = false;
+    int rv = AGILE_OK;
+    while (rv == AGILE_OK && !idle)
+        rv = pool_refill_one(CB(be), dev, &idle);
+    return rv;
+}
+
+static void cuda_pool_stats(agile__backend *be, int dev, agile__pool_stats *out)
+{
+    cuda_backend *cb = CB(be);
+    cuda_pool *pl = &cb->devs[dev].pool;
+    pthread_mutex_lock(&cb->pmu);
+    *out = pl->st;
+    out->chunk_size = pl->target ? pl->chunk : 0;
+    out->target = pl->target;
+    out->ready = pl->nready;
+    pthread_mutex_unlock(&cb->pmu);
+}
+
+/* Stop the thread, free every pooled chunk and the scratch (before contexts go). */
+static void pool_close(cuda_backend *cb)
+{
+    if (!cb->devs) return;
+    pthread_mutex_lock(&cb->pmu);
+    cb->stop = true;
+    pthread_cond_broadcast(&cb->pcv);
+    pthread_mutex_unlock(&cb->pmu);
+    if (cb->thr_started) pthread_join(cb->thr, NULL);
+    cb->thr_started = false;
+    for (int i = 0; i < cb->ndev; i++) {
+        cuda_pool *pl = &cb->devs[i].pool;
+        if (!pl->nready && !pl->zva && !pl->zstream && !pl->zstuck) continue;
+        if (!cb->devs[i].ctx || push(&cb->be, i) != AGILE_OK) continue;
+        while (pl->nready)
+            chunk_free(&pl->ready[--pl->nready]);
+        zscratch_free(pl);
+        pop();
+    }
+}
+
+/* ---- leases ------------------------------------------------------------------------------- */
+
 static int cuda_lease_create(agile__lease *l, int *fdp)
 {
     int rv = AGILE_OK, fd = -1;
     agile__window *w = l->w;
-    cuda_dev *d = &CB(w->be)->devs[w->dev];
+    cuda_backend *cb = CB(w->be);
+    cuda_dev *d = &cb->devs[w->dev];
     uint64_t g0 = l->offset / w->gran, g1 = g0 + l->size / w->gran, a0 = g0, a1 = g1;
     CUmemAllocationProp p = alloc_prop(d->dev, true);
     CUmemGenericAllocationHandle h = 0;
-    bool touched = false, mapped = false;
+    pool_chunk pc;
+    bool touched = false, mapped = false, pooled = false;
+    steps sp;
 
     for (uint64_t g = g0; g < g1; g++)
         if (w->gmap[g] != G_BIG && w->gmap[g] != G_SMALL) return AGILE_EBUSY;
+    steps_begin(&sp);
     AGILE_TRY(push(w->be, w->dev));
-    rv = CU(agile__cu.cuMemCreate(&h, l->size, &p, 0));
-    if (rv != AGILE_OK) {
-        h = 0;
-        goto popout;
+    /* after the push: from here every exit path can release what it took */
+    pooled = pool_take(cb, d, l->size, &pc);
+    if (pooled) {
+        h = pc.h;
+        fd = pc.fd;
+        step(&sp, "pool take");
+    } else {
+        rv = CU(agile__cu.cuMemCreate(&h, l->size, &p, 0));
+        if (rv != AGILE_OK) {
+            h = 0;
+            goto popout;
+        }
+        step(&sp, "cuMemCreate");
     }
     touched = true;
     rv = sink_unmap(w, g0, g1, &a0, &a1);
     if (rv != AGILE_OK) goto popout;
+    step(&sp, "sink unmap");
     rv = CU(agile__cu.cuMemMap(w->base + l->offset, l->size, 0, h, 0));
     if (rv != AGILE_OK) goto popout;
     mapped = true;
     memset(w->gmap + g0, G_LEASE, g1 - g0);
+    step(&sp, "cuMemMap");
+    /* Only the lease and any sink pieces sink_unmap re-made: with chunk-aligned leases that
+     * is exactly the lease, never the window. */
     rv = set_access(d->dev, gva(w, a0), (a1 - a0) * w->gran);
-    /* Fresh physical memory is not guaranteed zero: scrub it before anyone else can see
-     * it, and wait, because the client's context is not ordered after our stream. */
-    if (rv == AGILE_OK)
+    if (rv != AGILE_OK) goto popout;
+    step(&sp, "cuMemSetAccess");
+    if (!pooled) {
+        int efd = -1;
+        /* Fresh physical memory is not guaranteed zero: scrub it before anyone else can
+         * see it, and wait, because the client's context is not ordered after our stream. */
         rv = CU(agile__cu.cuMemsetD8Async(w->base + l->offset, 0, l->size, d->stream));
-    if (rv == AGILE_OK) rv = CU(agile__cu.cuStreamSynchronize(d->stream));
-    if (rv == AGILE_OK)
+        if (rv == AGILE_OK) rv = CU(agile__cu.cuStreamSynchronize(d->stream));
+        if (rv != AGILE_OK) goto popout;
+        step(&sp, "cuMemsetD8+sync");
         rv = CU(agile__cu.cuMemExportToShareableHandle(
-            &fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
-    if (rv == AGILE_OK && fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
-        rv = agile_err_sys(errno);
-        close(fd);
+            &efd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0));
+        if (rv != AGILE_OK) goto popout;
+        fd = efd;
+        if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+            rv = agile_err_sys(errno);
+            goto popout;
+        }
+        step(&sp, "export");
     }
 popout:
     if (rv != AGILE_OK) {
@@ -442,13 +956,20 @@ popout:
             agile__cu.cuMemUnmap(w->base + l->offset, l->size);
             memset(w->gmap + g0, G_NONE, g1 - g0);
         }
+        /* a pooled chunk that went this far is not pooled again: it was in a tenant's
+         * window, and a chunk is pooled once */
         if (h) agile__cu.cuMemRelease(h);
+        if (fd >= 0) close(fd);
         if (touched) repair(w, a0, a1);
     } else {
         l->handle = h;
         *fdp = fd;
     }
     pop();
+    pool_kick(cb, d);
+    steps_log(&sp, rv, "cuda: GPU %d: lease %llu MiB at offset %#llx (%s)", w->dev,
+              (unsigned long long)(l->size >> 20), (unsigned long long)l->offset,
+              pooled ? "pooled" : "made on demand");
 out:
     return rv;
 }
@@ -563,6 +1084,9 @@ const agile__backend_ops agile__cuda_ops = {
     .enter = cuda_enter,
     .leave = cuda_leave,
     .cuda_context = cuda_context,
+    .pool_config = cuda_pool_config,
+    .pool_fill = cuda_pool_fill,
+    .pool_stats = cuda_pool_stats,
 };
 
 /* ---- client side ------------------------------------------------------------------------ */

@@ -1,8 +1,10 @@
 /* backend_cuda_fault_test — the cuda backend's rollback paths, against mockcuda (ctest puts
  * it first on LD_LIBRARY_PATH): every driver call of window and lease creation and of
  * lease destruction is made to fail in turn, and the window must stay usable, keep its
- * sink, leak nothing, and go back to the same number of mappings. Not a GPU test: it
- * checks backend_cuda.c's bookkeeping against the VMM rules the mock enforces. */
+ * sink, leak nothing, and go back to the same number of mappings. The lease pool too: every
+ * driver call of a refill, and of a pooled lease, fails in turn; the background thread backs
+ * off and recovers; a leased chunk is never pooled again. Not a GPU test: it checks
+ * backend_cuda.c's bookkeeping against the VMM rules the mock enforces. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +18,7 @@
 #include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MiB (1ull << 20)
@@ -43,6 +46,9 @@ static int setup(void **state)
         fprintf(stderr, "libcuda.so.1 is not mockcuda: refusing to inject faults\n");
         return -1;
     }
+    /* The pool's thread would make driver calls beside the injected faults: the tests that
+     * are not about the pool run without it, the pool tests fill it by hand. */
+    if (agile__lease_pool_config(be, 0, 0, 0, 0) != AGILE_OK) return -1;
     return agile__backend_enter(be, 0) == AGILE_OK ? 0 : -1;
 }
 
@@ -229,6 +235,213 @@ static void test_destroy_releases_everything(void **state)
     assert_int_equal(u, u0);
 }
 
+static agile__pool_stats pstats(void)
+{
+    agile__pool_stats st;
+    assert_int_equal(agile__lease_pool_stats(be, 0, &st), AGILE_OK);
+    return st;
+}
+
+/* Every granule's ends read zero (mockcuda fills them with 0xee in fresh memory). */
+static void check_zero(uint64_t va, uint64_t len)
+{
+    for (uint64_t g = 0; g < len; g += 2 * MiB) {
+        assert_int_equal(rd(va + g), 0);
+        assert_int_equal(rd(va + g + 2 * MiB - 8), 0);
+    }
+}
+
+static const char *const refill_fns[] = {
+    "cuMemAddressReserve", "cuMemCreate",         "cuMemMap",   "cuMemSetAccess",
+    "cuMemsetD8Async",     "cuStreamSynchronize", "cuMemUnmap", "cuMemExportToShareableHandle"};
+
+static void test_pool_refill_faults(void **state)
+{
+    int m0, r0, m, r, failures = 0;
+    unsigned long long u0, u;
+    (void)state;
+    mock_stats(&m0, &r0, &u0);
+    for (size_t f = 0; f < AGILE_ARRAY_LEN(refill_fns); f++) {
+        for (int n = 1; n <= 3; n++) {
+            agile__pool_stats st0, st;
+            assert_int_equal(agile__lease_pool_config(be, 0, 2, 64 * MiB, AGILE_LEASE_POOL_MANUAL),
+                             AGILE_OK);
+            st0 = pstats();
+            mock_fail(refill_fns[f], n);
+            int rv = agile__lease_pool_fill(be, 0);
+            mock_fail("", 0);
+            st = pstats();
+            if (rv != AGILE_OK) {
+                failures++;
+                assert_int_equal(agile_err_class(rv), AGILE_ECUDA);
+                assert_int_equal(st.refill_failures, st0.refill_failures + 1);
+                assert_int_equal(st.last_error, rv);
+                assert_true(st.ready < 2);
+            }
+            /* a failed refill leaves no mapping behind and the pool fills again */
+            assert_int_equal(nmaps(), m0);
+            assert_int_equal(agile__lease_pool_fill(be, 0), AGILE_OK);
+            st = pstats();
+            assert_int_equal(st.ready, 2);
+            assert_int_equal(st.chunk_size, 64 * MiB);
+            /* off: every pooled chunk and the scratch go */
+            assert_int_equal(agile__lease_pool_config(be, 0, 0, 0, 0), AGILE_OK);
+            assert_int_equal(pstats().ready, 0);
+            mock_stats(&m, &r, &u);
+            assert_int_equal(m, m0);
+            assert_int_equal(r, r0);
+            assert_int_equal(u, u0);
+        }
+    }
+    print_message("pool refill: %d injected failures recovered\n", failures);
+    assert_true(failures >= (int)AGILE_ARRAY_LEN(refill_fns));
+}
+
+static void test_pooled_lease_faults(void **state)
+{
+    agile__window *w;
+    const uint64_t W = 16 * GiB; /* 16 MiB sink chunks: a 64 MiB lease replaces 4, or 5 */
+    const uint64_t offs[] = {64 * MiB, 70 * MiB}, len = 64 * MiB;
+    static const char *const fns[] = {"cuMemUnmap", "cuMemMap", "cuMemSetAccess", "cuMemCreate",
+                                      "cuMemExportToShareableHandle"};
+    int m0, r0, m, r, failures = 0;
+    unsigned long long u0, u;
+    (void)state;
+    mock_stats(&m0, &r0, &u0);
+    assert_int_equal(agile__window_create(be, 0, W, 32 * MiB, &w), AGILE_OK);
+    int mw = nmaps();
+    for (size_t k = 0; k < AGILE_ARRAY_LEN(offs); k++) {
+        for (size_t f = 0; f < AGILE_ARRAY_LEN(fns); f++) {
+            for (int n = 1; n <= 8; n++) {
+                agile__lease *l;
+                agile__pool_stats st0, st;
+                int fd;
+                assert_int_equal(agile__lease_pool_config(be, 0, 2, len, AGILE_LEASE_POOL_MANUAL),
+                                 AGILE_OK);
+                assert_int_equal(agile__lease_pool_fill(be, 0), AGILE_OK);
+                st0 = pstats();
+                mock_fail(fns[f], n);
+                int rv = agile__lease_create(w, offs[k], len, &l, &fd);
+                mock_fail("", 0);
+                st = pstats();
+                /* served from the pool, whatever happened next */
+                assert_int_equal(st.hits, st0.hits + 1);
+                assert_int_equal(st.ready, 1);
+                if (rv == AGILE_OK) {
+                    assert_true(fd >= 0);
+                    close(fd);
+                    check_zero(agile__window_base(w) + offs[k], len);
+                    agile__lease_destroy(l);
+                } else {
+                    failures++;
+                    assert_int_equal(agile_err_class(rv), AGILE_ECUDA);
+                    assert_int_equal(fd, -1);
+                }
+                /* the chunk is gone either way: leased or failed, never pooled again */
+                assert_int_equal(pstats().ready, 1);
+                assert_int_equal(nmaps(), mw);
+                check_window(w, offs[k], len);
+                assert_int_equal(nmaps(), mw);
+            }
+        }
+    }
+    print_message("pooled lease: %d injected failures recovered\n", failures);
+    assert_true(failures >= 6);
+    assert_int_equal(agile__lease_pool_config(be, 0, 0, 0, 0), AGILE_OK);
+    agile__window_destroy(w);
+    mock_stats(&m, &r, &u);
+    assert_int_equal(m, m0);
+    assert_int_equal(r, r0);
+    assert_int_equal(u, u0);
+}
+
+/* A tenant's chunk goes back to the driver, not the pool: the next lease at the same place
+ * gets another, zeroed chunk, and the pool only ever grows by refills. */
+static void test_pool_never_recycles(void **state)
+{
+    agile__window *w;
+    agile__lease *l;
+    agile__pool_stats st0, st;
+    const uint64_t off = 64 * MiB, len = 64 * MiB;
+    int fd;
+    (void)state;
+    assert_int_equal(agile__window_create(be, 0, 64 * GiB, 64 * MiB, &w), AGILE_OK);
+    assert_int_equal(agile__lease_pool_config(be, 0, 2, len, AGILE_LEASE_POOL_MANUAL), AGILE_OK);
+    assert_int_equal(agile__lease_pool_fill(be, 0), AGILE_OK);
+    st0 = pstats();
+    for (int i = 0; i < 4; i++) {
+        uint64_t b = agile__window_base(w) + off;
+        assert_int_equal(agile__lease_create(w, off, len, &l, &fd), AGILE_OK);
+        close(fd);
+        check_zero(b, len);
+        for (uint64_t g = 0; g < len; g += 2 * MiB)
+            wr(b + g, 0xdead0000 + i);
+        agile__lease_destroy(l);
+        st = pstats();
+        assert_int_equal(st.ready, 1); /* not given back */
+        assert_int_equal(agile__lease_pool_fill(be, 0), AGILE_OK);
+    }
+    st = pstats();
+    assert_int_equal(st.hits, st0.hits + 4);
+    assert_int_equal(st.refills, st0.refills + 4);
+    /* another size is not pooled */
+    assert_int_equal(agile__lease_create(w, off, 2 * MiB, &l, &fd), AGILE_OK);
+    close(fd);
+    agile__lease_destroy(l);
+    assert_int_equal(pstats().other_sizes, st.other_sizes + 1);
+    assert_int_equal(pstats().ready, 2);
+    assert_int_equal(agile__lease_pool_config(be, 0, 0, 0, 0), AGILE_OK);
+    agile__window_destroy(w);
+}
+
+static bool wait_ready(unsigned want, int ms)
+{
+    for (int i = 0; i < ms; i++) {
+        if (pstats().ready == want) return true;
+        usleep(1000);
+    }
+    return false;
+}
+
+/* The refill thread: a failure is retried after a backoff, a hit is replaced, and turning
+ * the pool off stops it and frees everything. */
+static void test_pool_background(void **state)
+{
+    agile__window *w;
+    agile__lease *l;
+    agile__pool_stats st;
+    int fd, m0, r0, m, r;
+    unsigned long long u0, u;
+    (void)state;
+    mock_stats(&m0, &r0, &u0);
+    /* no driver call from this thread until the pool is full: the fault hits the refill */
+    mock_fail("cuMemCreate", 1);
+    assert_int_equal(agile__lease_pool_config(be, 0, 2, 64 * MiB, 0), AGILE_OK);
+    assert_true(wait_ready(2, 5000));
+    mock_fail("", 0);
+    st = pstats();
+    assert_true(st.refill_failures >= 1);
+    assert_int_equal(agile_err_class(st.last_error), AGILE_ECUDA);
+    assert_true(st.refills >= 2);
+
+    assert_int_equal(agile__window_create(be, 0, 64 * GiB, 64 * MiB, &w), AGILE_OK);
+    for (int i = 0; i < 3; i++) {
+        assert_true(wait_ready(2, 5000));
+        assert_int_equal(agile__lease_create(w, 64 * MiB, 64 * MiB, &l, &fd), AGILE_OK);
+        close(fd);
+        check_zero(agile__window_base(w) + 64 * MiB, 64 * MiB);
+        agile__lease_destroy(l);
+    }
+    assert_true(wait_ready(2, 5000));
+    assert_true(pstats().hits >= 3);
+    assert_int_equal(agile__lease_pool_config(be, 0, 0, 0, 0), AGILE_OK);
+    agile__window_destroy(w);
+    mock_stats(&m, &r, &u);
+    assert_int_equal(m, m0);
+    assert_int_equal(r, r0);
+    assert_int_equal(u, u0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -236,6 +449,10 @@ int main(void)
         cmocka_unit_test(test_lease_destroy_faults),
         cmocka_unit_test(test_window_create_faults),
         cmocka_unit_test(test_destroy_releases_everything),
+        cmocka_unit_test(test_pool_refill_faults),
+        cmocka_unit_test(test_pooled_lease_faults),
+        cmocka_unit_test(test_pool_never_recycles),
+        cmocka_unit_test(test_pool_background),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

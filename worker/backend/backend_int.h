@@ -23,6 +23,10 @@ typedef struct agile__backend_ops {
     int (*enter)(agile__backend *be, int dev);
     void (*leave)(agile__backend *be);
     void *(*cuda_context)(agile__backend *be, int dev);
+    /* lease pool; NULL: the backend has none */
+    int (*pool_config)(agile__backend *be, int dev, unsigned chunks, uint64_t chunk, int flags);
+    int (*pool_fill)(agile__backend *be, int dev);
+    void (*pool_stats)(agile__backend *be, int dev, agile__pool_stats *out);
 } agile__backend_ops;
 
 struct agile__backend {

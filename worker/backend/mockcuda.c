@@ -9,7 +9,8 @@
  * is built into its own directory and only loaded where a test puts it on LD_LIBRARY_PATH.
  *
  * Defined with cuda.h's names, so each function gets the exported (versioned) symbol the
- * header maps it to. Single-threaded callers only (the tests). */
+ * header maps it to. Thread-safe: one lock around the shared tables (the cuda backend's lease
+ * pool refills on a thread of its own). */
 #include <cuda.h>
 
 #include <errno.h>
@@ -38,6 +39,20 @@ typedef struct region {
     alloc *a; /* NULL: a reservation */
 } region;
 
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static int lock_mu(void)
+{
+    pthread_mutex_lock(&mu);
+    return 0;
+}
+static void unlock_mu(int *x)
+{
+    (void)x;
+    pthread_mutex_unlock(&mu);
+}
+/* Held to the end of the calling function; leaf functions only (it does not nest). */
+#define LOCK() __attribute__((cleanup(unlock_mu), unused)) int lk_ = lock_mu()
+
 static region rsv[MAXN], maps[MAXN];
 static int nrsv, nmaps;
 static uint64_t used;
@@ -53,12 +68,14 @@ static int fail_n;
 
 API void mockcuda_fail(const char *fn, int nth)
 {
+    LOCK();
     snprintf(fail_fn, sizeof fail_fn, "%s", fn ? fn : "");
     fail_n = nth;
 }
 
 API void mockcuda_stats(int *nmap, int *nres, unsigned long long *bytes)
 {
+    LOCK();
     *nmap = nmaps;
     *nres = nrsv;
     *bytes = used;
@@ -203,6 +220,7 @@ API CUresult cuStreamDestroy(CUstream s)
 }
 API CUresult cuStreamSynchronize(CUstream s)
 {
+    LOCK();
     NEED_CTX();
     MAYBE_FAIL();
     return CUDA_SUCCESS;
@@ -215,6 +233,7 @@ API CUresult cuMemGetAllocationGranularity(size_t *g, const CUmemAllocationProp 
 }
 API CUresult cuMemGetInfo(size_t *fr, size_t *total)
 {
+    LOCK();
     NEED_CTX();
     *fr = TOTAL - used;
     *total = TOTAL;
@@ -224,6 +243,7 @@ API CUresult cuMemGetInfo(size_t *fr, size_t *total)
 API CUresult cuMemAddressReserve(CUdeviceptr *p, size_t size, size_t align, CUdeviceptr addr,
                                  unsigned long long f)
 {
+    LOCK();
     NEED_CTX();
     MAYBE_FAIL();
     if (size % GRAN || (align & (align - 1)) || nrsv == MAXN)
@@ -240,6 +260,7 @@ API CUresult cuMemAddressReserve(CUdeviceptr *p, size_t size, size_t align, CUde
 }
 API CUresult cuMemAddressFree(CUdeviceptr p, size_t size)
 {
+    LOCK();
     NEED_CTX();
     for (int i = 0; i < nrsv; i++)
         if (rsv[i].va == p && rsv[i].size == size) {
@@ -255,6 +276,7 @@ API CUresult cuMemAddressFree(CUdeviceptr p, size_t size)
 API CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t size, const CUmemAllocationProp *p,
                          unsigned long long f)
 {
+    LOCK();
     NEED_CTX();
     MAYBE_FAIL();
     if (size == 0 || size % GRAN) return bad("cuMemCreate size");
@@ -279,6 +301,7 @@ API CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t size, const CUm
 }
 API CUresult cuMemRelease(CUmemGenericAllocationHandle h)
 {
+    LOCK();
     alloc *a = (alloc *)(uintptr_t)h;
     NEED_CTX();
     if (!a || !a->live) return bad("cuMemRelease of a released handle");
@@ -289,6 +312,7 @@ API CUresult cuMemRelease(CUmemGenericAllocationHandle h)
 API CUresult cuMemMap(CUdeviceptr p, size_t size, size_t off, CUmemGenericAllocationHandle h,
                       unsigned long long f)
 {
+    LOCK();
     alloc *a = (alloc *)(uintptr_t)h;
     int in = 0;
     NEED_CTX();
@@ -311,6 +335,7 @@ API CUresult cuMemMap(CUdeviceptr p, size_t size, size_t off, CUmemGenericAlloca
 }
 API CUresult cuMemUnmap(CUdeviceptr p, size_t size)
 {
+    LOCK();
     NEED_CTX();
     MAYBE_FAIL();
     /* Whole mappings only; a range may span several whole ones. */
@@ -339,6 +364,7 @@ API CUresult cuMemUnmap(CUdeviceptr p, size_t size)
 }
 API CUresult cuMemSetAccess(CUdeviceptr p, size_t size, const CUmemAccessDesc *d, size_t n)
 {
+    LOCK();
     uint64_t covered = 0;
     NEED_CTX();
     MAYBE_FAIL();
@@ -358,6 +384,7 @@ API CUresult cuMemSetAccess(CUdeviceptr p, size_t size, const CUmemAccessDesc *d
 API CUresult cuMemExportToShareableHandle(void *out, CUmemGenericAllocationHandle h,
                                           CUmemAllocationHandleType t, unsigned long long f)
 {
+    LOCK();
     alloc *a = (alloc *)(uintptr_t)h;
     NEED_CTX();
     MAYBE_FAIL();
@@ -369,6 +396,7 @@ API CUresult cuMemExportToShareableHandle(void *out, CUmemGenericAllocationHandl
 API CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *h, void *os,
                                             CUmemAllocationHandleType t)
 {
+    LOCK();
     struct stat st;
     int fd = (int)(uintptr_t)os;
     NEED_CTX();
@@ -386,6 +414,7 @@ API CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *h, voi
 }
 API CUresult cuMemsetD8Async(CUdeviceptr p, unsigned char v, size_t n, CUstream s)
 {
+    LOCK();
     NEED_CTX();
     MAYBE_FAIL();
     memset((void *)(uintptr_t)p, v, n);
@@ -397,6 +426,7 @@ API CUresult cuMemsetD8(CUdeviceptr p, unsigned char v, size_t n)
 }
 API CUresult cuMemcpyAsync(CUdeviceptr d, CUdeviceptr s, size_t n, CUstream st)
 {
+    LOCK();
     NEED_CTX();
     memmove((void *)(uintptr_t)d, (const void *)(uintptr_t)s, n);
     return CUDA_SUCCESS;
@@ -415,6 +445,7 @@ API CUresult cuMemcpyDtoH(void *d, CUdeviceptr s, size_t n)
 }
 API CUresult cuMemAlloc(CUdeviceptr *p, size_t n)
 {
+    LOCK();
     NEED_CTX();
     MAYBE_FAIL();
     /* Size in a header page before the block, so cuMemFree can unmap it. */
@@ -428,10 +459,86 @@ API CUresult cuMemAlloc(CUdeviceptr *p, size_t n)
 }
 API CUresult cuMemFree(CUdeviceptr p)
 {
+    LOCK();
     NEED_CTX();
     char *m = (char *)(uintptr_t)p - 4096;
     size_t tot = *(size_t *)m;
     used -= tot - 4096;
     munmap(m, tot);
+    return CUDA_SUCCESS;
+}
+
+/* Events: enough for the client's event pool (csrc/client/evpool.c). mockcuda_events reports
+ * how many exist and how many were ever created; mockcuda_events_busy(n) makes queries of
+ * recorded events report CUDA_ERROR_NOT_READY until n is set back to 0. */
+typedef struct mevent {
+    unsigned magic;
+    unsigned flags;
+    int recorded;
+} mevent;
+#define EV_MAGIC 0xe7e7e7e7u
+static int ev_live, ev_created, ev_busy, ev_records;
+
+API void mockcuda_events(int *live, int *created, int *records)
+{
+    LOCK();
+    *live = ev_live;
+    *created = ev_created;
+    *records = ev_records;
+}
+API void mockcuda_events_busy(int busy)
+{
+    LOCK();
+    ev_busy = busy;
+}
+API CUresult cuEventCreate(CUevent *e, unsigned int flags)
+{
+    LOCK();
+    NEED_CTX();
+    MAYBE_FAIL();
+    mevent *m = calloc(1, sizeof *m);
+    if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
+    m->magic = EV_MAGIC;
+    m->flags = flags;
+    ev_live++;
+    ev_created++;
+    *e = (CUevent)m;
+    return CUDA_SUCCESS;
+}
+API CUresult cuEventRecord(CUevent e, CUstream s)
+{
+    mevent *m = (mevent *)e;
+    LOCK();
+    NEED_CTX();
+    MAYBE_FAIL();
+    if (!m || m->magic != EV_MAGIC) return bad("cuEventRecord of no event");
+    m->recorded = 1;
+    ev_records++;
+    return CUDA_SUCCESS;
+}
+API CUresult cuEventQuery(CUevent e)
+{
+    mevent *m = (mevent *)e;
+    LOCK();
+    NEED_CTX();
+    if (!m || m->magic != EV_MAGIC) return bad("cuEventQuery of no event");
+    return m->recorded && ev_busy ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS;
+}
+API CUresult cuEventSynchronize(CUevent e)
+{
+    mevent *m = (mevent *)e;
+    LOCK();
+    NEED_CTX();
+    if (!m || m->magic != EV_MAGIC) return bad("cuEventSynchronize of no event");
+    return CUDA_SUCCESS;
+}
+API CUresult cuEventDestroy(CUevent e)
+{
+    mevent *m = (mevent *)e;
+    LOCK();
+    if (!m || m->magic != EV_MAGIC) return bad("cuEventDestroy of no event (double destroy?)");
+    m->magic = 0;
+    free(m);
+    ev_live--;
     return CUDA_SUCCESS;
 }
