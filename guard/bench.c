@@ -40,8 +40,14 @@ static void walk(const char *dir)
         if (n < 5 || strcmp(e->d_name + n - 4, ".ptx") != 0 || (f = fopen(path, "rb")) == NULL)
             continue;
         if (nfiles == capfiles) {
-            capfiles = capfiles ? capfiles * 2 : 64;
-            files = realloc(files, capfiles * sizeof(file));
+            size_t nc = capfiles ? capfiles * 2 : 64;
+            file *nf = realloc(files, nc * sizeof(file));
+            if (nf == NULL) {
+                fclose(f);
+                break;
+            }
+            files = nf;
+            capfiles = nc;
         }
         files[nfiles].path = strdup(path);
         files[nfiles].src = malloc((size_t)st.st_size + 1);

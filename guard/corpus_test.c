@@ -48,8 +48,11 @@ static void walk(const char *dir, flist *l)
         } else if ((n > 4 && strcmp(e->d_name + n - 4, ".ptx") == 0) ||
                    (n > 5 && strcmp(e->d_name + n - 5, ".fuzz") == 0)) {
             if (l->n == l->cap) {
-                l->cap = l->cap ? l->cap * 2 : 64;
-                l->v = realloc(l->v, l->cap * sizeof(char *));
+                size_t nc = l->cap ? l->cap * 2 : 64;
+                char **nv = realloc(l->v, nc * sizeof(char *));
+                if (nv == NULL) break;
+                l->v = nv;
+                l->cap = nc;
             }
             l->v[l->n++] = strdup(path);
         }

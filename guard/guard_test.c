@@ -324,6 +324,7 @@ static void test_compile_cache(void **state)
     rv = agile_guard_compile(p, strlen(p), &co, &img, &n, &hit, log, sizeof(log));
     if (rv == AGILE_ENOTSUP) {
         free(p);
+        p = NULL;
         skip(); /* no nvJitLink on this machine */
     }
     if (rv != AGILE_OK) fail_msg("compile: %s: %s", agile_err_name(rv), log);
