@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "evpool.h"
 #include "backend/backend.h"
 #include "backend/cudadrv.h"
 
@@ -33,12 +34,14 @@ static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static agile_client *g_client;
 static cl_dev g_dev[MAX_DEV];
 static pthread_once_t g_dev_once = PTHREAD_ONCE_INIT;
+static agile__evpool g_evpool[MAX_DEV]; /* CUevents per device (op_event_*) */
 
 static void dev_init_all(void)
 {
     for (int i = 0; i < MAX_DEV; i++) {
         pthread_mutex_init(&g_dev[i].mu, NULL);
         g_dev[i].dev = i;
+        agile__evpool_init(&g_evpool[i]);
     }
 }
 
@@ -143,35 +146,25 @@ static int op_shrink(void *ctx, uint64_t offset, uint64_t size)
     return rv;
 }
 
-/* Events for stream-aware reuse (cuda backend): recorded in the client's own context. */
+/* Events for stream-aware reuse (cuda backend): recorded in the client's own context, from
+ * a pool per device (evpool.h), so a record is one cuEventRecord, not create + record +
+ * destroy. The arena calls these with its mutex held: the pool never blocks or calls back. */
 static int op_event_record(void *ctx, uintptr_t stream, uint64_t *event)
 {
-    CUevent ev;
-    CUresult r = agile__cu.cuEventCreate(&ev, CU_EVENT_DISABLE_TIMING);
-    (void)ctx;
-    if (r != CUDA_SUCCESS)
-        return agile_err_cuda((int)r);
-    if ((r = agile__cu.cuEventRecord(ev, (CUstream)stream)) != CUDA_SUCCESS) {
-        agile__cu.cuEventDestroy(ev);
-        return agile_err_cuda((int)r);
-    }
-    *event = (uint64_t)(uintptr_t)ev;
-    return AGILE_OK;
+    cl_dev *d = ctx;
+    return agile__evpool_record(&g_evpool[d->dev], stream, event);
 }
 
 static int op_event_query(void *ctx, uint64_t event)
 {
-    CUresult r = agile__cu.cuEventQuery((CUevent)(uintptr_t)event);
-    (void)ctx;
-    if (r == CUDA_SUCCESS)
-        return AGILE_OK;
-    return r == CUDA_ERROR_NOT_READY ? AGILE_EBUSY : agile_err_cuda((int)r);
+    cl_dev *d = ctx;
+    return agile__evpool_query(&g_evpool[d->dev], event);
 }
 
 static void op_event_release(void *ctx, uint64_t event)
 {
-    (void)ctx;
-    agile__cu.cuEventDestroy((CUevent)(uintptr_t)event);
+    cl_dev *d = ctx;
+    agile__evpool_release(&g_evpool[d->dev], event);
 }
 
 static const agile__arena_ops host_ops = {op_grow, op_shrink, NULL, NULL, NULL};

@@ -656,6 +656,7 @@ static int pool_refill_one(cuda_backend *cb, int i, bool *idle)
 
     steps_begin(&sp);
     pthread_mutex_lock(&pl->zmu);
+    step(&sp, "wait for another refill");
     rv = push(&cb->be, i);
     if (rv == AGILE_OK) {
         rv = chunk_make(d, size, &c, &sp);
@@ -1126,6 +1127,7 @@ int agile__cuda_cmem_map(agile__cwin *w, int fd, uint64_t offset, uint64_t size)
     CUmemGenericAllocationHandle h = 0;
     CUdevice dev;
     bool pushed = false, mapped = false;
+    steps sp = {0};
 
     if (w->nmaps == w->capmaps) {
         size_t cap = w->capmaps ? w->capmaps * 2 : 16;
@@ -1137,6 +1139,7 @@ int agile__cuda_cmem_map(agile__cwin *w, int fd, uint64_t offset, uint64_t size)
         w->maps = m;
         w->capmaps = cap;
     }
+    steps_begin(&sp);
     AGILE_TRY(CU(agile__cu.cuDeviceGet(&dev, w->dev)));
     AGILE_TRY(cpush(w));
     pushed = true;
@@ -1144,9 +1147,12 @@ int agile__cuda_cmem_map(agile__cwin *w, int fd, uint64_t offset, uint64_t size)
         &h, (void *)(uintptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)));
     close(fd); /* the import holds the memory */
     fd = -1;
+    step(&sp, "cuMemImportFromShareableHandle");
     AGILE_TRY(CU(agile__cu.cuMemMap(w->base + offset, size, 0, h, 0)));
     mapped = true;
+    step(&sp, "cuMemMap");
     AGILE_TRY(set_access(dev, w->base + offset, size));
+    step(&sp, "cuMemSetAccess");
     w->maps[w->nmaps++] = (agile__cmap){offset, size};
 out:
     if (rv != AGILE_OK && mapped) agile__cu.cuMemUnmap(w->base + offset, size);
@@ -1154,6 +1160,8 @@ out:
     if (h) agile__cu.cuMemRelease(h);
     if (pushed) pop();
     if (fd >= 0) close(fd);
+    steps_log(&sp, rv, "cuda: client: map lease %llu MiB at offset %#llx",
+              (unsigned long long)(size >> 20), (unsigned long long)offset);
     return rv;
 }
 
