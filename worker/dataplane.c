@@ -20,6 +20,7 @@
 
 #include "backend/cudadrv.h"
 #include "guard.h"
+#include "modules.h"
 #include "ptx.h"
 #include "ring/ring.h"
 #include "ring/sched.h"
@@ -36,15 +37,6 @@
 #define DP_HOST_WAIT_NS (10ull * 1000000000ull) /* a host WAIT gives up (no time limit set) */
 #define DP_QUEUED (-1)             /* exec_*: the completion was queued, not due now */
 #define DP_DRAIN_NS (5ull * 1000000000ull)      /* ring teardown waits this long for the GPU */
-
-/* Weak fallback until worker/modules.c provides the real one. */
-__attribute__((weak)) int agile__worker_mod_exec(struct agile__worker *w, struct agile__session *s,
-                                                 uint32_t module, uint32_t op, const void *args,
-                                                 size_t len, void *stream)
-{
-    (void)w, (void)s, (void)module, (void)op, (void)args, (void)len, (void)stream;
-    return AGILE_ENOTSUP;
-}
 
 static int efail(char *err, size_t cap, int rv, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -962,8 +954,7 @@ static int exec_mod_op(dp_ring *r, const agile__ring_cmd *cmd)
         AGILE_TRY(worker_stream(r, cmd->tag, &cs));
         st = cs;
     }
-    /* modules.h's AGILE_MOD_EXEC_OP: the device of the op's addresses in bits 16..23 */
-    uint32_t op = m->op | ((uint32_t)r->dev & 0xffu) << 16;
+    uint32_t op = AGILE_MOD_EXEC_OP(m->op, r->dev); /* the device of the op's addresses */
     rv = agile__worker_mod_exec(r->w, r->s, m->module, op, m->args.p, m->args.n, st);
     if (rv == AGILE_OK && st) /* ordered on the worker stream: complete with its event */
         rv = gpu_queue(r, cmd, st, false);

@@ -14,6 +14,10 @@
  * stream) and complete when their event has fired; a tenant's asynchronous errors, guard
  * violations (strict mode) and time-limit overruns surface at its next BARRIER only.
  *
+ * MODULE_FUNCTION reply: param_sizes holds, per parameter, u32 size and u32 offset in the
+ * args buffer of LAUNCH (CUDA's parameter layout, from the PTX's types and .align).
+ * MOD_OP: agile__worker_mod_exec (modules.h) with the ring's device in the op.
+ *
  * MODULE_LOAD flags: bit 0 = strict guard mode. On the host backend a module is guarded and
  * verified but not compiled (there is no GPU to run it): its functions report their
  * parameters, and launching them gives AGILE_ENOTSUP.
@@ -48,11 +52,5 @@ int agile__dp_module_function(struct agile__worker *w, struct agile__session *s,
 
 /* agile__dataplane_fini: stop the dispatcher. Every ring must be gone (sessions reaped). */
 void agile__dataplane_fini(struct agile__worker *w);
-
-/* Provided by worker/modules.c (module data-plane ops, e.g. fft exec): run `op` of `module`
- * for session s with args[0..len) on the worker stream (a CUstream, NULL on host).
- * dataplane.c carries a weak AGILE_ENOTSUP fallback until modules.c provides it. */
-int agile__worker_mod_exec(struct agile__worker *w, struct agile__session *s, uint32_t module,
-                           uint32_t op, const void *args, size_t len, void *stream);
 
 #endif

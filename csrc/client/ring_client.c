@@ -675,10 +675,6 @@ AGILE_API int agile_launch(agile_function_t fn, const unsigned grid[3], const un
         uint64_t before = r->rc.cpl_head;
         rv = agile__ring_wait_seq(&r->rc, seq, timeout_ns(c), &st);
         r->completed += r->rc.cpl_head - before;
-        if (rv == AGILE_OK && st != AGILE_OK && r->rc.err_seq == seq) {
-            r->rc.err_status = AGILE_OK; /* returned here, not at the next barrier */
-            r->rc.err_seq = 0;
-        }
         if (rv == AGILE_OK)
             rv = st;
     }

@@ -94,7 +94,8 @@ AGILE_API int agile_function_params(agile_function_t fn, unsigned max, uint32_t 
 /* agile_launch: launch fn in the worker on the worker-side queue of stream, ordered with the
  * client's work on stream (cuda). args holds the parameters in the layout above; pointer
  * parameters are this tenant's pool addresses (the guard's fence confines them to the
- * window). Host backend: AGILE_ENOTSUP (at once). */
+ * window). Host backend: waits for the worker's answer, AGILE_ENOTSUP (which the next
+ * barrier reports again, as every failed command). */
 AGILE_API int agile_launch(agile_function_t fn, const unsigned grid[3], const unsigned block[3],
                            unsigned shared_mem, void *stream, const void *args, size_t args_size);
 
