@@ -9,6 +9,7 @@
  */
 #include "ptx.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,23 +47,6 @@ static int grow(void **p, uint32_t *cap, uint32_t need, size_t elem)
     *p = np;
     *cap = nc;
     return AGILE_OK;
-}
-
-bool agile_guard_tok_eq(const ptx_module *m, uint32_t t, const char *s)
-{
-    size_t n = strlen(s);
-    return t < m->ntoks && m->toks[t].len == n && memcmp(m->src + m->toks[t].off, s, n) == 0;
-}
-
-bool agile_guard_tok_prefix(const ptx_module *m, uint32_t t, const char *s)
-{
-    size_t n = strlen(s);
-    return t < m->ntoks && m->toks[t].len >= n && memcmp(m->src + m->toks[t].off, s, n) == 0;
-}
-
-bool agile_guard_tok_punct(const ptx_module *m, uint32_t t, char c)
-{
-    return t < m->ntoks && m->toks[t].kind == PTK_PUNCT && m->src[m->toks[t].off] == c;
 }
 
 bool agile_guard_parse_int(const char *s, size_t n, uint64_t *out)
@@ -103,16 +87,33 @@ bool agile_guard_parse_int(const char *s, size_t n, uint64_t *out)
 
 /* ---- tokenizer ------------------------------------------------------------------------ */
 
+/* Character classes of the lexer, one table lookup per character (filled once). */
+enum { C_ID = 1, C_START = 2, C_PUNCT = 4 };
+static uint8_t cls[256];
+static pthread_once_t cls_once = PTHREAD_ONCE_INIT;
+
+static void cls_init(void)
+{
+    for (int c = 0; c < 256; c++) {
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '$' || c == '.')
+            cls[c] = C_ID | C_START;
+        else if (c >= '0' && c <= '9')
+            cls[c] = C_ID;
+        else if (c == '%')
+            cls[c] = C_START;
+        else if (c != 0 && strchr(",;:{}[]()+-!@=<>|*/~&^?", c) != NULL)
+            cls[c] = C_PUNCT;
+    }
+}
+
 static inline bool id_start(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == '$' || c == '%' ||
-           c == '.';
+    return (cls[c] & C_START) != 0;
 }
 
 static inline bool id_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '$' || c == '.';
+    return (cls[c] & C_ID) != 0;
 }
 
 static int lex(ptx_module *m)
@@ -122,6 +123,7 @@ static int lex(ptx_module *m)
     uint32_t line = 1;
     int rv = AGILE_OK;
 
+    pthread_once(&cls_once, cls_init);
     if (n >= UINT32_MAX) return fail(m, 0, "input too large");
     while (i < n) {
         unsigned char c = s[i];
@@ -189,7 +191,7 @@ static int lex(ptx_module *m)
             if (i >= n) return fail(m, line, "unterminated string");
             i++;
             kind = PTK_STR;
-        } else if (strchr(",;:{}[]()+-!@=<>|*/~&^?", c) != NULL && c != '\0') {
+        } else if (cls[c] & C_PUNCT) {
             i++;
             kind = PTK_PUNCT;
         } else {

@@ -108,9 +108,23 @@ static inline const char *ptx_tok_str(const ptx_module *m, uint32_t t)
 {
     return m->src + m->toks[t].off;
 }
-bool agile_guard_tok_eq(const ptx_module *m, uint32_t t, const char *s);
-bool agile_guard_tok_prefix(const ptx_module *m, uint32_t t, const char *s);
-bool agile_guard_tok_punct(const ptx_module *m, uint32_t t, char c);
+/* Inline so that strlen() of a literal folds to a constant: these run per token. */
+static inline bool agile_guard_tok_eq(const ptx_module *m, uint32_t t, const char *s)
+{
+    size_t n = __builtin_strlen(s);
+    return t < m->ntoks && m->toks[t].len == n &&
+           __builtin_memcmp(m->src + m->toks[t].off, s, n) == 0;
+}
+static inline bool agile_guard_tok_prefix(const ptx_module *m, uint32_t t, const char *s)
+{
+    size_t n = __builtin_strlen(s);
+    return t < m->ntoks && m->toks[t].len >= n &&
+           __builtin_memcmp(m->src + m->toks[t].off, s, n) == 0;
+}
+static inline bool agile_guard_tok_punct(const ptx_module *m, uint32_t t, char c)
+{
+    return t < m->ntoks && m->toks[t].kind == PTK_PUNCT && m->src[m->toks[t].off] == c;
+}
 /* agile_guard_parse_int: a PTX integer literal (decimal, 0x, 0b, octal, U suffix). */
 bool agile_guard_parse_int(const char *s, size_t n, uint64_t *out);
 

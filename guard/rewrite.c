@@ -898,6 +898,19 @@ static int apply_edits(rw *r, agile_guard_sbuf *out)
     return out->oom ? AGILE_ENOMEM : AGILE_OK;
 }
 
+/* Does s[0..n) contain "%agile" or "__agile"? (one pass: runs on every token) */
+static bool has_reserved(const char *s, size_t n)
+{
+    const char *p = s, *e = s + n;
+    while ((p = memchr(p, 'a', (size_t)(e - p))) != NULL) {
+        if (e - p >= 5 && memcmp(p, "agile", 5) == 0 &&
+            ((p - s >= 1 && p[-1] == '%') || (p - s >= 2 && p[-1] == '_' && p[-2] == '_')))
+            return true;
+        p++;
+    }
+    return false;
+}
+
 static int check_names(rw *r)
 {
     for (uint32_t t = 0; t < r->m.ntoks; t++) {
@@ -905,7 +918,7 @@ static int check_names(rw *r)
         uint32_t n = TOK(t).len;
         /* any token, not only names: "1__agile_x" lexes as a number, a string may name it */
         if (TOK(t).kind == PTK_PUNCT || n < 6) continue;
-        if (memmem(s, n, "%agile", 6) != NULL || memmem(s, n, "__agile", 7) != NULL)
+        if (has_reserved(s, n))
             return reject(r, TOK(t).line, "name '%.*s' is reserved for the guard",
                           (int)AGILE_MIN(n, 64u), s);
     }
