@@ -129,6 +129,7 @@ BENCHES = {
     "alloc": (False, simple("alloc-bench", "--json"), "agile_malloc+free vs glibc malloc+free"),
     "guard": (False, simple("guard-bench", "--json"), "guard throughput (MB/s) and compile cache"),
     "fft_plan": (False, simple("fft-bench", "--json"), "FFT plan cache hit vs plan creation"),
+    "ring_e2e": (False, simple("ring-e2e-bench", "--json"), "ring NOP round trip through the worker vs PING"),
     "ctl_gpu": (True, b_ctl, "control plane on the cuda backend vs raw nng"),
     "torch_alloc": (True, py("benchmarks/torch_alloc.py"), "torch.empty(4 MiB)+del via agile vs native; lease growth"),
     "training": (True, py("benchmarks/training.py"), "training steps with agile vs without"),
