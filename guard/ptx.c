@@ -331,6 +331,40 @@ out:
     return rv;
 }
 
+/* The ';' ending the declaration or directive that starts at t: brackets must balance
+ * before it (a ';' inside "[", "(" or "{" is refused, not skipped). PTX_NONE on error. */
+static uint32_t decl_end(ptx_module *m, uint32_t t, uint32_t line)
+{
+    char stack[64];
+    uint32_t d = 0;
+    for (; t < m->ntoks; t++) {
+        char c;
+        if (m->toks[t].kind != PTK_PUNCT) continue;
+        c = m->src[m->toks[t].off];
+        if (c == '(' || c == '[' || c == '{') {
+            if (d == sizeof(stack)) {
+                fail(m, m->toks[t].line, "nesting too deep");
+                return PTX_NONE;
+            }
+            stack[d++] = c == '(' ? ')' : c == '[' ? ']' : '}';
+        } else if (c == ')' || c == ']' || c == '}') {
+            if (d == 0 || stack[d - 1] != c) {
+                fail(m, m->toks[t].line, "unbalanced '%c'", c);
+                return PTX_NONE;
+            }
+            d--;
+        } else if (c == ';') {
+            if (d != 0) {
+                fail(m, m->toks[t].line, "';' inside brackets");
+                return PTX_NONE;
+            }
+            return t;
+        }
+    }
+    fail(m, line, "declaration without ';'");
+    return PTX_NONE;
+}
+
 static int push_stmt(ptx_module *m, const ptx_stmt *s)
 {
     int rv = AGILE_OK;
@@ -362,6 +396,8 @@ static int parse_instr(ptx_module *m, uint32_t *tp, ptx_stmt *s)
         } else if (c == ')' || c == ']' || c == '}') {
             if (depth == 0) return fail(m, m->toks[t].line, "unbalanced '%c'", c);
             depth--;
+        } else if (c == ';' && depth > 0) {
+            return fail(m, m->toks[t].line, "';' inside brackets");
         } else if (depth == 0 && (c == ',' || c == ';')) {
             if (c == ';' && t == s->op + 1) break; /* no operands: "ret;" */
             if (t == start) return fail(m, m->toks[t].line, "empty operand");
@@ -419,17 +455,8 @@ static int parse_body(ptx_module *m, ptx_func *f, uint32_t open, uint32_t fidx)
                 s.t1 = t;
                 s.end = tok_end(m, t - 1);
             } else {
-                uint32_t d = 0; /* initialisers: .local .b32 a[2] = {1, 2}; */
-                while (t < m->ntoks && !(d == 0 && agile_guard_tok_punct(m, t, ';'))) {
-                    if (agile_guard_tok_punct(m, t, '{')) {
-                        d++;
-                    } else if (agile_guard_tok_punct(m, t, '}')) {
-                        if (d == 0) return fail(m, m->toks[t].line, "directive without ';'");
-                        d--;
-                    }
-                    t++;
-                }
-                if (t >= m->ntoks) return fail(m, m->toks[s.op].line, "directive without ';'");
+                t = decl_end(m, t, m->toks[s.op].line); /* .local .b32 a[2] = {1, 2}; */
+                if (t == PTX_NONE) return AGILE_EREJECT;
                 s.t1 = t;
                 s.end = tok_end(m, t);
                 AGILE_TRY(parse_var(m, s.t0, s.t1, fidx));
@@ -570,17 +597,8 @@ static int parse_top(ptx_module *m)
             if (agile_guard_tok_eq(m, t, ".entry") || agile_guard_tok_eq(m, t, ".func")) {
                 AGILE_TRY(parse_func(m, a, t, agile_guard_tok_eq(m, t, ".entry"), &t));
             } else {
-                uint32_t depth = 0;
-                while (t < m->ntoks) {
-                    if (agile_guard_tok_punct(m, t, '{'))
-                        depth++;
-                    else if (agile_guard_tok_punct(m, t, '}') && depth > 0)
-                        depth--;
-                    else if (depth == 0 && agile_guard_tok_punct(m, t, ';'))
-                        break;
-                    t++;
-                }
-                if (t >= m->ntoks) return fail(m, m->toks[a].line, "declaration without ';'");
+                t = decl_end(m, t, m->toks[a].line);
+                if (t == PTX_NONE) return AGILE_EREJECT;
                 AGILE_TRY(parse_var(m, a, t, PTX_NONE));
                 t++;
             }
