@@ -11,7 +11,8 @@ from ._native import AgileError, library_path
 
 _MEMORY = ("device", "empty_cache", "enable", "init", "is_agile_tensor", "is_enabled",
            "memory_stats", "pool", "pool_window", "session_info", "use_pool", "worker_status")
-__all__ = ["AgileError", "library_path", *_MEMORY]
+_FFT = ("enable_fft", "disable_fft", "is_fft_enabled", "fft_stats")
+__all__ = ["AgileError", "library_path", *_MEMORY, *_FFT]
 __version__ = "0.1.0"
 
 
@@ -19,4 +20,7 @@ def __getattr__(name):
     if name in _MEMORY:
         from . import memory
         return getattr(memory, name)
+    if name in _FFT:
+        from . import fft
+        return getattr(fft, name)
     raise AttributeError(f"module 'agile_torch' has no attribute {name!r}")
