@@ -166,6 +166,7 @@ static int lex(ptx_module *m)
                 }
             }
             kind = PTK_IDENT;
+            if (i - st == 1 && (c == '%' || c == '.')) return fail(m, line, "stray '%c'", c);
         } else if (c >= '0' && c <= '9') {
             bool plain = !(c == '0' && i + 1 < n &&
                            (s[i + 1] == 'x' || s[i + 1] == 'X' || s[i + 1] == 'f' ||
@@ -396,6 +397,8 @@ static int parse_instr(ptx_module *m, uint32_t *tp, ptx_stmt *s)
         } else if (c == ')' || c == ']' || c == '}') {
             if (depth == 0) return fail(m, m->toks[t].line, "unbalanced '%c'", c);
             depth--;
+        } else if (c == ':') {
+            return fail(m, m->toks[t].line, "unexpected ':' in an instruction");
         } else if (c == ';' && depth > 0) {
             return fail(m, m->toks[t].line, "';' inside brackets");
         } else if (depth == 0 && (c == ',' || c == ';')) {
