@@ -14,6 +14,8 @@ _MEMORY = ("device", "empty_cache", "enable", "init", "is_agile_tensor", "is_ena
 _FFT = ("enable_fft", "disable_fft", "is_fft_enabled", "fft_stats")
 __all__ = ["AgileError", "library_path", *_MEMORY, *_FFT]
 __version__ = "0.1.0"
+_TRITON = ("guarded", "triton")  # guarded Triton launches through the worker (triton.py)
+__all__ = [*__all__, "guarded"]
 
 
 def __getattr__(name):
@@ -23,4 +25,8 @@ def __getattr__(name):
     if name in _FFT:
         from . import fft
         return getattr(fft, name)
+    if name in _TRITON:
+        import importlib
+        mod = importlib.import_module(".triton", __name__)
+        return mod if name == "triton" else getattr(mod, name)
     raise AttributeError(f"module 'agile_torch' has no attribute {name!r}")

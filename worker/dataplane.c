@@ -283,6 +283,12 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
         memset(&co, 0, sizeof co);
         snprintf(arch, sizeof arch, "sm_%d%d", w->dev[q->device].cc_major,
                  w->dev[q->device].cc_minor);
+        /* Triton targets the architecture-specific variant (".target sm_90a"): PTX for it
+         * only compiles for exactly that arch. */
+        char want[24];
+        snprintf(want, sizeof want, ".target %sa", arch);
+        if (strstr(gr.ptx, want))
+            strcat(arch, "a");
         co.arch = arch;
         co.cache_dir = cache_dir(w, dir, sizeof dir) == AGILE_OK ? dir : NULL;
         rv = agile_guard_compile(gr.ptx, gr.ptx_len, &co, &image, &image_len, &hit, tl_log,
