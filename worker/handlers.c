@@ -165,6 +165,7 @@ static int h_lease_grow(hctx *c)
     agile__tenant *t = s->tenant;
     lease_obj *lo = NULL;
     uint64_t g, size, min, quota, off = 0, h = 0, seq = 0;
+    uint64_t t0 = agile__now_ns(), tl = 0; /* AGILE_LOG=debug: where a grow's time goes */
     int fd = -1, rv = AGILE_OK, reserved = 0, have_range = 0;
     agile__dwin *dw;
 
@@ -210,8 +211,11 @@ static int h_lease_grow(hctx *c)
     }
     if (rv == AGILE_OK && (rv = range_alloc(dw, size, &off)) == AGILE_OK)
         have_range = 1;
-    if (rv == AGILE_OK)
+    if (rv == AGILE_OK) {
+        tl = agile__now_ns();
         rv = agile__lease_create(dw->win, off, size, &lo->l, &fd);
+        tl = agile__now_ns() - tl;
+    }
     if (rv != AGILE_OK && have_range)
         range_free(dw, off, size);
     pthread_mutex_unlock(&s->mu);
@@ -246,9 +250,10 @@ static int h_lease_grow(hctx *c)
     r->size = size;
     r->fd_seq = seq;
     r->nfds = 1;
-    agile__log(AGILE_LOG_DEBUG, (long)t->uid, "lease %llx: %llu MiB at offset %#llx on GPU %u",
+    agile__log(AGILE_LOG_DEBUG, (long)t->uid,
+               "lease %llx: %llu MiB at offset %#llx on GPU %u: %.1f us (backend %.1f us)",
                (unsigned long long)h, (unsigned long long)(size >> 20), (unsigned long long)off,
-               q->device);
+               q->device, (double)(agile__now_ns() - t0) / 1e3, (double)tl / 1e3);
 out:
     if (fd >= 0)
         close(fd);
