@@ -278,14 +278,14 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
     atomic_init(&m->refs, 1);
     tl_log[0] = 0;
     if (is_cuda(w)) {
-        char arch[16], dir[PATH_MAX];
+        char arch[24], dir[PATH_MAX];
         agile_guard_compile_opts co;
         memset(&co, 0, sizeof co);
         snprintf(arch, sizeof arch, "sm_%d%d", w->dev[q->device].cc_major,
                  w->dev[q->device].cc_minor);
         /* Triton targets the architecture-specific variant (".target sm_90a"): PTX for it
          * only compiles for exactly that arch. */
-        char want[24];
+        char want[48];
         snprintf(want, sizeof want, ".target %sa", arch);
         if (strstr(gr.ptx, want))
             strcat(arch, "a");
