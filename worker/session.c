@@ -1,6 +1,5 @@
 /* Sessions: one per client connection (fd socket + nng pipe), owned by a tenant (uid). */
 #include "worker.h"
-#include "modules.h"
 
 #include "backend/fdpass.h"
 #include "modules.h"
@@ -199,7 +198,6 @@ void agile__sessions_reap(agile__worker *w)
             return;
         uint64_t t0 = agile__now_ns();
         uint32_t n = agile__htab_remove_owner(&w->objs, s->id);
-        agile__worker_modules_session_gone(w, s);
         agile__worker_modules_session_gone(w, s);
         /* The nng pipe is left to its peer: once the session is off the list, requests on
          * it find no session and get "before HELLO". (Closing pipes from here made nng 1.5
