@@ -123,8 +123,10 @@ uint64_t agile__lease_size(const agile__lease *l);
  * exactly chunk_size takes one. Defaults at backend open: $AGILE_LEASE_POOL chunks (2; 0 turns
  * the pool off) of $AGILE_LEASE_POOL_MIB MiB (64, the default lease step), filled in the
  * background from a device's first window on. The memory is the worker's own, counted in no
- * tenant's quota; agile__backend_close frees it. */
-enum { AGILE_LEASE_POOL_MAX = 16 };
+ * tenant's quota; agile__backend_close frees it. The pool never makes a lease fail: a lease
+ * made on demand that finds the GPU full frees the pooled chunks and tries once more. */
+/* 64 chunks of 64 MiB = 4 GiB: room for a burst of growths when a deployment wants it. */
+enum { AGILE_LEASE_POOL_MAX = 64 };
 /* AGILE_LEASE_POOL_MANUAL: no background refill; only agile__lease_pool_fill fills (tests
  * that need every driver call on one thread). */
 enum { AGILE_LEASE_POOL_MANUAL = 1 };
@@ -137,6 +139,7 @@ typedef struct agile__pool_stats {
     uint64_t other_sizes;     /* leases of another size (never pooled) */
     uint64_t refills;         /* chunks made */
     uint64_t refill_failures; /* chunk makes that failed (the thread backs off and retries) */
+    uint64_t drains;          /* times the pool was emptied for a lease the GPU had no room for */
     uint64_t last_refill_ns;  /* how long the last chunk took to make */
     int last_error;           /* agile_err_t of the last failed refill, AGILE_OK if none */
 } agile__pool_stats;

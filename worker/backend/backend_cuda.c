@@ -786,6 +786,26 @@ static bool pool_take(cuda_backend *cb, cuda_dev *d, uint64_t size, pool_chunk *
     return hit;
 }
 
+/* The GPU is full and a lease is made on demand: the pooled chunks are worth more as that
+ * lease. Frees them (context current) and holds the thread off for a second. True if any. */
+static bool pool_drain(cuda_backend *cb, cuda_dev *d)
+{
+    cuda_pool *pl = &d->pool;
+    pool_chunk drop[AGILE_LEASE_POOL_MAX];
+    unsigned nd = 0;
+    pthread_mutex_lock(&cb->pmu);
+    while (pl->nready)
+        drop[nd++] = pl->ready[--pl->nready];
+    if (nd) {
+        pl->st.drains++;
+        pl->retry_at = agile__now_ns() + 1000000000ull;
+    }
+    pthread_mutex_unlock(&cb->pmu);
+    for (unsigned i = 0; i < nd; i++)
+        chunk_free(&drop[i]);
+    return nd > 0;
+}
+
 /* After a lease: wake the refill thread if the pool is short. Not from pool_take: the
  * refill's driver calls would run beside the lease's own and could slow the hot path. */
 static void pool_kick(cuda_backend *cb, cuda_dev *d)
@@ -912,7 +932,10 @@ static int cuda_lease_create(agile__lease *l, int *fdp)
         fd = pc.fd;
         step(&sp, "pool take");
     } else {
-        rv = CU(agile__cu.cuMemCreate(&h, l->size, &p, 0));
+        CUresult r = agile__cu.cuMemCreate(&h, l->size, &p, 0);
+        if (r == CUDA_ERROR_OUT_OF_MEMORY && pool_drain(cb, d))
+            r = agile__cu.cuMemCreate(&h, l->size, &p, 0);
+        rv = CU(r);
         if (rv != AGILE_OK) {
             h = 0;
             goto popout;

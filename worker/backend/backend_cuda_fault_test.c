@@ -394,6 +394,35 @@ static void test_pool_never_recycles(void **state)
     agile__window_destroy(w);
 }
 
+/* A full GPU: a lease the pool cannot serve gets the pool's memory instead of failing. */
+static void test_pool_drains_for_a_full_gpu(void **state)
+{
+    agile__window *w;
+    agile__lease *l;
+    int fd;
+    (void)state;
+    assert_int_equal(agile__window_create(be, 0, 16 * GiB, 32 * MiB, &w), AGILE_OK);
+    assert_int_equal(agile__lease_pool_config(be, 0, 2, 64 * MiB, AGILE_LEASE_POOL_MANUAL),
+                     AGILE_OK);
+    assert_int_equal(agile__lease_pool_fill(be, 0), AGILE_OK);
+    mock_fail("cuMemCreate", 1); /* CUDA_ERROR_OUT_OF_MEMORY */
+    assert_int_equal(agile__lease_create(w, 18 * MiB, 4 * MiB, &l, &fd), AGILE_OK);
+    mock_fail("", 0);
+    close(fd);
+    check_zero(agile__window_base(w) + 18 * MiB, 4 * MiB);
+    assert_int_equal(pstats().ready, 0);
+    assert_int_equal(pstats().drains, 1);
+    agile__lease_destroy(l);
+    /* nothing pooled: the failure stands */
+    mock_fail("cuMemCreate", 1);
+    assert_int_equal(agile_err_class(agile__lease_create(w, 18 * MiB, 4 * MiB, &l, &fd)),
+                     AGILE_ECUDA);
+    mock_fail("", 0);
+    assert_int_equal(fd, -1);
+    assert_int_equal(agile__lease_pool_config(be, 0, 0, 0, 0), AGILE_OK);
+    agile__window_destroy(w);
+}
+
 static bool wait_ready(unsigned want, int ms)
 {
     for (int i = 0; i < ms; i++) {
@@ -452,6 +481,7 @@ int main(void)
         cmocka_unit_test(test_pool_refill_faults),
         cmocka_unit_test(test_pooled_lease_faults),
         cmocka_unit_test(test_pool_never_recycles),
+        cmocka_unit_test(test_pool_drains_for_a_full_gpu),
         cmocka_unit_test(test_pool_background),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
