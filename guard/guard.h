@@ -62,6 +62,10 @@ typedef struct agile_guard_opts {
     const char *const *gates; /* functions the worker provides, callable by name */
     size_t ngates;
     const char *filename; /* for "file:line: reason"; NULL: "<ptx>" */
+    /* agile_guard_ptx runs the independent verifier on its own output and fails with
+     * AGILE_EGUARD if it refuses it (defence in depth). Benchmarks and the fuzzer, which
+     * call the verifier themselves, may skip it. */
+    bool skip_verify;
 } agile_guard_opts;
 
 /* Result of agile_guard_ptx. Owned by the caller after the call; free with
@@ -80,7 +84,8 @@ typedef struct agile_guard_result {
 void agile_guard_opts_init(agile_guard_opts *o);
 
 /* agile_guard_ptx: guard src[0..len). AGILE_OK with res->ptx set; AGILE_EREJECT with
- * res->err; AGILE_EINVAL, AGILE_ENOMEM. res is caller storage, always initialised here
+ * res->err; AGILE_EGUARD (the verifier refused the output: a guard bug, res->err says
+ * where); AGILE_EINVAL, AGILE_ENOMEM. res is caller storage, always initialised here
  * and must be finalised with agile_guard_result_fini. Does not block; thread-safe. */
 int agile_guard_ptx(const char *src, size_t len, const agile_guard_opts *o,
                     agile_guard_result *res);

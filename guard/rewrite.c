@@ -997,8 +997,23 @@ int agile_guard_ptx(const char *src, size_t len, const agile_guard_opts *o, agil
     }
     AGILE_TRY(apply_edits(&r, &out));
     res->ptx = agile_guard_sb_take(&out, &res->ptx_len);
-    if (res->ptx == NULL) rv = AGILE_ENOMEM;
+    if (res->ptx == NULL) {
+        rv = AGILE_ENOMEM;
+        goto out;
+    }
     res->nsites = r.site;
+    if (!o->skip_verify) {
+        agile_guard_vopts vo = {o->window_bits, r.gap, o->gates, o->ngates};
+        char verr[256];
+        rv = agile_guard_verify(res->ptx, res->ptx_len, &vo, verr, sizeof(verr));
+        if (rv != AGILE_OK) {
+            snprintf(res->err, sizeof(res->err), "%s: the verifier refuses the guarded output: %s",
+                     r.file, verr);
+            free(res->ptx);
+            res->ptx = NULL;
+            res->ptx_len = 0;
+        }
+    }
 out:
     if (rv == AGILE_EREJECT) {
         res->err_line = r.err_line;

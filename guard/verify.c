@@ -22,6 +22,7 @@
  * tensor-map, multimem, texture/surface or unknown memory opcodes; .address_size 64.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -267,6 +268,15 @@ static bool line_directive(span t)
 /* Split the text into statements. Comments are skipped; a statement's text is the source
  * from its first to its last character (comments inside long statements stay but never
  * matter: operands are checked by exact words). */
+static bool plain[256];
+static pthread_once_t plain_once = PTHREAD_ONCE_INIT;
+
+static void plain_init(void)
+{
+    for (int c = 1; c < 256; c++)
+        plain[c] = strchr("\n \t\r\f\v\";:{}()[]/", c) == NULL;
+}
+
 static int scan(vctx *v)
 {
     const char *s = v->src;
@@ -275,6 +285,7 @@ static int scan(vctx *v)
     int rv = AGILE_OK;
     vst cur;
 
+    pthread_once(&plain_once, plain_init);
 #define EMIT(kind_, end_)                                                                          \
     do {                                                                                           \
         memset(&cur, 0, sizeof(cur));                                                              \
@@ -289,19 +300,12 @@ static int scan(vctx *v)
 
     while (i < n) {
         char c = s[i];
-        if (c == '/' && i + 1 < n && s[i + 1] == '/') {
-            while (i < n && s[i] != '\n')
+        /* Inside a statement, plain characters (names, numbers, operators that split
+         * nothing) need no decision: skip them in a tight loop. Comments are blanked. */
+        if (st != SIZE_MAX && plain[(unsigned char)c]) {
+            i++;
+            while (i < n && plain[(unsigned char)s[i]])
                 i++;
-            continue;
-        }
-        if (c == '/' && i + 1 < n && s[i + 1] == '*') {
-            i += 2;
-            while (i + 1 < n && !(s[i] == '*' && s[i + 1] == '/')) {
-                line += s[i] == '\n';
-                i++;
-            }
-            if (i + 1 >= n) return vfail(v, line, "unterminated comment");
-            i += 2;
             continue;
         }
         if (c == '\n') {
