@@ -268,7 +268,10 @@ int agile__fft_cufft_version(agile__fft_backend *bb, int *version)
 
 int agile__fft_cufft_open(const agile__fft_cufft_cfg *cfg, agile__fft_backend **out)
 {
-    static const char *const names[] = {"libcufft.so.12", "libcufft.so.11", "libcufft.so"};
+    /* The toolkit's default location last: workers are often started without it on the
+     * loader path (PyTorch ships its own cuFFT inside its wheel, invisible to us). */
+    static const char *const names[] = {"libcufft.so.12", "libcufft.so.11", "libcufft.so",
+                                        "/usr/local/cuda/lib64/libcufft.so.12"};
     cbackend *b = NULL;
     int rv = AGILE_OK;
     const char *missing = NULL;

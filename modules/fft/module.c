@@ -67,7 +67,10 @@ static int fft_init(const agile__module_env *env, void **state)
     int rv = AGILE_OK;
     if (!env || env->abi != AGILE_MODULE_ABI) return AGILE_EVERSION;
     if (env->backend == AGILE_FFT_BACKEND_CUDA) {
-        agile__fft_cufft_cfg cfg = {NULL, env->alloc_protected, env->free_protected, env->ctx};
+        /* AGILE_CUFFT_LIBRARY: the worker's operator picks the cuFFT build (the worker's own
+         * environment, never a client's message). */
+        agile__fft_cufft_cfg cfg = {getenv("AGILE_CUFFT_LIBRARY"), env->alloc_protected,
+                                    env->free_protected, env->ctx};
         AGILE_TRY(agile__fft_cufft_open(&cfg, &be));
     } else {
         AGILE_TRY(agile__fft_fftw_open(&be));
