@@ -22,8 +22,8 @@ typedef struct agile__modules agile__modules;
 typedef struct mod_slot {
     const char *name;
     const agile__module_ops *ops;
-    void *state;      /* NULL: unavailable */
-    char why[160];    /* why it is unavailable */
+    void *state;   /* NULL: unavailable */
+    char why[160]; /* why it is unavailable */
 } mod_slot;
 
 struct agile__modules {
@@ -52,17 +52,13 @@ static int prot_alloc(void *ctx, uint32_t tenant, int device, uint64_t size, uin
     prot_rec *r;
     int rv;
 
-    if (device < 0 || device >= w->ndev || !size || !addr || !handle)
-        return AGILE_EINVAL;
+    if (device < 0 || device >= w->ndev || !size || !addr || !handle) return AGILE_EINVAL;
     pthread_mutex_lock(&w->mu);
     for (agile__session *s = w->sessions; s; s = s->next)
-        if (s->id == tenant && s->state != SESS_DEAD)
-            t = s->tenant;
+        if (s->id == tenant && s->state != SESS_DEAD) t = s->tenant;
     pthread_mutex_unlock(&w->mu);
-    if (!t)
-        return AGILE_ECLOSED; /* nobody to account it to: the session is going away */
-    if (!(r = calloc(1, sizeof *r)))
-        return AGILE_ENOMEM;
+    if (!t) return AGILE_ECLOSED; /* nobody to account it to: the session is going away */
+    if (!(r = calloc(1, sizeof *r))) return AGILE_ENOMEM;
     if ((rv = agile__pmem_alloc(w->be, device, size, &r->p, addr)) != AGILE_OK) {
         free(r);
         return rv;
@@ -81,8 +77,7 @@ static void prot_free(void *ctx, uint32_t tenant, int device, void *handle, uint
 {
     agile__worker *w = ctx;
     prot_rec *r = handle;
-    if (!r)
-        return;
+    if (!r) return;
     agile__pmem_free(r->p);
     pthread_mutex_lock(&w->mu);
     r->t->protected_bytes -= r->size;
@@ -98,8 +93,7 @@ static int is_cuda(agile__worker *w)
 int agile__worker_modules_init(agile__worker *w)
 {
     agile__modules *ms = calloc(1, sizeof *ms);
-    if (!ms)
-        return AGILE_ENOMEM;
+    if (!ms) return AGILE_ENOMEM;
     pthread_rwlock_init(&ms->calls, NULL);
     pthread_mutex_init(&ms->stream_mu, NULL);
     ms->env.abi = AGILE_MODULE_ABI;
@@ -115,8 +109,7 @@ int agile__worker_modules_init(agile__worker *w)
     for (int i = 0; i < NMOD; i++) {
         mod_slot *m = &ms->m[i];
         int rv, entered = 0;
-        if (!m->ops)
-            continue;
+        if (!m->ops) continue;
         if (m->ops->abi != AGILE_MODULE_ABI || m->ops->abi_size < sizeof(agile__module_ops)) {
             snprintf(m->why, sizeof m->why, "built for module ABI %u (size %u), worker has %u",
                      m->ops->abi, m->ops->abi_size, AGILE_MODULE_ABI);
@@ -124,11 +117,9 @@ int agile__worker_modules_init(agile__worker *w)
             continue;
         }
         /* Modules set up their library in device 0's context (cuFFT loads there). */
-        if (w->ndev > 0 && agile__backend_enter(w->be, 0) == AGILE_OK)
-            entered = 1;
+        if (w->ndev > 0 && agile__backend_enter(w->be, 0) == AGILE_OK) entered = 1;
         rv = m->ops->init(&ms->env, &m->state);
-        if (entered)
-            agile__backend_leave(w->be);
+        if (entered) agile__backend_leave(w->be);
         if (rv != AGILE_OK) {
             m->state = NULL;
             snprintf(m->why, sizeof m->why, "init failed: %s", agile_strerror(rv));
@@ -145,15 +136,11 @@ void agile__worker_modules_fini(agile__worker *w)
 {
     agile__modules *ms = w->mods;
     int entered = 0;
-    if (!ms)
-        return;
-    if (w->ndev > 0 && agile__backend_enter(w->be, 0) == AGILE_OK)
-        entered = 1;
+    if (!ms) return;
+    if (w->ndev > 0 && agile__backend_enter(w->be, 0) == AGILE_OK) entered = 1;
     for (int i = 0; i < NMOD; i++)
-        if (ms->m[i].state)
-            ms->m[i].ops->fini(ms->m[i].state);
-    if (entered)
-        agile__backend_leave(w->be);
+        if (ms->m[i].state) ms->m[i].ops->fini(ms->m[i].state);
+    if (entered) agile__backend_leave(w->be);
     for (int d = 0; d < AGILE_MAX_DEV; d++) {
         if (ms->ctl_stream[d] && agile__backend_enter(w->be, d) == AGILE_OK) {
             agile__cu.cuStreamDestroy(ms->ctl_stream[d]);
@@ -170,20 +157,16 @@ void agile__worker_modules_session_gone(agile__worker *w, agile__session *s)
 {
     agile__modules *ms = w->mods;
     int entered = 0;
-    if (!ms)
-        return;
+    if (!ms) return;
     pthread_rwlock_wrlock(&ms->calls);
     /* A call that found the session alive just before it died may have added objects
      * after the reaper's sweep; every such call has finished now, and later ones see the
      * session dead. */
     agile__htab_remove_owner(&w->objs, s->id);
-    if (w->ndev > 0 && agile__backend_enter(w->be, 0) == AGILE_OK)
-        entered = 1;
+    if (w->ndev > 0 && agile__backend_enter(w->be, 0) == AGILE_OK) entered = 1;
     for (int i = 0; i < NMOD; i++)
-        if (ms->m[i].state)
-            ms->m[i].ops->tenant_gone(ms->m[i].state, s->id);
-    if (entered)
-        agile__backend_leave(w->be);
+        if (ms->m[i].state) ms->m[i].ops->tenant_gone(ms->m[i].state, s->id);
+    if (entered) agile__backend_leave(w->be);
     pthread_rwlock_unlock(&ms->calls);
 }
 
@@ -256,8 +239,7 @@ static int exec_locked(agile__worker *w, agile__session *s, mod_slot *m, uint32_
     agile__module_caller who;
     int rv;
     caller_of(s, dev, stream, &who);
-    if (!who.win.size)
-        return AGILE_EBOUNDS; /* no memory on this device: no address can be valid */
+    if (!who.win.size) return AGILE_EBOUNDS; /* no memory on this device: no address can be valid */
     AGILE_TRY(agile__backend_enter(w->be, dev));
     rv = m->ops->exec(m->state, &who, op, args, len);
     agile__backend_leave(w->be);
@@ -271,10 +253,8 @@ int agile__worker_mod_exec(agile__worker *w, agile__session *s, uint32_t module,
     char err[256];
     mod_slot *m = NULL;
     int dev = (int)((op >> 16) & 0xffu), rv = AGILE_OK;
-    if (!w || !s || (!args && len))
-        return AGILE_EINVAL;
-    if (dev >= w->ndev)
-        return AGILE_EINVAL;
+    if (!w || !s || (!args && len)) return AGILE_EINVAL;
+    if (dev >= w->ndev) return AGILE_EINVAL;
     AGILE_TRY(lookup(w, s, module, &m, err, sizeof err));
     AGILE_TRY(call_begin(w, s));
     rv = exec_locked(w, s, m, op & 0xffffu, dev, args, len, stream);
@@ -310,15 +290,13 @@ static int ctl_exec(agile__worker *w, agile__session *s, mod_slot *m, uint32_t o
 {
     CUstream st = NULL;
     int rv = AGILE_OK;
-    if (is_cuda(w))
-        AGILE_TRY(ctl_stream(w, dev, &st));
+    if (is_cuda(w)) AGILE_TRY(ctl_stream(w, dev, &st));
     AGILE_TRY(exec_locked(w, s, m, op, dev, args, len, st));
     if (st) {
         AGILE_TRY(agile__backend_enter(w->be, dev));
         CUresult r = agile__cu.cuStreamSynchronize(st);
         agile__backend_leave(w->be);
-        if (r != CUDA_SUCCESS)
-            rv = agile__cu_err(r, "cuStreamSynchronize (module exec)");
+        if (r != CUDA_SUCCESS) rv = agile__cu_err(r, "cuStreamSynchronize (module exec)");
     }
 out:
     return rv;
@@ -386,7 +364,6 @@ int agile__worker_mod_ctl(agile__worker *w, agile__session *s, const agile__msg 
     r->handle = mr.handle;
     r->payload = agile__blob_of(payload, mr.len);
 out:
-    if (began)
-        call_end(w);
+    if (began) call_end(w);
     return rv;
 }

@@ -28,7 +28,7 @@ struct agile__session;
 
 /* Data-plane op numbers for agile__worker_mod_exec: the module's op in bits 0..15, the device
  * the op's addresses belong to in bits 16..23 (the ring knows it from its attach flags). */
-#define AGILE_MOD_EXEC_OP(op, dev) (((uint32_t)(op) & 0xffffu) | (((uint32_t)(dev) & 0xffu) << 16))
+#define AGILE_MOD_EXEC_OP(op, dev) (((uint32_t)(op)&0xffffu) | (((uint32_t)(dev)&0xffu) << 16))
 
 /* agile__worker_modules_init: init every module the worker knows. A module whose init
  * fails (no cuFFT on a cuda machine) is logged and reported as unavailable to its callers;

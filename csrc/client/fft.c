@@ -62,8 +62,7 @@ static int mod_ctl(uint32_t op, int dev, const uint8_t *payload, size_t len, uin
     m.u.mod_ctl_req.device = (uint32_t)dev;
     m.u.mod_ctl_req.payload = agile__blob_of(payload, len);
     AGILE_TRY(agile__call(c, &m, &rep, &buf));
-    if (handle)
-        *handle = rep.u.mod_ctl_rep.handle;
+    if (handle) *handle = rep.u.mod_ctl_rep.handle;
     if (out) {
         size_t n = AGILE_MIN(outcap, (size_t)rep.u.mod_ctl_rep.payload.n);
         memcpy(out, rep.u.mod_ctl_rep.payload.p, n);
@@ -76,8 +75,7 @@ out:
 
 static int to_u64(long long v, uint64_t *out)
 {
-    if (v < 0)
-        return AGILE_EINVAL;
+    if (v < 0) return AGILE_EINVAL;
     *out = (uint64_t)v;
     return AGILE_OK;
 }
@@ -166,8 +164,7 @@ AGILE_API int agile_fft_exec(agile_handle_t plan, const void *in, void *out, int
     } else {
         /* Not one of ours: let the worker say so (EHANDLE), on the buffer's device. */
         for (int d = 0; d < MAX_DEV && dev < 0; d++)
-            if (in_window(d, in))
-                dev = d;
+            if (in_window(d, in)) dev = d;
     }
     if (dev < 0 || !in_window(dev, in) || !in_window(dev, out)) {
         agile__set_last_error("agile_fft_exec: in (%p) and out (%p) must come from agile_malloc "
@@ -191,8 +188,8 @@ AGILE_API int agile_fft_exec(agile_handle_t plan, const void *in, void *out, int
     a.direction = direction;
     a.flags = 0;
     agile__fft_exec_args_encode(&w, &a);
-    AGILE_TRY(mod_ctl(AGILE_MODULE_CTL_EXEC | AGILE_FFT_OP_EXEC, dev, enc, w.len, NULL, NULL, 0,
-                      NULL));
+    AGILE_TRY(
+        mod_ctl(AGILE_MODULE_CTL_EXEC | AGILE_FFT_OP_EXEC, dev, enc, w.len, NULL, NULL, 0, NULL));
 out:
     return rv;
 }
@@ -234,8 +231,7 @@ AGILE_API int agile_fft_cache_stats(agile_fft_stats *out)
     uint64_t v[9];
     agile__rbuf r;
     int rv = AGILE_OK;
-    if (!out)
-        return AGILE_EINVAL;
+    if (!out) return AGILE_EINVAL;
     AGILE_TRY(mod_ctl(AGILE_FFT_OP_STATS, 0, NULL, 0, NULL, buf, sizeof buf, &len));
     r = (agile__rbuf){buf, len, 0, 0};
     for (int i = 0; i < 9; i++)
@@ -264,9 +260,7 @@ AGILE_API int agile_fft_plan_extent(agile_handle_t plan, uint64_t *in_bytes, uin
         agile__set_last_error("agile_fft_plan_extent: not a plan of this process");
         return AGILE_EHANDLE;
     }
-    if (in_bytes)
-        *in_bytes = p.in_bytes;
-    if (out_bytes)
-        *out_bytes = p.out_bytes;
+    if (in_bytes) *in_bytes = p.in_bytes;
+    if (out_bytes) *out_bytes = p.out_bytes;
     return AGILE_OK;
 }

@@ -54,11 +54,9 @@ static int handle_of(unsigned idx)
 static shim_plan *find_locked(cufftHandle h)
 {
     unsigned idx;
-    if (h <= 0)
-        return NULL;
+    if (h <= 0) return NULL;
     idx = ((unsigned)h & 0xffffu) - 1;
-    if (idx >= MAX_PLANS || !g_plans[idx] || handle_of(idx) != h)
-        return NULL;
+    if (idx >= MAX_PLANS || !g_plans[idx] || handle_of(idx) != h) return NULL;
     return g_plans[idx];
 }
 
@@ -90,24 +88,21 @@ static cufftResult map_err(int rv, int planning)
 
 static int type_ok(int t)
 {
-    return t == CUFFT_R2C || t == CUFFT_C2R || t == CUFFT_C2C || t == CUFFT_D2Z ||
-           t == CUFFT_Z2D || t == CUFFT_Z2Z;
+    return t == CUFFT_R2C || t == CUFFT_C2R || t == CUFFT_C2C || t == CUFFT_D2Z || t == CUFFT_Z2D ||
+           t == CUFFT_Z2Z;
 }
 
 SHIM_API cufftResult cufftCreate(cufftHandle *handle)
 {
     shim_plan *p;
-    if (!handle)
-        return CUFFT_INVALID_VALUE;
-    if (!(p = calloc(1, sizeof *p)))
-        return CUFFT_ALLOC_FAILED;
+    if (!handle) return CUFFT_INVALID_VALUE;
+    if (!(p = calloc(1, sizeof *p))) return CUFFT_ALLOC_FAILED;
     pthread_mutex_lock(&g_mu);
     for (unsigned i = 0; i < MAX_PLANS; i++) {
         if (!g_plans[i]) {
             g_plans[i] = p;
             g_gen[i]++;
-            if (!(g_gen[i] & 0x7fffu))
-                g_gen[i]++;
+            if (!(g_gen[i] & 0x7fffu)) g_gen[i]++;
             *handle = handle_of(i);
             pthread_mutex_unlock(&g_mu);
             return CUFFT_SUCCESS;
@@ -123,15 +118,12 @@ SHIM_API cufftResult cufftDestroy(cufftHandle plan)
     shim_plan *p;
     pthread_mutex_lock(&g_mu);
     p = find_locked(plan);
-    if (p)
-        g_plans[((unsigned)plan & 0xffffu) - 1] = NULL;
+    if (p) g_plans[((unsigned)plan & 0xffffu) - 1] = NULL;
     pthread_mutex_unlock(&g_mu);
-    if (!p)
-        return plan == CUFFT_PLAN_NULL ? CUFFT_SUCCESS : CUFFT_INVALID_PLAN;
+    if (!p) return plan == CUFFT_PLAN_NULL ? CUFFT_SUCCESS : CUFFT_INVALID_PLAN;
     for (int d = 0; d < MAX_DEV; d++)
         for (int ip = 0; ip < 2; ip++)
-            if (p->h[d][ip])
-                agile_fft_destroy(p->h[d][ip]);
+            if (p->h[d][ip]) agile_fft_destroy(p->h[d][ip]);
     free(p);
     return CUFFT_SUCCESS;
 }
@@ -146,17 +138,14 @@ static int worker_plan(const shim_plan *p, int dev, int inplace, agile_handle_t 
 /* Describe the plan and make it on the worker (device 0, out of place). */
 static cufftResult make(cufftHandle plan, int rank, const long long *n, const long long *inembed,
                         long long istride, long long idist, const long long *onembed,
-                        long long ostride, long long odist, int type, long long batch,
-                        size_t *work)
+                        long long ostride, long long odist, int type, long long batch, size_t *work)
 {
     shim_plan desc, *p;
     agile_handle_t h = 0;
     int rv;
 
-    if (rank < 1 || rank > 3 || !n || batch < 1)
-        return CUFFT_INVALID_SIZE;
-    if (!type_ok(type))
-        return CUFFT_INVALID_TYPE;
+    if (rank < 1 || rank > 3 || !n || batch < 1) return CUFFT_INVALID_SIZE;
+    if (!type_ok(type)) return CUFFT_INVALID_TYPE;
     memset(&desc, 0, sizeof desc);
     desc.type = type;
     desc.rank = rank;
@@ -176,8 +165,7 @@ static cufftResult make(cufftHandle plan, int rank, const long long *n, const lo
         desc.odist = odist;
     }
     rv = worker_plan(&desc, 0, 0, &h);
-    if (rv != AGILE_OK)
-        return map_err(rv, 1);
+    if (rv != AGILE_OK) return map_err(rv, 1);
     pthread_mutex_lock(&g_mu);
     p = find_locked(plan);
     if (p && !p->made) {
@@ -193,8 +181,7 @@ static cufftResult make(cufftHandle plan, int rank, const long long *n, const lo
         agile_fft_destroy(h);
         return p ? CUFFT_INVALID_VALUE : CUFFT_INVALID_PLAN; /* already made: cuFFT refuses */
     }
-    if (work)
-        *work = 0; /* the worker owns work areas */
+    if (work) *work = 0; /* the worker owns work areas */
     return CUFFT_SUCCESS;
 }
 
@@ -203,8 +190,7 @@ static cufftResult make_int(cufftHandle plan, int rank, const int *n, const int 
                             cufftType type, int batch, size_t *work)
 {
     long long nn[3], ie[3], oe[3];
-    if (rank < 1 || rank > 3 || !n)
-        return CUFFT_INVALID_SIZE;
+    if (rank < 1 || rank > 3 || !n) return CUFFT_INVALID_SIZE;
     for (int i = 0; i < rank; i++) {
         nn[i] = n[i];
         ie[i] = inembed ? inembed[i] : 0;
@@ -220,10 +206,8 @@ static cufftResult create_and_make(cufftHandle *plan, int rank, const int *n, cu
 {
     cufftHandle h;
     cufftResult r;
-    if (!plan)
-        return CUFFT_INVALID_VALUE;
-    if ((r = cufftCreate(&h)) != CUFFT_SUCCESS)
-        return r;
+    if (!plan) return CUFFT_INVALID_VALUE;
+    if ((r = cufftCreate(&h)) != CUFFT_SUCCESS) return r;
     r = make_int(h, rank, n, NULL, 0, 0, NULL, 0, 0, type, batch, NULL);
     if (r != CUFFT_SUCCESS) {
         cufftDestroy(h);
@@ -251,16 +235,14 @@ SHIM_API cufftResult cufftPlan3d(cufftHandle *plan, int nx, int ny, int nz, cuff
     return create_and_make(plan, 3, n, type, 1);
 }
 
-SHIM_API cufftResult cufftPlanMany(cufftHandle *plan, int rank, int *n, int *inembed,
-                                   int istride, int idist, int *onembed, int ostride, int odist,
-                                   cufftType type, int batch)
+SHIM_API cufftResult cufftPlanMany(cufftHandle *plan, int rank, int *n, int *inembed, int istride,
+                                   int idist, int *onembed, int ostride, int odist, cufftType type,
+                                   int batch)
 {
     cufftHandle h;
     cufftResult r;
-    if (!plan)
-        return CUFFT_INVALID_VALUE;
-    if ((r = cufftCreate(&h)) != CUFFT_SUCCESS)
-        return r;
+    if (!plan) return CUFFT_INVALID_VALUE;
+    if ((r = cufftCreate(&h)) != CUFFT_SUCCESS) return r;
     r = make_int(h, rank, n, inembed, istride, idist, onembed, ostride, odist, type, batch, NULL);
     if (r != CUFFT_SUCCESS) {
         cufftDestroy(h);
@@ -292,8 +274,8 @@ SHIM_API cufftResult cufftMakePlan3d(cufftHandle plan, int nx, int ny, int nz, c
 }
 
 SHIM_API cufftResult cufftMakePlanMany(cufftHandle plan, int rank, int *n, int *inembed,
-                                       int istride, int idist, int *onembed, int ostride,
-                                       int odist, cufftType type, int batch, size_t *workSize)
+                                       int istride, int idist, int *onembed, int ostride, int odist,
+                                       cufftType type, int batch, size_t *workSize)
 {
     return make_int(plan, rank, n, inembed, istride, idist, onembed, ostride, odist, type, batch,
                     workSize);
@@ -302,8 +284,8 @@ SHIM_API cufftResult cufftMakePlanMany(cufftHandle plan, int rank, int *n, int *
 SHIM_API cufftResult cufftMakePlanMany64(cufftHandle plan, int rank, long long int *n,
                                          long long int *inembed, long long int istride,
                                          long long int idist, long long int *onembed,
-                                         long long int ostride, long long int odist,
-                                         cufftType type, long long int batch, size_t *workSize)
+                                         long long int ostride, long long int odist, cufftType type,
+                                         long long int batch, size_t *workSize)
 {
     return make(plan, rank, n, inembed, istride, idist, onembed, ostride, odist, (int)type, batch,
                 workSize);
@@ -316,10 +298,8 @@ static cufftResult size_zero(cufftHandle plan, size_t *workSize)
     pthread_mutex_lock(&g_mu);
     ok = find_locked(plan) != NULL;
     pthread_mutex_unlock(&g_mu);
-    if (!ok)
-        return CUFFT_INVALID_PLAN;
-    if (!workSize)
-        return CUFFT_INVALID_VALUE;
+    if (!ok) return CUFFT_INVALID_PLAN;
+    if (!workSize) return CUFFT_INVALID_VALUE;
     *workSize = 0;
     return CUFFT_SUCCESS;
 }
@@ -343,8 +323,8 @@ SHIM_API cufftResult cufftGetSize3d(cufftHandle handle, int nx, int ny, int nz, 
 }
 
 SHIM_API cufftResult cufftGetSizeMany(cufftHandle handle, int rank, int *n, int *inembed,
-                                      int istride, int idist, int *onembed, int ostride,
-                                      int odist, cufftType type, int batch, size_t *workArea)
+                                      int istride, int idist, int *onembed, int ostride, int odist,
+                                      cufftType type, int batch, size_t *workArea)
 {
     return size_zero(handle, workArea);
 }
@@ -352,8 +332,8 @@ SHIM_API cufftResult cufftGetSizeMany(cufftHandle handle, int rank, int *n, int 
 SHIM_API cufftResult cufftGetSizeMany64(cufftHandle plan, int rank, long long int *n,
                                         long long int *inembed, long long int istride,
                                         long long int idist, long long int *onembed,
-                                        long long int ostride, long long int odist,
-                                        cufftType type, long long int batch, size_t *workSize)
+                                        long long int ostride, long long int odist, cufftType type,
+                                        long long int batch, size_t *workSize)
 {
     return size_zero(plan, workSize);
 }
@@ -379,17 +359,16 @@ SHIM_API cufftResult cufftSetStream(cufftHandle plan, cudaStream_t stream)
 {
     shim_plan *p;
     pthread_mutex_lock(&g_mu);
-    if ((p = find_locked(plan)))
-        p->stream = (void *)stream;
+    if ((p = find_locked(plan))) p->stream = (void *)stream;
     pthread_mutex_unlock(&g_mu);
     return p ? CUFFT_SUCCESS : CUFFT_INVALID_PLAN;
 }
 
 SHIM_API cufftResult cufftGetVersion(int *version)
 {
-    if (!version)
-        return CUFFT_INVALID_VALUE;
-    *version = CUFFT_VERSION; /* the API level this shim implements (the headers it was built with) */
+    if (!version) return CUFFT_INVALID_VALUE;
+    *version =
+        CUFFT_VERSION; /* the API level this shim implements (the headers it was built with) */
     return CUFFT_SUCCESS;
 }
 
@@ -410,19 +389,15 @@ static cufftResult exec(cufftHandle plan, int type, const void *in, void *out, i
 
     pthread_mutex_lock(&g_mu);
     p = find_locked(plan);
-    if (p)
-        snap = *p;
+    if (p) snap = *p;
     pthread_mutex_unlock(&g_mu);
-    if (!p || !snap.made)
-        return CUFFT_INVALID_PLAN;
-    if (snap.type != type)
-        return CUFFT_INVALID_VALUE; /* e.g. cufftExecR2C on a C2C plan */
+    if (!p || !snap.made) return CUFFT_INVALID_PLAN;
+    if (snap.type != type) return CUFFT_INVALID_VALUE; /* e.g. cufftExecR2C on a C2C plan */
     if (!in || !out || (dev = device_of(in)) < 0)
         return CUFFT_INVALID_VALUE; /* not agile_malloc memory: see the header comment */
     h = snap.h[dev][ip];
     if (!h) {
-        if ((rv = worker_plan(&snap, dev, ip, &mine)) != AGILE_OK)
-            return map_err(rv, 0);
+        if ((rv = worker_plan(&snap, dev, ip, &mine)) != AGILE_OK) return map_err(rv, 0);
         pthread_mutex_lock(&g_mu);
         p = find_locked(plan);
         if (p && !p->h[dev][ip]) {
@@ -431,10 +406,8 @@ static cufftResult exec(cufftHandle plan, int type, const void *in, void *out, i
         }
         h = p ? p->h[dev][ip] : 0;
         pthread_mutex_unlock(&g_mu);
-        if (mine)
-            agile_fft_destroy(mine); /* a racing exec made it first, or the plan is gone */
-        if (!h)
-            return CUFFT_INVALID_PLAN;
+        if (mine) agile_fft_destroy(mine); /* a racing exec made it first, or the plan is gone */
+        if (!h) return CUFFT_INVALID_PLAN;
     }
     return map_err(agile_fft_exec(h, in, out, direction, snap.stream), 0);
 }
@@ -442,8 +415,7 @@ static cufftResult exec(cufftHandle plan, int type, const void *in, void *out, i
 SHIM_API cufftResult cufftExecC2C(cufftHandle plan, cufftComplex *idata, cufftComplex *odata,
                                   int direction)
 {
-    if (direction != CUFFT_FORWARD && direction != CUFFT_INVERSE)
-        return CUFFT_INVALID_VALUE;
+    if (direction != CUFFT_FORWARD && direction != CUFFT_INVERSE) return CUFFT_INVALID_VALUE;
     return exec(plan, CUFFT_C2C, idata, odata, direction);
 }
 
@@ -460,8 +432,7 @@ SHIM_API cufftResult cufftExecC2R(cufftHandle plan, cufftComplex *idata, cufftRe
 SHIM_API cufftResult cufftExecZ2Z(cufftHandle plan, cufftDoubleComplex *idata,
                                   cufftDoubleComplex *odata, int direction)
 {
-    if (direction != CUFFT_FORWARD && direction != CUFFT_INVERSE)
-        return CUFFT_INVALID_VALUE;
+    if (direction != CUFFT_FORWARD && direction != CUFFT_INVERSE) return CUFFT_INVALID_VALUE;
     return exec(plan, CUFFT_Z2Z, idata, odata, direction);
 }
 
