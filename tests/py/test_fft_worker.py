@@ -253,3 +253,45 @@ def test_killed_client_plans_are_released(worker):
         print(json.dumps({"rv": rv, "hits": st[0], "misses": st[1]}))
     """)
     assert r["rv"] == 0 and r["misses"] >= 3, r
+
+
+def test_kill_during_concurrent_execs_leaves_a_healthy_worker(worker):
+    p = child(worker, """
+        import threading
+        n, b = 1024, 16
+        bufs = [(buf(n * b * 8, np.complex64)[0], buf(n * b * 8, np.complex64)[0])
+                for _ in range(4)]
+        def loop(i):
+            rv, h = plan(C2C, [n], b)
+            assert rv == 0, err()
+            while True:
+                r = lib.agile_fft_exec(h, bufs[i][0], bufs[i][1], -1, None)
+                assert r == 0, (r, err())
+                if i == 0:  # churn plans too: destroy while the others exec
+                    lib.agile_fft_destroy(h)
+                    rv, h = plan(C2C, [n], b)
+                    assert rv == 0, err()
+        for i in range(4):
+            threading.Thread(target=loop, args=(i,), daemon=True).start()
+        time.sleep(0.3)
+        print(json.dumps({"running": True}), flush=True)
+        time.sleep(600)
+    """, wait=False)
+    try:
+        assert json.loads(p.stdout.readline())["running"]
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+        assert wait_for(lambda: mine(worker)["objects"]["PLAN"] == 0, 5) is not None, mine(worker)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    r = child(worker, """
+        rv, h = plan(Z2Z, [32], 2)
+        pi, ai = buf(64 * 16, np.complex128)
+        ai[:] = 1.0
+        po, ao = buf(64 * 16, np.complex128)
+        rv2 = lib.agile_fft_exec(h, pi, po, -1, None)
+        print(json.dumps({"rv": rv, "rv2": rv2, "dc": float(ao[0].real)}))
+    """)
+    assert r == {"rv": 0, "rv2": 0, "dc": 32.0}, r
