@@ -31,6 +31,7 @@ static void usage(FILE *f)
         "  --cubin FILE        where --compile writes the image\n"
         "  --cache-dir DIR     compile cache (default $AGILE_GUARD_CACHE or ~/.cache/agile/guard)\n"
         "  --roundtrip         parse and print back unchanged (tests)\n"
+        "  --no-verify         print the output even if the verifier refuses it (guard debugging)\n"
         "  --help              this text\n"
         "Exit: 0 guarded/verified, 1 rejected, 2 usage or I/O error.\n");
 }
