@@ -33,6 +33,7 @@ transform is complete (a control-plane round trip per call, ~0.1 ms); correctnes
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import math
 import threading
@@ -51,7 +52,10 @@ _OPS = ("_fft_c2c", "_fft_c2c.out", "_fft_r2c", "_fft_r2c.out", "_fft_c2r", "_ff
 _lock = threading.Lock()
 _lib: torch.library.Library | None = None
 _orig: dict[str, object] = {}
-_plans: dict[tuple, int] = {}
+# This process's plan handles, least recently used first. Bounded: a held plan cannot be
+# evicted from the worker's cache (256 plans by default), so we release the oldest ourselves.
+_MAX_PLANS = 128
+_plans: "collections.OrderedDict[tuple, int]" = collections.OrderedDict()
 _stats = {"served": 0, "fallback": 0, "plans_created": 0}
 
 
@@ -75,23 +79,46 @@ def _typed_lib() -> ctypes.CDLL:
     return L
 
 
-def _plan(dev: int, typ: int, n: list[int], batch: int) -> int:
+def _plan(dev: int, typ: int, n: list[int], batch: int) -> tuple[tuple, int]:
     key = (dev, typ, tuple(n), batch)
-    h = _plans.get(key)
-    if h is not None:
-        return h
+    with _lock:
+        h = _plans.get(key)
+        if h is not None:
+            _plans.move_to_end(key)
+            return key, h
     L = _typed_lib()
     arr = (ctypes.c_longlong * len(n))(*n)
     out = ctypes.c_uint64()
     _native.check(L.agile_fft_plan_many(dev, len(n), arr, None, 0, 0, None, 0, 0, typ, batch, 0,
                                         ctypes.byref(out)), "agile_fft_plan_many")
+    evicted = []
     with _lock:
         if key in _plans:  # a racing thread made it first: keep one
-            L.agile_fft_destroy(out.value)
-            return _plans[key]
-        _plans[key] = out.value
-        _stats["plans_created"] += 1
-    return out.value
+            evicted.append(out.value)
+            h = _plans[key]
+        else:
+            h = _plans[key] = out.value
+            _stats["plans_created"] += 1
+            while len(_plans) > _MAX_PLANS:
+                evicted.append(_plans.popitem(last=False)[1])
+    for e in evicted:
+        L.agile_fft_destroy(e)
+    return key, h
+
+
+def _run(dev: int, typ: int, n: list[int], batch: int, src: int, dst: int, direction: int,
+         stream: int) -> None:
+    L = _typed_lib()
+    for attempt in (0, 1):
+        key, h = _plan(dev, typ, n, batch)
+        rv = L.agile_fft_exec(h, src, dst, direction, stream)
+        if rv == 4 and attempt == 0:  # AGILE_EHANDLE: evicted by another thread meanwhile
+            with _lock:
+                if _plans.get(key) == h:
+                    del _plans[key]
+            continue
+        _native.check(rv, "agile_fft_exec")
+        return
 
 
 def _served(t: torch.Tensor, dtypes: tuple, dim) -> bool:
@@ -131,10 +158,8 @@ def _exec(self: torch.Tensor, out_sizes: list[int], dims: list[int], typ: int, d
     x = _to_pool_contiguous(x, clone_input)
     bout = [bsize] + [out_sizes[d] for d in dims]
     out = _alloc(bout, out_dtype, self.device)
-    h = _plan(self.device.index, typ, signal, bsize)
-    stream = torch.cuda.current_stream(self.device)
-    _native.check(_typed_lib().agile_fft_exec(h, x.data_ptr(), out.data_ptr(), direction,
-                                              stream.cuda_stream), "agile_fft_exec")
+    _run(self.device.index, typ, signal, bsize, x.data_ptr(), out.data_ptr(), direction,
+         torch.cuda.current_stream(self.device).cuda_stream)
     # Back to the original batch shape and dim order, with PyTorch's strides.
     ostr = out.stride()
     out_strides = [0] * ndim
