@@ -230,6 +230,26 @@ static uint32_t match_close(const ptx_module *m, uint32_t t, char open, char clo
     return PTX_NONE;
 }
 
+/* Are the brackets between tokens a and b (exclusive) balanced and properly nested? */
+static bool balanced(const ptx_module *m, uint32_t a, uint32_t b)
+{
+    char stack[64];
+    uint32_t d = 0;
+    for (uint32_t t = a + 1; t < b; t++) {
+        char c;
+        if (m->toks[t].kind != PTK_PUNCT) continue;
+        c = m->src[m->toks[t].off];
+        if (c == '(' || c == '[' || c == '{') {
+            if (d == sizeof(stack)) return false;
+            stack[d++] = c == '(' ? ')' : c == '[' ? ']' : '}';
+        } else if (c == ')' || c == ']' || c == '}') {
+            if (d == 0 || stack[d - 1] != c) return false;
+            d--;
+        }
+    }
+    return d == 0;
+}
+
 /* First token after the line-terminated directive at t. Such a line holds words, numbers,
  * strings and commas only ("1 12 5, function_name $L__info_string0, inlined_at 1 4 3"):
  * anything else (a brace, a ';') is refused rather than swallowed. */
@@ -512,7 +532,7 @@ static int parse_func(ptx_module *m, uint32_t t0, uint32_t t, bool entry, uint32
     if (!entry && agile_guard_tok_punct(m, t, '(')) {
         f.ret_open = t;
         f.ret_close = match_close(m, t, '(', ')');
-        if (f.ret_close == PTX_NONE)
+        if (f.ret_close == PTX_NONE || !balanced(m, f.ret_open, f.ret_close))
             return fail(m, m->toks[t].line, "unbalanced return parameter list");
         t = f.ret_close + 1;
     }
@@ -522,7 +542,7 @@ static int parse_func(ptx_module *m, uint32_t t0, uint32_t t, bool entry, uint32
     if (agile_guard_tok_punct(m, t, '(')) {
         f.params_open = t;
         f.params_close = match_close(m, t, '(', ')');
-        if (f.params_close == PTX_NONE)
+        if (f.params_close == PTX_NONE || !balanced(m, f.params_open, f.params_close))
             return fail(m, m->toks[t].line, "unbalanced parameter list");
         t = f.params_close + 1;
     }
