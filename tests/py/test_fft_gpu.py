@@ -17,6 +17,19 @@ from conftest import Worker
 from test_worker import wait_for
 
 pytestmark = pytest.mark.gpu
+
+
+def _torch_has_get_kernel():
+    try:
+        import torch
+    except ImportError:
+        return False
+    return hasattr(torch.library, "get_kernel")
+
+
+if not _torch_has_get_kernel():
+    pytestmark = [pytest.mark.gpu, pytest.mark.skip(
+        reason="needs torch >= 2.9 (torch.library.get_kernel keeps PyTorch's own FFT kernels)")]
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 PRELUDE = textwrap.dedent("""
