@@ -307,7 +307,10 @@ def enable_fft(quiet: bool = False) -> bool:
             # "Overriding a previously registered kernel": that is the point.
             warnings.simplefilter("ignore")
             for name in _OPS:
-                lib.impl(name, _KERNELS[name], "CUDA", with_keyset=True)
+                try:  # another Python registration on these keys is ours to replace
+                    lib.impl(name, _KERNELS[name], "CUDA", with_keyset=True, allow_override=True)
+                except TypeError:  # torch without allow_override
+                    lib.impl(name, _KERNELS[name], "CUDA", with_keyset=True)
         _orig.clear()
         _orig.update(orig)
         _lib = lib
