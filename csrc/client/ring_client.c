@@ -443,6 +443,34 @@ AGILE_API int agile_memset_async(void *dst, int value, size_t n, void *stream)
     return post_simple(&cmd, dev, stream);
 }
 
+static int post_counter(uint16_t op, const uint32_t *counter, uint32_t value, void *stream)
+{
+    agile__ring_cmd cmd;
+    int dev;
+    dev_of(counter, 4, &dev);
+    cmd_init(&cmd, op, stream);
+    if (op == AGILE_RING_OP_SIGNAL) {
+        cmd.u.signal.counter = (uint64_t)(uintptr_t)counter;
+        cmd.u.signal.value = value;
+        cmd.u.signal.stream = cmd.tag;
+    } else {
+        cmd.u.wait.counter = (uint64_t)(uintptr_t)counter;
+        cmd.u.wait.value = value;
+        cmd.u.wait.stream = cmd.tag;
+    }
+    return post_simple(&cmd, dev, stream);
+}
+
+AGILE_API int agile_signal_async(uint32_t *counter, uint32_t value, void *stream)
+{
+    return post_counter(AGILE_RING_OP_SIGNAL, counter, value, stream);
+}
+
+AGILE_API int agile_wait_async(const uint32_t *counter, uint32_t value, void *stream)
+{
+    return post_counter(AGILE_RING_OP_WAIT, counter, value, stream);
+}
+
 AGILE_API int agile_barrier(void *stream, uint64_t *err_seq)
 {
     agile_client *c;

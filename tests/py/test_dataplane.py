@@ -37,6 +37,8 @@ PRELUDE = textwrap.dedent("""
     lib.agile_memset_async.argtypes = [V, I, SZ, V]
     lib.agile_memcpy_async.argtypes = [V, V, SZ, V]
     lib.agile_barrier.argtypes = [V, ctypes.POINTER(U64)]
+    lib.agile_signal_async.argtypes = [V, ctypes.c_uint32, V]
+    lib.agile_wait_async.argtypes = [V, ctypes.c_uint32, V]
     lib.agile_module_load.argtypes = [ctypes.c_char_p, SZ, ctypes.c_uint, ctypes.POINTER(U64)]
     lib.agile_module_function.argtypes = [U64, ctypes.c_char_p, ctypes.POINTER(U64),
                                           ctypes.POINTER(ctypes.c_uint)]
@@ -149,6 +151,29 @@ def test_barrier_error_is_per_tenant_session(worker):
     assert a.returncode == 0, oa + ea
     assert json.loads(oa.strip().splitlines()[-1])["r"][0] == EBOUNDS
     assert b["r"] == [0, 0]
+
+
+def test_signal_and_wait_order_the_ring(worker):
+    r = child(worker, """
+        p = lib.agile_malloc(1 << 20, 0, None)
+        ctr = ctypes.c_uint32.from_address(p)
+        ctr.value = 0
+        ctypes.memset(p + 4096, 0, 64)
+        assert lib.agile_wait_async(p, 1, None) == 0          # holds back what follows
+        assert lib.agile_memset_async(p + 4096, 0x5A, 64, None) == 0
+        assert lib.agile_signal_async(p + 8, 77, None) == 0
+        time.sleep(0.3)
+        before = ctypes.string_at(p + 4096, 1).hex(), ctypes.c_uint32.from_address(p + 8).value
+        ctr.value = 1                                          # release the WAIT
+        b = barrier()
+        after = ctypes.string_at(p + 4096, 1).hex(), ctypes.c_uint32.from_address(p + 8).value
+        misaligned = lib.agile_signal_async(p + 2, 1, None)
+        bad = barrier()
+        out(before=before, after=after, b=b, misaligned=misaligned, bad=bad)
+    """)
+    assert r["before"] == ["00", 0]
+    assert r["after"] == ["5a", 77] and r["b"] == [0, 0]
+    assert r["misaligned"] == 0 and r["bad"][0] == EINVAL
 
 
 def _ring_map_code():

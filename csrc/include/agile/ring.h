@@ -66,6 +66,13 @@ AGILE_API uint64_t agile_ring_completed(agile_client *c, int device);
 AGILE_API int agile_memcpy_async(void *dst, const void *src, size_t n, void *stream);
 /* agile_memset_async: set n bytes at dst (this tenant's pool) to the byte value. */
 AGILE_API int agile_memset_async(void *dst, int value, size_t n, void *stream);
+/* agile_signal_async / agile_wait_async: the worker-side queue of stream writes the 32-bit
+ * counter at *counter (this tenant's pool, 4-byte aligned) / waits until it is >= value
+ * (cyclic comparison, as CU_STREAM_WAIT_VALUE_GEQ). On cuda both run on the GPU (the
+ * worker's stream); on host the worker polls, and gives up after the policy time limit (or
+ * 10 s) with AGILE_ETIMEDOUT at the barrier. Later commands of the ring wait behind a WAIT. */
+AGILE_API int agile_signal_async(uint32_t *counter, uint32_t value, void *stream);
+AGILE_API int agile_wait_async(const uint32_t *counter, uint32_t value, void *stream);
 /* agile_barrier: agile_ring_barrier on every device the default client has a ring on;
  * *err_seq (may be NULL) gets the failing command's sequence number. Blocks. */
 AGILE_API int agile_barrier(void *stream, uint64_t *err_seq);
