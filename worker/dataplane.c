@@ -245,6 +245,7 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
     agile_guard_opts_init(&go);
     go.strict = (q->flags & AGILE_MODULE_LOAD_STRICT) != 0;
     go.guard_gap = AGILE_GUARD_GAP;
+    go.skip_verify = true; /* verified below, with our own message and log line */
     rv = agile_guard_ptx((const char *)q->ptx.p, q->ptx.n, &go, &gr);
     if (rv == AGILE_EREJECT) {
         efail(err, errcap, rv, "%s", gr.err);
