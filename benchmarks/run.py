@@ -133,6 +133,7 @@ BENCHES = {
     "ctl_gpu": (True, b_ctl, "control plane on the cuda backend vs raw nng"),
     "torch_alloc": (True, py("benchmarks/torch_alloc.py"), "torch.empty(4 MiB)+del via agile vs native; lease growth"),
     "training": (True, py("benchmarks/training.py"), "training steps with agile vs without"),
+    "launch_gpu": (True, py("benchmarks/launch_gpu.py"), "guarded launch through the worker's ring vs native cuLaunchKernel"),
     "fft_gpu": (True, py("benchmarks/fft_gpu.py"), "torch.fft via the worker's fft module vs native cuFFT"),
     "guard_gpu": (True, None, "guarded vs unguarded Triton kernel time"),
 }
