@@ -310,6 +310,34 @@ def test_launch_on_host_is_enotsup_and_module_params(worker):
     assert r["after"] == [ENOTSUP, 0]
 
 
+LAYOUT_PTX = r"""
+.version 8.0
+.target sm_90
+.address_size 64
+.visible .entry other(.param .u32 a) { ret; }
+.visible .entry k(.param .u8 a, .param .align 8 .b8 s[12], .param .u16 h, .param .f64 d,
+                  .param .u64 .ptr .global .align 16 p, .param .align 16 .b8 v[32])
+{
+    ret;
+}
+"""
+
+
+def test_parameter_layout_from_ptx(worker):
+    r = child(worker, """
+        ptx = {ptx!r}.encode()
+        m, f, n = U64(), U64(), ctypes.c_uint()
+        assert lib.agile_module_load(ptx, len(ptx), 0, ctypes.byref(m)) == 0, err()
+        assert lib.agile_module_function(m, b"k", ctypes.byref(f), ctypes.byref(n)) == 0, err()
+        sizes, offs, total = (ctypes.c_uint32 * 8)(), (ctypes.c_uint32 * 8)(), ctypes.c_uint32()
+        lib.agile_function_params(f, 8, sizes, offs, ctypes.byref(total))
+        out(sizes=list(sizes)[:n.value], offs=list(offs)[:n.value], total=total.value)
+    """, ptx=LAYOUT_PTX)
+    assert r["sizes"] == [1, 12, 2, 8, 8, 32]
+    assert r["offs"] == [0, 8, 20, 24, 32, 48]
+    assert r["total"] == 80
+
+
 def test_rejected_ptx_is_ereject_with_line_and_reason(worker):
     r = child(worker, """
         out(res=[[name, lib.agile_module_load(p, len(p), 0, ctypes.byref(U64())), err()]
