@@ -24,19 +24,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (rlen != size || memcmp(rt, data, size) != 0) abort();
         free(rt);
     }
-    for (int mode = 0; mode < 2; mode++) {
+    for (int mode = 0; mode < 3; mode++) { /* mask, strict, immediate mask */
         agile_guard_opts o;
         agile_guard_result res;
         agile_guard_vopts vo = {0, 0, gates, 1};
         int rv;
         agile_guard_opts_init(&o);
         o.strict = mode == 1;
+        o.window_bits = mode == 2 ? 32 : 0;
         o.skip_verify = true; /* verified below, so that a refusal aborts */
         o.gates = gates;
         o.ngates = 1;
         if (size > 0 && (data[0] & 1))
             o.guard_gap = 4096; /* exercise offset folding at another gap */
         vo.guard_gap = o.guard_gap;
+        vo.window_bits = o.window_bits;
         rv = agile_guard_ptx((const char *)data, size, &o, &res);
         if (rv == AGILE_OK &&
             agile_guard_verify(res.ptx, res.ptx_len, &vo, err, sizeof(err)) != AGILE_OK) {
