@@ -59,27 +59,22 @@ static int pin(const char *dir)
     char path[160], buf[32] = "";
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     cpu_set_t me, them;
-    if (ncpu < 2)
-        return 0;
+    if (ncpu < 2) return 0;
     snprintf(path, sizeof path, "%s/agile.pid", dir);
     FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
+    if (!f) return 0;
     int pid = fgets(buf, sizeof buf, f) ? atoi(buf) : 0;
     fclose(f);
-    if (pid <= 0)
-        return 0;
+    if (pid <= 0) return 0;
     CPU_ZERO(&me);
     CPU_SET(0, &me);
     CPU_ZERO(&them);
     CPU_SET((int)ncpu - 1, &them);
     snprintf(path, sizeof path, "/proc/%d/task", pid);
     DIR *d = opendir(path);
-    if (!d)
-        return 0;
+    if (!d) return 0;
     for (struct dirent *e; (e = readdir(d));)
-        if (atoi(e->d_name) > 0)
-            sched_setaffinity(atoi(e->d_name), sizeof them, &them);
+        if (atoi(e->d_name) > 0) sched_setaffinity(atoi(e->d_name), sizeof them, &them);
     closedir(d);
     return sched_setaffinity(0, sizeof me, &me) == 0;
 }
@@ -96,8 +91,8 @@ int main(int argc, char **argv)
     char tmp[] = "/tmp/agile-e2e-XXXXXX", rt[64];
     long n = 20000;
     int json = 0, ch, rv;
-    static const struct option o[] = {{"runtime-dir", 1, 0, 'd'}, {"json", 0, 0, 'j'},
-                                      {"backend", 1, 0, 'b'}, {0, 0, 0, 0}};
+    static const struct option o[] = {
+        {"runtime-dir", 1, 0, 'd'}, {"json", 0, 0, 'j'}, {"backend", 1, 0, 'b'}, {0, 0, 0, 0}};
     while ((ch = getopt_long(argc, argv, "d:n:jb:", o, NULL)) != -1) {
         if (ch == 'd')
             dir = optarg;
@@ -117,20 +112,16 @@ int main(int argc, char **argv)
     }
     int own = !dir;
     if (own) {
-        if (!mkdtemp(tmp))
-            return 1;
+        if (!mkdtemp(tmp)) return 1;
         snprintf(rt, sizeof rt, "%s/rt", tmp);
         dir = rt;
     }
     uint64_t *lat = malloc((size_t)n * sizeof *lat);
     agile_connect_opts co = {.runtime_dir = dir, .no_autostart = !own, .backend = backend};
     agile_client *c;
-    if (!lat)
-        return 1;
-    if ((rv = agile_connect(&co, &c)))
-        return fail("connect", rv);
-    if ((rv = agile_ring_open(c, 0)))
-        return fail("ring open", rv);
+    if (!lat) return 1;
+    if ((rv = agile_connect(&co, &c))) return fail("connect", rv);
+    if ((rv = agile_ring_open(c, 0))) return fail("ring open", rv);
     int pinned = own && pin(dir); /* after ring open: the dispatcher thread exists now */
     for (long i = 0; i < 2000; i++) {
         if ((rv = agile_ring_nop(c, 0, (uint64_t)i)) || (rv = agile_ping(c)))
@@ -140,18 +131,15 @@ int main(int argc, char **argv)
      * PING and measure its futex wake-up instead of the ring (both figures are reported by
      * the worker's own design: spin briefly, then sleep). */
     uint64_t *plat = malloc((size_t)n * sizeof *plat);
-    if (!plat)
-        return 1;
+    if (!plat) return 1;
     for (long i = 0; i < n; i++) {
         uint64_t t0 = now_ns();
-        if ((rv = agile_ring_nop(c, 0, (uint64_t)i)))
-            return fail("ring NOP", rv);
+        if ((rv = agile_ring_nop(c, 0, (uint64_t)i))) return fail("ring NOP", rv);
         lat[i] = now_ns() - t0;
     }
     for (long i = 0; i < n; i++) {
         uint64_t t0 = now_ns();
-        if ((rv = agile_ping(c)))
-            return fail("PING", rv);
+        if ((rv = agile_ping(c))) return fail("PING", rv);
         plat[i] = now_ns() - t0;
     }
     summ ring = summarize(lat, n), ping = summarize(plat, n);
@@ -160,10 +148,8 @@ int main(int argc, char **argv)
     long nt = n * 10;
     uint64_t c0 = agile_ring_completed(c, 0), t0 = now_ns();
     for (long i = 0; i < nt; i++)
-        if ((rv = agile_ring_nop_async(c, 0)))
-            return fail("async NOP", rv);
-    if ((rv = agile_ring_barrier(c, 0, NULL, NULL)))
-        return fail("barrier", rv);
+        if ((rv = agile_ring_nop_async(c, 0))) return fail("async NOP", rv);
+    if ((rv = agile_ring_barrier(c, 0, NULL, NULL))) return fail("barrier", rv);
     double secs = (double)(now_ns() - t0) / 1e9;
     double mops = (double)(agile_ring_completed(c, 0) - c0) / secs / 1e6;
     agile_disconnect(c);
@@ -172,8 +158,7 @@ int main(int argc, char **argv)
         snprintf(path, sizeof path, "%s/agile.pid", dir);
         FILE *f = fopen(path, "r");
         if (f) {
-            if (fgets(buf, sizeof buf, f) && atoi(buf) > 0)
-                kill(atoi(buf), SIGTERM);
+            if (fgets(buf, sizeof buf, f) && atoi(buf) > 0) kill(atoi(buf), SIGTERM);
             fclose(f);
         }
     }
@@ -188,11 +173,12 @@ int main(int argc, char **argv)
         printf("speed-up p50: %.1fx;  back-to-back NOPs: %.2f M/s%s\n", ping.p50 / ring.p50, mops,
                pinned ? "  (client and worker pinned to different CPUs)" : "");
     }
-    printf("{\"bench\":\"ring_e2e\",\"unit\":\"us\",\"ping\":{\"p50\":%.3f,\"p99\":%.3f,\"mean\":%.3f,"
-           "\"runs\":%ld},\"ring_nop\":{\"p50\":%.3f,\"p99\":%.3f,\"mean\":%.3f,\"runs\":%ld},"
-           "\"speedup_p50\":%.2f,\"nop_throughput_mops\":%.3f,\"pinned\":%s}\n",
-           ping.p50, ping.p99, ping.mean, ping.n, ring.p50, ring.p99, ring.mean, ring.n,
-           ping.p50 / ring.p50, mops, pinned ? "true" : "false");
+    printf(
+        "{\"bench\":\"ring_e2e\",\"unit\":\"us\",\"ping\":{\"p50\":%.3f,\"p99\":%.3f,\"mean\":%.3f,"
+        "\"runs\":%ld},\"ring_nop\":{\"p50\":%.3f,\"p99\":%.3f,\"mean\":%.3f,\"runs\":%ld},"
+        "\"speedup_p50\":%.2f,\"nop_throughput_mops\":%.3f,\"pinned\":%s}\n",
+        ping.p50, ping.p99, ping.mean, ping.n, ring.p50, ring.p99, ring.mean, ring.n,
+        ping.p50 / ring.p50, mops, pinned ? "true" : "false");
     free(lat);
     free(plat);
     return 0;

@@ -26,16 +26,16 @@
 #include "ring/sched.h"
 #include "worker.h"
 
-#define DP_SLOT_SIZE 512u         /* launch params up to ~420 bytes fit one slot */
+#define DP_SLOT_SIZE 512u /* launch params up to ~420 bytes fit one slot */
 #define DP_MAX_RINGS_PER_SESSION 8u
 #define DP_MAX_PARAMS 256u
-#define DP_MAX_STREAMS 1024u      /* worker streams per ring */
-#define DP_BUDGET 1024u           /* cost units per scheduling pass */
-#define DP_IDLE_WAIT_NS 10000000  /* re-read the ring list at least this often */
-#define DP_GPU_SPIN_NS 1000000u   /* spin this long after progress while GPU work is out */
-#define DP_GPU_NAP_NS 100000      /* then poll GPU completions this often */
+#define DP_MAX_STREAMS 1024u     /* worker streams per ring */
+#define DP_BUDGET 1024u          /* cost units per scheduling pass */
+#define DP_IDLE_WAIT_NS 10000000 /* re-read the ring list at least this often */
+#define DP_GPU_SPIN_NS 1000000u  /* spin this long after progress while GPU work is out */
+#define DP_GPU_NAP_NS 100000     /* then poll GPU completions this often */
 #define DP_HOST_WAIT_NS (10ull * 1000000000ull) /* a host WAIT gives up (no time limit set) */
-#define DP_QUEUED (-1)             /* exec_*: the completion was queued, not due now */
+#define DP_QUEUED (-1)                          /* exec_*: the completion was queued, not due now */
 #define DP_DRAIN_NS (5ull * 1000000000ull)      /* ring teardown waits this long for the GPU */
 
 static int efail(char *err, size_t cap, int rv, const char *fmt, ...)
@@ -76,8 +76,7 @@ typedef struct dp_function {
 
 static void module_rele(dp_module *m)
 {
-    if (atomic_fetch_sub(&m->refs, 1) != 1)
-        return;
+    if (atomic_fetch_sub(&m->refs, 1) != 1) return;
     if (m->cumod && agile__backend_enter(m->w->be, m->dev) == AGILE_OK) {
         agile__cu.cuModuleUnload(m->cumod);
         agile__backend_leave(m->w->be);
@@ -104,20 +103,18 @@ static uint32_t ptx_type_size(const char *s, size_t n)
     static const struct {
         const char *t;
         uint32_t size;
-    } types[] = {{".u8", 1},   {".s8", 1},    {".b8", 1},     {".u16", 2},    {".s16", 2},
-                 {".b16", 2},  {".f16", 2},   {".bf16", 2},   {".u32", 4},    {".s32", 4},
-                 {".b32", 4},  {".f32", 4},   {".f16x2", 4},  {".bf16x2", 4}, {".u64", 8},
-                 {".s64", 8},  {".b64", 8},   {".f64", 8},    {".b128", 16}};
+    } types[] = {{".u8", 1},  {".s8", 1},  {".b8", 1},    {".u16", 2},    {".s16", 2},
+                 {".b16", 2}, {".f16", 2}, {".bf16", 2},  {".u32", 4},    {".s32", 4},
+                 {".b32", 4}, {".f32", 4}, {".f16x2", 4}, {".bf16x2", 4}, {".u64", 8},
+                 {".s64", 8}, {".b64", 8}, {".f64", 8},   {".b128", 16}};
     for (size_t i = 0; i < AGILE_ARRAY_LEN(types); i++)
-        if (strlen(types[i].t) == n && memcmp(types[i].t, s, n) == 0)
-            return types[i].size;
+        if (strlen(types[i].t) == n && memcmp(types[i].t, s, n) == 0) return types[i].size;
     return 0;
 }
 
 /* Sizes and offsets (CUDA's kernel parameter buffer layout) of .entry `name`'s parameters,
  * from the tenant's PTX (the guard appends its hidden ones after these). */
-static int entry_params(const dp_module *m, const char *name, dp_function *f, char *err,
-                        size_t cap)
+static int entry_params(const dp_module *m, const char *name, dp_function *f, char *err, size_t cap)
 {
     ptx_module pm;
     int rv = AGILE_OK;
@@ -131,8 +128,7 @@ static int entry_params(const dp_module *m, const char *name, dp_function *f, ch
     }
     for (uint32_t i = 0; i < pm.nfuncs && !e; i++) {
         const ptx_func *fn = &pm.funcs[i];
-        if (!fn->entry || !fn->has_body)
-            continue;
+        if (!fn->entry || !fn->has_body) continue;
         const ptx_tok *t = &pm.toks[fn->name];
         if (t->len == strlen(name) && memcmp(pm.src + t->off, name, t->len) == 0)
             e = fn;
@@ -171,20 +167,18 @@ static int entry_params(const dp_module *m, const char *name, dp_function *f, ch
                         count = (uint32_t)c;
                 }
             }
-            if (t < e->params_close)
-                t++; /* the comma */
+            if (t < e->params_close) t++; /* the comma */
             if (!elem || !named) {
                 rv = efail(err, cap, AGILE_EINVAL, "kernel '%s': parameter %u not understood", name,
                            f->nparams);
                 goto out;
             }
             if (f->nparams == DP_MAX_PARAMS) {
-                rv = efail(err, cap, AGILE_ETOOBIG, "kernel '%s' has more than %u parameters",
-                           name, DP_MAX_PARAMS);
+                rv = efail(err, cap, AGILE_ETOOBIG, "kernel '%s' has more than %u parameters", name,
+                           DP_MAX_PARAMS);
                 goto out;
             }
-            if (!align)
-                align = elem;
+            if (!align) align = elem;
             off = AGILE_ALIGN_UP(off, align);
             f->off[f->nparams] = off;
             f->size[f->nparams] = elem * count;
@@ -208,8 +202,7 @@ static int cache_dir(agile__worker *w, char *out, size_t cap)
         snprintf(out, cap, "%s", e);
     else
         snprintf(out, cap, "%s/guard-cache", w->dir[0] ? w->dir : "/tmp");
-    if (mkdir(out, 0700) != 0 && access(out, W_OK) != 0)
-        return AGILE_ENOENT;
+    if (mkdir(out, 0700) != 0 && access(out, W_OK) != 0) return AGILE_ENOENT;
     return AGILE_OK;
 }
 
@@ -237,10 +230,11 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
     allowed = s->tenant->pol.modules;
     pthread_mutex_unlock(&w->mu);
     if (!(allowed & (1u << 1))) /* AGILE_MODULE_LIST: guard = 1 */
-        return efail(err, errcap, AGILE_EPERM, "tenant %u may not load PTX (module 'guard' "
-                                               "not allowed by policy)", s->uid);
-    if (q->ptx.n == 0)
-        return efail(err, errcap, AGILE_EINVAL, "empty PTX");
+        return efail(err, errcap, AGILE_EPERM,
+                     "tenant %u may not load PTX (module 'guard' "
+                     "not allowed by policy)",
+                     s->uid);
+    if (q->ptx.n == 0) return efail(err, errcap, AGILE_EINVAL, "empty PTX");
 
     agile_guard_opts_init(&go);
     go.strict = (q->flags & AGILE_MODULE_LOAD_STRICT) != 0;
@@ -288,8 +282,7 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
          * only compiles for exactly that arch. */
         char want[48];
         snprintf(want, sizeof want, ".target %sa", arch);
-        if (strstr(gr.ptx, want))
-            strcat(arch, "a");
+        if (strstr(gr.ptx, want)) strcat(arch, "a");
         co.arch = arch;
         co.cache_dir = cache_dir(w, dir, sizeof dir) == AGILE_OK ? dir : NULL;
         rv = agile_guard_compile(gr.ptx, gr.ptx_len, &co, &image, &image_len, &hit, tl_log,
@@ -303,13 +296,14 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
         agile__backend_leave(w->be);
         if (r != CUDA_SUCCESS) {
             m->cumod = NULL;
-            rv = efail(err, errcap, agile__cu_err(r, "cuModuleLoadData"),
-                       "cuModuleLoadData: %s", agile__cu_name(r));
+            rv = efail(err, errcap, agile__cu_err(r, "cuModuleLoadData"), "cuModuleLoadData: %s",
+                       agile__cu_name(r));
             goto out;
         }
     } else {
-        snprintf(tl_log, sizeof tl_log, "host backend: guarded and verified, not compiled "
-                                        "(launches give AGILE_ENOTSUP)");
+        snprintf(tl_log, sizeof tl_log,
+                 "host backend: guarded and verified, not compiled "
+                 "(launches give AGILE_ENOTSUP)");
     }
     AGILE_TRY(agile__htab_add(&w->objs, AGILE_OBJ_MODULE, s->id, m, module_fini,
                               &rep->u.module_load_rep.handle));
@@ -318,8 +312,7 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
     agile__log(AGILE_LOG_DEBUG, (long)s->uid, "module loaded: %u sites, %s%s", gr.nsites,
                go.strict ? "strict" : "mask", hit ? ", image from the cache" : "");
 out:
-    if (m)
-        module_rele(m);
+    if (m) module_rele(m);
     free(image);
     agile_guard_result_fini(&gr);
     return rv;
@@ -330,8 +323,7 @@ int agile__dp_module_unload(agile__worker *w, agile__session *s, const agile__ms
 {
     (void)rep;
     int rv = agile__htab_remove(&w->objs, req->u.handle.handle, AGILE_OBJ_MODULE, s->id);
-    if (rv)
-        return efail(err, errcap, rv, "not a module of this session");
+    if (rv) return efail(err, errcap, rv, "not a module of this session");
     return AGILE_OK;
 }
 
@@ -383,8 +375,7 @@ int agile__dp_module_function(agile__worker *w, agile__session *s, const agile__
     f = NULL;
 out:
     free(f);
-    if (held)
-        agile__htab_rele(&w->objs, q->module);
+    if (held) agile__htab_rele(&w->objs, q->module);
     return rv;
 }
 
@@ -476,8 +467,7 @@ static agile__dp *dp_get(agile__worker *w)
 void agile__dataplane_fini(agile__worker *w)
 {
     agile__dp *dp = w->dp;
-    if (!dp)
-        return;
+    if (!dp) return;
     atomic_store(&dp->stop, 1);
     pthread_mutex_lock(&dp->mu);
     pthread_cond_broadcast(&dp->cv);
@@ -533,12 +523,9 @@ static bool gpu_idle(dp_ring *r, uint64_t deadline)
     for (;;) {
         bool idle = true;
         for (uint32_t i = 0; i < r->nstreams; i++)
-            if (agile__cu.cuStreamQuery(r->streams[i].cu) == CUDA_ERROR_NOT_READY)
-                idle = false;
-        if (idle)
-            return true;
-        if (agile__now_ns() > deadline)
-            return false;
+            if (agile__cu.cuStreamQuery(r->streams[i].cu) == CUDA_ERROR_NOT_READY) idle = false;
+        if (idle) return true;
+        if (agile__now_ns() > deadline) return false;
         usleep(1000);
     }
 }
@@ -548,8 +535,7 @@ static void ring_fini(void *obj)
     dp_ring *r = obj;
     agile__worker *w = r->w;
     bool leak = false;
-    if (w->dp)
-        dp_remove(w->dp, r);
+    if (w->dp) dp_remove(w->dp, r);
     if (is_cuda(w) && agile__backend_enter(w->be, r->dev) == AGILE_OK) {
         /* The window must outlive every GPU operation on it. A stream that does not drain
          * (a WAIT for a value the client never wrote, a kernel past its limit) keeps the
@@ -557,13 +543,11 @@ static void ring_fini(void *obj)
         uint64_t lim = r->limit_ns ? 2 * r->limit_ns : DP_DRAIN_NS;
         if (!gpu_idle(r, agile__now_ns() + AGILE_MAX(lim, DP_DRAIN_NS))) {
             leak = true;
-            agile__warn("ring of session %u: GPU work did not drain; keeping its window",
-                        r->s->id);
+            agile__warn("ring of session %u: GPU work did not drain; keeping its window", r->s->id);
         }
-        for (uint32_t i = 0; i < r->pcount; i++) {
+        for (uint32_t i = 0; r->pend && i < r->pcount; i++) {
             dp_pend *p = &r->pend[(r->phead + i) % r->pcap];
-            if (p->ev)
-                agile__cu.cuEventDestroy(p->ev);
+            if (p->ev) agile__cu.cuEventDestroy(p->ev);
         }
         for (uint32_t i = 0; i < r->nev; i++)
             agile__cu.cuEventDestroy(r->evpool[i]);
@@ -571,14 +555,12 @@ static void ring_fini(void *obj)
             agile__cu.cuStreamDestroy(r->streams[i].cu);
         agile__backend_leave(w->be);
     }
-    if (r->viol && !leak)
-        agile__pmem_free(r->viol);
+    if (r->viol && !leak) agile__pmem_free(r->viol);
     free(r->evpool);
     free(r->streams);
     free(r->pend);
     agile__ring_worker_fini(&r->rw);
-    if (!leak)
-        agile__session_rele(r->s);
+    if (!leak) agile__session_rele(r->s);
     free(r);
 }
 
@@ -603,10 +585,8 @@ int agile__dp_ring_attach(agile__worker *w, agile__session *s, const agile__msg 
     if (counts[AGILE_OBJ_RING] >= DP_MAX_RINGS_PER_SESSION)
         return efail(err, errcap, AGILE_EBUSY, "session has %u rings already",
                      counts[AGILE_OBJ_RING]);
-    if (!(dp = dp_get(w)))
-        return AGILE_ENOMEM;
-    if (!(r = calloc(1, sizeof *r)))
-        return AGILE_ENOMEM;
+    if (!(dp = dp_get(w))) return AGILE_ENOMEM;
+    if (!(r = calloc(1, sizeof *r))) return AGILE_ENOMEM;
     r->w = w;
     r->s = s;
     r->uid = s->uid;
@@ -616,8 +596,7 @@ int agile__dp_ring_attach(agile__worker *w, agile__session *s, const agile__msg 
         free(r);
         return efail(err, errcap, rv, "ring of %u slots: %s", slots, agile_strerror(rv));
     }
-    if (agile__ring_peer_pid(s->pid, &peer) == AGILE_OK)
-        agile__ring_worker_set_peer(&r->rw, &peer);
+    if (agile__ring_peer_pid(s->pid, &peer) == AGILE_OK) agile__ring_worker_set_peer(&r->rw, &peer);
     r->pcap = r->rw.reg.g.slots;
     pthread_mutex_lock(&w->mu);
     r->limit_ns = (uint64_t)s->tenant->pol.time_limit_ms * 1000000ull;
@@ -697,11 +676,9 @@ static void queue(dp_ring *r, const dp_pend *p)
 static int xlate(dp_ring *r, uint64_t client, uint64_t n, uint64_t *out)
 {
     agile__window *win = __atomic_load_n(&r->s->win[r->dev].win, __ATOMIC_ACQUIRE);
-    if (!win)
-        return AGILE_EBOUNDS; /* nothing leased yet: no window */
+    if (!win) return AGILE_EBOUNDS; /* nothing leased yet: no window */
     uint64_t W = agile__window_size(win), off = client & (W - 1);
-    if (n > W || off > W - n)
-        return AGILE_EBOUNDS;
+    if (n > W || off > W - n) return AGILE_EBOUNDS;
     *out = agile__window_base(win) | off;
     return AGILE_OK;
 }
@@ -714,15 +691,12 @@ static int worker_stream(dp_ring *r, uint64_t tag, CUstream *out)
             return AGILE_OK;
         }
     }
-    if (r->nstreams == DP_MAX_STREAMS)
-        return AGILE_EBUSY;
+    if (r->nstreams == DP_MAX_STREAMS) return AGILE_EBUSY;
     dp_stream *n = realloc(r->streams, (r->nstreams + 1) * sizeof *n);
-    if (!n)
-        return AGILE_ENOMEM;
+    if (!n) return AGILE_ENOMEM;
     r->streams = n;
     CUresult cr = agile__cu.cuStreamCreate(&n[r->nstreams].cu, CU_STREAM_NON_BLOCKING);
-    if (cr != CUDA_SUCCESS)
-        return agile__cu_err(cr, "cuStreamCreate");
+    if (cr != CUDA_SUCCESS) return agile__cu_err(cr, "cuStreamCreate");
     n[r->nstreams].tag = tag;
     *out = n[r->nstreams++].cu;
     return AGILE_OK;
@@ -770,12 +744,11 @@ static int exec_launch(dp_ring *r, const agile__ring_cmd *cmd)
     void *pp[DP_MAX_PARAMS + 3];
     uint64_t args[(AGILE_RING_MAX_PAYLOAD + 7) / 8];
     uint64_t mask, base, viol;
-    CUstream st;
+    CUstream st = NULL;
     CUresult cr;
     int rv = AGILE_OK;
 
-    if (!is_cuda(w))
-        return AGILE_ENOTSUP;
+    if (!is_cuda(w)) return AGILE_ENOTSUP;
     if ((rv = agile__htab_hold(&w->objs, l->function, AGILE_OBJ_FUNCTION, r->s->id, (void **)&f)))
         return rv;
     if (!f->cufn || f->mod->dev != r->dev) {
@@ -812,14 +785,13 @@ static int exec_launch(dp_ring *r, const agile__ring_cmd *cmd)
         }
         atomic_store(&f->dyn_smem, l->shmem);
     }
-    cr = agile__cu.cuLaunchKernel(f->cufn, l->grid_x, l->grid_y, l->grid_z, l->block_x,
-                                  l->block_y, l->block_z, l->shmem, st, pp, NULL);
+    cr = agile__cu.cuLaunchKernel(f->cufn, l->grid_x, l->grid_y, l->grid_z, l->block_x, l->block_y,
+                                  l->block_z, l->shmem, st, pp, NULL);
     if (cr != CUDA_SUCCESS) {
         rv = agile__cu_err(cr, "cuLaunchKernel");
         goto out;
     }
-    if (f->mod->strict)
-        r->viol_armed = true;
+    if (f->mod->strict) r->viol_armed = true;
     rv = gpu_queue(r, cmd, st, true);
 out:
     agile__htab_rele(&w->objs, l->function);
@@ -829,23 +801,20 @@ out:
 static int exec_memcpy(dp_ring *r, const agile__ring_cmd *cmd)
 {
     const struct agile__ring_rec_memcpy *m = &cmd->u.memcpy;
-    uint64_t d, s;
+    uint64_t d = 0, s = 0;
     int rv = AGILE_OK;
-    if (m->flags)
-        return AGILE_EINVAL;
+    if (m->flags) return AGILE_EINVAL;
     AGILE_TRY(xlate(r, m->dst, m->bytes, &d));
     AGILE_TRY(xlate(r, m->src, m->bytes, &s));
-    if (!m->bytes)
-        return AGILE_OK;
+    if (!m->bytes) return AGILE_OK;
     if (!is_cuda(r->w)) {
         memmove((void *)(uintptr_t)d, (const void *)(uintptr_t)s, m->bytes);
         return AGILE_OK;
     }
-    CUstream st;
+    CUstream st = NULL;
     AGILE_TRY(worker_stream(r, cmd->tag, &st));
     CUresult cr = agile__cu.cuMemcpyAsync(d, s, m->bytes, st);
-    if (cr != CUDA_SUCCESS)
-        return agile__cu_err(cr, "cuMemcpyAsync");
+    if (cr != CUDA_SUCCESS) return agile__cu_err(cr, "cuMemcpyAsync");
     rv = gpu_queue(r, cmd, st, false);
 out:
     return rv;
@@ -855,17 +824,15 @@ static int exec_memset(dp_ring *r, const agile__ring_cmd *cmd)
 {
     const struct agile__ring_rec_memset *m = &cmd->u.memset;
     uint32_t es = m->elem_size;
-    uint64_t d;
+    uint64_t d = 0;
     int rv = AGILE_OK;
     if ((es != 1 && es != 2 && es != 4) || m->count > UINT64_MAX / es ||
         (es < 4 && m->value >> (8 * es)))
         return AGILE_EINVAL;
     uint64_t n = m->count * es;
     AGILE_TRY(xlate(r, m->dst, n, &d));
-    if (!n)
-        return AGILE_OK;
-    if (d % es)
-        return AGILE_EINVAL;
+    if (!n) return AGILE_OK;
+    if (d % es) return AGILE_EINVAL;
     if (!is_cuda(r->w)) {
         if (es == 1) {
             memset((void *)(uintptr_t)d, (int)m->value, n);
@@ -883,13 +850,11 @@ static int exec_memset(dp_ring *r, const agile__ring_cmd *cmd)
     /* The driver table has the byte form only: wider patterns must repeat one byte. */
     uint8_t b = (uint8_t)m->value;
     for (uint32_t i = 1; i < es; i++)
-        if ((uint8_t)(m->value >> (8 * i)) != b)
-            return AGILE_ENOTSUP;
-    CUstream st;
+        if ((uint8_t)(m->value >> (8 * i)) != b) return AGILE_ENOTSUP;
+    CUstream st = NULL;
     AGILE_TRY(worker_stream(r, cmd->tag, &st));
     CUresult cr = agile__cu.cuMemsetD8Async(d, b, n, st);
-    if (cr != CUDA_SUCCESS)
-        return agile__cu_err(cr, "cuMemsetD8Async");
+    if (cr != CUDA_SUCCESS) return agile__cu_err(cr, "cuMemsetD8Async");
     rv = gpu_queue(r, cmd, st, false);
 out:
     return rv;
@@ -907,7 +872,7 @@ static int exec_sigwait(dp_ring *r, const agile__ring_cmd *cmd)
     bool wait = cmd->opcode == AGILE_RING_OP_WAIT;
     uint64_t counter = wait ? cmd->u.wait.counter : cmd->u.signal.counter;
     uint64_t value = wait ? cmd->u.wait.value : cmd->u.signal.value;
-    uint64_t a;
+    uint64_t a = 0;
     int rv = AGILE_OK;
     if (value > UINT32_MAX || (counter & 3) ||
         (wait ? cmd->u.wait.cond > AGILE_WAIT_EQ : cmd->u.signal.flags != 0))
@@ -927,19 +892,17 @@ static int exec_sigwait(dp_ring *r, const agile__ring_cmd *cmd)
         p.addr = a;
         p.val = (uint32_t)value;
         p.cond = cmd->u.wait.cond;
-        if (!r->pcount && host_wait_done(&p))
-            return AGILE_OK;
+        if (!r->pcount && host_wait_done(&p)) return AGILE_OK;
         queue(r, &p);
         return DP_QUEUED;
     }
-    CUstream st;
+    CUstream st = NULL;
     CUresult cr;
     AGILE_TRY(worker_stream(r, cmd->tag, &st));
     if (wait)
-        cr = agile__cu.cuStreamWaitValue32(st, a, (uint32_t)value,
-                                           cmd->u.wait.cond == AGILE_WAIT_EQ
-                                               ? CU_STREAM_WAIT_VALUE_EQ
-                                               : CU_STREAM_WAIT_VALUE_GEQ);
+        cr = agile__cu.cuStreamWaitValue32(
+            st, a, (uint32_t)value,
+            cmd->u.wait.cond == AGILE_WAIT_EQ ? CU_STREAM_WAIT_VALUE_EQ : CU_STREAM_WAIT_VALUE_GEQ);
     else
         cr = agile__cu.cuStreamWriteValue32(st, a, (uint32_t)value, 0);
     if (cr != CUDA_SUCCESS)
@@ -954,10 +917,9 @@ static int exec_mod_op(dp_ring *r, const agile__ring_cmd *cmd)
     const struct agile__ring_rec_mod_op *m = &cmd->u.mod_op;
     void *st = NULL;
     int rv = AGILE_OK;
-    if (m->op > 0xffffu)
-        return AGILE_EINVAL;
+    if (m->op > 0xffffu) return AGILE_EINVAL;
     if (is_cuda(r->w)) {
-        CUstream cs;
+        CUstream cs = NULL;
         AGILE_TRY(worker_stream(r, cmd->tag, &cs));
         st = cs;
     }
@@ -975,7 +937,9 @@ static uint32_t exec(dp_ring *r, const agile__ring_cmd *cmd)
     int rv;
     uint32_t cost = 1;
     switch (cmd->opcode) {
-    case AGILE_RING_OP_NOP: finish(r, cmd, AGILE_OK, cmd->u.nop.cookie); return 1;
+    case AGILE_RING_OP_NOP:
+        finish(r, cmd, AGILE_OK, cmd->u.nop.cookie);
+        return 1;
     case AGILE_RING_OP_BARRIER: {
         if (cmd->u.barrier.flags) {
             finish(r, cmd, AGILE_EINVAL, 0);
@@ -990,24 +954,31 @@ static uint32_t exec(dp_ring *r, const agile__ring_cmd *cmd)
         queue(r, &p); /* completes when everything before it has (drain) */
         return 1;
     }
-    case AGILE_RING_OP_LAUNCH: rv = exec_launch(r, cmd); break;
+    case AGILE_RING_OP_LAUNCH:
+        rv = exec_launch(r, cmd);
+        break;
     case AGILE_RING_OP_MEMCPY:
         rv = exec_memcpy(r, cmd);
         cost += (uint32_t)AGILE_MIN(cmd->u.memcpy.bytes >> 20, 1u << 16);
         break;
     case AGILE_RING_OP_MEMSET:
         rv = exec_memset(r, cmd);
-        cost += (uint32_t)AGILE_MIN((cmd->u.memset.count * cmd->u.memset.elem_size) >> 20,
-                                    1u << 16);
+        cost +=
+            (uint32_t)AGILE_MIN((cmd->u.memset.count * cmd->u.memset.elem_size) >> 20, 1u << 16);
         break;
     case AGILE_RING_OP_SIGNAL:
-    case AGILE_RING_OP_WAIT: rv = exec_sigwait(r, cmd); break;
-    case AGILE_RING_OP_MOD_OP: rv = exec_mod_op(r, cmd); break;
-    default: rv = AGILE_EINVAL; break;
+    case AGILE_RING_OP_WAIT:
+        rv = exec_sigwait(r, cmd);
+        break;
+    case AGILE_RING_OP_MOD_OP:
+        rv = exec_mod_op(r, cmd);
+        break;
+    default:
+        rv = AGILE_EINVAL;
+        break;
     }
     /* GPU ops and host WAITs queued their completion; everything else completes now. */
-    if (rv != DP_QUEUED)
-        finish(r, cmd, rv, 0);
+    if (rv != DP_QUEUED) finish(r, cmd, rv, 0);
     return cost;
 }
 
@@ -1016,21 +987,18 @@ static uint32_t exec(dp_ring *r, const agile__ring_cmd *cmd)
 static int32_t check_violation(dp_ring *r, dp_pend *p)
 {
     uint8_t rec[AGILE_GUARD_VIOL_SIZE];
-    if (!r->viol_armed || !r->viol)
-        return AGILE_OK;
+    if (!r->viol_armed || !r->viol) return AGILE_OK;
     if (r->rw.err_status != AGILE_OK)
         return AGILE_OK; /* an earlier error goes first; the record waits for the next one */
     CUresult cr = agile__cu.cuMemcpyDtoH(rec, r->viol_addr, sizeof rec);
-    if (cr != CUDA_SUCCESS)
-        return agile__cu_err(cr, "reading the violation record");
+    if (cr != CUDA_SUCCESS) return agile__cu_err(cr, "reading the violation record");
     r->viol_armed = false;
     uint32_t kernel, site;
     uint64_t addr;
     memcpy(&kernel, rec, 4);
     memcpy(&site, rec + 4, 4);
     memcpy(&addr, rec + 8, 8);
-    if (!kernel)
-        return AGILE_OK;
+    if (!kernel) return AGILE_OK;
     agile__backend_memset(r->w->be, r->dev, r->viol_addr, 0, sizeof rec);
     agile__log(AGILE_LOG_WARN, (long)r->uid,
                "guard violation: kernel %u, site %u, address %#llx (skipped)", kernel, site,
@@ -1053,15 +1021,13 @@ static bool drain(dp_ring *r, uint64_t now)
     bool progress = false;
     while (r->pcount) {
         dp_pend *p = &r->pend[r->phead];
-        if (!p->head_ns)
-            p->head_ns = now;
+        if (!p->head_ns) p->head_ns = now;
         if (p->kind == P_EVENT) {
             CUresult q = agile__cu.cuEventQuery(p->ev);
             if (q == CUDA_ERROR_NOT_READY) {
                 /* Timed from when the op reached the head of the queue, i.e. roughly when
                  * the GPU could start it. */
-                if (!r->limit_ns || now - p->head_ns <= r->limit_ns)
-                    break;
+                if (!r->limit_ns || now - p->head_ns <= r->limit_ns) break;
                 p->status = AGILE_ETIMELIMIT;
                 count_timelimit(r);
                 agile__log(AGILE_LOG_WARN, (long)r->uid, "%s seq %llu exceeded %llu ms",
@@ -1069,16 +1035,14 @@ static bool drain(dp_ring *r, uint64_t now)
                            (unsigned long long)(r->limit_ns / 1000000));
                 agile__cu.cuEventDestroy(p->ev); /* released once it fires */
             } else {
-                if (q != CUDA_SUCCESS)
-                    p->status = agile__cu_err(q, "asynchronous error");
+                if (q != CUDA_SUCCESS) p->status = agile__cu_err(q, "asynchronous error");
                 ev_put(r, p->ev);
             }
             p->ev = NULL;
         } else if (p->kind == P_HOSTWAIT) {
             if (!host_wait_done(p)) {
                 uint64_t lim = r->limit_ns ? r->limit_ns : DP_HOST_WAIT_NS;
-                if (now - p->head_ns <= lim)
-                    break;
+                if (now - p->head_ns <= lim) break;
                 p->status = AGILE_ETIMEDOUT;
             }
         } else if (p->kind == P_BARRIER) {
@@ -1108,14 +1072,12 @@ static bool pull(void *arg, uint32_t tenant, uint32_t allowance, uint32_t *used)
         for (uint32_t k = 0; k < n && *used < allowance; k++) {
             dp_ring *r = dp->snap[(start + k) % n];
             bool got = false;
-            if (r->uid != tenant || r->dead || r->closed)
-                continue;
+            if (r->uid != tenant || r->dead || r->closed) continue;
             /* A host WAIT holds back the ring's later commands (they are ordered after it). */
             if (r->pcount && r->pend[(r->phead + r->pcount - 1) % r->pcap].kind == P_HOSTWAIT)
                 continue;
             bool cuda = is_cuda(r->w);
-            if (cuda && agile__backend_enter(r->w->be, r->dev) != AGILE_OK)
-                continue;
+            if (cuda && agile__backend_enter(r->w->be, r->dev) != AGILE_OK) continue;
             int rv = agile__ring_next(&r->rw, cmd, &got);
             if (rv != AGILE_OK) {
                 r->dead = true;
@@ -1128,8 +1090,7 @@ static bool pull(void *arg, uint32_t tenant, uint32_t allowance, uint32_t *used)
                 *used += exec(r, cmd);
                 progress = true;
             }
-            if (cuda)
-                agile__backend_leave(r->w->be);
+            if (cuda) agile__backend_leave(r->w->be);
         }
     }
     for (uint32_t k = 0; k < n && !more; k++) {
@@ -1148,16 +1109,12 @@ static bool snapshot(agile__dp *dp)
     if (dp->nrings > dp->capsnap) {
         uint32_t cap = dp->nrings * 2;
         dp_ring **s = realloc(dp->snap, cap * sizeof *s);
-        if (s)
-            dp->snap = s;
+        if (s) dp->snap = s;
         agile__ring_worker **rw = realloc(dp->rws, cap * sizeof *rw);
-        if (rw)
-            dp->rws = rw;
+        if (rw) dp->rws = rw;
         int32_t *st = realloc(dp->st, cap * sizeof *st);
-        if (st)
-            dp->st = st;
-        if (s && rw && st)
-            dp->capsnap = cap;
+        if (st) dp->st = st;
+        if (s && rw && st) dp->capsnap = cap;
     }
     dp->nsnap = 0;
     for (dp_ring *r = dp->rings; r && dp->nsnap < dp->capsnap; r = r->next) {
@@ -1188,14 +1145,11 @@ static bool drain_all(agile__dp *dp, bool *gpu_out)
     *gpu_out = false;
     for (uint32_t i = 0; i < dp->nsnap; i++) {
         dp_ring *r = dp->snap[i];
-        if (!r->pcount || r->dead)
-            continue;
+        if (!r->pcount || r->dead) continue;
         bool cuda = is_cuda(r->w);
-        if (cuda && agile__backend_enter(r->w->be, r->dev) != AGILE_OK)
-            continue;
+        if (cuda && agile__backend_enter(r->w->be, r->dev) != AGILE_OK) continue;
         progress |= drain(r, now);
-        if (cuda)
-            agile__backend_leave(r->w->be);
+        if (cuda) agile__backend_leave(r->w->be);
         if (r->pcount)
             *gpu_out = true; /* GPU work or a host WAIT outstanding: poll, do not sleep long */
     }
@@ -1213,11 +1167,9 @@ static void *dp_main(void *arg)
             continue;
         }
         uint64_t now = agile__now_ns();
-        if (drain_all(dp, &out_work))
-            dp->last_progress_ns = now;
+        if (drain_all(dp, &out_work)) dp->last_progress_ns = now;
         int64_t timeout = DP_IDLE_WAIT_NS;
-        if (out_work)
-            timeout = now - dp->last_progress_ns < DP_GPU_SPIN_NS ? 0 : DP_GPU_NAP_NS;
+        if (out_work) timeout = now - dp->last_progress_ns < DP_GPU_SPIN_NS ? 0 : DP_GPU_NAP_NS;
         /* Wait on the rings in groups the kernel's futex_waitv can take; only the first
          * group sleeps, the others are polled. */
         for (uint32_t i = 0; i < dp->nsnap; i += AGILE_RING_WAIT_ANY_MAX) {
@@ -1226,8 +1178,7 @@ static void *dp_main(void *arg)
                 continue;
             for (uint32_t j = i; j < i + k; j++) {
                 dp_ring *r = dp->snap[j];
-                if (r->dead || r->closed)
-                    continue;
+                if (r->dead || r->closed) continue;
                 if (dp->st[j] == AGILE_OK) {
                     agile__sched_mark_ready(&dp->sched, r->uid);
                     any = true;
@@ -1242,8 +1193,7 @@ static void *dp_main(void *arg)
         if (any) {
             uint64_t done = 0;
             agile__sched_run(&dp->sched, pull, dp, DP_BUDGET, &done);
-            if (done)
-                dp->last_progress_ns = agile__now_ns();
+            if (done) dp->last_progress_ns = agile__now_ns();
             drain_all(dp, &out_work);
         }
         release(dp);

@@ -78,15 +78,13 @@ static int ring_get(agile_client *c, int dev, struct agile__cring **out)
     struct ucred cred;
     socklen_t clen = sizeof cred;
 
-    if (dev < 0 || dev >= MAX_DEV)
-        return AGILE_EINVAL;
+    if (dev < 0 || dev >= MAX_DEV) return AGILE_EINVAL;
     if ((r = __atomic_load_n(&c->ring[dev], __ATOMIC_ACQUIRE))) {
         *out = r;
         return AGILE_OK;
     }
     pthread_mutex_lock(&c->ring_mu);
-    if ((r = c->ring[dev]))
-        goto out;
+    if ((r = c->ring[dev])) goto out;
     memset(&m, 0, sizeof m);
     m.h.type = AGILE_MSG_RING_ATTACH;
     m.u.ring_attach_req.slots = 0;
@@ -121,11 +119,9 @@ static int ring_get(agile_client *c, int dev, struct agile__cring **out)
     __atomic_store_n(&c->ring[dev], r, __ATOMIC_RELEASE);
 out:
     pthread_mutex_unlock(&c->ring_mu);
-    if (fd >= 0)
-        close(fd);
+    if (fd >= 0) close(fd);
     free(buf);
-    if (rv == AGILE_OK)
-        *out = r;
+    if (rv == AGILE_OK) *out = r;
     return rv;
 }
 
@@ -133,8 +129,7 @@ void agile__rings_close(agile_client *c)
 {
     for (int d = 0; d < MAX_DEV; d++) {
         struct agile__cring *r = c->ring[d];
-        if (!r)
-            continue;
+        if (!r) continue;
         agile__ring_client_fini(&r->rc);
         free(r->streams);
         pthread_mutex_destroy(&r->mu);
@@ -150,8 +145,7 @@ static void reap(struct agile__cring *r)
     uint32_t n;
     while (agile__ring_poll(&r->rc, cpl, 64, &n) == AGILE_OK && n) {
         r->completed += n;
-        if (n < 64)
-            break;
+        if (n < 64) break;
     }
 }
 
@@ -162,8 +156,7 @@ static int submit(agile_client *c, struct agile__cring *r, agile__ring_cmd *cmd,
     uint64_t deadline = agile__now_ns() + (uint64_t)timeout_ns(c);
     for (;;) {
         int rv = agile__ring_submit(&r->rc, cmd, flags | AGILE_RING_NONBLOCK, 0, seq);
-        if (rv != AGILE_EFULL)
-            return rv;
+        if (rv != AGILE_EFULL) return rv;
         reap(r);
         if (agile__now_ns() > deadline) {
             agile__set_last_error("the worker did not take commands for %d ms", c->timeout_ms);
@@ -192,8 +185,7 @@ static int stream_counters(struct agile__cring *r, void *stream, uint64_t *c2w, 
     uint32_t i;
     if (!r->sync) {
         void *p = agile_malloc(SYNC_BYTES, r->dev, NULL);
-        if (!p)
-            return AGILE_ENOMEM;
+        if (!p) return AGILE_ENOMEM;
         CUresult cr = agile__cu.cuMemsetD8((CUdeviceptr)(uintptr_t)p, 0, SYNC_BYTES);
         if (cr != CUDA_SUCCESS) {
             agile_free(p, SYNC_BYTES, r->dev, NULL);
@@ -202,14 +194,11 @@ static int stream_counters(struct agile__cring *r, void *stream, uint64_t *c2w, 
         r->sync = (uint64_t)(uintptr_t)p;
     }
     for (i = 0; i < r->nstreams; i++)
-        if (r->streams[i].stream == (uint64_t)(uintptr_t)stream)
-            break;
+        if (r->streams[i].stream == (uint64_t)(uintptr_t)stream) break;
     if (i == r->nstreams) {
-        if (r->nstreams == SYNC_BYTES / 8)
-            return AGILE_EBUSY;
+        if (r->nstreams == SYNC_BYTES / 8) return AGILE_EBUSY;
         cl_stream *ns = realloc(r->streams, (r->nstreams + 1) * sizeof *ns);
-        if (!ns)
-            return AGILE_ENOMEM;
+        if (!ns) return AGILE_ENOMEM;
         r->streams = ns;
         ns[i].stream = (uint64_t)(uintptr_t)stream;
         ns[i].n = 0;
@@ -223,16 +212,15 @@ static int stream_counters(struct agile__cring *r, void *stream, uint64_t *c2w, 
 /* Post cmd; on cuda ordered with the client's stream:
  *   client stream: write c2w = n | worker stream: wait c2w >= n, cmd, write w2c = n |
  *   client stream: wait w2c >= n. One publish (and at most one wake-up) for the three. */
-static int post_ordered(agile_client *c, struct agile__cring *r, agile__ring_cmd *cmd,
-                        void *stream, uint64_t *seq)
+static int post_ordered(agile_client *c, struct agile__cring *r, agile__ring_cmd *cmd, void *stream,
+                        uint64_t *seq)
 {
     agile__ring_cmd wc, sc;
     uint64_t c2w;
     uint32_t *np;
     CUresult cr;
     int rv = AGILE_OK;
-    if (!r->cuda)
-        return submit(c, r, cmd, 0, seq);
+    if (!r->cuda) return submit(c, r, cmd, 0, seq);
     AGILE_TRY(stream_counters(r, stream, &c2w, &np));
     uint32_t n = *np + 1;
     cr = agile__cu.cuStreamWriteValue32((CUstream)stream, (CUdeviceptr)c2w, n, 0);
@@ -252,10 +240,9 @@ static int post_ordered(agile_client *c, struct agile__cring *r, agile__ring_cmd
     AGILE_TRY(submit(c, r, &wc, AGILE_RING_MORE, NULL));
     AGILE_TRY(submit(c, r, cmd, AGILE_RING_MORE, seq));
     AGILE_TRY(submit(c, r, &sc, 0, NULL));
-    cr = agile__cu.cuStreamWaitValue32((CUstream)stream, (CUdeviceptr)(c2w + 4), n,
+    cr = agile__cu.cuStreamWaitValue32((CUstream)stream, (CUdeviceptr)c2w + 4, n,
                                        CU_STREAM_WAIT_VALUE_GEQ);
-    if (cr != CUDA_SUCCESS)
-        rv = agile_err_cuda((int)cr);
+    if (cr != CUDA_SUCCESS) rv = agile_err_cuda((int)cr);
 out:
     return rv;
 }
@@ -288,8 +275,7 @@ AGILE_API int agile_ring_nop(agile_client *c, int device, uint64_t cookie)
         r->completed += r->rc.cpl_head - before;
     }
     pthread_mutex_unlock(&r->mu);
-    if (rv == AGILE_OK)
-        rv = st;
+    if (rv == AGILE_OK) rv = st;
 out:
     return rv;
 }
@@ -324,8 +310,7 @@ AGILE_API uint64_t agile_ring_completed(agile_client *c, int device)
     return n;
 }
 
-AGILE_API int agile_ring_barrier(agile_client *c, int device, void *stream,
-                                 agile_async_error *err)
+AGILE_API int agile_ring_barrier(agile_client *c, int device, void *stream, agile_async_error *err)
 {
     struct agile__cring *r;
     agile__ring_cmd cmd;
@@ -347,11 +332,9 @@ AGILE_API int agile_ring_barrier(agile_client *c, int device, void *stream,
     while (rv == AGILE_OK) {
         uint64_t now = agile__now_ns();
         rv = agile__ring_wait(&r->rc, &cpl, now >= deadline ? 0 : (int64_t)(deadline - now));
-        if (rv != AGILE_OK)
-            break;
+        if (rv != AGILE_OK) break;
         r->completed++;
-        if (cpl.seq == seq)
-            break;
+        if (cpl.seq == seq) break;
     }
     if (rv == AGILE_OK) {
         uint64_t sseq;
@@ -376,8 +359,7 @@ AGILE_API int agile_ring_barrier(agile_client *c, int device, void *stream,
     }
     pthread_mutex_unlock(&r->mu);
 out:
-    if (err)
-        *err = e;
+    if (err) *err = e;
     return rv;
 }
 
@@ -431,8 +413,7 @@ AGILE_API int agile_memset_async(void *dst, int value, size_t n, void *stream)
 {
     agile__ring_cmd cmd;
     int dev;
-    if (value < 0 || value > 255)
-        return AGILE_EINVAL;
+    if (value < 0 || value > 255) return AGILE_EINVAL;
     dev_of(dst, n, &dev);
     cmd_init(&cmd, AGILE_RING_OP_MEMSET, stream);
     cmd.u.memset.dst = (uint64_t)(uintptr_t)dst;
@@ -479,8 +460,7 @@ AGILE_API int agile_barrier(void *stream, uint64_t *err_seq)
     memset(&fe, 0, sizeof fe);
     AGILE_TRY(agile_default_client(&c));
     for (int d = 0; d < MAX_DEV; d++) {
-        if (!__atomic_load_n(&c->ring[d], __ATOMIC_ACQUIRE))
-            continue;
+        if (!__atomic_load_n(&c->ring[d], __ATOMIC_ACQUIRE)) continue;
         int r = agile_ring_barrier(c, d, stream, &e);
         if (r != AGILE_OK && first == AGILE_OK) {
             first = r;
@@ -489,32 +469,28 @@ AGILE_API int agile_barrier(void *stream, uint64_t *err_seq)
     }
     rv = first;
     tl_async = fe;
-    if (err_seq)
-        *err_seq = fe.seq;
+    if (err_seq) *err_seq = fe.seq;
 out:
     return rv;
 }
 
 AGILE_API int agile_last_async_error(agile_async_error *out)
 {
-    if (!out)
-        return AGILE_EINVAL;
+    if (!out) return AGILE_EINVAL;
     *out = tl_async;
     return AGILE_OK;
 }
 
 /* ---- modules and launches ---------------------------------------------------------------- */
 
-AGILE_API int agile_module_load(const char *ptx, size_t len, unsigned flags,
-                                agile_module_t *module)
+AGILE_API int agile_module_load(const char *ptx, size_t len, unsigned flags, agile_module_t *module)
 {
     agile_client *c;
     agile__msg m, rep;
     uint8_t *buf = NULL;
     cl_mod *cm = NULL;
     int rv = AGILE_OK, dev = (int)((flags >> 8) & 0xff);
-    if (!ptx || !len || !module || (flags & ~(AGILE_MODULE_STRICT | 0xff00u)))
-        return AGILE_EINVAL;
+    if (!ptx || !len || !module || (flags & ~(AGILE_MODULE_STRICT | 0xff00u))) return AGILE_EINVAL;
     AGILE_TRY(agile_default_client(&c));
     if (!(cm = calloc(1, sizeof *cm))) {
         rv = AGILE_ENOMEM;
@@ -573,13 +549,11 @@ AGILE_API int agile_module_function(agile_module_t module, const char *name, agi
     uint8_t *buf = NULL;
     cl_fn *f = NULL;
     int rv = AGILE_OK, dev = -1;
-    if (!name || !fn)
-        return AGILE_EINVAL;
+    if (!name || !fn) return AGILE_EINVAL;
     AGILE_TRY(agile_default_client(&c));
     pthread_mutex_lock(&g_mu);
     for (cl_mod *p = g_mods; p; p = p->next)
-        if (p->h == module)
-            dev = p->dev;
+        if (p->h == module) dev = p->dev;
     pthread_mutex_unlock(&g_mu);
     if (dev < 0) {
         rv = AGILE_EHANDLE;
@@ -624,8 +598,7 @@ AGILE_API int agile_module_function(agile_module_t module, const char *name, agi
     g_fns = f;
     pthread_mutex_unlock(&g_mu);
     *fn = f->h;
-    if (nparams)
-        *nparams = np;
+    if (nparams) *nparams = np;
     f = NULL;
 out:
     if (f) {
@@ -651,16 +624,12 @@ AGILE_API int agile_function_params(agile_function_t fn, unsigned max, uint32_t 
                                     uint32_t *offsets, uint32_t *args_size)
 {
     cl_fn *f = fn_find(fn);
-    if (!f)
-        return AGILE_EHANDLE;
+    if (!f) return AGILE_EHANDLE;
     for (unsigned i = 0; i < f->nparams && i < max; i++) {
-        if (sizes)
-            sizes[i] = f->size[i];
-        if (offsets)
-            offsets[i] = f->off[i];
+        if (sizes) sizes[i] = f->size[i];
+        if (offsets) offsets[i] = f->off[i];
     }
-    if (args_size)
-        *args_size = f->args_size;
+    if (args_size) *args_size = f->args_size;
     return AGILE_OK;
 }
 
@@ -674,10 +643,8 @@ AGILE_API int agile_launch(agile_function_t fn, const unsigned grid[3], const un
     uint64_t seq;
     int32_t st = AGILE_OK;
     int rv = AGILE_OK;
-    if (!grid || !block || (args_size && !args) || args_size > UINT32_MAX)
-        return AGILE_EINVAL;
-    if (!(f = fn_find(fn)))
-        return AGILE_EHANDLE;
+    if (!grid || !block || (args_size && !args) || args_size > UINT32_MAX) return AGILE_EINVAL;
+    if (!(f = fn_find(fn))) return AGILE_EHANDLE;
     if (args_size != f->args_size) {
         agile__set_last_error("kernel takes %u bytes of arguments, got %zu", f->args_size,
                               args_size);
@@ -703,8 +670,7 @@ AGILE_API int agile_launch(agile_function_t fn, const unsigned grid[3], const un
         uint64_t before = r->rc.cpl_head;
         rv = agile__ring_wait_seq(&r->rc, seq, timeout_ns(c), &st);
         r->completed += r->rc.cpl_head - before;
-        if (rv == AGILE_OK)
-            rv = st;
+        if (rv == AGILE_OK) rv = st;
     }
     pthread_mutex_unlock(&r->mu);
 out:

@@ -37,11 +37,11 @@ typedef uint64_t agile_function_t;
 
 /* The first asynchronous error since the previous barrier. */
 typedef struct agile_async_error {
-    int32_t status;   /* agile_err_t, AGILE_OK if none */
-    uint32_t kernel;  /* AGILE_EGUARD: the kernel (1-based .entry index of its module) */
-    uint64_t seq;     /* the failing command's sequence number (AGILE_EGUARD: the barrier's) */
-    uint64_t site;    /* AGILE_EGUARD: the guard's site id of the access */
-    uint64_t addr;    /* AGILE_EGUARD: the address the kernel tried */
+    int32_t status;  /* agile_err_t, AGILE_OK if none */
+    uint32_t kernel; /* AGILE_EGUARD: the kernel (1-based .entry index of its module) */
+    uint64_t seq;    /* the failing command's sequence number (AGILE_EGUARD: the barrier's) */
+    uint64_t site;   /* AGILE_EGUARD: the guard's site id of the access */
+    uint64_t addr;   /* AGILE_EGUARD: the address the kernel tried */
 } agile_async_error;
 
 /* agile_ring_open: attach c's command ring for device (c NULL: the default client).
@@ -55,8 +55,7 @@ AGILE_API int agile_ring_nop_async(agile_client *c, int device);
 /* agile_ring_barrier: wait until every command c posted on device before it has completed;
  * return (and clear) the first asynchronous error since the previous barrier; *err (may be
  * NULL) gets its details. Blocks. */
-AGILE_API int agile_ring_barrier(agile_client *c, int device, void *stream,
-                                 agile_async_error *err);
+AGILE_API int agile_ring_barrier(agile_client *c, int device, void *stream, agile_async_error *err);
 /* agile_ring_completed: how many commands of c on device have completed so far. */
 AGILE_API uint64_t agile_ring_completed(agile_client *c, int device);
 
