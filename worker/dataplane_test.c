@@ -1,0 +1,342 @@
+/* dataplane_test: the worker's data plane in one process on the host backend (the message
+ * handler driven directly, as the fuzzer does; the ring fd read back from the session's fd
+ * socket): attach, NOP, in-window memset/memcpy, bounds, sticky errors at the barrier, host
+ * WAIT/SIGNAL, LAUNCH without a GPU, guarded module load, a malformed slot killing only its
+ * session, and teardown of a session with a busy ring. Runs under ASan in CI. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "backend/fdpass.h"
+#include "dataplane.h"
+#include "ring/ring.h"
+#include "worker.h"
+
+#define NS (5ll * 1000000000ll)
+
+static agile__worker W;
+
+typedef struct {
+    agile__session *s;
+    int sock; /* the client's end of the fd socket */
+    uint32_t pipe;
+    agile__ring_client rc;
+} conn;
+
+static int call(conn *c, agile__msg *m, agile__msg *rep, uint8_t **buf)
+{
+    uint8_t req[4096];
+    size_t len = 0, replen = 0;
+    m->h.req_id = 1;
+    assert_int_equal(agile__msg_encode(m, req, sizeof req, &len), AGILE_OK);
+    assert_int_equal(agile__worker_handle(&W, c->pipe, (uint32_t)getuid(), req, len, buf, &replen),
+                     AGILE_OK);
+    assert_int_equal(agile__msg_decode(*buf, replen, rep), AGILE_OK);
+    return rep->h.status;
+}
+
+static int recv_fd(conn *c)
+{
+    uint8_t rec[AGILE_FDREC_SIZE];
+    size_t got = 0;
+    int fd = -1;
+    assert_int_equal(agile__fd_recv(c->sock, &fd, rec, sizeof rec, &got), AGILE_OK);
+    return fd;
+}
+
+static void open_conn(conn *c, uint32_t pipe)
+{
+    int sp[2];
+    memset(c, 0, sizeof *c);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+    assert_int_equal(agile__session_new(&W, sp[0], (uint32_t)getuid(), getpid(), &c->s), AGILE_OK);
+    agile__session *b =
+        agile__session_bind(&W, c->s->token[0], c->s->token[1], pipe, (uint32_t)getuid());
+    assert_ptr_equal(b, c->s);
+    agile__session_rele(b);
+    c->sock = sp[1];
+    c->pipe = pipe;
+}
+
+static void lease(conn *c, uint64_t bytes)
+{
+    agile__msg m, rep;
+    uint8_t *buf = NULL;
+    memset(&m, 0, sizeof m);
+    m.h.type = AGILE_MSG_LEASE_GROW;
+    m.u.lease_grow_req.bytes = bytes;
+    assert_int_equal(call(c, &m, &rep, &buf), AGILE_OK);
+    free(buf);
+    close(recv_fd(c));
+}
+
+static void attach(conn *c)
+{
+    agile__msg m, rep;
+    uint8_t *buf = NULL;
+    memset(&m, 0, sizeof m);
+    m.h.type = AGILE_MSG_RING_ATTACH;
+    assert_int_equal(call(c, &m, &rep, &buf), AGILE_OK);
+    free(buf);
+    int fd = recv_fd(c);
+    assert_true(fd >= 0);
+    agile__ring_peer none = {-1, 0, NULL, NULL};
+    assert_int_equal(agile__ring_client_init(&c->rc, fd, &none), AGILE_OK);
+}
+
+static void close_conn(conn *c)
+{
+    agile__ring_client_fini(&c->rc);
+    agile__session_kill(c->s, "test done");
+    agile__sessions_reap(&W);
+    close(c->sock);
+}
+
+static void cmd0(agile__ring_cmd *cmd, uint16_t op)
+{
+    memset(cmd, 0, offsetof(agile__ring_cmd, raw));
+    cmd->opcode = op;
+}
+
+static int32_t run1(conn *c, agile__ring_cmd *cmd)
+{
+    uint64_t seq;
+    int32_t st = -1;
+    assert_int_equal(agile__ring_submit(&c->rc, cmd, 0, NS, &seq), AGILE_OK);
+    assert_int_equal(agile__ring_wait_seq(&c->rc, seq, NS, &st), AGILE_OK);
+    return st;
+}
+
+static uint8_t *wbase(conn *c)
+{
+    return (uint8_t *)(uintptr_t)agile__window_base(c->s->win[0].win);
+}
+
+static void test_nop_memset_memcpy_bounds(void **state)
+{
+    conn c;
+    agile__ring_cmd cmd;
+    uint64_t err_seq = 0;
+    (void)state;
+    open_conn(&c, 1);
+    attach(&c);
+    cmd0(&cmd, AGILE_RING_OP_NOP);
+    cmd.u.nop.cookie = 42;
+    assert_int_equal(run1(&c, &cmd), AGILE_OK);
+
+    /* no window yet: bounds */
+    cmd0(&cmd, AGILE_RING_OP_MEMSET);
+    cmd.u.memset.count = 16;
+    cmd.u.memset.elem_size = 1;
+    assert_int_equal(run1(&c, &cmd), AGILE_EBOUNDS);
+    assert_int_equal(agile__ring_barrier(&c.rc, 0, NS, &err_seq), AGILE_EBOUNDS);
+    assert_int_equal(err_seq, 1);
+
+    lease(&c, 1 << 20);
+    uint64_t W0 = agile__window_size(c.s->win[0].win);
+    uint8_t *b = wbase(&c);
+    /* the client's addresses: only the offset counts (another base, same offsets) */
+    uint64_t cbase = 0x7f0000000000ull & ~(W0 - 1);
+    cmd0(&cmd, AGILE_RING_OP_MEMSET);
+    cmd.u.memset.dst = cbase + 4096;
+    cmd.u.memset.count = 1000;
+    cmd.u.memset.value = 0xAB;
+    cmd.u.memset.elem_size = 1;
+    assert_int_equal(run1(&c, &cmd), AGILE_OK);
+    assert_int_equal(b[4096], 0xAB);
+    assert_int_equal(b[4096 + 999], 0xAB);
+    assert_int_equal(b[4096 + 1000], 0);
+
+    cmd0(&cmd, AGILE_RING_OP_MEMSET); /* 32-bit pattern */
+    cmd.u.memset.dst = cbase + 8192;
+    cmd.u.memset.count = 4;
+    cmd.u.memset.value = 0x01020304;
+    cmd.u.memset.elem_size = 4;
+    assert_int_equal(run1(&c, &cmd), AGILE_OK);
+    assert_int_equal(b[8192], 4);
+    assert_int_equal(b[8192 + 15], 1);
+
+    cmd0(&cmd, AGILE_RING_OP_MEMCPY);
+    cmd.u.memcpy.dst = cbase + 65536;
+    cmd.u.memcpy.src = cbase + 4096;
+    cmd.u.memcpy.bytes = 1000;
+    assert_int_equal(run1(&c, &cmd), AGILE_OK);
+    assert_memory_equal(b + 65536, b + 4096, 1000);
+
+    /* an extent past the window's end: refused, nothing written */
+    cmd0(&cmd, AGILE_RING_OP_MEMCPY);
+    cmd.u.memcpy.dst = cbase + 131072;
+    cmd.u.memcpy.src = cbase + W0 - 10;
+    cmd.u.memcpy.bytes = 100;
+    assert_int_equal(run1(&c, &cmd), AGILE_EBOUNDS);
+    assert_int_equal(b[131072], 0);
+    cmd0(&cmd, AGILE_RING_OP_MEMSET);
+    cmd.u.memset.dst = cbase + 5;
+    cmd.u.memset.count = UINT64_MAX / 2; /* count * elem overflows */
+    cmd.u.memset.elem_size = 4;
+    assert_int_equal(run1(&c, &cmd), AGILE_EINVAL);
+    assert_int_equal(agile__ring_barrier(&c.rc, 0, NS, &err_seq), AGILE_EBOUNDS);
+    assert_int_equal(agile__ring_barrier(&c.rc, 0, NS, &err_seq), AGILE_OK);
+
+    /* LAUNCH on the host backend */
+    cmd0(&cmd, AGILE_RING_OP_LAUNCH);
+    cmd.u.launch.function = 12345;
+    assert_int_equal(run1(&c, &cmd), AGILE_ENOTSUP);
+    assert_int_equal(agile__ring_barrier(&c.rc, 0, NS, NULL), AGILE_ENOTSUP);
+
+    /* host WAIT holds the ring until the counter reaches the value; SIGNAL writes it */
+    uint32_t *ctr = (uint32_t *)(void *)(b + 12288);
+    *ctr = 0;
+    uint64_t s1, s2;
+    cmd0(&cmd, AGILE_RING_OP_WAIT);
+    cmd.u.wait.counter = cbase + 12288;
+    cmd.u.wait.value = 2;
+    assert_int_equal(agile__ring_submit(&c.rc, &cmd, 0, NS, &s1), AGILE_OK);
+    cmd0(&cmd, AGILE_RING_OP_SIGNAL);
+    cmd.u.signal.counter = cbase + 12292;
+    cmd.u.signal.value = 9;
+    assert_int_equal(agile__ring_submit(&c.rc, &cmd, 0, NS, &s2), AGILE_OK);
+    usleep(100000);
+    assert_int_equal(ctr[1], 0);
+    __atomic_store_n(ctr, 2, __ATOMIC_RELEASE);
+    int32_t st = -1;
+    assert_int_equal(agile__ring_wait_seq(&c.rc, s2, NS, &st), AGILE_OK);
+    assert_int_equal(st, AGILE_OK);
+    assert_int_equal(ctr[1], 9);
+    close_conn(&c);
+}
+
+static const char add_ptx[] = ".version 8.0\n.target sm_90\n.address_size 64\n"
+                              ".visible .entry k(.param .u64 p, .param .u32 v)\n{\n"
+                              "\t.reg .b64 %rd<2>;\n\t.reg .b32 %r<2>;\n"
+                              "\tld.param.u64 %rd1, [p];\n\tld.param.u32 %r1, [v];\n"
+                              "\tst.global.u32 [%rd1], %r1;\n\tret;\n}\n";
+static const char bad_ptx[] = ".version 8.0\n.target sm_90\n.address_size 64\n"
+                              ".visible .entry k(.param .u64 p)\n{\n"
+                              "\ttensormap.replace.tile.global_address.global.b1024.b64 [p], 0;\n"
+                              "\tret;\n}\n";
+
+static void test_modules(void **state)
+{
+    conn c;
+    agile__msg m, rep;
+    uint8_t *buf = NULL;
+    (void)state;
+    open_conn(&c, 2);
+    memset(&m, 0, sizeof m);
+    m.h.type = AGILE_MSG_MODULE_LOAD;
+    m.u.module_load_req.ptx = agile__blob_of(add_ptx, strlen(add_ptx));
+    assert_int_equal(call(&c, &m, &rep, &buf), AGILE_OK);
+    uint64_t mod = rep.u.module_load_rep.handle;
+    free(buf);
+    memset(&m, 0, sizeof m);
+    m.h.type = AGILE_MSG_MODULE_FUNCTION;
+    m.u.module_function_req.module = mod;
+    m.u.module_function_req.name = agile__blob_of("k", 1);
+    assert_int_equal(call(&c, &m, &rep, &buf), AGILE_OK);
+    assert_int_equal(rep.u.module_function_rep.nparams, 2);
+    assert_int_equal(rep.u.module_function_rep.param_sizes.n, 16);
+    free(buf);
+    m.u.module_function_req.name = agile__blob_of("nope", 4);
+    assert_int_equal(call(&c, &m, &rep, &buf), AGILE_ENOENT);
+    free(buf);
+
+    memset(&m, 0, sizeof m);
+    m.h.type = AGILE_MSG_MODULE_LOAD;
+    m.u.module_load_req.ptx = agile__blob_of(bad_ptx, strlen(bad_ptx));
+    assert_int_equal(call(&c, &m, &rep, &buf), AGILE_EREJECT);
+    char msg[512];
+    assert_int_equal(agile__blob_str(rep.u.error.message, msg, sizeof msg), AGILE_OK);
+    assert_non_null(strstr(msg, "<ptx>:6: "));
+    free(buf);
+
+    memset(&m, 0, sizeof m);
+    m.h.type = AGILE_MSG_MODULE_UNLOAD;
+    m.u.handle.handle = mod;
+    assert_int_equal(call(&c, &m, &rep, &buf), AGILE_OK);
+    free(buf);
+    close_conn(&c);
+}
+
+static void test_malformed_slot_kills_only_its_session(void **state)
+{
+    conn a, b;
+    agile__ring_cmd cmd;
+    (void)state;
+    open_conn(&a, 3);
+    open_conn(&b, 4);
+    attach(&a);
+    attach(&b);
+    cmd0(&cmd, AGILE_RING_OP_NOP);
+    assert_int_equal(run1(&a, &cmd), AGILE_OK);
+    /* garbage in a's next slot, published by hand */
+    uint8_t *slot = a.rc.reg.cmd + (a.rc.cmd_tail & a.rc.reg.mask) * a.rc.reg.g.slot_size;
+    memset(slot, 0xEE, a.rc.reg.g.slot_size);
+    atomic_store(&a.rc.reg.cmd_ctl->tail, a.rc.cmd_tail + 1);
+    atomic_fetch_add(&a.rc.reg.cmd_ctl->data_ftx, 1);
+    for (int i = 0; i < 200; i++) {
+        pthread_mutex_lock(&W.mu);
+        int dead = a.s->state == SESS_DEAD;
+        pthread_mutex_unlock(&W.mu);
+        if (dead) break;
+        usleep(10000);
+    }
+    assert_int_equal(a.s->state, SESS_DEAD);
+    assert_int_equal(run1(&b, &cmd), AGILE_OK);
+    close_conn(&a);
+    assert_int_equal(run1(&b, &cmd), AGILE_OK);
+    close_conn(&b);
+}
+
+static void test_teardown_with_busy_ring(void **state)
+{
+    conn c;
+    agile__ring_cmd cmd;
+    (void)state;
+    open_conn(&c, 5);
+    lease(&c, 64 << 20);
+    attach(&c);
+    for (int i = 0; i < 200; i++) {
+        cmd0(&cmd, AGILE_RING_OP_MEMSET);
+        cmd.u.memset.count = 32 << 20;
+        cmd.u.memset.elem_size = 1;
+        cmd.u.memset.value = (uint32_t)i & 0xff;
+        if (agile__ring_submit(&c.rc, &cmd, AGILE_RING_NONBLOCK, 0, NULL) != AGILE_OK) break;
+    }
+    close_conn(&c); /* objects freed while the dispatcher works on the ring */
+    assert_int_equal(W.objs.live, 0);
+}
+
+static int setup(void **state)
+{
+    char err[256] = "";
+    (void)state;
+    agile__log_set_level(AGILE_LOG_ERROR);
+    agile__worker_zero(&W);
+    W.cfg.dflt.quota = 256ull << 20;
+    W.cfg.dflt.lease_step = 2ull << 20;
+    return agile__worker_init_core(&W, AGILE_BACKEND_HOST, NULL, err, sizeof err);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    agile__worker_fini(&W);
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_nop_memset_memcpy_bounds),
+        cmocka_unit_test(test_modules),
+        cmocka_unit_test(test_malformed_slot_kills_only_its_session),
+        cmocka_unit_test(test_teardown_with_busy_ring),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
