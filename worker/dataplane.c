@@ -36,6 +36,7 @@
 #define DP_GPU_NAP_NS 100000     /* then poll GPU completions this often */
 #define DP_HOST_WAIT_NS (10ull * 1000000000ull) /* a host WAIT gives up (no time limit set) */
 #define DP_QUEUED (-1)                          /* exec_*: the completion was queued, not due now */
+#define DP_GPU_OP_NS (60ull * 1000000000ull)    /* non-launch GPU ops: then AGILE_ETIMEDOUT */
 #define DP_DRAIN_NS (5ull * 1000000000ull)      /* ring teardown waits this long for the GPU */
 
 static int efail(char *err, size_t cap, int rv, const char *fmt, ...)
@@ -1026,13 +1027,20 @@ static bool drain(dp_ring *r, uint64_t now)
             CUresult q = agile__cu.cuEventQuery(p->ev);
             if (q == CUDA_ERROR_NOT_READY) {
                 /* Timed from when the op reached the head of the queue, i.e. roughly when
-                 * the GPU could start it. */
-                if (!r->limit_ns || now - p->head_ns <= r->limit_ns) break;
-                p->status = AGILE_ETIMELIMIT;
-                count_timelimit(r);
+                 * the GPU could start it. The policy's limit is for launches; copies, the
+                 * stream-order WAIT/SIGNAL (which wait for the client's own stream) and
+                 * module ops get at least DP_GPU_OP_NS and end as AGILE_ETIMEDOUT. */
+                uint64_t lim = p->launch ? r->limit_ns : AGILE_MAX(r->limit_ns, DP_GPU_OP_NS);
+                if (!lim || now - p->head_ns <= lim) break;
+                if (p->launch) {
+                    p->status = AGILE_ETIMELIMIT;
+                    count_timelimit(r);
+                } else {
+                    p->status = AGILE_ETIMEDOUT;
+                }
                 agile__log(AGILE_LOG_WARN, (long)r->uid, "%s seq %llu exceeded %llu ms",
                            agile__ring_op_name(p->opcode), (unsigned long long)p->seq,
-                           (unsigned long long)(r->limit_ns / 1000000));
+                           (unsigned long long)(lim / 1000000));
                 agile__cu.cuEventDestroy(p->ev); /* released once it fires */
             } else {
                 if (q != CUDA_SUCCESS) p->status = agile__cu_err(q, "asynchronous error");
