@@ -123,22 +123,29 @@ def _runtime_params(kernel, compiled, args, meta):
     sig = getattr(getattr(compiled, "src", None), "signature", None)
     if not isinstance(sig, dict):
         raise RuntimeError("this Triton version does not expose compiled.src.signature")
+    if sig and all(isinstance(k, int) for k in sig):  # older Tritons key it by position
+        sig = {names[k]: v for k, v in sig.items() if k < len(names)}
+    consts = getattr(compiled.src, "constexprs", None) or getattr(compiled.src, "constants", None) or {}
+    const_names = {names[k[0] if isinstance(k, tuple) else k] if isinstance(k, (int, tuple)) else k
+                   for k in consts if not isinstance(k, (int, tuple)) or
+                   (k[0] if isinstance(k, tuple) else k) < len(names)}
     out = []
     for name in names:
         ty = sig.get(name)
-        if ty is None or ty == "constexpr" or name not in bound:
+        if ty is None or ty == "constexpr" or name in const_names or name not in bound:
             continue
         out.append((bound[name], str(ty)))
     return out
 
 
-def _pack(values, sizes, offs, total) -> bytes:
-    import torch
+def _pack(values, sizes, offs, total, in_pool=None) -> bytes:
+    """The LAUNCH args buffer: each value at the worker's offset for its PTX parameter."""
+    in_pool = in_pool or _in_pool
     buf = bytearray(total)
     for (v, ty), size, off in zip(values, sizes, offs):
-        if isinstance(v, torch.Tensor) or ty.startswith("*"):
+        if hasattr(v, "data_ptr") or ty.startswith("*"):
             ptr = 0 if v is None else (v.data_ptr() if hasattr(v, "data_ptr") else int(v))
-            if ptr and not _in_pool(ptr):
+            if ptr and not in_pool(ptr):
                 raise ValueError(f"tensor argument at {ptr:#x} is not in this process's agile pool "
                                  "(allocate it under agile_torch.pool() or enable())")
             struct.pack_into("<Q", buf, off, ptr)
