@@ -176,6 +176,29 @@ def test_signal_and_wait_order_the_ring(worker):
     assert r["misaligned"] == 0 and r["bad"][0] == EINVAL
 
 
+def test_dead_worker_ends_waits_at_once(rundir):
+    w = Worker(rundir)
+    try:
+        p = child(w, """
+            p = lib.agile_malloc(1 << 20, 0, None)
+            ctypes.c_uint32.from_address(p).value = 0
+            assert lib.agile_wait_async(p, 1, None) == 0     # never satisfied
+            print("waiting", flush=True)
+            t0 = time.time()
+            rv = barrier()
+            out(rv=rv[0], secs=time.time() - t0)
+        """, wait=False)
+        assert p.stdout.readline().strip() == "waiting"
+        time.sleep(0.3)
+        w.proc.kill()
+        o, e = p.communicate(timeout=60)
+        assert p.returncode == 0, o + e
+        r = json.loads(o.strip().splitlines()[-1])
+        assert r["rv"] == 8 and r["secs"] < 3, r          # AGILE_ECLOSED, not the 10 s timeout
+    finally:
+        w.stop()
+
+
 def _ring_map_code():
     return """
         def ring_region():
