@@ -452,6 +452,27 @@ AGILE_API int agile_wait_async(const uint32_t *counter, uint32_t value, void *st
     return post_counter(AGILE_RING_OP_WAIT, counter, value, stream);
 }
 
+AGILE_API int agile_ring_mod_op(agile_client *c, int device, uint32_t module, uint32_t op,
+                                const void *args, size_t len, void *stream)
+{
+    struct agile__cring *r;
+    agile__ring_cmd cmd;
+    int rv = AGILE_OK;
+    if ((len && !args) || len > AGILE_RING_MAX_PAYLOAD || op > 0xffffu) return AGILE_EINVAL;
+    AGILE_TRY(client_of(c, &c));
+    AGILE_TRY(ring_get(c, device, &r));
+    cmd_init(&cmd, AGILE_RING_OP_MOD_OP, stream);
+    cmd.u.mod_op.module = module;
+    cmd.u.mod_op.op = op;
+    cmd.u.mod_op.stream = cmd.tag;
+    cmd.u.mod_op.args = agile__blob_of(args, len);
+    pthread_mutex_lock(&r->mu);
+    rv = post_ordered(c, r, &cmd, stream, NULL);
+    pthread_mutex_unlock(&r->mu);
+out:
+    return rv;
+}
+
 AGILE_API int agile_barrier(void *stream, uint64_t *err_seq)
 {
     agile_client *c;

@@ -176,6 +176,23 @@ def test_signal_and_wait_order_the_ring(worker):
     assert r["misaligned"] == 0 and r["bad"][0] == EINVAL
 
 
+def test_mod_op_errors_come_at_the_barrier(worker, lib):
+    import ctypes
+    c = agilec.Client(lib, worker.dir)
+    lib.agile_ring_mod_op.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32,
+                                      ctypes.c_uint32, ctypes.c_char_p, ctypes.c_size_t,
+                                      ctypes.c_void_p]
+    lib.agile_ring_barrier.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
+                                       ctypes.c_void_p]
+    lib.agile_ring_nop.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64]
+    assert lib.agile_ring_mod_op(c.h, 0, 99, 1, b"junk", 4, None) == 0   # unknown module
+    assert lib.agile_ring_mod_op(c.h, 0, 0, 7, b"\xff" * 40, 40, None) == 0  # fft, garbage args
+    assert lib.agile_ring_barrier(c.h, 0, None, None) != 0
+    assert lib.agile_ring_barrier(c.h, 0, None, None) == 0
+    assert lib.agile_ring_nop(c.h, 0, 1) == 0
+    c.close()
+
+
 def test_dead_worker_ends_waits_at_once(rundir):
     w = Worker(rundir)
     try:
