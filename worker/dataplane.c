@@ -293,7 +293,8 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
             goto out;
         }
         AGILE_TRY(agile__backend_enter(w->be, m->dev));
-        CUresult r = agile__cu.cuModuleLoadData(&m->cumod, image);
+        CUresult r = agile__cu.cuModuleLoadData ? agile__cu.cuModuleLoadData(&m->cumod, image)
+                                                : CUDA_ERROR_NOT_SUPPORTED;
         agile__backend_leave(w->be);
         if (r != CUDA_SUCCESS) {
             m->cumod = NULL;
@@ -523,8 +524,12 @@ static bool gpu_idle(dp_ring *r, uint64_t deadline)
 {
     for (;;) {
         bool idle = true;
-        for (uint32_t i = 0; i < r->nstreams; i++)
-            if (agile__cu.cuStreamQuery(r->streams[i].cu) == CUDA_ERROR_NOT_READY) idle = false;
+        for (uint32_t i = 0; i < r->nstreams; i++) {
+            /* a driver without cuStreamQuery (mockcuda): wait, it cannot hang on a mock */
+            CUresult q = agile__cu.cuStreamQuery ? agile__cu.cuStreamQuery(r->streams[i].cu)
+                                                 : agile__cu.cuStreamSynchronize(r->streams[i].cu);
+            if (q == CUDA_ERROR_NOT_READY) idle = false;
+        }
         if (idle) return true;
         if (agile__now_ns() > deadline) return false;
         usleep(1000);
@@ -749,7 +754,7 @@ static int exec_launch(dp_ring *r, const agile__ring_cmd *cmd)
     CUresult cr;
     int rv = AGILE_OK;
 
-    if (!is_cuda(w)) return AGILE_ENOTSUP;
+    if (!is_cuda(w) || !agile__cu.cuLaunchKernel) return AGILE_ENOTSUP;
     if ((rv = agile__htab_hold(&w->objs, l->function, AGILE_OBJ_FUNCTION, r->s->id, (void **)&f)))
         return rv;
     if (!f->cufn || f->mod->dev != r->dev) {
@@ -899,6 +904,7 @@ static int exec_sigwait(dp_ring *r, const agile__ring_cmd *cmd)
     }
     CUstream st = NULL;
     CUresult cr;
+    if (!agile__cu.cuStreamWaitValue32 || !agile__cu.cuStreamWriteValue32) return AGILE_ENOTSUP;
     AGILE_TRY(worker_stream(r, cmd->tag, &st));
     if (wait)
         cr = agile__cu.cuStreamWaitValue32(

@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -312,6 +313,59 @@ static void test_teardown_with_busy_ring(void **state)
     assert_int_equal(W.objs.live, 0);
 }
 
+/* The cuda backend's command path (worker streams, events, the completion queue) against
+ * mockcuda, which runs memory operations on host memory at once: bookkeeping, not GPU
+ * behaviour (tests/py/test_dataplane_gpu.py is that). */
+static void test_cuda_mock_memops(void **state)
+{
+    conn c;
+    agile__ring_cmd cmd;
+    uint64_t seq[8], err_seq = 0;
+    (void)state;
+    open_conn(&c, 6);
+    attach(&c);
+    lease(&c, 1 << 20);
+    uint8_t *b = wbase(&c);
+    for (int i = 0; i < 4; i++) { /* several streams, batched */
+        cmd0(&cmd, AGILE_RING_OP_MEMSET);
+        cmd.tag = (uint64_t)i;
+        cmd.u.memset.dst = 4096u * (unsigned)i;
+        cmd.u.memset.count = 4096;
+        cmd.u.memset.value = 0x10u + (unsigned)i;
+        cmd.u.memset.elem_size = 1;
+        assert_int_equal(agile__ring_submit(&c.rc, &cmd, AGILE_RING_MORE, NS, &seq[i]), AGILE_OK);
+    }
+    cmd0(&cmd, AGILE_RING_OP_MEMCPY);
+    cmd.u.memcpy.dst = 65536;
+    cmd.u.memcpy.src = 4096;
+    cmd.u.memcpy.bytes = 4096;
+    assert_int_equal(agile__ring_submit(&c.rc, &cmd, 0, NS, &seq[4]), AGILE_OK);
+    int32_t st = -1;
+    assert_int_equal(agile__ring_wait_seq(&c.rc, seq[4], NS, &st), AGILE_OK);
+    assert_int_equal(st, AGILE_OK);
+    assert_int_equal(b[0], 0x10);
+    assert_int_equal(b[3 * 4096 + 4095], 0x13);
+    assert_int_equal(b[65536], 0x11);
+    cmd0(&cmd, AGILE_RING_OP_MEMSET);
+    cmd.u.memset.dst = agile__window_size(c.s->win[0].win) - 8;
+    cmd.u.memset.count = 64;
+    cmd.u.memset.elem_size = 1;
+    assert_int_equal(run1(&c, &cmd), AGILE_EBOUNDS);
+    cmd0(&cmd, AGILE_RING_OP_MEMSET); /* a 4-byte pattern that is not one byte: no D32 */
+    cmd.u.memset.count = 4;
+    cmd.u.memset.value = 0x01020304;
+    cmd.u.memset.elem_size = 4;
+    assert_int_equal(run1(&c, &cmd), AGILE_ENOTSUP);
+    assert_int_equal(agile__ring_barrier(&c.rc, 0, NS, &err_seq), AGILE_EBOUNDS);
+    assert_int_equal(err_seq, seq[4] + 1);
+    cmd0(&cmd, AGILE_RING_OP_NOP);
+    assert_int_equal(run1(&c, &cmd), AGILE_OK);
+    assert_int_equal(agile__ring_barrier(&c.rc, 0, NS, NULL), AGILE_OK);
+    close_conn(&c);
+}
+
+static int backend = AGILE_BACKEND_HOST;
+
 static int setup(void **state)
 {
     char err[256] = "";
@@ -320,7 +374,9 @@ static int setup(void **state)
     agile__worker_zero(&W);
     W.cfg.dflt.quota = 256ull << 20;
     W.cfg.dflt.lease_step = 2ull << 20;
-    return agile__worker_init_core(&W, AGILE_BACKEND_HOST, NULL, err, sizeof err);
+    int rv = agile__worker_init_core(&W, backend, NULL, err, sizeof err);
+    if (rv != AGILE_OK) fprintf(stderr, "worker: %s\n", err);
+    return rv;
 }
 
 static int teardown(void **state)
@@ -330,8 +386,16 @@ static int teardown(void **state)
     return 0;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "cuda-mock") == 0) {
+        const struct CMUnitTest mock[] = {
+            cmocka_unit_test(test_cuda_mock_memops),
+            cmocka_unit_test(test_teardown_with_busy_ring),
+        };
+        backend = AGILE_BACKEND_CUDA;
+        return cmocka_run_group_tests(mock, setup, teardown);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nop_memset_memcpy_bounds),
         cmocka_unit_test(test_modules),
