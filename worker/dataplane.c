@@ -422,6 +422,7 @@ typedef struct dp_ring {
     uint64_t viol_addr;
     bool viol_armed; /* a strict kernel ran since the last barrier */
     uint64_t limit_ns;
+    agile__window *win; /* the session's window on dev, once it exists (it then stays) */
 } dp_ring;
 
 typedef struct agile__dp {
@@ -677,11 +678,28 @@ static void queue(dp_ring *r, const dp_pend *p)
     r->pend[(r->phead + r->pcount++) % r->pcap] = *p;
 }
 
+/* The session's window, cached once it exists (it lives until the session is freed, after
+ * its rings). Read under s->mu, where the lease handler creates it, when the lock is free;
+ * the dispatcher never waits for it (creating a large window takes up to a second), so
+ * while a lease is being created it reads the pointer directly: one aligned store, made
+ * after the window is complete, published by the unlock that follows it. */
+static agile__window *ring_window(dp_ring *r)
+{
+    if (r->win) return r->win;
+    if (pthread_mutex_trylock(&r->s->mu) == 0) {
+        r->win = r->s->win[r->dev].win;
+        pthread_mutex_unlock(&r->s->mu);
+    } else {
+        r->win = __atomic_load_n(&r->s->win[r->dev].win, __ATOMIC_ACQUIRE);
+    }
+    return r->win;
+}
+
 /* The tenant's window on the ring's device, translated: worker address of [client, +n),
  * or AGILE_EBOUNDS when it leaves the window (the formula of DESIGN.md: offsets only). */
 static int xlate(dp_ring *r, uint64_t client, uint64_t n, uint64_t *out)
 {
-    agile__window *win = __atomic_load_n(&r->s->win[r->dev].win, __ATOMIC_ACQUIRE);
+    agile__window *win = ring_window(r);
     if (!win) return AGILE_EBOUNDS; /* nothing leased yet: no window */
     uint64_t W = agile__window_size(win), off = client & (W - 1);
     if (n > W || off > W - n) return AGILE_EBOUNDS;
@@ -766,7 +784,7 @@ static int exec_launch(dp_ring *r, const agile__ring_cmd *cmd)
         rv = AGILE_EINVAL;
         goto out;
     }
-    agile__window *win = __atomic_load_n(&r->s->win[r->dev].win, __ATOMIC_ACQUIRE);
+    agile__window *win = ring_window(r);
     if (!win) {
         rv = AGILE_EBOUNDS;
         goto out;
