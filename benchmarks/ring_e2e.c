@@ -161,6 +161,13 @@ int main(int argc, char **argv)
             if (fgets(buf, sizeof buf, f) && atoi(buf) > 0) kill(atoi(buf), SIGTERM);
             fclose(f);
         }
+        /* the worker removes its files as it exits */
+        for (int i = 0; i < 100 && rmdir(dir) != 0; i++) {
+            snprintf(path, sizeof path, "%s/worker.log", dir);
+            unlink(path);
+            usleep(20000);
+        }
+        rmdir(tmp);
     }
 
     if (!json) {
