@@ -56,3 +56,12 @@ function(agile_add_fuzzer name)
   math(EXPR to "${F_SECONDS} + 120")
   set_tests_properties(${name} PROPERTIES TIMEOUT ${to} LABELS fuzz)
 endfunction()
+
+# agile_shared_no_undefined(tgt): a shared library must resolve every symbol at link time
+# (-Wl,--no-undefined). Not under clang's sanitizers: clang links the ASan/UBSan runtime
+# into executables only, so a sanitized .so legitimately leaves those symbols to the program.
+function(agile_shared_no_undefined tgt)
+  if(NOT AGILE_FUZZ AND NOT (AGILE_SANITIZE AND CMAKE_C_COMPILER_ID MATCHES "Clang"))
+    target_link_options(${tgt} PRIVATE -Wl,--no-undefined)
+  endif()
+endfunction()
