@@ -75,7 +75,7 @@ def guard_story(rows: list) -> None:
 
 def host_demo(runtime_dir: str) -> None:
     rows: list = []
-    start_worker(runtime_dir, "auto")
+    start_worker(runtime_dir, "host")  # the C client writes its leases from the CPU
     L = _native.lib()
     opts = _native.ConnectOpts(runtime_dir.encode(), 10000, 0, tool("agile-worker").encode(), None)
     _native.check(L.agile_init(ctypes.byref(opts)), "connect")

@@ -186,7 +186,12 @@ static int stream_counters(struct agile__cring *r, void *stream, uint64_t *c2w, 
     if (!r->sync) {
         void *p = agile_malloc(SYNC_BYTES, r->dev, NULL);
         if (!p) return AGILE_ENOMEM;
+        /* Zeroed before any stream can write a counter: cuMemsetD8 runs on the legacy stream,
+         * which does not order with non-blocking (e.g. PyTorch's) streams, and lazy loading
+         * can delay it by milliseconds; a late zero would erase a posted counter and leave
+         * both streams waiting for each other. */
         CUresult cr = agile__cu.cuMemsetD8((CUdeviceptr)(uintptr_t)p, 0, SYNC_BYTES);
+        if (cr == CUDA_SUCCESS) cr = agile__cu.cuStreamSynchronize(NULL);
         if (cr != CUDA_SUCCESS) {
             agile_free(p, SYNC_BYTES, r->dev, NULL);
             return agile_err_cuda((int)cr);

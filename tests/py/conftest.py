@@ -1,5 +1,6 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -13,6 +14,42 @@ import agilec  # noqa: E402
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one)")
+
+
+# Every test ends: one that runs longer than this fails (with its stack) instead of hanging
+# the suite. Child processes get their own, shorter limits (child_timeout()).
+TEST_TIMEOUT = int(os.environ.get("AGILE_TEST_TIMEOUT", "300"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    def expire(signum, frame):
+        raise TimeoutError(f"{item.nodeid} ran past {TEST_TIMEOUT} s (AGILE_TEST_TIMEOUT)")
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(TEST_TIMEOUT)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def child_timeout(default=120):
+    return int(os.environ.get("AGILE_CHILD_TIMEOUT", default))
+
+
+def communicate(p, worker=None, timeout=None, stdin=None):
+    """p.communicate() bounded in time; on expiry the child is killed and the failure shows
+    everything it printed and the worker's log, so a hang on a remote machine is diagnosable."""
+    try:
+        o, e = p.communicate(stdin, timeout=timeout or child_timeout())
+    except subprocess.TimeoutExpired:
+        p.kill()
+        o, e = p.communicate()
+        log = worker.logtext()[-4000:] if worker is not None else ""
+        pytest.fail(f"child ran past {timeout or child_timeout()} s\n--- stdout\n{o}\n--- stderr\n"
+                    f"{e}\n--- worker log (tail)\n{log}", pytrace=False)
+    return o, e
 
 
 def have_gpu():

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from conftest import Worker
+from conftest import Worker, communicate
 
 pytestmark = pytest.mark.gpu
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -134,9 +134,11 @@ PRELUDE = textwrap.dedent("""
 
 def child(worker, body, **fmt):
     code = PRELUDE.format(root=ROOT, dir=worker.dir, ptx=PTX) + textwrap.dedent(body).format(**fmt)
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stdout + p.stderr
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    o, e = communicate(p, worker)
+    assert p.returncode == 0, o + e
+    return json.loads(o.strip().splitlines()[-1])
 
 
 @pytest.fixture

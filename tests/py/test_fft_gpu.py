@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from conftest import Worker
+from conftest import Worker, communicate, child_timeout
 from test_worker import wait_for
 
 pytestmark = pytest.mark.gpu
@@ -55,12 +55,13 @@ PRELUDE = textwrap.dedent("""
 """)
 
 
-def run_child(worker, body, timeout=300):
+def run_child(worker, body, timeout=None):
     code = PRELUDE.format(root=ROOT, dir=worker.dir) + textwrap.dedent(body)
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=timeout)
-    assert p.returncode == 0, p.stdout + p.stderr
-    return json.loads([l for l in p.stdout.splitlines() if l.startswith("JSON")][-1][4:])
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    o, e = communicate(p, worker, timeout)
+    assert p.returncode == 0, o + e
+    return json.loads([l for l in o.splitlines() if l.startswith("JSON")][-1][4:])
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +192,7 @@ def test_torch_compile_fullgraph(gpu_worker):
         ex = dynamo.explain(f)(x)
         print("JSON" + json.dumps({"served": served() - s0, "graph_breaks": ex.graph_break_count,
                                    "graphs": ex.graph_count}))
-    """, timeout=600)
+    """, timeout=child_timeout(240))
     assert r["graph_breaks"] == 0 and r["graphs"] == 1, r
     # The compiled graph calls aten._fft_r2c at run time, which reaches the hook.
     assert r["served"] >= 2, r

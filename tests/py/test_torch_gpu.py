@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from conftest import Worker
+from conftest import Worker, communicate
 
 pytestmark = pytest.mark.gpu
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -62,11 +62,12 @@ TRAIN = textwrap.dedent("""
 """)
 
 
-def run_py(code, env=None, timeout=300):
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=timeout, env=env)
-    assert p.returncode == 0, p.stdout + p.stderr
-    line = [l for l in p.stdout.splitlines() if l.startswith("JSON")][-1]
+def run_py(code, env=None, timeout=None):
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    o, e = communicate(p, None, timeout)
+    assert p.returncode == 0, o + e
+    line = [l for l in o.splitlines() if l.startswith("JSON")][-1]
     return json.loads(line[4:])
 
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import Worker
+from conftest import Worker, communicate
 
 pytestmark = pytest.mark.gpu
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -87,7 +87,7 @@ def run(worker, body, wait=True, **fmt):
                          stdin=subprocess.PIPE, text=True)
     if not wait:
         return p
-    o, e = p.communicate(timeout=300)
+    o, e = communicate(p, worker)
     assert p.returncode == 0, o + e
     return json.loads(o.strip().splitlines()[-1])
 
@@ -191,7 +191,7 @@ def test_adversarial_kernel_leaves_other_sessions_canary(gworker):
         out(done=True)
     """, ptr=ptr)
     assert r["done"]
-    o, e = victim.communicate("\n", timeout=120)
+    o, e = communicate(victim, gworker, stdin="\n")
     assert victim.returncode == 0, o + e
     assert json.loads(o.strip().splitlines()[-1])["intact"]
 
@@ -218,7 +218,7 @@ def test_two_clients_flooding_launches_fair(gworker):
     kids = [run(gworker, body, wait=False, start=start) for _ in range(2)]
     res = []
     for k in kids:
-        o, e = k.communicate(timeout=300)
+        o, e = communicate(k, gworker)
         assert k.returncode == 0, o + e
         res.append(json.loads(o.strip().splitlines()[-1]))
     rates = sorted(r["count"] / r["secs"] for r in res)
