@@ -13,7 +13,7 @@
 
 static const char usage[] =
     "usage: agile-worker [--backend auto|cuda|host] [--runtime-dir DIR] [--config FILE]\n"
-    "                    [--foreground] [--log-level debug|info|warn|error]\n"
+    "                    [--shared] [--foreground] [--log-level debug|info|warn|error]\n"
     "\n"
     "The trusted agile worker: owns the GPU's CUDA contexts, the memory it leases to each\n"
     "tenant, the protected modules (fft) and the PTX guard, and serves clients (agile_torch,\n"
@@ -24,6 +24,10 @@ static const char usage[] =
     "                    cuda: fail if no GPU; host: memfd memory, no GPU\n"
     "  --runtime-dir DIR default $AGILE_RUNTIME_DIR, else $XDG_RUNTIME_DIR/agile,\n"
     "                    else /tmp/agile-$UID (created 0700)\n"
+    "  --shared          serve every local user: DIR is made 0755 and both sockets 0666, and\n"
+    "                    each connecting uid is its own tenant with the config's policy; DIR\n"
+    "                    must belong to the worker's uid and not be writable by group or\n"
+    "                    others (refused otherwise). Without it: 0700, the worker's uid only\n"
     "  --config FILE     tenant policy (quota, modules, priority, time_limit_ms, lease_step);\n"
     "                    defaults apply without one (see README, Configuration)\n"
     "  --foreground      stay attached to the terminal and log to stderr; otherwise the\n"
@@ -54,14 +58,15 @@ int main(int argc, char **argv)
         {"backend", required_argument, 0, 'b'},    {"runtime-dir", required_argument, 0, 'd'},
         {"config", required_argument, 0, 'c'},     {"foreground", no_argument, 0, 'f'},
         {"log-level", required_argument, 0, 'l'},  {"help", no_argument, 0, 'h'},
-        {"version", no_argument, 0, 'V'},          {0, 0, 0, 0}};
+        {"version", no_argument, 0, 'V'},          {"shared", no_argument, 0, 's'},
+        {0, 0, 0, 0}};
     agile__worker_opts o = {0};
     int foreground = 0, ch, ready[2] = {-1, -1};
     static agile__worker w;
     char err[512] = "";
     sigset_t set;
 
-    while ((ch = getopt_long(argc, argv, "b:d:c:fl:hV", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "b:d:c:fl:hVs", opts, NULL)) != -1) {
         switch (ch) {
         case 'b':
             if (!strcmp(optarg, "auto"))
@@ -78,6 +83,7 @@ int main(int argc, char **argv)
         case 'd': o.runtime_dir = optarg; break;
         case 'c': o.config = optarg; break;
         case 'f': foreground = 1; break;
+        case 's': o.shared = 1; break;
         case 'l': {
             int l = parse_level(optarg);
             if (l < 0) {

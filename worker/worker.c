@@ -17,10 +17,13 @@
 
 #include <nng/protocol/reqrep0/rep.h>
 
-static int make_dir(const char *dir, char *err, size_t errcap)
+/* Private (0700): only our uid reaches the sockets. Shared (0755, sockets 0666): every local
+ * uid may connect and becomes its own tenant by SO_PEERCRED. */
+static int make_dir(const char *dir, int shared, char *err, size_t errcap)
 {
+    const mode_t mode = shared ? 0755 : 0700;
     struct stat st;
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    if (mkdir(dir, mode) != 0 && errno != EEXIST) {
         snprintf(err, errcap, "cannot create runtime dir %s: %s", dir, strerror(errno));
         return agile_err_sys(errno);
     }
@@ -33,10 +36,30 @@ static int make_dir(const char *dir, char *err, size_t errcap)
                  (unsigned)st.st_uid);
         return AGILE_EPERM;
     }
+    /* Other users trust a shared dir: one that others could write may already hold their
+     * files (a socket, a guard-cache entry, a worker.log symlink), so it is refused rather
+     * than repaired. mkdir never creates one (umask only removes bits). */
+    if (shared && (st.st_mode & (S_IWGRP | S_IWOTH))) {
+        snprintf(err, errcap,
+                 "runtime dir %s is writable by group or others (mode %03o): refusing to share "
+                 "it; remove it or chmod it 0755",
+                 dir, (unsigned)(st.st_mode & 0777));
+        return AGILE_EPERM;
+    }
     /* Peers are authenticated by the kernel, but the dir still must not be writable by
      * others: a foreign socket file there would capture our clients. */
-    if ((st.st_mode & 0777) != 0700 && chmod(dir, 0700) != 0) {
-        snprintf(err, errcap, "cannot chmod 0700 %s: %s", dir, strerror(errno));
+    if ((st.st_mode & 0777) != mode && chmod(dir, mode) != 0) {
+        snprintf(err, errcap, "cannot chmod %03o %s: %s", (unsigned)mode, dir, strerror(errno));
+        return agile_err_sys(errno);
+    }
+    return AGILE_OK;
+}
+
+/* Shared: any local user may connect; the socket mode is what lets them. */
+static int share_socket(const char *path, char *err, size_t errcap)
+{
+    if (chmod(path, 0666) != 0) {
+        snprintf(err, errcap, "cannot chmod 0666 %s: %s", path, strerror(errno));
         return agile_err_sys(errno);
     }
     return AGILE_OK;
@@ -332,7 +355,7 @@ int agile__worker_start(agile__worker *w, const agile__worker_opts *o, char *err
         return rv;
     snprintf(w->fd_path, sizeof w->fd_path, "%s/agile.fd.sock", w->dir);
     snprintf(w->lock_path, sizeof w->lock_path, "%s/agile.pid", w->dir);
-    AGILE_TRY(make_dir(w->dir, err, errcap));
+    AGILE_TRY(make_dir(w->dir, o->shared, err, errcap));
     /* The lock first: a second worker must not even open the GPU. */
     AGILE_TRY(take_lock(w, err, errcap));
     AGILE_TRY(agile__worker_init_core(w, o->backend, o->config, err, errcap));
@@ -341,6 +364,8 @@ int agile__worker_start(agile__worker *w, const agile__worker_opts *o, char *err
         goto out;
     }
     AGILE_TRY(listen_fd_socket(w, err, errcap));
+    if (o->shared)
+        AGILE_TRY(share_socket(w->fd_path, err, errcap));
     if (nng_rep0_open(&w->sock) != 0) {
         rv = AGILE_ENOMEM;
         goto out;
@@ -353,7 +378,10 @@ int agile__worker_start(agile__worker *w, const agile__worker_opts *o, char *err
         rv = AGILE_EBUSY;
         goto out;
     }
-    chmod(w->url + 6, 0700);
+    if (o->shared)
+        AGILE_TRY(share_socket(w->url + 6, err, errcap));
+    else
+        chmod(w->url + 6, 0700);
     for (w->nthreads = 0; w->nthreads < AGILE_NCTX; w->nthreads++)
         if (pthread_create(&w->ctx_threads[w->nthreads], NULL, ctx_main, w) != 0)
             break;
@@ -362,8 +390,9 @@ int agile__worker_start(agile__worker *w, const agile__worker_opts *o, char *err
         rv = AGILE_ENOMEM;
         goto out;
     }
-    agile__info("worker ready: backend %s, %d device(s), listening on %s",
-                agile__backend_name(w->be), w->ndev, w->url);
+    agile__info("worker ready: backend %s, %d device(s), listening on %s%s",
+                agile__backend_name(w->be), w->ndev, w->url,
+                o->shared ? " (shared: every local user may connect)" : "");
     return AGILE_OK;
 out:
     if (!err[0])

@@ -110,6 +110,7 @@ typedef struct agile__worker_opts {
     int backend;            /* 0 = auto, else AGILE_BACKEND_* */
     const char *runtime_dir; /* NULL: agile__runtime_dir() */
     const char *config;     /* NULL: defaults */
+    int shared;             /* --shared: dir 0755, sockets 0666, every local uid may connect */
 } agile__worker_opts;
 
 /* Lifecycle (worker.c). init_core: config, backend, devices, object table; no listeners and

@@ -63,6 +63,30 @@ static int connect_fd_socket(const char *dir, int *out)
     return AGILE_OK;
 }
 
+/* The worker we reach is whoever controls the dir: trust it only when that is us or root
+ * and nobody else can put a socket there. A shared worker's dir (0755, owned by root or by
+ * us) passes; a group- or world-writable one never does. */
+static int check_dir(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        int e = errno;
+        agile__set_last_error("runtime dir %s: %s", dir, strerror(e));
+        return agile_err_sys(e);
+    }
+    if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+        agile__set_last_error("runtime dir %s is writable by group or others (mode %03o): not "
+                              "trusting the worker there", dir, (unsigned)(st.st_mode & 0777));
+        return AGILE_EPERM;
+    }
+    if (st.st_uid != geteuid() && st.st_uid != 0) {
+        agile__set_last_error("runtime dir %s belongs to uid %u, neither us nor root: not "
+                              "trusting the worker there", dir, (unsigned)st.st_uid);
+        return AGILE_EPERM;
+    }
+    return AGILE_OK;
+}
+
 /* Read one fd record (blocking up to timeout_ms). */
 static int read_record(int sock, int timeout_ms, agile__fdstash *r)
 {
@@ -361,8 +385,12 @@ AGILE_API int agile_connect(const agile_connect_opts *opts, agile_client **out)
 
     for (;;) {
         rv = connect_fd_socket(c->dir, &c->fd);
-        if (rv == AGILE_OK)
+        if (rv == AGILE_OK) {
+            /* Checked once a worker answers: before, the dir may not exist yet. */
+            if ((rv = check_dir(c->dir)) != AGILE_OK)
+                goto fail;
             break;
+        }
         if (rv != AGILE_ENOWORKER || o.no_autostart) {
             agile__set_last_error("no agile worker is listening on %s", c->dir);
             goto fail;
