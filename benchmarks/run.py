@@ -52,11 +52,12 @@ def device_info():
 class Worker:
     """A private worker for one benchmark."""
 
-    def __init__(self, backend="host", config=None):
+    def __init__(self, backend="host", config=None, extra_args=()):
         self.dir = tempfile.mkdtemp(prefix="agile-bench-")
         args = [os.path.join(BIN, "agile-worker"), "--runtime-dir", self.dir, "--backend", backend]
         if config:
             args += ["--config", config]
+        args += list(extra_args)
         out = subprocess.run(args, capture_output=True, text=True, timeout=120)
         if out.returncode != 0:
             raise RuntimeError(out.stderr)
@@ -110,9 +111,9 @@ def simple(binary, *args):
     return f
 
 
-def py(script, *args, backend="cuda"):
+def py(script, *args, backend="cuda", worker_args=()):
     def f(gpu):
-        w = Worker(backend)
+        w = Worker(backend, extra_args=worker_args)
         try:
             env = dict(os.environ, AGILE_RUNTIME_DIR=w.dir, AGILE_BUILD_DIR=BUILD,
                        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -135,6 +136,8 @@ BENCHES = {
     "training": (True, py("benchmarks/training.py"), "training steps with agile vs without"),
     "launch_gpu": (True, py("benchmarks/launch_gpu.py"), "guarded launch through the worker's ring vs native cuLaunchKernel"),
     "fft_gpu": (True, py("benchmarks/fft_gpu.py"), "torch.fft via the worker's fft module vs native cuFFT"),
+    "fairness": (True, py("benchmarks/fairness_gpu.py", worker_args=("--shared",)),
+                 "4 tenants (uids) on one GPU: throughput shares and Jain's index vs 4 native contexts"),
     "guard_gpu": (True, None, "guarded vs unguarded Triton kernel time"),
 }
 
