@@ -76,12 +76,14 @@ static int check_dir(const char *dir)
     }
     if (st.st_mode & (S_IWGRP | S_IWOTH)) {
         agile__set_last_error("runtime dir %s is writable by group or others (mode %03o): not "
-                              "trusting the worker there", dir, (unsigned)(st.st_mode & 0777));
+                              "trusting the worker there",
+                              dir, (unsigned)(st.st_mode & 0777));
         return AGILE_EPERM;
     }
     if (st.st_uid != geteuid() && st.st_uid != 0) {
         agile__set_last_error("runtime dir %s belongs to uid %u, neither us nor root: not "
-                              "trusting the worker there", dir, (unsigned)st.st_uid);
+                              "trusting the worker there",
+                              dir, (unsigned)st.st_uid);
         return AGILE_EPERM;
     }
     return AGILE_OK;
