@@ -14,6 +14,7 @@ Prints a table, then one JSON line. benchmarks/run.py starts a cuda worker for i
 """
 import argparse
 import ctypes
+import faulthandler
 import json
 import os
 import statistics
@@ -43,7 +44,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=2000)
     ap.add_argument("--burst", type=int, default=10000)
+    ap.add_argument("--watchdog", type=float, default=float(os.environ.get("AGILE_BENCH_WATCHDOG", 180)),
+                    help="dump every thread's stack and exit if the run takes longer (s)")
     a = ap.parse_args()
+    faulthandler.dump_traceback_later(a.watchdog, exit=True)
     import torch
     import agile_torch
     from agile_torch import _native
@@ -59,6 +63,8 @@ def main():
     L.agile_module_function.argtypes = [U64, ctypes.c_char_p, ctypes.POINTER(U64), ctypes.POINTER(UI)]
     L.agile_launch.argtypes = [U64, ctypes.POINTER(UI), ctypes.POINTER(UI), UI, V, V, SZ]
     L.agile_barrier.argtypes = [V, ctypes.POINTER(U64)]
+    L.agile_ring_completed.argtypes = [V, ctypes.c_int]
+    L.agile_ring_completed.restype = U64
     m, f = U64(), U64()
     t0 = time.perf_counter()
     _native.check(L.agile_module_load(PTX, len(PTX), 0, ctypes.byref(m)), "module load")
@@ -73,6 +79,29 @@ def main():
     assert cu.cuModuleGetFunction(ctypes.byref(cfn), cmod, b"empty") == 0
     cu.cuLaunchKernel.argtypes = [V, UI, UI, UI, UI, UI, UI, UI, V, V, V]
 
+    rt = os.environ.get("AGILE_RUNTIME_DIR", "")
+
+    def sync():
+        """stream.synchronize() with a deadline: a stuck cross-process handshake shows the
+        worker's view (status, log tail) instead of hanging the run."""
+        t0 = time.time()
+        t_end = t0 + 30
+        while not stream.query():  # spins first (timed figures), then naps
+            if time.time() > t_end:
+                import subprocess
+                ctl = _native.binary_path("agilectl")
+                st = subprocess.run([ctl, "--runtime-dir", rt, "--no-start", "status", "--json"],
+                                    capture_output=True, text=True, timeout=20).stdout
+                log = ""
+                try:
+                    log = open(os.path.join(rt, "worker.log")).read()[-3000:]
+                except OSError:
+                    pass
+                raise SystemExit(f"stream did not drain in 30 s; ring completed "
+                                 f"{L.agile_ring_completed(None, 0)}\nstatus: {st}\nworker log:\n{log}")
+            if time.time() - t0 > 0.1:
+                time.sleep(0.0002)
+
     def remote():
         return L.agile_launch(f.value, one, block, 0, s, None, 0)
 
@@ -81,9 +110,10 @@ def main():
 
     res = {"module_load_s": load_s}
     for name, fn in (("native", native), ("remote", remote)):
+        print(f"{name}: warm-up", file=sys.stderr, flush=True)
         for _ in range(200):
             assert fn() == 0
-        stream.synchronize()
+        sync()
         enq, done = [], []
         for _ in range(a.n):
             t0 = time.perf_counter()
@@ -91,16 +121,18 @@ def main():
             t1 = time.perf_counter()
             assert rv == 0, (name, rv, L.agile_last_error())
             enq.append(t1 - t0)
-        stream.synchronize()
+        sync()
+        print(f"{name}: enqueue timed; completion", file=sys.stderr, flush=True)
         for _ in range(a.n):
             t0 = time.perf_counter()
             fn()
-            stream.synchronize()
+            sync()
             done.append(time.perf_counter() - t0)
+        print(f"{name}: burst", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         for _ in range(a.burst):
             fn()
-        stream.synchronize()
+        sync()
         secs = time.perf_counter() - t0
         res[name] = {"enqueue_us": summ(enq), "completion_us": summ(done),
                      "launches_per_s": a.burst / secs}

@@ -83,9 +83,17 @@ def last_json(text):
     raise ValueError("no JSON line in benchmark output")
 
 
-def run_cmd(args, timeout=600, env=None):
+def run_cmd(args, timeout=None, env=None):
+    timeout = timeout or float(os.environ.get("AGILE_BENCH_TIMEOUT", 600))
     t0 = time.time()
-    p = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+    try:
+        p = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = (e.stderr or b"").decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        sys.stdout.write(out + err)
+        raise RuntimeError(f"{os.path.basename(args[-1] if args[0] == sys.executable else args[0])} "
+                           f"ran past {timeout} s") from None
     sys.stdout.write(p.stdout if p.returncode == 0 else p.stdout + p.stderr)
     if p.returncode != 0:
         raise RuntimeError(f"{args[0]} exited {p.returncode}")
