@@ -3,7 +3,9 @@
 #include "client_int.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -31,6 +33,14 @@ struct agile__cring {
     uint64_t sync;
     cl_stream *streams;
     uint32_t nstreams;
+    /* The reaper: stream-ordered work completes on the GPU (or a host counter) with no call
+     * from the client, so nothing else may be reading completions while the worker waits
+     * for free completion slots to take the commands the client's stream is waiting on. */
+    pthread_t reaper;
+    bool reaper_on;
+    pthread_mutex_t rmu;
+    pthread_cond_t rcv;
+    bool rstop, ridle, rkick; /* under rmu */
 };
 
 /* Functions: their device and parameter layout, for agile_launch. */
@@ -65,6 +75,68 @@ static int client_of(agile_client *c, agile_client **out)
         return AGILE_OK;
     }
     return agile_default_client(out);
+}
+
+static void reap(struct agile__cring *r);
+
+#define REAPER_PERIOD_NS 500000 /* while commands are out: half a ring per 0.5 ms at least */
+
+/* Completions the client has not read; under r->mu. */
+static uint64_t unreaped(struct agile__cring *r)
+{
+    return atomic_load_explicit(&r->rc.reg.cpl_ctl->tail, memory_order_acquire) - r->rc.cpl_head;
+}
+
+/* The reaper: while commands are outstanding, reads completions once a quarter of the
+ * completion ring is waiting (the worker takes a command only when its completion slot is
+ * free); sleeps on rcv while everything posted has been read. Errors stay sticky in the ring
+ * and are reported at the next barrier as usual. */
+static void *reaper_main(void *arg)
+{
+    struct agile__cring *r = arg;
+    pthread_mutex_lock(&r->rmu);
+    while (!r->rstop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += REAPER_PERIOD_NS;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        if (r->ridle)
+            pthread_cond_wait(&r->rcv, &r->rmu);
+        else
+            pthread_cond_timedwait(&r->rcv, &r->rmu, &ts);
+        if (r->rstop) break;
+        pthread_mutex_unlock(&r->rmu);
+        bool idle = false;
+        if (pthread_mutex_trylock(&r->mu) == 0) { /* busy: its holder reaps or will */
+            if (unreaped(r) >= r->rc.reg.g.slots / 4) reap(r);
+            /* Every command posted has its completion written: the worker needs nothing. */
+            idle = atomic_load_explicit(&r->rc.reg.cpl_ctl->tail, memory_order_acquire) ==
+                   r->rc.cmd_tail;
+            pthread_mutex_unlock(&r->mu);
+        }
+        pthread_mutex_lock(&r->rmu);
+        /* A submit between the unlock of mu and here has set ridle = false: keep it. */
+        if (idle && !r->rkick) r->ridle = true;
+        r->rkick = false;
+    }
+    pthread_mutex_unlock(&r->rmu);
+    return NULL;
+}
+
+/* After a submit: wake an idle reaper. */
+static void reaper_kick(struct agile__cring *r)
+{
+    if (!r->reaper_on) return;
+    pthread_mutex_lock(&r->rmu);
+    r->rkick = true;
+    if (r->ridle) {
+        r->ridle = false;
+        pthread_cond_signal(&r->rcv);
+    }
+    pthread_mutex_unlock(&r->rmu);
 }
 
 static int ring_get(agile_client *c, int dev, struct agile__cring **out)
@@ -113,9 +185,14 @@ static int ring_get(agile_client *c, int dev, struct agile__cring **out)
     }
     fd = -1;
     pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->rmu, NULL);
+    pthread_cond_init(&r->rcv, NULL);
     r->handle = ar.handle;
     r->dev = dev;
     r->cuda = c->info.backend == AGILE_BACKEND_KIND_CUDA;
+    /* Without a reaper the stream order still works while the client keeps reaping (any
+     * ring call does); its absence is only a risk for stream-only waiters, so go on. */
+    r->reaper_on = pthread_create(&r->reaper, NULL, reaper_main, r) == 0;
     __atomic_store_n(&c->ring[dev], r, __ATOMIC_RELEASE);
 out:
     pthread_mutex_unlock(&c->ring_mu);
@@ -130,6 +207,15 @@ void agile__rings_close(agile_client *c)
     for (int d = 0; d < MAX_DEV; d++) {
         struct agile__cring *r = c->ring[d];
         if (!r) continue;
+        if (r->reaper_on) {
+            pthread_mutex_lock(&r->rmu);
+            r->rstop = true;
+            pthread_cond_signal(&r->rcv);
+            pthread_mutex_unlock(&r->rmu);
+            pthread_join(r->reaper, NULL);
+        }
+        pthread_cond_destroy(&r->rcv);
+        pthread_mutex_destroy(&r->rmu);
         agile__ring_client_fini(&r->rc);
         free(r->streams);
         pthread_mutex_destroy(&r->mu);
@@ -225,7 +311,10 @@ static int post_ordered(agile_client *c, struct agile__cring *r, agile__ring_cmd
     uint32_t *np;
     CUresult cr;
     int rv = AGILE_OK;
-    if (!r->cuda) return submit(c, r, cmd, 0, seq);
+    if (!r->cuda) {
+        rv = submit(c, r, cmd, 0, seq);
+        goto out;
+    }
     AGILE_TRY(stream_counters(r, stream, &c2w, &np));
     uint32_t n = *np + 1;
     cr = agile__cu.cuStreamWriteValue32((CUstream)stream, (CUdeviceptr)c2w, n, 0);
@@ -249,6 +338,7 @@ static int post_ordered(agile_client *c, struct agile__cring *r, agile__ring_cmd
                                        CU_STREAM_WAIT_VALUE_GEQ);
     if (cr != CUDA_SUCCESS) rv = agile_err_cuda((int)cr);
 out:
+    reaper_kick(r); /* the stream now depends on the worker taking these commands */
     return rv;
 }
 

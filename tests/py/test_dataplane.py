@@ -405,3 +405,25 @@ def test_module_policy_and_status_counter(rundir):
         assert mine(w)["timelimit_exceeded"] == 0
     finally:
         w.stop()
+
+
+def test_worker_progress_needs_no_client_call(worker):
+    """Work the client posts and then waits for outside the ring (a GPU stream's wait, here a
+    host counter) completes although the client reads no completion: more than a completion
+    ring's worth of async commands, then a SIGNAL the client only polls in memory. Without
+    libagile's reaper the worker, out of completion slots, would never take the SIGNAL."""
+    r = child(worker, """
+        p = lib.agile_malloc(4096, 0, None)
+        ctypes.memset(p, 0, 4096)
+        ctr = ctypes.c_uint32.from_address(p)
+        for i in range(1500):                       # ring: 1024 slots
+            assert lib.agile_memset_async(p + 64 + i, 1, 1, None) == 0, err()
+        assert lib.agile_signal_async(p, 7, None) == 0, err()
+        t0 = time.time()
+        while ctr.value != 7 and time.time() - t0 < 10:
+            time.sleep(0.001)
+        out(value=ctr.value, secs=time.time() - t0, completed=lib.agile_ring_completed(None, 0),
+            barrier=barrier()[0])
+    """)
+    assert r["value"] == 7, r
+    assert r["completed"] >= 1501 and r["barrier"] == 0, r
