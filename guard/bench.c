@@ -1,7 +1,8 @@
 /* bench.c — guard-bench: guard throughput over the PTX corpus (MB of input PTX per second,
  * median and p99 of several runs), the verifier's throughput, and the compile time cold
  * (cache miss, nvJitLink) vs warm (cache hit). Figures only: nothing here asserts a time.
- * usage: guard-bench [--runs N] [CORPUS_DIR] */
+ * usage: guard-bench [--runs N] [--no-verify] [--json] [CORPUS_DIR]
+ * --json: one JSON line of every figure at the end (benchmarks/run.py reads it). */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,7 +76,7 @@ static int cmp_d(const void *a, const void *b)
 
 static void stats(const char *what, double *v, int n)
 {
-    qsort(v, (size_t)n, sizeof(double), cmp_d);
+    qsort(v, (size_t)n, sizeof(double), cmp_d); /* sorted in place: the JSON reads it */
     /* throughput: p99 is the slow tail, i.e. the 1st percentile of MB/s */
     printf("%-30s median %8.1f MB/s   p99 %8.1f MB/s   (%d runs)\n", what, v[n / 2],
            v[(n - 1) / 100], n);
@@ -85,8 +86,9 @@ int main(int argc, char **argv)
 {
     const char *dir = AGILE_PTX_CORPUS;
     int runs = 30;
-    bool verify = true;
+    bool verify = true, json = false;
     size_t total = 0, sites = 0;
+    double compile_ms[5] = {-1, -1, -1, -1, -1};
     double *mbs, *vmbs, *wmbs;
 
     for (int i = 1; i < argc; i++) {
@@ -94,6 +96,8 @@ int main(int argc, char **argv)
             runs = atoi(argv[++i]);
         else if (strcmp(argv[i], "--no-verify") == 0)
             verify = false; /* profile the rewriter alone */
+        else if (strcmp(argv[i], "--json") == 0)
+            json = true;
         else
             dir = argv[i];
     }
@@ -152,7 +156,7 @@ int main(int argc, char **argv)
         if (mkdtemp(dirbuf) == NULL ||
             agile_guard_ptx(files[big].src, files[big].len, &o, &res) != AGILE_OK) {
             printf("compile: skipped\n");
-            return 0;
+            goto report;
         }
         co.cache_dir = dirbuf;
         /* 0: first compile (includes loading nvJitLink), 1-2: hits, 3: another key (miss,
@@ -176,6 +180,7 @@ int main(int argc, char **argv)
                 printf("compile: %s (%s)\n", agile_strerror(rv), log);
                 break;
             }
+            compile_ms[k] = ms;
             printf("compile %-20s %-28s %8.2f ms  (%zu bytes cubin, sm_90%s)\n",
                    strrchr(files[big].path, '/') + 1,
                    hit      ? "cache hit"
@@ -191,5 +196,17 @@ int main(int argc, char **argv)
             if (system(cmd) != 0) printf("(could not remove %s)\n", dirbuf);
         }
     }
+report:
+    if (json)
+        printf("{\"bench\": \"guard\", \"files\": %zu, \"mb\": %.3f, \"sites_per_pass\": %zu, "
+               "\"guard_cpu_mbs\": {\"p50\": %.1f, \"p99\": %.1f, \"runs\": %d}, "
+               "\"verify_cpu_mbs\": {\"p50\": %.1f, \"p99\": %.1f, \"runs\": %d}, "
+               "\"guard_wall_mbs\": {\"p50\": %.1f, \"p99\": %.1f, \"runs\": %d}, "
+               "\"compile_cold_with_load_ms\": %.3f, \"compile_hit_ms\": %.3f, "
+               "\"compile_cold_ms\": %.3f, \"goal_guard_mbs_ge_50\": %s}\n",
+               nfiles, (double)total / 1e6, sites / (size_t)passes, mbs[runs / 2],
+               mbs[(runs - 1) / 100], runs, vmbs[runs / 2], vmbs[(runs - 1) / 100], runs,
+               wmbs[runs / 2], wmbs[(runs - 1) / 100], runs, compile_ms[0], compile_ms[1],
+               compile_ms[3], mbs[runs / 2] >= 50 ? "true" : "false");
     return 0;
 }
