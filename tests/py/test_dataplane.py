@@ -427,3 +427,4 @@ def test_worker_progress_needs_no_client_call(worker):
     """)
     assert r["value"] == 7, r
     assert r["completed"] >= 1501 and r["barrier"] == 0, r
+
