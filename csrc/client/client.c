@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <spawn.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -356,6 +357,25 @@ static int start_worker(const agile_connect_opts *o, const char *dir)
     return AGILE_OK;
 }
 
+static atomic_uint g_fork_gen;
+static pthread_once_t g_fork_once = PTHREAD_ONCE_INIT;
+
+static void fork_child(void)
+{
+    atomic_fetch_add_explicit(&g_fork_gen, 1, memory_order_relaxed);
+}
+
+static void fork_hook(void)
+{
+    pthread_atfork(NULL, NULL, fork_child);
+}
+
+unsigned agile__fork_gen(void)
+{
+    pthread_once(&g_fork_once, fork_hook);
+    return atomic_load_explicit(&g_fork_gen, memory_order_relaxed);
+}
+
 AGILE_API int agile_connect(const agile_connect_opts *opts, agile_client **out)
 {
     agile_connect_opts o = {0};
@@ -376,6 +396,7 @@ AGILE_API int agile_connect(const agile_connect_opts *opts, agile_client **out)
     if (!c)
         return AGILE_ENOMEM;
     c->fd = -1;
+    c->fork_gen = agile__fork_gen();
     c->timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : 10000;
     pthread_mutex_init(&c->fd_mu, NULL);
     pthread_mutex_init(&c->ring_mu, NULL);
@@ -471,9 +492,13 @@ AGILE_API void agile_disconnect(agile_client *c)
     m.h.type = AGILE_MSG_BYE;
     c->timeout_ms = c->timeout_ms > 1000 ? 1000 : c->timeout_ms;
     agile__rings_close(c);
-    agile__call(c, &m, &rep, &buf);
-    free(buf);
-    nng_close(c->sock);
+    /* In a forked child the session is the parent's: drop this copy without a BYE, and
+     * leave nng's socket alone (nng is not fork-safe). */
+    if (c->fork_gen == agile__fork_gen()) {
+        agile__call(c, &m, &rep, &buf);
+        free(buf);
+        nng_close(c->sock);
+    }
     close(c->fd);
     while (c->stash) {
         agile__fdstash *s = c->stash;

@@ -29,6 +29,7 @@ struct agile_client {
     agile__fdstash *stash;
     uint64_t next_req;
     pid_t worker_pid;
+    unsigned fork_gen;            /* agile__fork_gen() when connected */
     pthread_mutex_t ring_mu;      /* attaching rings (ring_client.c) */
     struct agile__cring *ring[16]; /* command ring per device, NULL until first use */
 };
@@ -42,6 +43,10 @@ int agile__call(agile_client *c, agile__msg *m, agile__msg *rep, uint8_t **buf);
  * caller on success. */
 int agile__recv_fd(agile_client *c, uint64_t seq, uint64_t *handle, uint64_t *a, uint64_t *b,
                    int *fd);
+/* Counts the forks this process has gone through (a pthread_atfork child handler). A client
+ * or ring made before the last fork belongs to the parent: its threads and nng's are not in
+ * this process, and nng panics if it is used here. */
+unsigned agile__fork_gen(void);
 /* Detach and free c's rings (ring_client.c); agile_disconnect calls it. */
 void agile__rings_close(agile_client *c);
 void agile__set_last_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -37,7 +37,7 @@ struct agile__cring {
      * from the client, so nothing else may be reading completions while the worker waits
      * for free completion slots to take the commands the client's stream is waiting on. */
     pthread_t reaper;
-    unsigned reaper_gen; /* g_fork_gen when it started: a forked child has no reaper */
+    unsigned reaper_gen; /* agile__fork_gen() when it started */
     bool reaper_on;
     pthread_mutex_t rmu;
     pthread_cond_t rcv;
@@ -80,22 +80,10 @@ static int client_of(agile_client *c, agile_client **out)
 
 static void reap(struct agile__cring *r);
 
-/* Bumped in a forked child, whose rings have no reaper thread (fork copies one thread). */
-static atomic_uint g_fork_gen;
-static pthread_once_t g_fork_once = PTHREAD_ONCE_INIT;
-static void fork_child(void)
-{
-    atomic_fetch_add_explicit(&g_fork_gen, 1, memory_order_relaxed);
-}
-static void fork_hook(void)
-{
-    pthread_atfork(NULL, NULL, fork_child);
-}
-
 static bool has_reaper(const struct agile__cring *r)
 {
     return r->reaper_on &&
-           r->reaper_gen == atomic_load_explicit(&g_fork_gen, memory_order_relaxed);
+           r->reaper_gen == agile__fork_gen(); /* a forked child has no reaper thread */
 }
 
 #define REAPER_PERIOD_NS 500000 /* while commands are out: half a ring per 0.5 ms at least */
@@ -211,8 +199,7 @@ static int ring_get(agile_client *c, int dev, struct agile__cring **out)
     r->cuda = c->info.backend == AGILE_BACKEND_KIND_CUDA;
     /* Without a reaper the stream order still works while the client keeps reaping (any
      * ring call does); its absence is only a risk for stream-only waiters, so go on. */
-    pthread_once(&g_fork_once, fork_hook);
-    r->reaper_gen = atomic_load_explicit(&g_fork_gen, memory_order_relaxed);
+    r->reaper_gen = agile__fork_gen();
     r->reaper_on = pthread_create(&r->reaper, NULL, reaper_main, r) == 0;
     __atomic_store_n(&c->ring[dev], r, __ATOMIC_RELEASE);
 out:
@@ -234,10 +221,17 @@ void agile__rings_close(agile_client *c)
             pthread_cond_signal(&r->rcv);
             pthread_mutex_unlock(&r->rmu);
             pthread_join(r->reaper, NULL);
-        }
-        pthread_cond_destroy(&r->rcv);
-        pthread_mutex_destroy(&r->rmu);
-        agile__ring_client_fini(&r->rc);
+            pthread_cond_destroy(&r->rcv);
+            pthread_mutex_destroy(&r->rmu);
+        } else if (!r->reaper_on) {
+            pthread_cond_destroy(&r->rcv);
+            pthread_mutex_destroy(&r->rmu);
+        } /* else a forked child: the copies still count the parent's reaper as a waiter
+           * (pthread_cond_destroy would wait for it forever); they are freed with r. */
+        if (r->reaper_gen == agile__fork_gen())
+            agile__ring_client_fini(&r->rc);
+        else /* a forked child: the ring is the parent's, leave it open */
+            agile__ring_client_detach(&r->rc);
         free(r->streams);
         pthread_mutex_destroy(&r->mu);
         free(r);

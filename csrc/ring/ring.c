@@ -544,6 +544,11 @@ void agile__ring_client_fini(agile__ring_client *c)
         atomic_fetch_or(c->reg.closed, AGILE_RING_CLOSED_CLIENT);
         wake_all(&c->reg);
     }
+    agile__ring_client_detach(c);
+}
+
+void agile__ring_client_detach(agile__ring_client *c)
+{
     agile__ring_region_fini(&c->reg);
     agile__ring_peer_fini(&c->peer);
 }

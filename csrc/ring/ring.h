@@ -272,6 +272,9 @@ typedef struct agile__ring_client {
 int agile__ring_client_init(agile__ring_client *c, int fd, const agile__ring_peer *peer);
 /* agile__ring_client_fini: mark the client side closed (wakes the worker), unmap, close. */
 void agile__ring_client_fini(agile__ring_client *c);
+/* Unmap without closing: the ring stays open for the process that owns it (a forked child
+ * dropping its inherited copy). */
+void agile__ring_client_detach(agile__ring_client *c);
 /* agile__ring_submit: publish cmd on the command ring; *seq (optional) gets its seq.
  * flags: AGILE_RING_NONBLOCK, AGILE_RING_MORE. Client-side state is not thread-safe: one
  * thread per client endpoint at a time (the library's stream lock, say).

@@ -314,9 +314,10 @@ def _flood(worker, op):
 
 
 def test_two_flooding_clients_get_fair_shares(worker):
-    # memset of 256 KiB: the worker is the bottleneck, so both rings stay full and the
-    # dispatcher's order alone decides the shares
-    a, b = _flood(worker, "lib.agile_memset_async(p, 1, 256 << 10, None)")
+    # memset of 1 MiB: the worker is the bottleneck, so both rings stay full and the
+    # dispatcher's order alone decides the shares; a full ring is tens of ms of the worker's
+    # time, so a client descheduled for a while on a 2-core machine does not run dry
+    a, b = _flood(worker, "lib.agile_memset_async(p, 1, 1 << 20, None)")
     lo, hi = sorted([a["done"], b["done"]])
     assert lo > 100, (a, b)
     assert hi <= lo * 1.10, (a, b)
@@ -428,3 +429,24 @@ def test_worker_progress_needs_no_client_call(worker):
     assert r["value"] == 7, r
     assert r["completed"] >= 1501 and r["barrier"] == 0, r
 
+
+
+def test_forked_child_drops_its_copy_and_the_parent_goes_on(worker):
+    """fork() copies one thread and none of nng's: a child that disconnects the client it
+    inherited only drops its copy (no reaper to join, no BYE through nng, which would panic);
+    the parent's session and ring keep working."""
+    r = child(worker, """
+        p = lib.agile_malloc(4096, 0, None)
+        assert lib.agile_memset_async(p, 1, 64, None) == 0, err()
+        c = V()
+        assert lib.agile_default_client(ctypes.byref(c)) == 0
+        lib.agile_disconnect.argtypes = [V]
+        pid = os.fork()
+        if pid == 0:
+            lib.agile_disconnect(c)
+            os._exit(0)
+        _, st = os.waitpid(pid, 0)
+        assert lib.agile_memset_async(p, 2, 64, None) == 0, err()
+        out(child_status=st, parent_barrier=barrier()[0], byte=ctypes.string_at(p, 1)[0])
+    """)
+    assert r == {"child_status": 0, "parent_barrier": 0, "byte": 2}, r

@@ -46,7 +46,9 @@ typedef struct agile_session_info {
  * Blocks up to opts->timeout_ms. On success *out is a new client the caller owns. */
 AGILE_API int agile_connect(const agile_connect_opts *opts, agile_client **out);
 /* agile_disconnect: say BYE, close both sockets and free c. Everything the session holds
- * in the worker is released (as it is when the process dies). */
+ * in the worker is released (as it is when the process dies). A client inherited through
+ * fork() is the parent's: the child must not use it; agile_disconnect there only frees the
+ * child's copy (the parent's session goes on). */
 AGILE_API void agile_disconnect(agile_client *c);
 AGILE_API int agile_session_info_get(agile_client *c, agile_session_info *out);
 /* agile_ping: one control-plane round trip. */
