@@ -868,13 +868,10 @@ static uint32_t any_check(agile__ring_worker *const *w, uint32_t n, int32_t *st,
         int rv = worker_cmd_ready(w[i], &ftx[i], &flag[i]);
         if (rv == NOT_READY) {
             wait_ctx c = {&w[i]->spin_ns, &w[i]->peer, w[i]->reg.closed, AGILE_RING_CLOSED_CLIENT};
-            if (atomic_load_explicit(w[i]->reg.closed, memory_order_acquire) &
-                AGILE_RING_CLOSED_CLIENT)
-                rv = AGILE_ECLOSED;
-            else if (peers && peer_gone(&c) != AGILE_OK)
-                rv = AGILE_ECLOSED;
-            else
-                rv = AGILE_ETIMEDOUT;
+            bool closed = (atomic_load_explicit(w[i]->reg.closed, memory_order_acquire) &
+                           AGILE_RING_CLOSED_CLIENT) ||
+                          (peers && peer_gone(&c) != AGILE_OK);
+            rv = closed ? AGILE_ECLOSED : AGILE_ETIMEDOUT;
         }
         st[i] = rv;
         hits += rv != AGILE_ETIMEDOUT;
