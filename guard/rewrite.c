@@ -626,6 +626,12 @@ static int do_call(rw *r, const ptx_stmt *s)
     k++;
     if (k < s->nopnd && agile_guard_tok_punct(&r->m, ops[k].t0, '(')) args = &ops[k++];
     if (k < s->nopnd) return reject(r, line, "indirect call (prototype or call targets)");
+    if (args) /* the hidden arguments are appended: every element must be there */
+        for (uint32_t t = args->t0 + 1; t < args->t1; t++)
+            if ((agile_guard_tok_punct(&r->m, t, ',') || t == args->t1 - 1) &&
+                (agile_guard_tok_punct(&r->m, t - 1, ',') ||
+                 (t - 1 == args->t0 && t != args->t1 - 1)))
+                return reject(r, line, "call with an empty argument");
     for (uint32_t i = 0; i < r->m.nfuncs; i++) {
         const ptx_func *g = &r->m.funcs[i];
         if (TOK(g->name).len != TOK(callee).len ||
