@@ -71,20 +71,35 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def drop_to(uid):
+    """preexec_fn: run the child as uid (root only)."""
+    def fn():
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    return fn
+
+
 class Worker:
-    def __init__(self, runtime_dir, backend="host", config=None):
+    """A foreground agile-worker in runtime_dir; extra: more command-line arguments;
+    user: a uid to run it as."""
+
+    def __init__(self, runtime_dir, *extra, backend="host", config=None, user=None):
         self.dir = runtime_dir
-        args = [agilec.WORKER, "--foreground", "--runtime-dir", runtime_dir, "--backend", backend]
+        args = [agilec.WORKER, "--foreground", "--runtime-dir", runtime_dir, "--backend", backend,
+                *extra]
         if config:
             args += ["--config", config]
         self.log = open(os.path.join(runtime_dir + ".log"), "w+")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
+                                     preexec_fn=drop_to(user) if user is not None else None)
         deadline = time.time() + 10
         # Ready when it says so (stale socket files of a killed worker may still be there).
         while "worker ready" not in self.logtext():
             if self.proc.poll() is not None or time.time() > deadline:
-                self.log.seek(0)
-                raise RuntimeError("worker did not start: " + self.log.read())
+                log = self.logtext()
+                self.stop()
+                raise RuntimeError("worker did not start: " + log)
             time.sleep(0.02)
 
     def status(self):

@@ -6,57 +6,14 @@ import os
 import stat
 import subprocess
 import tempfile
-import time
 
 import pytest
 
 import agilec
+from conftest import Worker, drop_to
 
 NOBODY = 65534
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")
-
-
-def drop_to(uid):
-    def fn():
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-    return fn
-
-
-class SharedWorker:
-    """conftest.Worker's pattern, with extra arguments and an optional uid to run as."""
-
-    def __init__(self, runtime_dir, *extra, backend="host", user=None):
-        self.dir = runtime_dir
-        args = [agilec.WORKER, "--foreground", "--runtime-dir", runtime_dir, "--backend",
-                backend, *extra]
-        self.log = open(runtime_dir + ".log", "w+")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
-                                     preexec_fn=drop_to(user) if user is not None else None)
-        deadline = time.time() + 10
-        while "worker ready" not in self.logtext():
-            if self.proc.poll() is not None or time.time() > deadline:
-                log = self.logtext()
-                self.stop()
-                raise RuntimeError("worker did not start: " + log)
-            time.sleep(0.02)
-
-    def logtext(self):
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        return self.proc.returncode
 
 
 @pytest.fixture
@@ -90,7 +47,7 @@ def test_help_mentions_shared():
 
 
 def test_private_modes_unchanged(opendir):
-    w = SharedWorker(opendir)
+    w = Worker(opendir)
     try:
         assert mode(opendir) == 0o700
         assert mode(os.path.join(opendir, "agile.sock")) == 0o700
@@ -101,7 +58,7 @@ def test_private_modes_unchanged(opendir):
 
 def test_shared_modes(opendir):
     os.mkdir(opendir, 0o700)  # an existing private dir is opened up to 0755
-    w = SharedWorker(opendir, "--shared")
+    w = Worker(opendir, "--shared")
     try:
         st = os.stat(opendir)
         assert stat.S_IMODE(st.st_mode) == 0o755 and st.st_uid == os.geteuid()
@@ -116,7 +73,7 @@ def test_shared_modes(opendir):
         assert w.stop() == 0
     assert not os.path.exists(os.path.join(opendir, "agile.sock"))
     # the same dir without --shared goes back to private
-    w = SharedWorker(opendir)
+    w = Worker(opendir)
     try:
         assert mode(opendir) == 0o700
     finally:
@@ -141,7 +98,7 @@ def test_shared_refuses_a_foreign_dir(opendir):
 
 
 def test_client_refuses_a_dir_others_can_write(opendir):
-    w = SharedWorker(opendir, "--shared")
+    w = Worker(opendir, "--shared")
     try:
         os.chmod(opendir, 0o777)  # as if someone loosened it after the worker started
         out = ctl(opendir, "status")
@@ -157,7 +114,7 @@ def test_client_refuses_a_dir_of_another_non_root_uid(opendir):
     # A worker of uid nobody: root's client must not trust it (it could be anyone's fake).
     os.mkdir(opendir, 0o755)
     os.chown(opendir, NOBODY, NOBODY)  # nobody cannot create it in our parent
-    w = SharedWorker(opendir, "--shared", user=NOBODY)
+    w = Worker(opendir, "--shared", user=NOBODY)
     try:
         assert os.stat(opendir).st_uid == NOBODY
         out = ctl(opendir, "status")
@@ -171,7 +128,7 @@ def test_client_refuses_a_dir_of_another_non_root_uid(opendir):
 
 @as_root
 def test_private_worker_keeps_other_uids_out(opendir):
-    w = SharedWorker(opendir)
+    w = Worker(opendir)
     try:
         out = ctl(opendir, "status", "--json", user=NOBODY)
         assert out.returncode != 0
@@ -183,7 +140,7 @@ def test_private_worker_keeps_other_uids_out(opendir):
 
 @as_root
 def test_other_uid_is_its_own_tenant(opendir):
-    w = SharedWorker(opendir, "--shared")
+    w = Worker(opendir, "--shared")
     try:
         out = ctl(opendir, "status", "--json", user=NOBODY)
         assert out.returncode == 0, out.stderr + w.logtext()[-2000:]
