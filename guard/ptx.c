@@ -608,6 +608,11 @@ static int parse_top(ptx_module *m)
             t += 2;
             if (!agile_guard_tok_punct(m, t, '{') || (c = match_close(m, t, '{', '}')) == PTX_NONE)
                 return fail(m, m->toks[a].line, "bad .section block");
+            /* DWARF data has no strings: a brace inside one would count for the verifier's
+             * scan of the block and not for the tokenizer. */
+            for (uint32_t k = t; k < c; k++)
+                if (m->toks[k].kind == PTK_STR)
+                    return fail(m, m->toks[a].line, "bad .section block");
             t = c + 1;
         } else if (agile_guard_tok_eq(m, t, ".alias")) {
             return fail(m, m->toks[t].line, ".alias is not supported by the guard");

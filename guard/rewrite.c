@@ -608,6 +608,15 @@ static int clamp_bulk_size(rw *r, const ptx_stmt *s, unsigned i)
     return reject(r, TOK(s->op).line, "cp.async.bulk without a size operand");
 }
 
+/* Elements of the comma-separated list between tokens open and close (exclusive). */
+static uint32_t list_len(rw *r, uint32_t open, uint32_t close)
+{
+    uint32_t n = close > open + 1;
+    for (uint32_t t = open + 1; t < close; t++)
+        n += agile_guard_tok_punct(&r->m, t, ',');
+    return n;
+}
+
 static int do_call(rw *r, const ptx_stmt *s)
 {
     uint32_t k = 0, line = TOK(s->op).line, callee;
@@ -638,7 +647,16 @@ static int do_call(rw *r, const ptx_stmt *s)
             memcmp(TSTR(g->name), TSTR(callee), TOK(callee).len) != 0)
             continue;
         if (g->entry) return reject(r, line, "call to a kernel entry");
-        if (g->has_body) defined = true;
+        if (g->has_body) {
+            defined = true;
+            /* The hidden arguments go after the last one and the callee finds them by
+             * position: the counts must agree (they must anyway, for ptxas). */
+            uint32_t na = args ? list_len(r, args->t0, args->t1 - 1) : 0;
+            uint32_t np = g->params_open == PTX_NONE ? 0 : list_len(r, g->params_open, g->params_close);
+            if (na != np)
+                return reject(r, line, "call passes %u argument(s) to '%.*s', which takes %u", na,
+                              TLEN(callee), TSTR(callee), np);
+        }
         declared = true;
     }
     if (!defined) {
@@ -756,9 +774,26 @@ static bool func_defined(const rw *r, uint32_t name)
 }
 
 /* Append the hidden parameters to a signature. */
+/* Every element of the parameter list is a declaration (`.param ...` / `.reg ...`): the
+ * hidden parameters are appended to it and the verifier finds them by position. */
+static int params_ok(rw *r, const ptx_func *f)
+{
+    if (f->params_open == PTX_NONE || f->params_close == f->params_open + 1) return AGILE_OK;
+    bool first = true;
+    for (uint32_t t = f->params_open + 1; t <= f->params_close; t++) {
+        if (first && !agile_guard_tok_eq(&r->m, t, ".param") && !agile_guard_tok_eq(&r->m, t, ".reg"))
+            return reject(r, TOK(t).line, "malformed parameter list of '%.*s'", TLEN(f->name),
+                          TSTR(f->name));
+        first = agile_guard_tok_punct(&r->m, t, ',');
+    }
+    return AGILE_OK;
+}
+
 static int add_params(rw *r, const ptx_func *f)
 {
     const char *p;
+    int rv = params_ok(r, f);
+    if (rv != AGILE_OK) return rv;
     if (f->entry)
         p = r->o->strict
                 ? ".param .u64 __agile_mask, .param .u64 __agile_base, .param .u64 __agile_viol"
@@ -840,6 +875,16 @@ static int do_func(rw *r, const ptx_func *f)
             if (!known)
                 return reject(r, TOK(s->op).line,
                               "directive '%.*s' not supported in a function body", TLEN(s->op),
+                              TSTR(s->op));
+            /* No body directive has a ':' (the verifier would read one as a label and the
+             * rest as another directive), and a directive is a word of its own (".loc%x" is
+             * not ".loc"): refuse such forms rather than guess. */
+            bool glued = s->op + 1 < s->t1 && TOK(s->op + 1).kind != PTK_PUNCT &&
+                         TOK(s->op + 1).off == TOK(s->op).off + TOK(s->op).len;
+            for (uint32_t t = s->op + 1; t < s->t1 && !glued; t++)
+                glued = agile_guard_tok_punct(&r->m, t, ':');
+            if (glued)
+                return reject(r, TOK(s->op).line, "malformed '%.*s' declaration", TLEN(s->op),
                               TSTR(s->op));
         }
         if (s->kind == PST_INSTR) AGILE_TRY(do_instr(r, s));

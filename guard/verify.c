@@ -259,10 +259,18 @@ static int push(vctx *v, const vst *s)
     return AGILE_OK;
 }
 
+/* t starts with the whole word w (".loc" is not ".local"). */
+static bool sp_starts_word(span t, const char *w)
+{
+    size_t n = strlen(w);
+    return sp_starts(t, w) && (t.n == n || !is_word(t.p[n]));
+}
+
 static bool line_directive(span t)
 {
-    return sp_starts(t, ".version") || sp_starts(t, ".target") || sp_starts(t, ".address_size") ||
-           sp_starts(t, ".file") || sp_starts(t, ".loc");
+    return sp_starts_word(t, ".version") || sp_starts_word(t, ".target") ||
+           sp_starts_word(t, ".address_size") || sp_starts_word(t, ".file") ||
+           sp_starts_word(t, ".loc");
 }
 
 /* Split the text into statements. Comments are skipped; a statement's text is the source
@@ -330,7 +338,14 @@ static int scan(vctx *v)
                 unsigned d = 0;
                 for (; i < n; i++) {
                     line += s[i] == '\n';
-                    if (s[i] == '{')
+                    if (s[i] == '/' && i + 1 < n && s[i + 1] == '/') { /* as the tokenizer */
+                        while (i + 1 < n && s[i + 1] != '\n')
+                            i++;
+                    } else if (s[i] == '/' && i + 1 < n && s[i + 1] == '*') {
+                        for (i += 2; i + 1 < n && !(s[i] == '*' && s[i + 1] == '/'); i++)
+                            line += s[i] == '\n';
+                        i++;
+                    } else if (s[i] == '{')
                         d++;
                     else if (s[i] == '}' && --d == 0)
                         break;
