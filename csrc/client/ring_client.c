@@ -5,9 +5,9 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <time.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agile/ring.h"
@@ -41,7 +41,9 @@ struct agile__cring {
     bool reaper_on;
     pthread_mutex_t rmu;
     pthread_cond_t rcv;
-    bool rstop, ridle, rkick; /* under rmu */
+    bool rstop;             /* under rmu */
+    atomic_bool ridle;      /* the reaper sleeps until kicked (set and cleared under rmu) */
+    atomic_bool rkick;      /* posted since the reaper last looked */
 };
 
 /* Functions: their device and parameter layout, for agile_launch. */
@@ -96,27 +98,16 @@ static uint64_t unreaped(struct agile__cring *r)
 
 /* The reaper: while commands are outstanding, reads completions once a quarter of the
  * completion ring is waiting (the worker takes a command only when its completion slot is
- * free); sleeps on rcv while everything posted has been read. Errors stay sticky in the ring
- * and are reported at the next barrier as usual. */
+ * free); sleeps until kicked once every command posted has completed. Errors stay sticky in
+ * the ring and are reported at the next barrier as usual. */
 static void *reaper_main(void *arg)
 {
     struct agile__cring *r = arg;
     pthread_mutex_lock(&r->rmu);
     while (!r->rstop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += REAPER_PERIOD_NS;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        if (r->ridle)
-            pthread_cond_wait(&r->rcv, &r->rmu);
-        else
-            pthread_cond_timedwait(&r->rcv, &r->rmu, &ts);
-        if (r->rstop) break;
         pthread_mutex_unlock(&r->rmu);
         bool idle = false;
+        atomic_store(&r->rkick, false);
         if (pthread_mutex_trylock(&r->mu) == 0) { /* busy: its holder reaps or will */
             if (unreaped(r) >= r->rc.reg.g.slots / 4) reap(r);
             /* Every command posted has its completion written: the worker needs nothing. */
@@ -125,24 +116,39 @@ static void *reaper_main(void *arg)
             pthread_mutex_unlock(&r->mu);
         }
         pthread_mutex_lock(&r->rmu);
-        /* A submit between the unlock of mu and here has set ridle = false: keep it. */
-        if (idle && !r->rkick) r->ridle = true;
-        r->rkick = false;
+        if (r->rstop) break;
+        if (idle) {
+            /* Dekker with reaper_kick (both seq_cst): it sets rkick then reads ridle, we set
+             * ridle then read rkick, so a post after our look always wakes us. */
+            atomic_store(&r->ridle, true);
+            if (atomic_load(&r->rkick))
+                atomic_store(&r->ridle, false);
+            while (atomic_load(&r->ridle) && !r->rstop)
+                pthread_cond_wait(&r->rcv, &r->rmu);
+        } else {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += REAPER_PERIOD_NS;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&r->rcv, &r->rmu, &ts);
+        }
     }
     pthread_mutex_unlock(&r->rmu);
     return NULL;
 }
 
-/* After a submit: wake an idle reaper. */
+/* After a post: wake an idle reaper. No lock on the way unless it sleeps. */
 static void reaper_kick(struct agile__cring *r)
 {
     if (!has_reaper(r)) return;
+    atomic_store(&r->rkick, true);
+    if (!atomic_load(&r->ridle)) return;
     pthread_mutex_lock(&r->rmu);
-    r->rkick = true;
-    if (r->ridle) {
-        r->ridle = false;
-        pthread_cond_signal(&r->rcv);
-    }
+    atomic_store(&r->ridle, false);
+    pthread_cond_signal(&r->rcv);
     pthread_mutex_unlock(&r->rmu);
 }
 
@@ -218,6 +224,7 @@ void agile__rings_close(agile_client *c)
         if (has_reaper(r)) {
             pthread_mutex_lock(&r->rmu);
             r->rstop = true;
+            atomic_store(&r->ridle, false);
             pthread_cond_signal(&r->rcv);
             pthread_mutex_unlock(&r->rmu);
             pthread_join(r->reaper, NULL);
