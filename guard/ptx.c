@@ -592,9 +592,12 @@ static int parse_top(ptx_module *m)
             t = skip_line(m, t);
             if (t == PTX_NONE) return AGILE_EREJECT;
         } else if (agile_guard_tok_eq(m, t, ".address_size")) {
+            /* One, and a number alone on its line: the rewriter and the verifier must agree
+             * on what it says. */
             uint64_t v = 0;
-            if (t + 1 >= m->ntoks ||
-                !agile_guard_parse_int(ptx_tok_str(m, t + 1), m->toks[t + 1].len, &v))
+            if (m->address_size || t + 1 >= m->ntoks ||
+                !agile_guard_parse_int(ptx_tok_str(m, t + 1), m->toks[t + 1].len, &v) || !v ||
+                (t + 2 < m->ntoks && m->toks[t + 2].line == m->toks[t].line))
                 return fail(m, m->toks[t].line, "bad .address_size");
             m->address_size = (uint32_t)AGILE_MIN(v, 1000);
             t = skip_line(m, t);

@@ -652,7 +652,8 @@ static int do_call(rw *r, const ptx_stmt *s)
             /* The hidden arguments go after the last one and the callee finds them by
              * position: the counts must agree (they must anyway, for ptxas). */
             uint32_t na = args ? list_len(r, args->t0, args->t1 - 1) : 0;
-            uint32_t np = g->params_open == PTX_NONE ? 0 : list_len(r, g->params_open, g->params_close);
+            uint32_t np =
+                g->params_open == PTX_NONE ? 0 : list_len(r, g->params_open, g->params_close);
             if (na != np)
                 return reject(r, line, "call passes %u argument(s) to '%.*s', which takes %u", na,
                               TLEN(callee), TSTR(callee), np);
@@ -781,7 +782,8 @@ static int params_ok(rw *r, const ptx_func *f)
     if (f->params_open == PTX_NONE || f->params_close == f->params_open + 1) return AGILE_OK;
     bool first = true;
     for (uint32_t t = f->params_open + 1; t <= f->params_close; t++) {
-        if (first && !agile_guard_tok_eq(&r->m, t, ".param") && !agile_guard_tok_eq(&r->m, t, ".reg"))
+        if (first && !agile_guard_tok_eq(&r->m, t, ".param") &&
+            !agile_guard_tok_eq(&r->m, t, ".reg"))
             return reject(r, TOK(t).line, "malformed parameter list of '%.*s'", TLEN(f->name),
                           TSTR(f->name));
         first = agile_guard_tok_punct(&r->m, t, ',');

@@ -114,12 +114,17 @@ static bool sp_starts(span a, const char *s)
     return a.n >= n && memcmp(a.p, s, n) == 0;
 }
 
+/* White space as the guard's tokenizer has it (ptx.c): the two must split text alike. */
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
 static span sp_trim(span a)
 {
-    while (a.n && (a.p[0] == ' ' || a.p[0] == '\t' || a.p[0] == '\n' || a.p[0] == '\r'))
+    while (a.n && is_space(a.p[0]))
         a.p++, a.n--;
-    while (a.n && (a.p[a.n - 1] == ' ' || a.p[a.n - 1] == '\t' || a.p[a.n - 1] == '\n' ||
-                   a.p[a.n - 1] == '\r'))
+    while (a.n && is_space(a.p[a.n - 1]))
         a.n--;
     return a;
 }
@@ -159,7 +164,7 @@ static int header_kind(span h)
     size_t i = 0;
     for (;;) {
         size_t a;
-        while (i < h.n && (h.p[i] == ' ' || h.p[i] == '\t' || h.p[i] == '\n' || h.p[i] == '\r'))
+        while (i < h.n && is_space(h.p[i]))
             i++;
         a = i;
         while (i < h.n && is_word(h.p[i]))
@@ -322,7 +327,7 @@ static int scan(vctx *v)
             i++;
             continue;
         }
-        if (c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v') {
+        if (c != '\n' && is_space(c)) {
             i++;
             continue;
         }
@@ -442,14 +447,14 @@ static void split_instr(vst *s)
     if (t.n && t.p[0] == '@') {
         i = 1;
         if (i < t.n && t.p[i] == '!') i++;
-        while (i < t.n && (t.p[i] == ' ' || t.p[i] == '\t'))
+        while (i < t.n && is_space(t.p[i]))
             i++;
         s->pred.p = t.p + i;
         while (i < t.n && is_word(t.p[i]))
             i++;
         s->pred.n = (size_t)(t.p + i - s->pred.p);
     }
-    while (i < t.n && (t.p[i] == ' ' || t.p[i] == '\t' || t.p[i] == '\n' || t.p[i] == '\r'))
+    while (i < t.n && is_space(t.p[i]))
         i++;
     s->op.p = t.p + i;
     while (i < t.n && is_word(t.p[i]))
@@ -495,8 +500,7 @@ static int add_var(vctx *v, span text, unsigned func)
 
     while (i < text.n) {
         size_t a;
-        while (i < text.n &&
-               (text.p[i] == ' ' || text.p[i] == '\t' || text.p[i] == '\n' || text.p[i] == '\r'))
+        while (i < text.n && is_space(text.p[i]))
             i++;
         a = i;
         while (i < text.n && is_word(text.p[i]))
@@ -585,8 +589,7 @@ static int structure(vctx *v)
                         at = k + strlen(kw);
                         break;
                     }
-                while (at < h.n &&
-                       (h.p[at] == ' ' || h.p[at] == '\t' || h.p[at] == '\n' || h.p[at] == '\r'))
+                while (at < h.n && is_space(h.p[at]))
                     at++;
                 if (at < h.n && h.p[at] == '(') {
                     int d = 0;
@@ -599,8 +602,7 @@ static int structure(vctx *v)
                         }
                     }
                 }
-                while (at < h.n &&
-                       (h.p[at] == ' ' || h.p[at] == '\t' || h.p[at] == '\n' || h.p[at] == '\r'))
+                while (at < h.n && is_space(h.p[at]))
                     at++;
                 f.name.p = h.p + at;
                 while (at < h.n && is_word(h.p[at]))
@@ -725,7 +727,7 @@ static bool split_addr(span a, span *base, int64_t *off)
     size_t i = 1, st;
     a = sp_trim(a);
     if (a.n < 3 || a.p[0] != '[' || a.p[a.n - 1] != ']') return false;
-    while (i < a.n - 1 && (a.p[i] == ' ' || a.p[i] == '\t'))
+    while (i < a.n - 1 && is_space(a.p[i]))
         i++;
     st = i;
     while (i < a.n - 1 && is_word(a.p[i]) && a.p[i] != ':')
@@ -733,12 +735,12 @@ static bool split_addr(span a, span *base, int64_t *off)
     *base = (span){a.p + st, i - st};
     *off = 0;
     if (base->n == 0) return false;
-    while (i < a.n - 1 && (a.p[i] == ' ' || a.p[i] == '\t'))
+    while (i < a.n - 1 && is_space(a.p[i]))
         i++;
     if (i == a.n - 1) return true;
     if (a.p[i] == '+') {
         i++;
-        while (i < a.n - 1 && (a.p[i] == ' ' || a.p[i] == '\t'))
+        while (i < a.n - 1 && is_space(a.p[i]))
             i++;
     } else if (a.p[i] != '-') {
         return false;

@@ -41,9 +41,9 @@ struct agile__cring {
     bool reaper_on;
     pthread_mutex_t rmu;
     pthread_cond_t rcv;
-    bool rstop;             /* under rmu */
-    atomic_bool ridle;      /* the reaper sleeps until kicked (set and cleared under rmu) */
-    atomic_bool rkick;      /* posted since the reaper last looked */
+    bool rstop;        /* under rmu */
+    atomic_bool ridle; /* the reaper sleeps until kicked (set and cleared under rmu) */
+    atomic_bool rkick; /* posted since the reaper last looked */
 };
 
 /* Functions: their device and parameter layout, for agile_launch. */
@@ -121,8 +121,7 @@ static void *reaper_main(void *arg)
             /* Dekker with reaper_kick (both seq_cst): it sets rkick then reads ridle, we set
              * ridle then read rkick, so a post after our look always wakes us. */
             atomic_store(&r->ridle, true);
-            if (atomic_load(&r->rkick))
-                atomic_store(&r->ridle, false);
+            if (atomic_load(&r->rkick)) atomic_store(&r->ridle, false);
             while (atomic_load(&r->ridle) && !r->rstop)
                 pthread_cond_wait(&r->rcv, &r->rmu);
         } else {
