@@ -879,16 +879,19 @@ static int do_func(rw *r, const ptx_func *f)
                               "directive '%.*s' not supported in a function body", TLEN(s->op),
                               TSTR(s->op));
             /* No body directive has a ':' (the verifier would read one as a label and the
-             * rest as another directive), and a directive is a word of its own (".loc%x" is
-             * not ".loc"): refuse such forms rather than guess. */
-            bool glued = s->op + 1 < s->t1 && TOK(s->op + 1).kind != PTK_PUNCT &&
-                         TOK(s->op + 1).off == TOK(s->op).off + TOK(s->op).len;
-            for (uint32_t t = s->op + 1; t < s->t1 && !glued; t++)
-                glued = agile_guard_tok_punct(&r->m, t, ':');
-            if (glued)
-                return reject(r, TOK(s->op).line, "malformed '%.*s' declaration", TLEN(s->op),
-                              TSTR(s->op));
+             * rest as another directive). */
+            for (uint32_t t = s->op + 1; t < s->t1; t++)
+                if (agile_guard_tok_punct(&r->m, t, ':'))
+                    return reject(r, TOK(s->op).line, "malformed '%.*s' declaration", TLEN(s->op),
+                                  TSTR(s->op));
         }
+        /* An opcode or directive is a word of its own: "ld.shared%rd" is not "ld.shared"
+         * (the tokenizer splits at '%', the verifier reads one word): refuse, do not guess. */
+        if ((s->kind == PST_DIR || s->kind == PST_INSTR) && s->op + 1 < s->t1 &&
+            TOK(s->op + 1).kind != PTK_PUNCT &&
+            TOK(s->op + 1).off == TOK(s->op).off + TOK(s->op).len)
+            return reject(r, TOK(s->op).line, "malformed '%.*s%.*s'", TLEN(s->op), TSTR(s->op),
+                          TLEN(s->op + 1), TSTR(s->op + 1));
         if (s->kind == PST_INSTR) AGILE_TRY(do_instr(r, s));
     }
     /* Registers and the entry loads, right after the body's '{'. */
