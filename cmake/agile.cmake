@@ -25,14 +25,14 @@ function(agile_add_test name)
   endif()
 endfunction()
 
-# agile_add_fuzzer(name SOURCES a.c LIBS x [SECONDS n] [CORPUS dir...])
+# agile_add_fuzzer(name SOURCES a.c LIBS x [SECONDS n] [CORPUS dir])
 # A libFuzzer target (only in the AGILE_FUZZ configuration), registered with ctest as a
 # bounded run: -max_total_time, so the suite stays inside its time budget.
 function(agile_add_fuzzer name)
   if(NOT AGILE_FUZZ)
     return()
   endif()
-  cmake_parse_arguments(F "" "SECONDS" "SOURCES;LIBS;CORPUS" ${ARGN})
+  cmake_parse_arguments(F "" "SECONDS;CORPUS" "SOURCES;LIBS" ${ARGN})
   if(NOT F_SECONDS)
     set(F_SECONDS $ENV{AGILE_FUZZ_SECONDS})
   endif()
