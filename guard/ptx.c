@@ -167,6 +167,10 @@ static int lex(ptx_module *m)
             }
             kind = PTK_IDENT;
             if (i - st == 1 && (c == '%' || c == '.')) return fail(m, line, "stray '%c'", c);
+            /* No PTX word runs into a register name ("ld.shared%rd", ".target%x"): refuse it
+             * here rather than split it, the verifier reads such text as one word. */
+            if (i < n && s[i] == '%')
+                return fail(m, line, "malformed word '%.*s%%...'", (int)(i - st), s + st);
         } else if (c >= '0' && c <= '9') {
             bool plain = !(c == '0' && i + 1 < n &&
                            (s[i + 1] == 'x' || s[i + 1] == 'X' || s[i + 1] == 'f' ||

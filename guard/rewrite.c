@@ -635,6 +635,11 @@ static int do_call(rw *r, const ptx_stmt *s)
     k++;
     if (k < s->nopnd && agile_guard_tok_punct(&r->m, ops[k].t0, '(')) args = &ops[k++];
     if (k < s->nopnd) return reject(r, line, "indirect call (prototype or call targets)");
+    /* The lists are whole operands "( ... )": the hidden arguments go before the ')'. */
+    if ((args && !agile_guard_tok_punct(&r->m, args->t1 - 1, ')')) ||
+        (agile_guard_tok_punct(&r->m, ops[0].t0, '(') &&
+         !agile_guard_tok_punct(&r->m, ops[0].t1 - 1, ')')))
+        return reject(r, line, "malformed call operand list");
     if (args) /* the hidden arguments are appended: every element must be there */
         for (uint32_t t = args->t0 + 1; t < args->t1; t++)
             if ((agile_guard_tok_punct(&r->m, t, ',') || t == args->t1 - 1) &&
@@ -885,13 +890,6 @@ static int do_func(rw *r, const ptx_func *f)
                     return reject(r, TOK(s->op).line, "malformed '%.*s' declaration", TLEN(s->op),
                                   TSTR(s->op));
         }
-        /* An opcode or directive is a word of its own: "ld.shared%rd" is not "ld.shared"
-         * (the tokenizer splits at '%', the verifier reads one word): refuse, do not guess. */
-        if ((s->kind == PST_DIR || s->kind == PST_INSTR) && s->op + 1 < s->t1 &&
-            TOK(s->op + 1).kind != PTK_PUNCT &&
-            TOK(s->op + 1).off == TOK(s->op).off + TOK(s->op).len)
-            return reject(r, TOK(s->op).line, "malformed '%.*s%.*s'", TLEN(s->op), TSTR(s->op),
-                          TLEN(s->op + 1), TSTR(s->op + 1));
         if (s->kind == PST_INSTR) AGILE_TRY(do_instr(r, s));
     }
     /* Registers and the entry loads, right after the body's '{'. */

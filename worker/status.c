@@ -22,7 +22,7 @@ static void sb_printf(sbuf *b, const char *fmt, ...)
         return;
     for (;;) {
         va_start(ap, fmt);
-        n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        n = vsnprintf(b->p ? b->p + b->len : NULL, b->cap - b->len, fmt, ap);
         va_end(ap);
         if (n < 0) {
             b->oom = 1;
