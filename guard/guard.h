@@ -52,6 +52,9 @@
 /* Bytes past [fenced+imm] that one access may touch (vector and bulk-less accesses). */
 #define AGILE_GUARD_ACCESS_SLACK 256u
 #define AGILE_GUARD_VIOL_SIZE 16u
+/* Operands of one instruction (a {vector} or [address] counts as one): more is not PTX that
+ * compilers emit, and both the rewriter and the verifier refuse it. */
+#define AGILE_GUARD_MAX_OPERANDS 12u
 
 typedef struct agile_guard_opts {
     bool strict;

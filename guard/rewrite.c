@@ -701,6 +701,10 @@ static int do_instr(rw *r, const ptx_stmt *s)
     unsigned nsp = 0, nfenced = 0, nbr = 0, first_site = r->fsite;
     int rv = AGILE_OK;
 
+    if (s->nopnd > AGILE_GUARD_MAX_OPERANDS)
+        return reject(r, TOK(s->op).line, "'%.*s' with %u operands (at most %u)", TLEN(s->op),
+                      TSTR(s->op), s->nopnd, AGILE_GUARD_MAX_OPERANDS);
+
     /* An address is a whole operand "[...]"; a '[' anywhere else is a form we do not
      * model (and would hide an access from the classification below). */
     for (uint32_t k = 0; k < s->nopnd; k++) {

@@ -38,7 +38,7 @@ typedef struct span {
     size_t n;
 } span;
 
-#define VMAXOPS 12
+#define VMAXOPS AGILE_GUARD_MAX_OPERANDS
 typedef struct vst {
     int kind;
     unsigned line, depth;
