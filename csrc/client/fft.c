@@ -10,6 +10,7 @@
 
 #include "../../modules/fft/fft.h"
 #include "agile/fft.h"
+#include "agile/ring.h"
 #include "backend/backend.h"
 #include "backend/cudadrv.h"
 
@@ -149,12 +150,33 @@ static int in_window(int dev, const void *ptr)
     return agile_pool_window(dev, &base, &size) == AGILE_OK && a >= base && a - base < size;
 }
 
+/* [ptr, ptr + n) inside device's window (n 0: ptr inside). */
+static int extent_in_window(int dev, const void *ptr, uint64_t n)
+{
+    uint64_t base, size, a = (uint64_t)(uintptr_t)ptr;
+    return agile_pool_window(dev, &base, &size) == AGILE_OK && a >= base && a - base < size &&
+           n <= size - (a - base);
+}
+
+static void exec_encode(agile_handle_t plan, const void *in, void *out, int direction,
+                        uint8_t enc[AGILE_FFT_EXEC_ARGS_SIZE], size_t *len)
+{
+    agile__fft_exec_args a;
+    agile__wbuf w = {enc, AGILE_FFT_EXEC_ARGS_SIZE, 0, 0};
+    a.plan = plan;
+    a.in = (uint64_t)(uintptr_t)in;
+    a.out = (uint64_t)(uintptr_t)out;
+    a.direction = direction;
+    a.flags = 0;
+    agile__fft_exec_args_encode(&w, &a);
+    *len = w.len;
+}
+
 AGILE_API int agile_fft_exec(agile_handle_t plan, const void *in, void *out, int direction,
                              void *stream)
 {
-    agile__fft_exec_args a;
     uint8_t enc[AGILE_FFT_EXEC_ARGS_SIZE];
-    agile__wbuf w = {enc, sizeof enc, 0, 0};
+    size_t len;
     agile_client *c;
     cl_plan p;
     int dev = -1, rv = AGILE_OK;
@@ -182,46 +204,102 @@ AGILE_API int agile_fft_exec(agile_handle_t plan, const void *in, void *out, int
             goto out;
         }
     }
-    a.plan = plan;
-    a.in = (uint64_t)(uintptr_t)in;
-    a.out = (uint64_t)(uintptr_t)out;
-    a.direction = direction;
-    a.flags = 0;
-    agile__fft_exec_args_encode(&w, &a);
+    exec_encode(plan, in, out, direction, enc, &len);
     AGILE_TRY(
-        mod_ctl(AGILE_MODULE_CTL_EXEC | AGILE_FFT_OP_EXEC, dev, enc, w.len, NULL, NULL, 0, NULL));
+        mod_ctl(AGILE_MODULE_CTL_EXEC | AGILE_FFT_OP_EXEC, dev, enc, len, NULL, NULL, 0, NULL));
 out:
     return rv;
+}
+
+AGILE_API int agile_fft_exec_async(agile_handle_t plan, const void *in, void *out, int direction,
+                                   void *stream)
+{
+    uint8_t enc[AGILE_FFT_EXEC_ARGS_SIZE];
+    size_t len;
+    cl_plan p;
+
+    if (!plan_find(plan, &p)) {
+        agile__set_last_error("agile_fft_exec_async: %#llx is not a plan of this process",
+                              (unsigned long long)plan);
+        return AGILE_EHANDLE;
+    }
+    /* The worker checks again (it trusts nothing); checking here makes the common mistakes
+     * synchronous errors instead of barrier errors. */
+    if (!extent_in_window(p.dev, in, p.in_bytes) || !extent_in_window(p.dev, out, p.out_bytes)) {
+        agile__set_last_error("agile_fft_exec_async: the plan reads %llu bytes at %p and writes "
+                              "%llu at %p: both must lie in this tenant's pool window on device %d",
+                              (unsigned long long)p.in_bytes, in, (unsigned long long)p.out_bytes,
+                              (void *)out, p.dev);
+        return AGILE_EBOUNDS;
+    }
+    if (direction != AGILE_FFT_DIR_FORWARD && direction != AGILE_FFT_DIR_INVERSE) {
+        agile__set_last_error("agile_fft_exec_async: direction must be -1 or +1");
+        return AGILE_EINVAL;
+    }
+    exec_encode(plan, in, out, direction, enc, &len);
+    return agile_ring_mod_op(NULL, p.dev, FFT_MODULE, AGILE_FFT_OP_EXEC, enc, len, stream);
+}
+
+/* Take plan out of this process's table; *dev gets its device (0 if unknown). */
+static cl_plan *plan_unlink(agile_handle_t plan, int *dev)
+{
+    cl_plan **pp, *p = NULL;
+    *dev = 0;
+    pthread_mutex_lock(&g_mu);
+    for (pp = &g_plans[bucket(plan)]; *pp; pp = &(*pp)->next)
+        if ((*pp)->h == plan) {
+            p = *pp;
+            *pp = p->next;
+            *dev = p->dev;
+            break;
+        }
+    pthread_mutex_unlock(&g_mu);
+    return p;
+}
+
+static void plan_relink(cl_plan *p)
+{
+    pthread_mutex_lock(&g_mu);
+    p->next = g_plans[bucket(p->h)];
+    g_plans[bucket(p->h)] = p;
+    pthread_mutex_unlock(&g_mu);
 }
 
 AGILE_API int agile_fft_destroy(agile_handle_t plan)
 {
     uint8_t enc[8];
     agile__wbuf w = {enc, sizeof enc, 0, 0};
-    cl_plan **pp, *p = NULL;
-    int dev = 0, rv;
-
-    pthread_mutex_lock(&g_mu);
-    for (pp = &g_plans[bucket(plan)]; *pp; pp = &(*pp)->next)
-        if ((*pp)->h == plan) {
-            p = *pp;
-            dev = p->dev;
-            break;
-        }
-    pthread_mutex_unlock(&g_mu);
+    int dev, rv;
+    cl_plan *p = plan_unlink(plan, &dev);
     agile__put_u64(&w, plan);
     rv = mod_ctl(AGILE_FFT_OP_PLAN_DESTROY, dev, enc, w.len, NULL, NULL, 0, NULL);
-    if (p && (rv == AGILE_OK || rv == AGILE_EHANDLE)) {
-        pthread_mutex_lock(&g_mu);
-        for (pp = &g_plans[bucket(plan)]; *pp; pp = &(*pp)->next)
-            if (*pp == p) {
-                *pp = p->next;
-                free(p);
-                break;
-            }
-        pthread_mutex_unlock(&g_mu);
+    if (p && rv != AGILE_OK && rv != AGILE_EHANDLE) { /* still the worker's: keep it */
+        plan_relink(p);
+        p = NULL;
     }
+    free(p);
     return rv;
+}
+
+AGILE_API int agile_fft_destroy_async(agile_handle_t plan, void *stream)
+{
+    uint8_t enc[8];
+    agile__wbuf w = {enc, sizeof enc, 0, 0};
+    int dev, rv;
+    cl_plan *p = plan_unlink(plan, &dev);
+    if (!p) {
+        agile__set_last_error("agile_fft_destroy_async: %#llx is not a plan of this process",
+                              (unsigned long long)plan);
+        return AGILE_EHANDLE;
+    }
+    agile__put_u64(&w, plan);
+    rv = agile_ring_mod_op(NULL, dev, FFT_MODULE, AGILE_FFT_DOP_PLAN_DESTROY, enc, w.len, stream);
+    if (rv != AGILE_OK) {
+        plan_relink(p);
+        return rv;
+    }
+    free(p);
+    return AGILE_OK;
 }
 
 AGILE_API int agile_fft_cache_stats(agile_fft_stats *out)

@@ -249,6 +249,8 @@ int agile__fft_centry_device(const agile__fft_centry *e);
 #define AGILE_FFT_OP_STATS 3        /* reply payload: the cache stats, 9 x u64 */
 /* Data-plane ops. */
 #define AGILE_FFT_OP_EXEC 1 /* args: agile__fft_exec_args, encoded */
+/* The control op's number and payload: on a ring it runs after the execs posted before it. */
+#define AGILE_FFT_DOP_PLAN_DESTROY AGILE_FFT_OP_PLAN_DESTROY
 
 /* EXEC arguments on the data plane: 32 bytes little-endian
  *   u64 plan handle, u64 in (client address), u64 out (client address),

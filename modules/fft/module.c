@@ -1,5 +1,6 @@
 /* module.c — the fft module: control ops (plan create/destroy, stats) and the data-plane
- * EXEC, with every client address translated into and checked against the tenant's window.
+ * EXEC (and PLAN_DESTROY, ordered after the execs of the ring), with every client address
+ * translated into and checked against the tenant's window.
  *
  * A tenant's plan is a handle (type PLAN, owner = tenant) on a cache entry: the handle holds
  * one cache reference, an exec holds the handle for its duration, so a plan can be neither
@@ -190,7 +191,10 @@ static int fft_exec(void *state, const agile__module_caller *who, uint32_t op, c
     uint64_t W, base, in, out;
     int rv = AGILE_OK;
 
-    if (!m || !who || op != AGILE_FFT_OP_EXEC) return AGILE_ENOTSUP;
+    if (!m || !who) return AGILE_ENOTSUP;
+    /* On the ring, a destroy runs after every exec the client posted before it. */
+    if (op == AGILE_FFT_DOP_PLAN_DESTROY) return ctl_plan_destroy(m, who, args, len);
+    if (op != AGILE_FFT_OP_EXEC) return AGILE_ENOTSUP;
     W = who->win.size;
     base = who->win.worker_base;
     /* The window comes from the worker, not the client; a malformed one is a worker bug. */

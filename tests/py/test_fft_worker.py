@@ -129,6 +129,55 @@ def test_transforms_match_numpy(worker):
     assert r["r2c_adv"] < 1e-5, r
 
 
+def test_exec_async_is_ordered_on_the_ring(worker):
+    """agile_fft_exec_async: posted on the command ring, run in order with the other commands
+    of the stream (forward, then inverse of its output, then a memcpy of that), results at the
+    barrier; a plan this process does not hold and an extent past the window fail at once; a
+    destroy posted on the ring runs after the execs before it."""
+    r = child(worker, """
+        lib.agile_fft_exec_async.argtypes = lib.agile_fft_exec.argtypes
+        lib.agile_memcpy_async.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
+                                           ctypes.c_void_p]
+        lib.agile_barrier.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        rng = np.random.default_rng(7)
+        n, b = 512, 4
+        p0, a0 = buf(n * b * 8, np.complex64)
+        p1, a1 = buf(n * b * 8, np.complex64)
+        p2, a2 = buf(n * b * 8, np.complex64)
+        p3, a3 = buf(n * b * 8, np.complex64)
+        x = (rng.standard_normal((b, n)) + 1j * rng.standard_normal((b, n))).astype(np.complex64)
+        a0[:] = x.ravel()
+        rv, h = plan(C2C, [n], b)
+        assert rv == 0, err()
+        lib.agile_fft_destroy_async.argtypes = [ctypes.c_uint64, ctypes.c_void_p]
+        res = {}
+        res["foreign"] = lib.agile_fft_exec_async(h + 1, p0, p1, -1, None)
+        base, size = ctypes.c_uint64(), ctypes.c_uint64()
+        lib.agile_pool_window(0, ctypes.byref(base), ctypes.byref(size))
+        res["past_end"] = lib.agile_fft_exec_async(h, p0, base.value + size.value - 64, -1, None)
+        res["past_end_msg"] = err()
+        res["bad_dir"] = lib.agile_fft_exec_async(h, p0, p1, 0, None)
+        for i in range(20):   # many in flight before one barrier
+            assert lib.agile_fft_exec_async(h, p0, p1, -1, None) == 0, err()
+            assert lib.agile_fft_exec_async(h, p1, p2, 1, None) == 0, err()
+            assert lib.agile_memcpy_async(p3, p2, n * b * 8, None) == 0, err()
+        # released behind the execs on the ring: they all still find the plan
+        assert lib.agile_fft_destroy_async(h, None) == 0, err()
+        res["gone"] = lib.agile_fft_exec_async(h, p0, p1, -1, None)
+        res["barrier"] = lib.agile_barrier(None, None)
+        res["fwd"] = float(np.abs(a1.reshape(b, n) - np.fft.fft(x, axis=1)).max())
+        res["roundtrip"] = float(np.abs(a3.reshape(b, n) / n - x).max())
+        res["destroy_again"] = lib.agile_fft_destroy(h)
+        print(json.dumps(res))
+    """)
+    assert r["barrier"] == 0, r
+    assert r["fwd"] < 1e-3 and r["roundtrip"] < 1e-5, r
+    assert r["foreign"] == agilec.ERR["EHANDLE"], r
+    assert r["past_end"] == agilec.ERR["EBOUNDS"] and "window" in r["past_end_msg"], r
+    assert r["bad_dir"] == agilec.ERR["EINVAL"], r
+    assert r["gone"] == agilec.ERR["EHANDLE"] and r["destroy_again"] == agilec.ERR["EHANDLE"], r
+
+
 def test_plan_leaving_the_window_is_ebounds_and_writes_nothing(rundir, tmp_path):
     conf = tmp_path / "agile.conf"
     conf.write_text("quota = 64MiB\n")  # W = 64 MiB: an extent past it is easy to describe

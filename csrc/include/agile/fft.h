@@ -48,12 +48,26 @@ AGILE_API int agile_fft_plan_many(int device, int rank, const long long *n,
  * Stream order: work queued on `stream` (a CUstream/cudaStream_t; NULL: the legacy default
  * stream) before the call is complete before the transform reads `in` (the call synchronises
  * the stream), and the transform is complete when the call returns. Blocks (one control
- * round trip); the shared-memory data plane will make this asynchronous on the stream. */
+ * round trip); agile_fft_exec_async is the stream-ordered form. */
 AGILE_API int agile_fft_exec(agile_handle_t plan, const void *in, void *out, int direction,
                              void *stream);
 
+/* agile_fft_exec_async: agile_fft_exec through the data plane (agile/ring.h): posted on the
+ * command ring and ordered with `stream` like agile_launch (cuda: no host synchronisation; the
+ * stream's later work runs after the transform). Returns once posted. A plan this process
+ * does not hold, or an extent of the plan outside its device's window, fails here (EHANDLE,
+ * EBOUNDS); what the worker refuses later comes at the next agile_barrier. direction must be
+ * -1 or +1 (ignored by R2C/C2R). */
+AGILE_API int agile_fft_exec_async(agile_handle_t plan, const void *in, void *out, int direction,
+                                   void *stream);
+
 /* agile_fft_destroy: release plan (the worker's cached plan may stay cached). */
 AGILE_API int agile_fft_destroy(agile_handle_t plan);
+
+/* agile_fft_destroy_async: release plan on the data plane, after every agile_fft_exec_async
+ * posted before it (a blocking agile_fft_destroy could overtake them). The handle is gone
+ * from this process at once; the worker's errors come at the next agile_barrier. */
+AGILE_API int agile_fft_destroy_async(agile_handle_t plan, void *stream);
 
 typedef struct agile_fft_stats {
     uint64_t hits, misses, evictions, create_failures;
