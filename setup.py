@@ -12,7 +12,9 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-ARTIFACTS = {"_lib": ["libagile.so"], "_bin": ["agile-worker", "agilectl", "agile-guard"]}
+# libagile_aten.so (the torch.fft hook) exists only when PyTorch's headers were found.
+ARTIFACTS = {"_lib": ["libagile.so", "libagile_aten.so", "libagile_cufft.so"],
+             "_bin": ["agile-worker", "agilectl", "agile-guard"]}
 
 
 class CMakeBuild(build_py):

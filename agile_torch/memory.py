@@ -82,18 +82,32 @@ def _device_index(device) -> int:
     return d.index if d.index is not None else 0
 
 
-def pool(device=None) -> "torch.cuda.MemPool":
+def pool(device=None, fft: bool = True) -> "torch.cuda.MemPool":
     """A torch.cuda.MemPool whose memory comes from this tenant's agile pool on `device`.
 
     Usable at any time (before or after CUDA initialises). PyTorch's caching, stats and OOM
-    behaviour stay as they are; the pool's segments are leased from the worker.
+    behaviour stay as they are; the pool's segments are leased from the worker. With fft
+    (the default), making the pool also turns on the torch.fft hook (agile_torch.enable_fft).
     """
     idx = _device_index(device)
     alloc = _get_allocator()
     with _lock:
-        if idx not in _pools:
+        made = idx not in _pools
+        if made:
             _pools[idx] = torch.cuda.MemPool(alloc.allocator())
-        return _pools[idx]
+        p = _pools[idx]
+    from . import fft as _fft
+    if made:
+        _fft._on_pool(idx, p)  # the hook allocates its outputs in this pool
+    if fft and not _fft.is_fft_enabled():
+        _fft.enable_fft(quiet=True)
+    return p
+
+
+def pools() -> dict:
+    """The MemPools pool() has made so far, by device."""
+    with _lock:
+        return dict(_pools)
 
 
 def _oom_message(idx: int, err: BaseException) -> str:
@@ -106,13 +120,13 @@ def _oom_message(idx: int, err: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def use_pool(device=None) -> Iterator["torch.cuda.MemPool"]:
+def use_pool(device=None, fft: bool = True) -> Iterator["torch.cuda.MemPool"]:
     """`with agile_torch.use_pool():` CUDA allocations of this thread come from the agile pool.
 
-    A full pool raises torch.OutOfMemoryError naming the tenant's quota.
+    A full pool raises torch.OutOfMemoryError naming the tenant's quota. fft: as for pool().
     """
     idx = _device_index(device)
-    p = pool(idx)
+    p = pool(idx, fft)
     try:
         with torch.cuda.use_mem_pool(p, device=idx):
             yield p
@@ -120,8 +134,9 @@ def use_pool(device=None) -> Iterator["torch.cuda.MemPool"]:
         raise torch.OutOfMemoryError(_oom_message(idx, e)) from e
 
 
-def enable() -> None:
-    """Route every CUDA allocation of this process to agile (change_current_allocator).
+def enable(fft: bool = True) -> None:
+    """Route every CUDA allocation of this process to agile (change_current_allocator); with
+    fft (the default) also turn on the torch.fft hook (agile_torch.enable_fft).
 
     Must run before CUDA initialises: PyTorch cannot swap an allocator that has already
     allocated. After that, use agile_torch.pool() / use_pool() instead.
@@ -137,6 +152,10 @@ def enable() -> None:
             "agile_torch.pool() / agile_torch.use_pool(), which work at any time.")
     torch.cuda.memory.change_current_allocator(_get_allocator())
     _enabled = True
+    from . import fft as _fft
+    _fft._on_enable()
+    if fft and not _fft.is_fft_enabled():
+        _fft.enable_fft(quiet=True)
 
 
 def is_enabled() -> bool:
@@ -216,13 +235,8 @@ class device(str):
         return obj
 
     def __enter__(self):
-        self._ctx = use_pool(self.index)
+        self._ctx = use_pool(self.index)  # pool(): turns on the torch.fft hook
         self._ctx.__enter__()
-        try:
-            from . import fft as _fft
-            _fft.enable_fft(quiet=True)
-        except Exception:  # the FFT hook is optional (built only where torch headers exist)
-            pass
         return self
 
     def __exit__(self, *exc):

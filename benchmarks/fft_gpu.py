@@ -8,13 +8,13 @@ Figures (p50 of wall time per call, each call followed by torch.cuda.synchronize
 sides pay the same host sync; native first, before the hook is installed):
   - c2c_1m_x16: batched 1-D C2C, 16 transforms of 2^20 complex64 points. Goal: ratio <= 1.03.
   - fft2_4096: 2-D C2C of 4096 x 4096 complex64. Goal: ratio <= 1.03.
-  - small_4096: one 4096-point C2C: added latency per call (agile - native). Goal <= 10 us;
-    not reachable while every exec is a control-plane round trip (+ a stream sync): the
-    shared-memory data plane is what removes it.
+  - small_4096: one 4096-point C2C: added latency per call (agile - native). Goal <= 10 us.
+    The hook (C++, libagile_aten.so) posts the exec on the command ring, ordered with the
+    stream (no host sync, no round trip); what remains is the cross-context stream handshake.
   - plan_hit_us: agile_fft_plan_many of a plan the worker has cached (one round trip + a
     cache hit); plan_miss_ms: the first plan of 2^20 x 16 (cuFFT planning in the worker).
-  - fallback_overhead_us: a non-agile tensor with the hook installed vs before (the Python
-    kernel that decides and calls PyTorch's original kernel).
+  - fallback_overhead_us: a non-agile tensor with the hook installed vs before (the boxed
+    C++ kernel that decides and calls PyTorch's original kernel).
 The last line is JSON.
 """
 import ctypes
