@@ -55,6 +55,8 @@ class _AsyncError(ctypes.Structure):
 @lru_cache(maxsize=None)
 def _lib() -> ctypes.CDLL:
     L = _native.lib()
+    if getattr(L, "_agile_triton_typed", False):
+        return L
     V, U64, U32, SZ, UI = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_size_t, ctypes.c_uint
     sig = {
         "agile_module_load": (ctypes.c_int, [ctypes.c_char_p, SZ, UI, ctypes.POINTER(U64)]),
@@ -68,6 +70,7 @@ def _lib() -> ctypes.CDLL:
     for name, (res, args) in sig.items():
         f = getattr(L, name)
         f.restype, f.argtypes = res, args
+    L._agile_triton_typed = True
     return L
 
 
@@ -114,12 +117,10 @@ def _compile(kernel, grid, args, meta):
         return kernel.warmup(*args, grid=tuple(g), **meta)
 
 
-def _runtime_params(kernel, compiled, args, meta):
-    """The values and Triton types of the parameters the PTX entry really has, in order:
-    constexprs and arguments Triton specialised into constants are not passed."""
+def _param_spec(kernel, compiled) -> list[tuple[str, str]]:
+    """(name, Triton type) of the parameters the PTX entry really has, in order: constexprs
+    and arguments Triton specialised into constants are not passed."""
     names = list(getattr(kernel, "arg_names", []))
-    bound = dict(zip(names, args))
-    bound.update({k: v for k, v in meta.items() if k in names})
     sig = getattr(getattr(compiled, "src", None), "signature", None)
     if not isinstance(sig, dict):
         raise RuntimeError("this Triton version does not expose compiled.src.signature")
@@ -129,13 +130,16 @@ def _runtime_params(kernel, compiled, args, meta):
     const_names = {names[k[0] if isinstance(k, tuple) else k] if isinstance(k, (int, tuple)) else k
                    for k in consts if not isinstance(k, (int, tuple)) or
                    (k[0] if isinstance(k, tuple) else k) < len(names)}
-    out = []
-    for name in names:
-        ty = sig.get(name)
-        if ty is None or ty == "constexpr" or name in const_names or name not in bound:
-            continue
-        out.append((bound[name], str(ty)))
-    return out
+    return [(n, str(sig[n])) for n in names
+            if sig.get(n) is not None and sig[n] != "constexpr" and n not in const_names]
+
+
+def _runtime_params(kernel, compiled, args, meta, spec=None):
+    """The values and Triton types of the PTX entry's parameters for this call."""
+    names = list(getattr(kernel, "arg_names", []))
+    bound = dict(zip(names, args))
+    bound.update({k: v for k, v in meta.items() if k in names})
+    return [(bound[n], ty) for n, ty in (spec or _param_spec(kernel, compiled)) if n in bound]
 
 
 def _pack(values, sizes, offs, total, in_pool=None) -> bytes:
@@ -172,11 +176,16 @@ def _in_pool(ptr: int) -> bool:
     return bool(w) and w[0] <= ptr < w[0] + w[1]
 
 
-def launch(kernel, grid, *args, strict: bool = False, **meta) -> None:
-    """Launch the @triton.jit `kernel` on `grid` (a tuple or a callable of the meta dict) in the
-    agile worker, on the current torch stream. Returns once the launch is in the ring."""
-    import torch
-    compiled = _compile(kernel, grid, args, meta)
+# What a launch needs that depends only on the compiled kernel, the device and the mode:
+# (compiled, function handle, param sizes, offsets, args size, param spec, block, shared).
+_plans: dict[tuple, tuple] = {}
+
+
+def _launch_plan(kernel, compiled, dev: int, strict: bool) -> tuple:
+    key = (id(compiled), dev, strict)
+    p = _plans.get(key)
+    if p is not None and p[0] is compiled:
+        return p
     md = compiled.metadata
     if getattr(md, "global_scratch_size", 0) or getattr(md, "profile_scratch_size", 0):
         raise NotImplementedError("kernels that need Triton's global/profile scratch memory")
@@ -184,24 +193,38 @@ def launch(kernel, grid, *args, strict: bool = False, **meta) -> None:
         raise NotImplementedError("thread-block clusters (num_ctas > 1)")
     ptx = compiled.asm["ptx"]
     ptx = ptx.encode() if isinstance(ptx, str) else bytes(ptx)
-    dev = torch.cuda.current_device()
     fn, sizes, offs, total = _function(_module(ptx, dev, strict), md.name)
-    values = _runtime_params(kernel, compiled, args, meta)
+    p = (compiled, fn, sizes, offs, total, _param_spec(kernel, compiled), 32 * md.num_warps,
+         md.shared)
+    with _lock:
+        _plans[key] = p
+    return p
+
+
+def launch(kernel, grid, *args, strict: bool = False, **meta) -> None:
+    """Launch the @triton.jit `kernel` on `grid` (a tuple or a callable of the meta dict) in the
+    agile worker, on the current torch stream. Returns once the launch is in the ring."""
+    import torch
+    compiled = _compile(kernel, grid, args, meta)
+    dev = torch.cuda.current_device()
+    _, fn, sizes, offs, total, spec, nthreads, shared = _launch_plan(kernel, compiled, dev, strict)
+    values = _runtime_params(kernel, compiled, args, meta, spec)
     # Triton appends two hidden pointers (global_scratch, profile_scratch): 0 here
     while len(values) < len(sizes):
         values.append((0, "*i8"))
     if len(values) != len(sizes):
-        raise RuntimeError(f"{md.name}: {len(values)} arguments for {len(sizes)} PTX parameters")
+        raise RuntimeError(f"{compiled.metadata.name}: {len(values)} arguments for {len(sizes)} "
+                           "PTX parameters")
     params = _pack(values, sizes, offs, total)
     g = grid({**dict(zip(kernel.arg_names, args)), **meta}) if callable(grid) else grid
     g = tuple(int(x) for x in g) + (1,) * (3 - len(g))
     if min(g) <= 0:
         return  # an empty grid launches nothing, as in Triton
     gridc = (ctypes.c_uint * 3)(*g)
-    block = (ctypes.c_uint * 3)(32 * md.num_warps, 1, 1)
+    block = (ctypes.c_uint * 3)(nthreads, 1, 1)
     stream = torch.cuda.current_stream().cuda_stream
-    _check(_lib().agile_launch(fn, gridc, block, md.shared, ctypes.c_void_p(stream), params, len(params)),
-           f"launching {md.name}")
+    _check(_lib().agile_launch(fn, gridc, block, shared, ctypes.c_void_p(stream), params, len(params)),
+           f"launching {compiled.metadata.name}")
 
 
 def synchronize(device: int | None = None) -> None:

@@ -426,6 +426,17 @@ torch::CppFunction kernel(Op op)
     }
 }
 
+// Drops PyTorch's "Overriding a previously registered kernel" (overriding is the point),
+// passes every other warning on.
+struct QuietOverride : c10::WarningHandler {
+    c10::WarningHandler *prev = nullptr;
+    void process(const c10::Warning &w) override
+    {
+        if (w.msg().find("Overriding a previously registered kernel") != std::string::npos) return;
+        if (prev) prev->process(w);
+    }
+};
+
 std::string op_name(Op op)
 {
     std::string n = kOps[op].first + 6; // without "aten::"
@@ -451,6 +462,9 @@ AGILE_ATEN_API int agile_aten_fft_enable(void)
                         " has no CUDA kernel to fall back to");
             s.orig[i] = h.getComputedKernelForDispatchKey(c10::DispatchKey::CUDA);
         }
+        QuietOverride quiet;
+        quiet.prev = c10::WarningUtils::get_warning_handler();
+        c10::WarningUtils::WarningHandlerGuard wg(&quiet);
         auto lib = std::make_unique<torch::Library>(torch::Library::IMPL, "aten",
                                                     c10::DispatchKey::CUDA, __FILE__, __LINE__);
         for (int i = 0; i < kNumOps; i++)
