@@ -169,11 +169,37 @@ def _pack(values, sizes, offs, total, in_pool=None) -> bytes:
     return bytes(buf)
 
 
-def _in_pool(ptr: int) -> bool:
-    from .memory import pool_window
-    import torch
-    w = pool_window(torch.cuda.current_device())
+_windows: dict[int, tuple[int, int]] = {}  # a device's window never moves once it exists
+
+
+def _window(dev: int) -> tuple[int, int] | None:
+    w = _windows.get(dev)
+    if w is None:
+        from .memory import pool_window
+        w = pool_window(dev)
+        if w:
+            _windows[dev] = w
+    return w
+
+
+def _in_pool(ptr: int, dev: int | None = None) -> bool:
+    if dev is None:
+        import torch
+        dev = torch.cuda.current_device()
+    w = _window(dev)
     return bool(w) and w[0] <= ptr < w[0] + w[1]
+
+
+def _device_and_stream():
+    """The current CUDA device and its current torch stream (raw handle), the way Triton's own
+    launcher reads them (no Python-level torch.cuda calls on the launch path)."""
+    import torch
+    C = torch._C
+    if hasattr(C, "_cuda_getDevice") and hasattr(C, "_cuda_getCurrentRawStream"):
+        dev = C._cuda_getDevice()
+        return dev, C._cuda_getCurrentRawStream(dev)
+    dev = torch.cuda.current_device()
+    return dev, torch.cuda.current_stream(dev).cuda_stream
 
 
 # What a launch needs that depends only on the compiled kernel, the device and the mode:
@@ -204,9 +230,8 @@ def _launch_plan(kernel, compiled, dev: int, strict: bool) -> tuple:
 def launch(kernel, grid, *args, strict: bool = False, **meta) -> None:
     """Launch the @triton.jit `kernel` on `grid` (a tuple or a callable of the meta dict) in the
     agile worker, on the current torch stream. Returns once the launch is in the ring."""
-    import torch
     compiled = _compile(kernel, grid, args, meta)
-    dev = torch.cuda.current_device()
+    dev, stream = _device_and_stream()
     _, fn, sizes, offs, total, spec, nthreads, shared = _launch_plan(kernel, compiled, dev, strict)
     values = _runtime_params(kernel, compiled, args, meta, spec)
     # Triton appends two hidden pointers (global_scratch, profile_scratch): 0 here
@@ -215,14 +240,13 @@ def launch(kernel, grid, *args, strict: bool = False, **meta) -> None:
     if len(values) != len(sizes):
         raise RuntimeError(f"{compiled.metadata.name}: {len(values)} arguments for {len(sizes)} "
                            "PTX parameters")
-    params = _pack(values, sizes, offs, total)
+    params = _pack(values, sizes, offs, total, lambda p: _in_pool(p, dev))
     g = grid({**dict(zip(kernel.arg_names, args)), **meta}) if callable(grid) else grid
     g = tuple(int(x) for x in g) + (1,) * (3 - len(g))
     if min(g) <= 0:
         return  # an empty grid launches nothing, as in Triton
     gridc = (ctypes.c_uint * 3)(*g)
     block = (ctypes.c_uint * 3)(nthreads, 1, 1)
-    stream = torch.cuda.current_stream().cuda_stream
     _check(_lib().agile_launch(fn, gridc, block, shared, ctypes.c_void_p(stream), params, len(params)),
            f"launching {compiled.metadata.name}")
 
