@@ -15,7 +15,9 @@
  *     worker's plans are placement-specific (see modules/fft/fft.h), cuFFT's are not. The
  *     worker caches plans, so the extra plans are cheap.
  *   - cufftExec* synchronise the plan's stream before the transform and return when it is
- *     complete (the control plane); the data plane will make them asynchronous.
+ *     complete (agile_fft_exec, the control plane). The stream-ordered agile_fft_exec_async
+ *     is not used: a refusal by the worker would come at an agile_barrier, and a cuFFT
+ *     program has no call at which to collect it, so it would be lost.
  *   - agile_last_error() holds the worker's reason for a failure.
  */
 #include <pthread.h>
