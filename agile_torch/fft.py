@@ -35,7 +35,8 @@ __all__ = ["enable_fft", "disable_fft", "is_fft_enabled", "fft_stats"]
 
 _lock = threading.Lock()
 _aten: ctypes.CDLL | None = None
-_warned = False
+_unavailable: str | None = None  # why the hook cannot load (asked once)
+_user_off = False                # disable_fft() was called: pool()/enable() leave it off
 
 
 def hook_library_path() -> str | None:
@@ -46,15 +47,25 @@ def hook_library_path() -> str | None:
 
 
 def _load() -> ctypes.CDLL:
-    global _aten
+    global _aten, _unavailable
     if _aten is None:
+        if _unavailable:
+            raise RuntimeError(_unavailable)
         path = hook_library_path()
         if path is None:
-            raise RuntimeError(
-                "agile_torch.fft: libagile_aten.so was not built (it needs PyTorch's headers "
-                "when agile is built: `pip install .` or scripts/build with torch importable)")
+            _unavailable = ("agile_torch.fft: libagile_aten.so was not built (it needs PyTorch's "
+                            "headers when agile is built: `pip install .` or scripts/build with "
+                            "torch importable)")
+            raise RuntimeError(_unavailable)
         _native.lib()  # libagile first: the hook links against the loaded copy
         L = ctypes.CDLL(path)
+        L.agile_aten_torch_version.restype = ctypes.c_char_p
+        built = L.agile_aten_torch_version().decode()
+        if built != torch.__version__.split("+")[0]:
+            _unavailable = (f"agile_torch.fft: {path} was built against torch {built}, this is "
+                            f"torch {torch.__version__}: rebuild agile (pip install . / "
+                            "scripts/build)")
+            raise RuntimeError(_unavailable)
         L.agile_aten_fft_enable.restype = ctypes.c_int
         L.agile_aten_error.restype = ctypes.c_char_p
         L.agile_aten_set_pool.argtypes = [ctypes.c_int, ctypes.c_ulonglong, ctypes.c_ulonglong]
@@ -95,12 +106,20 @@ def _on_enable() -> None:
         _aten.agile_aten_set_allocator(1)
 
 
+def _auto_enable() -> None:
+    """pool() / use_pool() / enable() with fft=True: on, unless disable_fft() turned it off
+    or the hook cannot load (said once, as a warning)."""
+    if not _user_off and _unavailable is None and not is_fft_enabled():
+        enable_fft(quiet=True)
+
+
 def enable_fft(quiet: bool = False) -> bool:
     """Serve torch.fft on agile tensors through the worker (idempotent). Returns whether the
-    hook is on. Without libagile_aten.so, or when the hook cannot be registered, raises
-    RuntimeError (quiet: warns once and returns False)."""
-    global _warned
+    hook is on. Without libagile_aten.so (or one built for another torch), or when the hook
+    cannot be registered, raises RuntimeError (quiet: warns once and returns False)."""
+    global _user_off
     with _lock:
+        _user_off = False
         try:
             L = _load()
             if L.agile_aten_fft_enable() != 0:
@@ -108,9 +127,7 @@ def enable_fft(quiet: bool = False) -> bool:
         except (OSError, RuntimeError) as e:
             if not quiet:
                 raise RuntimeError(str(e)) from e
-            if not _warned:
-                warnings.warn(f"torch.fft stays with PyTorch: {e}", RuntimeWarning, stacklevel=2)
-                _warned = True
+            warnings.warn(f"torch.fft stays with PyTorch: {e}", RuntimeWarning, stacklevel=3)
             return False
         L.agile_aten_set_allocator(1 if memory.is_enabled() else 0)
         for dev, pool in memory.pools().items():
@@ -120,8 +137,11 @@ def enable_fft(quiet: bool = False) -> bool:
 
 
 def disable_fft() -> None:
-    """Put PyTorch's own CUDA kernels back and release this process's plans."""
+    """Put PyTorch's own CUDA kernels back and release this process's plans. It stays off
+    (pool(), use_pool() and enable() do not turn it back on) until enable_fft()."""
+    global _user_off
     with _lock:
+        _user_off = True
         if _aten is not None:
             _aten.agile_aten_fft_disable()
 
@@ -132,11 +152,13 @@ def is_fft_enabled() -> bool:
 
 def fft_stats() -> dict:
     """Calls served by the worker / passed to PyTorch's kernels, plans made and held by this
-    process, and the worker's plan cache counters (shared by all tenants)."""
-    v = (ctypes.c_ulonglong * 4)()
+    process, plans the worker could not make (those calls went to PyTorch's kernels), and the
+    worker's plan cache counters (shared by all tenants)."""
+    v = (ctypes.c_ulonglong * 5)()
     if _aten is not None:
         _aten.agile_aten_fft_stats(v)
-    out = dict(zip(("served", "fallback", "plans_created", "plans_held"), list(v)))
+    out = dict(zip(("served", "fallback", "plans_created", "plans_held", "plan_failures"),
+                   list(v)))
     st = (ctypes.c_uint64 * 9)()
     if _typed_lib().agile_fft_cache_stats(st) == 0:
         names = ("hits", "misses", "evictions", "create_failures", "entries", "in_use",

@@ -87,7 +87,8 @@ def pool(device=None, fft: bool = True) -> "torch.cuda.MemPool":
 
     Usable at any time (before or after CUDA initialises). PyTorch's caching, stats and OOM
     behaviour stay as they are; the pool's segments are leased from the worker. With fft
-    (the default), making the pool also turns on the torch.fft hook (agile_torch.enable_fft).
+    (the default) it also turns on the torch.fft hook (agile_torch.enable_fft) unless
+    disable_fft() turned it off.
     """
     idx = _device_index(device)
     alloc = _get_allocator()
@@ -99,8 +100,8 @@ def pool(device=None, fft: bool = True) -> "torch.cuda.MemPool":
     from . import fft as _fft
     if made:
         _fft._on_pool(idx, p)  # the hook allocates its outputs in this pool
-    if fft and not _fft.is_fft_enabled():
-        _fft.enable_fft(quiet=True)
+    if fft:
+        _fft._auto_enable()
     return p
 
 
@@ -154,8 +155,8 @@ def enable(fft: bool = True) -> None:
     _enabled = True
     from . import fft as _fft
     _fft._on_enable()
-    if fft and not _fft.is_fft_enabled():
-        _fft.enable_fft(quiet=True)
+    if fft:
+        _fft._auto_enable()
 
 
 def is_enabled() -> bool:

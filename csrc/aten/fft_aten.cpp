@@ -23,8 +23,10 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 #include <agile/agile.h>
 #include <agile/err.h>
@@ -37,6 +39,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <string>
 #include <thread>
@@ -50,7 +53,6 @@ namespace {
 constexpr int kMaxDev = 16;
 // A plan handle holds its worker cache entry (256 by default): release the oldest ourselves.
 constexpr size_t kMaxPlans = 128;
-constexpr int kEHandle = 4; // AGILE_EHANDLE
 
 enum Op { kC2c, kC2cOut, kR2c, kR2cOut, kC2r, kC2rOut, kNumOps };
 constexpr std::array<std::pair<const char *, const char *>, kNumOps> kOps = {{
@@ -92,7 +94,7 @@ struct State {
     std::unordered_map<PlanKey, Lru::iterator, PlanKeyHash> plans;
     std::array<std::optional<c10::cuda::MempoolId_t>, kMaxDev> pool;
     std::atomic<bool> alloc_is_agile{false};
-    std::atomic<uint64_t> served{0}, fallback{0}, plans_created{0};
+    std::atomic<uint64_t> served{0}, fallback{0}, plans_created{0}, plan_failures{0};
     std::string error;
 };
 
@@ -181,12 +183,27 @@ at::Tensor to_pool_contiguous(const at::Tensor &x, bool force_copy)
 
 void check(int rv, const char *what)
 {
-    TORCH_CHECK(rv == AGILE_OK, "agile fft: ", what, " failed (", agile_strerror(rv), "): ",
-                agile_last_error());
+    TORCH_CHECK(rv == AGILE_OK, "agile fft: ", what, " failed: ", agile_strerror(rv),
+                " (worker: ", agile_last_error(), ")");
+}
+
+// The worker could not make the plan (quota for its work area, a size cuFFT refuses): the
+// call goes to PyTorch's own kernel, which reads the pool memory as well.
+struct NoPlan : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// Release plan h of device dev behind the execs this process posted before (ring order). If
+// the ring cannot take it, the ring is gone, and a blocking destroy overtakes nothing.
+void release_plan(int dev, agile_handle_t h)
+{
+    c10::cuda::CUDAGuard g(static_cast<c10::DeviceIndex>(dev)); // the ring posts on dev's stream
+    void *stream = c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(dev)).stream();
+    if (agile_fft_destroy_async(h, stream) != AGILE_OK) agile_fft_destroy(h);
 }
 
 // Caller holds mu. The handle of key, made (with mu released) on a miss.
-agile_handle_t plan_locked(std::unique_lock<std::mutex> &g, const PlanKey &key, void *stream)
+agile_handle_t plan_locked(std::unique_lock<std::mutex> &g, const PlanKey &key)
 {
     State &s = st();
     auto it = s.plans.find(key);
@@ -200,7 +217,7 @@ agile_handle_t plan_locked(std::unique_lock<std::mutex> &g, const PlanKey &key, 
                                  reinterpret_cast<const long long *>(key.n.data()), nullptr, 0,
                                  0, nullptr, 0, 0, key.type, key.batch, 0, &h);
     g.lock();
-    check(rv, "agile_fft_plan_many");
+    if (rv != AGILE_OK) throw NoPlan(agile_strerror(rv));
     it = s.plans.find(key);
     if (it != s.plans.end()) { // another thread made it meanwhile: keep one
         agile_fft_destroy(h);
@@ -212,7 +229,7 @@ agile_handle_t plan_locked(std::unique_lock<std::mutex> &g, const PlanKey &key, 
     s.plans_created++;
     while (s.lru.size() > kMaxPlans) {
         // Behind this process's execs on the ring: the ones still queued find their plan.
-        agile_fft_destroy_async(s.lru.back().second, stream);
+        release_plan(s.lru.back().first.dev, s.lru.back().second);
         s.plans.erase(s.lru.back().first);
         s.lru.pop_back();
     }
@@ -221,21 +238,10 @@ agile_handle_t plan_locked(std::unique_lock<std::mutex> &g, const PlanKey &key, 
 
 void run(const PlanKey &key, const void *in, void *out, int direction, void *stream)
 {
+    // Held from the lookup to the post: the LRU cannot release the plan in between.
     std::unique_lock<std::mutex> g(st().mu);
-    for (int attempt = 0;; attempt++) {
-        agile_handle_t h = plan_locked(g, key, stream);
-        int rv = agile_fft_exec_async(h, in, out, direction, stream);
-        if (rv == kEHandle && attempt == 0) { // released behind our back (disable): replan
-            auto it = st().plans.find(key);
-            if (it != st().plans.end() && it->second->second == h) {
-                st().lru.erase(it->second);
-                st().plans.erase(it);
-            }
-            continue;
-        }
-        check(rv, "agile_fft_exec_async");
-        return;
-    }
+    agile_handle_t h = plan_locked(g, key);
+    check(agile_fft_exec_async(h, in, out, direction, stream), "agile_fft_exec_async");
 }
 
 std::vector<int64_t> wrap_dims(const std::vector<int64_t> &dims, int64_t ndim)
@@ -247,29 +253,37 @@ std::vector<int64_t> wrap_dims(const std::vector<int64_t> &dims, int64_t ndim)
     return out;
 }
 
-// PyTorch's cuFFT _exec_fft, with the transform run by the worker.
+// PyTorch's cuFFT _exec_fft, with the transform run by the worker: the same dim permutation
+// (batch dims first, partitioned then sorted by decreasing stride as PyTorch does, so ties
+// come out in the same order), the same size checks, the same output strides.
 at::Tensor exec(const at::Tensor &self, const std::vector<int64_t> &out_sizes,
                 const std::vector<int64_t> &dims, int type, int direction, at::ScalarType out_dt)
 {
     const int64_t ndim = self.dim();
+    const auto nb = static_cast<size_t>(ndim) - dims.size();
+    std::vector<int64_t> perm(static_cast<size_t>(ndim));
+    std::iota(perm.begin(), perm.end(), int64_t{0});
+    std::vector<bool> transformed(static_cast<size_t>(ndim), false);
+    for (int64_t d : dims)
+        transformed[static_cast<size_t>(d)] = true;
+    auto batch_end = std::partition(perm.begin(), perm.end(),
+                                    [&](int64_t d) { return !transformed[static_cast<size_t>(d)]; });
     auto strides = self.strides();
-    std::vector<int64_t> batch;
-    for (int64_t d = 0; d < ndim; d++)
-        if (std::find(dims.begin(), dims.end(), d) == dims.end()) batch.push_back(d);
-    std::stable_sort(batch.begin(), batch.end(),
-                     [&](int64_t a, int64_t b) { return strides[a] > strides[b]; });
-    std::vector<int64_t> perm(batch);
-    perm.insert(perm.end(), dims.begin(), dims.end());
-    const size_t nb = batch.size();
+    std::sort(perm.begin(), batch_end, [&](int64_t a, int64_t b) { return strides[a] > strides[b]; });
+    std::copy(dims.begin(), dims.end(), batch_end);
     at::Tensor x = self.permute(perm);
     std::vector<int64_t> shape{-1};
-    shape.insert(shape.end(), x.sizes().begin() + nb, x.sizes().end());
+    shape.insert(shape.end(), x.sizes().begin() + static_cast<int64_t>(nb), x.sizes().end());
     x = x.reshape(shape);
     PlanKey key{int(self.device().index()), type, {}, x.size(0)};
     std::vector<int64_t> bout{x.size(0)};
     for (size_t i = 0; i < dims.size(); i++) {
-        key.n.push_back(std::max(x.size(int64_t(i) + 1), out_sizes[dims[i]]));
-        bout.push_back(out_sizes[dims[i]]);
+        int64_t in = x.size(int64_t(i) + 1), o = out_sizes[dims[i]], n = std::max(in, o);
+        TORCH_CHECK((in == n || in == n / 2 + 1) && (o == n || o == n / 2 + 1),
+                    "agile fft: sizes ", in, " -> ", o, " along dim ", dims[i],
+                    " are not those of one transform");
+        key.n.push_back(n);
+        bout.push_back(o);
     }
     x = to_pool_contiguous(x, false);
     at::Tensor out = alloc(bout, out_dt, self.device());
@@ -277,7 +291,7 @@ at::Tensor exec(const at::Tensor &self, const std::vector<int64_t> &out_sizes,
     run(key, x.const_data_ptr(), out.mutable_data_ptr(), direction, stream);
     // Back to the original batch shape and dim order, with PyTorch's strides.
     auto ostr = out.strides();
-    std::vector<int64_t> out_strides(ndim, 0);
+    std::vector<int64_t> out_strides(static_cast<size_t>(ndim), 0);
     int64_t numel = 1;
     for (int64_t i = int64_t(nb) - 1; i >= 0; i--) {
         out_strides[perm[i]] = numel * ostr[0];
@@ -301,8 +315,8 @@ at::Tensor normalize(at::Tensor out, int64_t normalization, at::IntArrayRef size
 at::Tensor c2c(const at::Tensor &self, std::vector<int64_t> dims, int64_t norm, bool forward)
 {
     auto st_ = self.strides();
-    std::stable_sort(dims.begin(), dims.end(),
-                     [&](int64_t a, int64_t b) { return st_[a] > st_[b]; }); // _sort_dims
+    std::sort(dims.begin(), dims.end(),
+              [&](int64_t a, int64_t b) { return st_[a] > st_[b]; }); // as _fft_c2c_cufft
     int type = self.scalar_type() == at::kComplexFloat ? AGILE_FFT_C2C_T : AGILE_FFT_Z2Z_T;
     at::Tensor out = exec(self, self.sizes().vec(), dims, type,
                           forward ? AGILE_FFT_DIR_FORWARD : AGILE_FFT_DIR_INVERSE,
@@ -316,7 +330,14 @@ at::Tensor r2c(const at::Tensor &self, const std::vector<int64_t> &dims, int64_t
     auto out_sizes = self.sizes().vec();
     out_sizes[dims.back()] = self.size(dims.back()) / 2 + 1;
     bool f = self.scalar_type() == at::kFloat;
-    at::Tensor out = exec(self, out_sizes, dims, f ? AGILE_FFT_R2C_T : AGILE_FFT_D2Z_T,
+    // cuFFT wants the real input aligned as if it were complex: where it is not, copy it the
+    // way PyTorch does (the copy's strides then decide the batch order, for both).
+    at::Tensor in = self;
+    if (reinterpret_cast<uintptr_t>(self.const_data_ptr()) % (2 * self.element_size())) {
+        at::Tensor moved = self.movedim(dims.back(), -1);
+        in = to_pool_contiguous(moved, true).movedim(-1, dims.back());
+    }
+    at::Tensor out = exec(in, out_sizes, dims, f ? AGILE_FFT_R2C_T : AGILE_FFT_D2Z_T,
                           AGILE_FFT_DIR_FORWARD, f ? at::kComplexFloat : at::kComplexDouble);
     st().served++;
     return normalize(out, norm, self.sizes(), dims);
@@ -364,65 +385,75 @@ void finish(torch::jit::Stack *s, size_t nargs, at::Tensor result, bool has_out)
     torch::jit::push(*s, std::move(result));
 }
 
-// _fft_c2c(Tensor self, SymInt[] dim, int normalization, bool forward) [, *, Tensor(a!) out]
-template <Op op>
-void k_c2c(const c10::OperatorHandle &h, c10::DispatchKeySet ks, torch::jit::Stack *s)
+// What a served call returns, or nothing to leave the call to PyTorch's kernel. The schemas:
+//   _fft_c2c(Tensor self, SymInt[] dim, int normalization, bool forward)
+//   _fft_r2c(Tensor self, int[] dim, int normalization, bool onesided)
+//   _fft_c2r(Tensor self, int[] dim, int normalization, SymInt last_dim_size)
+// and their .out overloads with `*, Tensor(a!) out` last.
+using Serve = std::optional<at::Tensor> (*)(const at::Tensor &self, std::vector<int64_t> dims,
+                                            const c10::IValue &norm, const c10::IValue &arg3);
+
+std::optional<at::Tensor> serve_c2c(const at::Tensor &self, std::vector<int64_t> dims,
+                                    const c10::IValue &norm, const c10::IValue &forward)
 {
-    constexpr bool has_out = op == kC2cOut;
-    constexpr size_t nargs = has_out ? 5 : 4;
-    const at::Tensor &self = torch::jit::peek(*s, 0, nargs).toTensor();
-    auto dims = dims_of(torch::jit::peek(*s, 1, nargs), self.dim());
-    if (!dims || !served(self, true, *dims)) return fall_back(op, h, ks, s);
-    at::Tensor r = c2c(self, *dims, torch::jit::peek(*s, 2, nargs).toInt(),
-                       torch::jit::peek(*s, 3, nargs).toBool());
-    finish(s, nargs, std::move(r), has_out);
+    if (!served(self, true, dims)) return std::nullopt;
+    return c2c(self, std::move(dims), norm.toInt(), forward.toBool());
 }
 
-// _fft_r2c(Tensor self, int[] dim, int normalization, bool onesided) [, *, Tensor(a!) out]
-template <Op op>
-void k_r2c(const c10::OperatorHandle &h, c10::DispatchKeySet ks, torch::jit::Stack *s)
+std::optional<at::Tensor> serve_r2c(const at::Tensor &self, std::vector<int64_t> dims,
+                                    const c10::IValue &norm, const c10::IValue &onesided)
 {
-    constexpr bool has_out = op == kR2cOut;
-    constexpr size_t nargs = has_out ? 5 : 4;
-    const at::Tensor &self = torch::jit::peek(*s, 0, nargs).toTensor();
-    auto dims = dims_of(torch::jit::peek(*s, 1, nargs), self.dim());
-    bool onesided = torch::jit::peek(*s, 3, nargs).toBool();
-    if (!dims || !onesided || !optimized_path(*dims) || !served(self, false, *dims))
-        return fall_back(op, h, ks, s);
-    at::Tensor r = r2c(self, *dims, torch::jit::peek(*s, 2, nargs).toInt());
-    finish(s, nargs, std::move(r), has_out);
+    if (!onesided.toBool() || !optimized_path(dims) || !served(self, false, dims))
+        return std::nullopt;
+    return r2c(self, dims, norm.toInt());
 }
 
-// _fft_c2r(Tensor self, int[] dim, int normalization, SymInt last_dim_size) [, *, out]
-template <Op op>
-void k_c2r(const c10::OperatorHandle &h, c10::DispatchKeySet ks, torch::jit::Stack *s)
+std::optional<at::Tensor> serve_c2r(const at::Tensor &self, std::vector<int64_t> dims,
+                                    const c10::IValue &norm, const c10::IValue &last)
 {
-    constexpr bool has_out = op == kC2rOut;
+    if (!last.isInt() || !optimized_path(dims) || !served(self, true, dims)) return std::nullopt;
+    return c2r(self, dims, norm.toInt(), last.toInt());
+}
+
+template <Op op, Serve serve>
+void boxed(const c10::OperatorHandle &h, c10::DispatchKeySet ks, torch::jit::Stack *s)
+{
+    constexpr bool has_out = op == kC2cOut || op == kR2cOut || op == kC2rOut;
     constexpr size_t nargs = has_out ? 5 : 4;
     const at::Tensor &self = torch::jit::peek(*s, 0, nargs).toTensor();
     auto dims = dims_of(torch::jit::peek(*s, 1, nargs), self.dim());
-    const c10::IValue &last = torch::jit::peek(*s, 3, nargs);
-    if (!dims || !last.isInt() || !optimized_path(*dims) || !served(self, true, *dims))
-        return fall_back(op, h, ks, s);
-    at::Tensor r = c2r(self, *dims, torch::jit::peek(*s, 2, nargs).toInt(), last.toInt());
-    finish(s, nargs, std::move(r), has_out);
+    std::optional<at::Tensor> r;
+    if (dims) {
+        // PyTorch's generated CUDA wrapper sets the tensor's device; a boxed override must.
+        c10::cuda::CUDAGuard g(self.device());
+        try {
+            r = serve(self, std::move(*dims), torch::jit::peek(*s, 2, nargs),
+                      torch::jit::peek(*s, 3, nargs));
+        } catch (const NoPlan &) {
+            st().plan_failures++;
+            r.reset();
+        }
+    }
+    if (!r) return fall_back(op, h, ks, s);
+    finish(s, nargs, std::move(*r), has_out);
 }
 
 torch::CppFunction kernel(Op op)
 {
+    using F = torch::CppFunction;
     switch (op) {
     case kC2c:
-        return torch::CppFunction::makeFromBoxedFunction<&k_c2c<kC2c>>();
+        return F::makeFromBoxedFunction<&boxed<kC2c, serve_c2c>>();
     case kC2cOut:
-        return torch::CppFunction::makeFromBoxedFunction<&k_c2c<kC2cOut>>();
+        return F::makeFromBoxedFunction<&boxed<kC2cOut, serve_c2c>>();
     case kR2c:
-        return torch::CppFunction::makeFromBoxedFunction<&k_r2c<kR2c>>();
+        return F::makeFromBoxedFunction<&boxed<kR2c, serve_r2c>>();
     case kR2cOut:
-        return torch::CppFunction::makeFromBoxedFunction<&k_r2c<kR2cOut>>();
+        return F::makeFromBoxedFunction<&boxed<kR2cOut, serve_r2c>>();
     case kC2r:
-        return torch::CppFunction::makeFromBoxedFunction<&k_c2r<kC2r>>();
+        return F::makeFromBoxedFunction<&boxed<kC2r, serve_c2r>>();
     default:
-        return torch::CppFunction::makeFromBoxedFunction<&k_c2r<kC2rOut>>();
+        return F::makeFromBoxedFunction<&boxed<kC2rOut, serve_c2r>>();
     }
 }
 
@@ -495,10 +526,8 @@ AGILE_ATEN_API void agile_aten_fft_disable(void)
         s.lru.clear();
         s.plans.clear();
     }
-    for (auto &p : plans) {
-        void *stream = c10::cuda::getCurrentCUDAStream(p.first).stream();
-        agile_fft_destroy_async(p.second, stream);
-    }
+    for (auto &p : plans)
+        release_plan(p.first, p.second);
 }
 
 AGILE_ATEN_API int agile_aten_fft_enabled(void)
@@ -525,13 +554,20 @@ AGILE_ATEN_API void agile_aten_set_allocator(int is_agile)
     st().alloc_is_agile.store(is_agile != 0);
 }
 
-// served, fallback, plans_created, plans held now.
-AGILE_ATEN_API void agile_aten_fft_stats(unsigned long long out[4])
+// served, fallback, plans_created, plans held now, plans the worker could not make.
+AGILE_ATEN_API void agile_aten_fft_stats(unsigned long long out[5])
 {
     State &s = st();
     out[0] = s.served.load();
     out[1] = s.fallback.load();
     out[2] = s.plans_created.load();
+    out[4] = s.plan_failures.load();
     std::lock_guard<std::mutex> g(s.mu);
     out[3] = s.lru.size();
+}
+
+// The PyTorch version this library was built against (agile_torch.fft compares it).
+AGILE_ATEN_API const char *agile_aten_torch_version(void)
+{
+    return TORCH_VERSION;
 }

@@ -92,6 +92,10 @@ def test_fft_ops_on_agile_tensors_match_native(gpu_worker):
             "rfft2_2d": lambda t: F.rfft2(t["x3"][0]),  # dims (0, 1): PyTorch's own path
             "fft_real_input": lambda t: F.fft(t["x"]),   # two-sided R2C: PyTorch's own path
             "hfft": lambda t: F.hfft(t["c"][:, :2049]),
+            # real input 4 bytes off complex alignment: copied as PyTorch copies it
+            "rfft_misaligned": lambda t: F.rfft(t["x"][:, 1:2049]),
+            # two stride-0 batch dims: their order must be PyTorch's
+            "fft_expanded_ties": lambda t: F.fft(t["c"][0][None, None].expand(2, 3, 4096)),
         }
         nat = {"c": c, "z": z, "x": x, "x3": x3, "c2": c2}
         ag = {k: agile(v) for k, v in nat.items()}
@@ -121,10 +125,12 @@ def test_fft_ops_on_agile_tensors_match_native(gpu_worker):
         assert v["ok"] is True, (name, v)
     must_serve = ["fft", "ifft_ortho", "fft_forward_norm", "fft_dim0_noncontig", "fft_strided",
                   "fft2", "ifft2", "fftn_z", "fftn_z_13", "fftn_z_3d", "rfft", "rfft_ortho",
-                  "irfft", "irfft_odd", "rfftn_12", "irfftn_12", "fft_out"]
+                  "irfft", "irfft_odd", "rfftn_12", "irfftn_12", "fft_out", "rfft_misaligned",
+                  "fft_expanded_ties"]
     for name in must_serve:
         assert r[name]["served"] >= 1, (name, r[name])
-    for name in ("fft", "fft2", "fftn_z", "rfft", "irfft", "rfftn_12", "irfftn_12"):
+    for name in ("fft", "fft2", "fftn_z", "rfft", "irfft", "rfftn_12", "irfftn_12",
+                 "rfft_misaligned", "fft_expanded_ties", "fft_dim0_noncontig", "fft_strided"):
         assert r[name]["same_strides"], (name, r[name])
     print(json.dumps({k: v["served"] for k, v in r.items()}))
 
@@ -263,8 +269,7 @@ def test_enable_allocator_mode_serves_and_allocates_in_agile(gpu_worker):
     """agile_torch.enable() (agile as the CUDA allocator, before CUDA starts) turns the hook on
     and its outputs come from the agile allocator too."""
     r = run_child(gpu_worker, """
-        afft.disable_fft()
-        agile_torch.enable()              # fft=True: the hook comes back on
+        agile_torch.enable()              # allocator mode: the hook's outputs come from it
         x = torch.randn(8, 1000, dtype=torch.complex64, device=dev)
         s0 = served()
         y = torch.fft.ifft(torch.fft.fft(x))
@@ -273,3 +278,23 @@ def test_enable_allocator_mode_serves_and_allocates_in_agile(gpu_worker):
                                    "agile_out": agile_torch.is_agile_tensor(y)}))
     """)
     assert r["on"] and r["served"] >= 2 and r["agile_out"], r
+
+
+def test_disable_sticks_until_enable(gpu_worker):
+    """disable_fft() puts PyTorch's kernels back for good: pool()/use_pool() do not turn the
+    hook on again; enable_fft() does."""
+    r = run_child(gpu_worker, """
+        x = agile(torch.randn(4, 512, dtype=torch.complex64, device=dev))
+        afft.disable_fft()
+        with agile_torch.use_pool():
+            y = agile(torch.randn(4, 512, dtype=torch.complex64, device=dev))
+        s0 = served()
+        torch.fft.fft(x); torch.fft.fft(y)
+        off = served() - s0
+        assert afft.enable_fft()
+        s0 = served()
+        torch.fft.fft(x)
+        print("JSON" + json.dumps({"off": off, "on": served() - s0,
+                                   "enabled": afft.is_fft_enabled()}))
+    """)
+    assert r["off"] == 0 and r["on"] == 1 and r["enabled"], r
