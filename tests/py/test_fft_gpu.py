@@ -286,8 +286,8 @@ def test_disable_sticks_until_enable(gpu_worker):
     r = run_child(gpu_worker, """
         x = agile(torch.randn(4, 512, dtype=torch.complex64, device=dev))
         afft.disable_fft()
-        with agile_torch.use_pool():
-            y = agile(torch.randn(4, 512, dtype=torch.complex64, device=dev))
+        agile_torch.pool()                # would turn it back on if disable did not stick
+        y = agile(torch.randn(4, 512, dtype=torch.complex64, device=dev))   # use_pool() too
         s0 = served()
         torch.fft.fft(x); torch.fft.fft(y)
         off = served() - s0
