@@ -269,15 +269,13 @@ AGILE_API int agile_fft_destroy(agile_handle_t plan)
 {
     uint8_t enc[8];
     agile__wbuf w = {enc, sizeof enc, 0, 0};
-    int dev, rv;
-    cl_plan *p = plan_unlink(plan, &dev);
+    cl_plan known;
+    int dev = plan_find(plan, &known) ? known.dev : 0, rv;
     agile__put_u64(&w, plan);
     rv = mod_ctl(AGILE_FFT_OP_PLAN_DESTROY, dev, enc, w.len, NULL, NULL, 0, NULL);
-    if (p && rv != AGILE_OK && rv != AGILE_EHANDLE) { /* still the worker's: keep it */
-        plan_relink(p);
-        p = NULL;
-    }
-    free(p);
+    /* Forgotten here once the worker has let it go (a concurrent exec keeps working until
+     * then); kept when the worker still holds it. */
+    if (rv == AGILE_OK || rv == AGILE_EHANDLE) free(plan_unlink(plan, &dev));
     return rv;
 }
 
