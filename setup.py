@@ -58,6 +58,10 @@ class CMakeBuild(build_py):
                         shutil.copy2(os.path.realpath(src), os.path.join(dest, n))
                     elif os.path.exists(os.path.join(dest, n)):
                         os.remove(os.path.join(dest, n))  # not built this time: no stale copy
+                if sub == "_lib":
+                    # libagile_aten.so and libagile_cufft.so ask for libagile's SONAME
+                    shutil.copy2(os.path.join(dest, "libagile.so"),
+                                 os.path.join(dest, "libagile.so.0"))
 
 
 setup(
