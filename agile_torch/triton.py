@@ -55,8 +55,6 @@ class _AsyncError(ctypes.Structure):
 @lru_cache(maxsize=None)
 def _lib() -> ctypes.CDLL:
     L = _native.lib()
-    if getattr(L, "_agile_triton_typed", False):
-        return L
     V, U64, U32, SZ, UI = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_size_t, ctypes.c_uint
     sig = {
         "agile_module_load": (ctypes.c_int, [ctypes.c_char_p, SZ, UI, ctypes.POINTER(U64)]),
@@ -70,7 +68,6 @@ def _lib() -> ctypes.CDLL:
     for name, (res, args) in sig.items():
         f = getattr(L, name)
         f.restype, f.argtypes = res, args
-    L._agile_triton_typed = True
     return L
 
 
@@ -139,7 +136,9 @@ def _runtime_params(kernel, compiled, args, meta, spec=None):
     names = list(getattr(kernel, "arg_names", []))
     bound = dict(zip(names, args))
     bound.update({k: v for k, v in meta.items() if k in names})
-    return [(bound[n], ty) for n, ty in (spec or _param_spec(kernel, compiled)) if n in bound]
+    if spec is None:
+        spec = _param_spec(kernel, compiled)
+    return [(bound[n], ty) for n, ty in spec if n in bound]
 
 
 def _pack(values, sizes, offs, total, in_pool=None) -> bytes:
