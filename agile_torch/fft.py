@@ -58,7 +58,11 @@ def _load() -> ctypes.CDLL:
                             "torch importable)")
             raise RuntimeError(_unavailable)
         _native.lib()  # libagile first: the hook links against the loaded copy
-        L = ctypes.CDLL(path)
+        try:
+            L = ctypes.CDLL(path)
+        except OSError as e:
+            _unavailable = f"agile_torch.fft: cannot load {path}: {e}"
+            raise RuntimeError(_unavailable) from e
         L.agile_aten_torch_version.restype = ctypes.c_char_p
         built = L.agile_aten_torch_version().decode()
         if built != torch.__version__.split("+")[0]:
@@ -117,14 +121,15 @@ def enable_fft(quiet: bool = False) -> bool:
     """Serve torch.fft on agile tensors through the worker (idempotent). Returns whether the
     hook is on. Without libagile_aten.so (or one built for another torch), or when the hook
     cannot be registered, raises RuntimeError (quiet: warns once and returns False)."""
-    global _user_off
+    global _user_off, _unavailable
     with _lock:
         _user_off = False
         try:
             L = _load()
-            if L.agile_aten_fft_enable() != 0:
-                raise RuntimeError("agile_torch.fft: " + L.agile_aten_error().decode())
-        except (OSError, RuntimeError) as e:
+            if L.agile_aten_fft_enable() != 0:  # this torch's dispatcher refused: it will again
+                _unavailable = "agile_torch.fft: " + L.agile_aten_error().decode()
+                raise RuntimeError(_unavailable)
+        except RuntimeError as e:
             if not quiet:
                 raise RuntimeError(str(e)) from e
             warnings.warn(f"torch.fft stays with PyTorch: {e}", RuntimeWarning, stacklevel=3)
