@@ -632,6 +632,11 @@ static int parse_top(ptx_module *m)
             if (agile_guard_tok_eq(m, t, ".entry") || agile_guard_tok_eq(m, t, ".func")) {
                 AGILE_TRY(parse_func(m, a, t, agile_guard_tok_eq(m, t, ".entry"), &t));
             } else {
+                /* A variable (a state space first) or a .pragma; anything else is a directive
+                 * the guard does not know, and a declaration it would misread is refused. */
+                if (t >= m->ntoks || (space_of(m, t) == PTX_SPACE_NONE &&
+                                      !agile_guard_tok_eq(m, t, ".pragma")))
+                    return fail(m, m->toks[a].line, "unknown module-level directive");
                 t = decl_end(m, t, m->toks[a].line);
                 if (t == PTX_NONE) return AGILE_EREJECT;
                 AGILE_TRY(parse_var(m, a, t, PTX_NONE));
