@@ -14,8 +14,9 @@ captured first and serve what the hook does not: tensors outside this process's 
 half precision, more than 3 transformed dims, empty tensors, two-sided R2C, and R2C/C2R over
 dims starting with (0, 1). Served calls give the sizes and strides PyTorch's cuFFT path gives
 and are posted on libagile's command ring, ordered with the current CUDA stream without a host
-synchronisation (agile_fft_exec_async); a refusal by the worker surfaces at the next
-agile_barrier.
+synchronisation (agile_fft_exec_async); a refusal by the worker (which the hook's own checks
+make unlikely) leaves the output unwritten and is raised by the next barrier of this process,
+e.g. agile_torch.triton.synchronize().
 
 This module loads the library, tells it where this process's agile pools are (the MemPool of
 each device, or that enable() made agile the allocator) and reads its counters.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import threading
 import warnings
 
@@ -46,6 +48,12 @@ def hook_library_path() -> str | None:
     return next((c for c in cands if c and os.path.exists(c)), None)
 
 
+def _release(version: str) -> str:
+    """major.minor.patch of a torch version ("2.11.0+cu130", "2.11.0a0+git...": "2.11.0")."""
+    m = re.match(r"\d+\.\d+\.\d+", version)
+    return m.group(0) if m else version
+
+
 def _load() -> ctypes.CDLL:
     global _aten, _unavailable
     if _aten is None:
@@ -65,7 +73,7 @@ def _load() -> ctypes.CDLL:
             raise RuntimeError(_unavailable) from e
         L.agile_aten_torch_version.restype = ctypes.c_char_p
         built = L.agile_aten_torch_version().decode()
-        if built != torch.__version__.split("+")[0]:
+        if _release(built) != _release(torch.__version__):
             _unavailable = (f"agile_torch.fft: {path} was built against torch {built}, this is "
                             f"torch {torch.__version__}: rebuild agile (pip install . / "
                             "scripts/build)")

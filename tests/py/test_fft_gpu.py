@@ -213,8 +213,9 @@ def test_plans_released_with_the_client(gpu_worker):
 
 
 def test_stream_order_without_synchronisation(gpu_worker):
-    """Writes before an FFT are seen by it, writes after it are not, on a side stream and with
-    many transforms in flight: the ring's stream order, with no host sync in between."""
+    """Writes before an FFT are seen by it, writes after it are not, on a side stream with up
+    to 20 transforms in flight between the host copies that check every 20th result: the
+    ring's stream order against torch ops on the same stream."""
     r = run_child(gpu_worker, """
         x = agile(torch.randn(64, 4096, dtype=torch.complex64, device=dev))
         ref_x = x.clone()
@@ -243,9 +244,10 @@ def test_stream_order_without_synchronisation(gpu_worker):
 
 
 def test_plan_lru_releases_behind_queued_execs(gpu_worker):
-    """More distinct shapes than the hook keeps plans for (128): evicted plans are released on
-    the ring behind the execs that use them, so every result is right and the process holds
-    at most 128 plans."""
+    """More distinct shapes than the hook keeps plans for (128): the LRU releases the oldest
+    (on the ring), every result after eviction is right and the process holds at most 128
+    plans. (That a ring release waits for queued execs is shown on the host backend by
+    test_fft_worker.py::test_exec_async_is_ordered_on_the_ring.)"""
     r = run_child(gpu_worker, """
         bad = []
         s0 = served()
@@ -266,8 +268,8 @@ def test_plan_lru_releases_behind_queued_execs(gpu_worker):
 
 
 def test_enable_allocator_mode_serves_and_allocates_in_agile(gpu_worker):
-    """agile_torch.enable() (agile as the CUDA allocator, before CUDA starts) turns the hook on
-    and its outputs come from the agile allocator too."""
+    """agile_torch.enable() (agile as the CUDA allocator, before CUDA starts): the hook serves
+    tensors of that allocator (its outputs then come from it, as every allocation does)."""
     r = run_child(gpu_worker, """
         agile_torch.enable()              # allocator mode: the hook's outputs come from it
         x = torch.randn(8, 1000, dtype=torch.complex64, device=dev)

@@ -71,3 +71,27 @@ def test_hook_built_for_another_torch_is_refused(tmp_path):
         print("ok")
     """, AGILE_ATEN_LIBRARY=str(lib))
     assert out.strip().endswith("ok")
+
+
+def test_automatic_path_warns_once(tmp_path):
+    """pool()/use_pool()/enable() call _auto_enable every time: one warning in all."""
+    out = run(tmp_path, """
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            for _ in range(3):
+                f._auto_enable()
+        assert len(w) == 1 and "libagile_aten.so was not built" in str(w[0].message), \\
+            [str(x.message) for x in w]
+        print("ok")
+    """)
+    assert out.strip().endswith("ok")
+
+
+def test_release_compares_major_minor_patch(tmp_path):
+    out = run(tmp_path, """
+        assert f._release("2.11.0") == f._release("2.11.0+cu130") == "2.11.0"
+        assert f._release("2.11.0a0+git1234") == f._release("2.11.0.dev20261101") == "2.11.0"
+        assert f._release("2.9.1") != f._release("2.11.0")
+        print("ok")
+    """)
+    assert out.strip().endswith("ok")

@@ -131,8 +131,8 @@ def test_transforms_match_numpy(worker):
 
 def test_exec_async_is_ordered_on_the_ring(worker):
     """agile_fft_exec_async: posted on the command ring, run in order with the other commands
-    of the stream (forward, then inverse of its output, then a memcpy of that), results at the
-    barrier; a plan this process does not hold and an extent past the window fail at once; a
+    of the stream (20 rounds of: copy an input in, forward, inverse of its output, copy that
+    out, through the same buffers), results at the barrier; a plan this process does not hold and an extent past the window fail at once; a
     destroy posted on the ring runs after the execs before it."""
     r = child(worker, """
         lib.agile_fft_exec_async.argtypes = lib.agile_fft_exec.argtypes
@@ -140,13 +140,18 @@ def test_exec_async_is_ordered_on_the_ring(worker):
                                            ctypes.c_void_p]
         lib.agile_barrier.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         rng = np.random.default_rng(7)
-        n, b = 512, 4
-        p0, a0 = buf(n * b * 8, np.complex64)
-        p1, a1 = buf(n * b * 8, np.complex64)
-        p2, a2 = buf(n * b * 8, np.complex64)
-        p3, a3 = buf(n * b * 8, np.complex64)
-        x = (rng.standard_normal((b, n)) + 1j * rng.standard_normal((b, n))).astype(np.complex64)
-        a0[:] = x.ravel()
+        n, b, k = 512, 4, 20
+        nb = n * b * 8
+        p0, a0 = buf(nb, np.complex64)
+        p1, a1 = buf(nb, np.complex64)
+        p2, a2 = buf(nb, np.complex64)
+        ps, a_s = buf(nb * k, np.complex64)     # k different inputs
+        pd, a_d = buf(nb * k, np.complex64)     # and where each round trip lands
+        xs = (rng.standard_normal((k, b, n)) +
+              1j * rng.standard_normal((k, b, n))).astype(np.complex64)
+        a_s[:] = xs.ravel()
+        a_d[:] = 0
+        x = xs[-1]
         rv, h = plan(C2C, [n], b)
         assert rv == 0, err()
         lib.agile_fft_destroy_async.argtypes = [ctypes.c_uint64, ctypes.c_void_p]
@@ -157,16 +162,18 @@ def test_exec_async_is_ordered_on_the_ring(worker):
         res["past_end"] = lib.agile_fft_exec_async(h, p0, base.value + size.value - 64, -1, None)
         res["past_end_msg"] = err()
         res["bad_dir"] = lib.agile_fft_exec_async(h, p0, p1, 0, None)
-        for i in range(20):   # many in flight before one barrier
+        for i in range(k):   # all in flight before one barrier; p0..p2 are reused each time,
+            # so any command overtaking the one before it leaves another input's data in pd
+            assert lib.agile_memcpy_async(p0, ps + i * nb, nb, None) == 0, err()
             assert lib.agile_fft_exec_async(h, p0, p1, -1, None) == 0, err()
             assert lib.agile_fft_exec_async(h, p1, p2, 1, None) == 0, err()
-            assert lib.agile_memcpy_async(p3, p2, n * b * 8, None) == 0, err()
+            assert lib.agile_memcpy_async(pd + i * nb, p2, nb, None) == 0, err()
         # released behind the execs on the ring: they all still find the plan
         assert lib.agile_fft_destroy_async(h, None) == 0, err()
         res["gone"] = lib.agile_fft_exec_async(h, p0, p1, -1, None)
         res["barrier"] = lib.agile_barrier(None, None)
         res["fwd"] = float(np.abs(a1.reshape(b, n) - np.fft.fft(x, axis=1)).max())
-        res["roundtrip"] = float(np.abs(a3.reshape(b, n) / n - x).max())
+        res["roundtrip"] = float(np.abs(a_d.reshape(k, b, n) / n - xs).max())
         res["destroy_again"] = lib.agile_fft_destroy(h)
         print(json.dumps(res))
     """)

@@ -65,8 +65,9 @@ AGILE_API int agile_fft_exec_async(agile_handle_t plan, const void *in, void *ou
 AGILE_API int agile_fft_destroy(agile_handle_t plan);
 
 /* agile_fft_destroy_async: release plan on the data plane, after every agile_fft_exec_async
- * posted before it (a blocking agile_fft_destroy could overtake them). The handle is gone
- * from this process at once; the worker's errors come at the next agile_barrier. */
+ * posted before it (a blocking agile_fft_destroy could overtake them). Once posted, the handle
+ * is gone from this process (if the post fails it is kept); the worker's errors come at the
+ * next agile_barrier. */
 AGILE_API int agile_fft_destroy_async(agile_handle_t plan, void *stream);
 
 typedef struct agile_fft_stats {
