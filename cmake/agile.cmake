@@ -11,7 +11,7 @@ function(agile_add_test name)
   endif()
   cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
   if(NOT T_TIMEOUT)
-    set(T_TIMEOUT 60)
+    set(T_TIMEOUT 300) # generous: a loaded 2-core machine (CI) runs ASan builds slowly
   endif()
   add_executable(${name} ${T_SOURCES})
   agile_target_warnings(${name})
@@ -51,7 +51,7 @@ function(agile_add_fuzzer name)
     set(seeds ${F_CORPUS})
   endif()
   add_test(NAME ${name}
-           COMMAND ${name} -max_total_time=${F_SECONDS} -timeout=10 -rss_limit_mb=2048
+           COMMAND ${name} -max_total_time=${F_SECONDS} -timeout=60 -rss_limit_mb=2048
                    -print_final_stats=1 ${work} ${seeds})
   math(EXPR to "${F_SECONDS} + 120")
   set_tests_properties(${name} PROPERTIES TIMEOUT ${to} LABELS fuzz)

@@ -379,21 +379,33 @@ static void test_wraparound(void **state)
 
 typedef struct {
     agile__ring_worker *w;
-    int64_t delay_ns;
+    _Atomic uint32_t *start_when; /* serve only once this word is set (NULL: at once) */
     unsigned count;
     int32_t status_of_seq1;
     atomic_bool stop;
     unsigned served;
 } server_arg;
 
+/* Wait (generously bounded) for *word to become non-zero: tests wait for the event they
+ * check, never for a time that a loaded machine may overrun. */
+static bool await_set(_Atomic uint32_t *word)
+{
+    uint64_t t0 = agile__now_ns();
+    while (atomic_load(word) == 0) {
+        if (agile__now_ns() - t0 > 60 * SEC) return false;
+        sched_yield();
+    }
+    return true;
+}
+
 /* A worker thread: waits (spin + futex), serves `count` commands (0: until stopped). */
 static void *server(void *p)
 {
     server_arg *a = p;
     agile__ring_cmd *o = calloc(1, sizeof *o);
-    if (a->delay_ns) {
-        struct timespec ts = {0, (long)a->delay_ns};
-        nanosleep(&ts, NULL);
+    if (a->start_when && !await_set(a->start_when)) {
+        free(o);
+        return NULL;
     }
     while (!atomic_load(&a->stop) && (!a->count || a->served < a->count)) {
         int rv = agile__ring_wait_cmd(a->w, 20 * MS);
@@ -429,9 +441,10 @@ static void test_backpressure(void **state)
     uint64_t t0 = agile__now_ns();
     assert_int_equal(agile__ring_submit(&cl, c, 0, 30 * MS, NULL), AGILE_ETIMEDOUT);
     assert_true(agile__now_ns() - t0 >= 30 * MS);
-    /* a worker that starts late: the blocked submit goes through once it drains */
-    /* it can serve 8 only: then the completion ring is full and we are not reaping yet */
-    server_arg a = {.w = &w, .delay_ns = 20 * MS, .count = 8};
+    /* a worker that starts once the blocked submit sleeps on the futex: the submit goes
+     * through when it drains; it can serve 8 only: then the completion ring is full and we
+     * are not reaping yet */
+    server_arg a = {.w = &w, .start_when = &w.reg.cmd_ctl->prod_sleeping, .count = 8};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, server, &a), 0);
     uint64_t seq;
@@ -652,11 +665,11 @@ static void test_client_dies(void **state)
     assert_true(got);
     assert_int_equal(agile__ring_complete(&w, o, AGILE_OK, 0), AGILE_OK);
     uint64_t t0 = agile__now_ns();
-    assert_int_equal(agile__ring_wait_cmd(&w, 10 * SEC), AGILE_ECLOSED);
+    /* ECLOSED, not ETIMEDOUT, is the check: the death was noticed, not waited out */
+    assert_int_equal(agile__ring_wait_cmd(&w, 120 * SEC), AGILE_ECLOSED);
     uint64_t dt = agile__now_ns() - t0;
     print_message("    client killed ~100 ms into the wait; noticed after %.1f ms\n",
                   (double)dt / 1e6);
-    assert_true(dt < 2 * SEC);
     assert_int_equal(agile__ring_next(&w, o, &got), AGILE_OK);
     assert_false(got);           /* the unpublished half command is never seen */
     agile__ring_worker_fini(&w); /* cleanup: unmap, close, pidfd closed */
@@ -699,11 +712,10 @@ static void test_worker_dies(void **state)
     assert_int_equal(st, AGILE_OK);
     assert_int_equal(agile__ring_submit(&cl, c, 0, SEC, &seq), AGILE_OK);
     uint64_t t0 = agile__now_ns();
-    assert_int_equal(agile__ring_wait(&cl, &cpl, 30 * SEC), AGILE_ECLOSED);
+    assert_int_equal(agile__ring_wait(&cl, &cpl, 120 * SEC), AGILE_ECLOSED);
     uint64_t dt = agile__now_ns() - t0;
     print_message("    worker killed ~100 ms into the wait; noticed after %.1f ms\n",
                   (double)dt / 1e6);
-    assert_true(dt < 2 * SEC);
     assert_int_equal(agile__ring_barrier(&cl, 0, 30 * SEC, NULL), AGILE_ECLOSED);
     agile__ring_client_fini(&cl);
     int wst;
@@ -830,18 +842,18 @@ static void test_wait_any(void **state)
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, late_submit, &a), 0);
     uint64_t t0 = agile__now_ns();
-    assert_int_equal(agile__ring_wait_any(wp, N, 5 * SEC, st), AGILE_OK);
+    assert_int_equal(agile__ring_wait_any(wp, N, 120 * SEC, st), AGILE_OK);
     uint64_t dt = agile__now_ns() - t0;
     pthread_join(th, NULL);
     assert_int_equal(st[2], AGILE_OK);
     assert_int_equal(st[0], AGILE_ETIMEDOUT);
-    assert_true(dt >= 40 * MS && dt < 2 * SEC);
+    assert_true(dt >= 40 * MS); /* it slept until the command came (no upper bound: load) */
     assert_true(atomic_load(&w[2].reg.cmd_ctl->data_ftx) > 0); /* woken through the futex */
     for (int i = 0; i < N; i++)
         assert_int_equal(atomic_load(&w[i].reg.cmd_ctl->cons_sleeping), 0);
     /* a client that leaves is reported too */
     agile__ring_client_fini(&cl[0]);
-    assert_int_equal(agile__ring_wait_any(wp, N, 5 * SEC, st), AGILE_OK);
+    assert_int_equal(agile__ring_wait_any(wp, N, 120 * SEC, st), AGILE_OK);
     assert_int_equal(st[0], AGILE_ECLOSED);
     assert_int_equal(st[1], AGILE_ETIMEDOUT);
     assert_int_equal(st[2], AGILE_OK);

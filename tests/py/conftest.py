@@ -1,6 +1,8 @@
 import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -72,7 +74,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def drop_to(uid):
-    """preexec_fn: run the child as uid (root only)."""
+    """preexec_fn: run the child as uid (root only). Run the binaries of binaries_for(uid)."""
     def fn():
         os.setgroups([])
         os.setgid(uid)
@@ -86,14 +88,15 @@ class Worker:
 
     def __init__(self, runtime_dir, *extra, backend="host", config=None, user=None):
         self.dir = runtime_dir
-        args = [agilec.WORKER, "--foreground", "--runtime-dir", runtime_dir, "--backend", backend,
+        args = [binaries_for(user).worker, "--foreground", "--runtime-dir", runtime_dir, "--backend", backend,
                 *extra]
         if config:
             args += ["--config", config]
         self.log = open(os.path.join(runtime_dir + ".log"), "w+")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
                                      preexec_fn=drop_to(user) if user is not None else None)
-        deadline = time.time() + 10
+        # A generous bound: a loaded 2-core machine can take seconds to start a process.
+        deadline = time.time() + 60
         # Ready when it says so (stale socket files of a killed worker may still be there).
         while "worker ready" not in self.logtext():
             if self.proc.poll() is not None or time.time() > deadline:
@@ -122,6 +125,70 @@ class Worker:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+class Binaries:
+    """Paths of agile-worker and agilectl that a given uid can execute."""
+
+    def __init__(self, bindir):
+        self.worker = os.path.join(bindir, "agile-worker")
+        self.agilectl = os.path.join(bindir, "agilectl")
+
+
+def _others_can_reach(path):
+    """Can a uid that owns none of path's folders traverse them all and execute path? (A checkout
+    in a 0700 folder, what mktemp -d makes, is not reachable for another uid.)"""
+    path = os.path.abspath(path)
+    if not os.stat(path).st_mode & stat.S_IXOTH:
+        return False
+    d = os.path.dirname(path)
+    while True:
+        if not os.stat(d).st_mode & stat.S_IXOTH:
+            return False
+        if d == "/":
+            return True
+        d = os.path.dirname(d)
+
+
+_copies = {}
+
+
+def binaries_for(uid):
+    """The build's binaries when uid is None (ourselves) or they are reachable for others; else
+    copies of bin/ and lib/ (the binaries find libagile through $ORIGIN/../lib) in a 0755
+    folder of their own, made once per test session and removed at its end."""
+    build_bin = os.path.dirname(agilec.WORKER)
+    if uid is None or all(_others_can_reach(p) for p in (agilec.WORKER, agilec.AGILECTL)):
+        return Binaries(build_bin)
+    if "dir" not in _copies:
+        top = tempfile.mkdtemp(prefix="agile-bin.")
+        os.chmod(top, 0o755)
+        for sub in ("bin", "lib"):
+            src = os.path.join(os.path.dirname(build_bin), sub)
+            dst = os.path.join(top, sub)
+            os.mkdir(dst, 0o755)
+            for name in os.listdir(src):
+                f = os.path.join(src, name)
+                if os.path.isfile(f) and (sub == "lib" or name in ("agile-worker", "agilectl")):
+                    shutil.copy2(f, dst, follow_symlinks=False)
+                    if not os.path.islink(os.path.join(dst, name)):
+                        os.chmod(os.path.join(dst, name), 0o755)
+        _copies["dir"] = top
+    return Binaries(os.path.join(_copies["dir"], "bin"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if "dir" in _copies:
+        shutil.rmtree(_copies.pop("dir"), ignore_errors=True)
+
+
+# AGILE_TEST_REPEAT=N runs every selected test N times (with -k or a node id: one test N times),
+# the way to hunt a flaky test; scripts/test repeat wraps it.
+def pytest_generate_tests(metafunc):
+    n = int(os.environ.get("AGILE_TEST_REPEAT", "1"))
+    if n > 1:
+        metafunc.fixturenames.append("_repeat")
+        metafunc.parametrize("_repeat", range(n), ids=lambda i: f"rep{i}")
 
 
 @pytest.fixture

@@ -108,7 +108,7 @@ def test_killed_client_memory_reclaimed_and_scrubbed(worker):
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     took = wait_for(lambda: mine(worker)["leased_bytes"] == 0 and
-                    mine(worker)["objects"]["LEASE"] == 0, 1.0)
+                    mine(worker)["objects"]["LEASE"] == 0, 60)
     assert took is not None, mine(worker)
     print(f"150 MiB of leases released {took * 1000:.0f} ms after SIGKILL")
     # the next tenant session that leases gets zeroed memory, never the 0xAB pattern

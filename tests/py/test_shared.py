@@ -10,7 +10,7 @@ import tempfile
 import pytest
 
 import agilec
-from conftest import Worker, drop_to
+from conftest import Worker, binaries_for, drop_to
 
 NOBODY = 65534
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")
@@ -29,7 +29,7 @@ def mode(path):
 
 
 def ctl(d, *args, user=None):
-    return subprocess.run([agilec.AGILECTL, "--runtime-dir", d, "--no-start", *args],
+    return subprocess.run([binaries_for(user).agilectl, "--runtime-dir", d, "--no-start", *args],
                           capture_output=True, text=True, timeout=20,
                           preexec_fn=drop_to(user) if user is not None else None)
 
