@@ -116,8 +116,115 @@ static inline bool id_char(unsigned char c)
     return (cls[c] & C_ID) != 0;
 }
 
+/* ---- lexical rules ----------------------------------------------------------------------
+ *
+ * ptxas, not the PTX ISA text, decides what is code: it ends a string at the first '"' (a
+ * backslash escapes nothing), lets a string run over a newline, does not nest block
+ * comments, stops reading at a NUL byte and refuses bytes >= 0x80. Any lexical difference
+ * between the guard and ptxas hides code from the guard, so the guard accepts only text
+ * that every reasonable lexer splits the same way (guard/README.md, "Lexing"):
+ *   - bytes: printable ASCII, tab, newline, and carriage return only before a newline;
+ *     no backslash anywhere (no escapes, no line continuations);
+ *   - a string is one line, holds none of "//", "/" "*", "*" "/", and stands only as the one
+ *     argument of an allow-listed .pragma (".pragma "nounroll";") or as the name in .file;
+ *   - a comment holds no '"', no "/" "*" and no "*" "/" (a block comment also no "//").
+ * With these, strings and comments cannot contain each other's delimiters, so the order in
+ * which a lexer looks for them cannot change where they end. */
+
+/* A .pragma string ptxas documents (PTX ISA 9.x, "Descriptions of .pragma Strings"): the
+ * only ones nvcc 13 and Triton 3.6 emit. Numbers are decimal or 0x-hex, one space before. */
+static bool pragma_num(const char *s, size_t n)
+{
+    size_t i = 0;
+    bool hex = n > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
+    if (hex) i = 2;
+    if (n == i || n > 20) return false;
+    for (; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') ||
+              (hex && ((s[i] >= 'a' && s[i] <= 'f') || (s[i] >= 'A' && s[i] <= 'F')))))
+            return false;
+    return true;
+}
+
+static bool pragma_allowed(const char *s, size_t n)
+{
+    static const char *const plain_pragmas[] = {"nounroll", "enable_smem_spilling"};
+    static const char *const num_pragmas[] = {"used_bytes_mask ", "frequency "};
+    for (size_t k = 0; k < AGILE_ARRAY_LEN(plain_pragmas); k++)
+        if (n == strlen(plain_pragmas[k]) && memcmp(s, plain_pragmas[k], n) == 0) return true;
+    for (size_t k = 0; k < AGILE_ARRAY_LEN(num_pragmas); k++) {
+        size_t p = strlen(num_pragmas[k]);
+        if (n > p && memcmp(s, num_pragmas[k], p) == 0 && pragma_num(s + p, n - p)) return true;
+    }
+    return false;
+}
+
+/* First occurrence in s[0..n) of any of the two-byte markers in `marks` ("//", "/" "*"...),
+ * or NULL. */
+static const char *find_marker(const unsigned char *s, size_t n, const char *const *marks,
+                               size_t nmarks)
+{
+    for (size_t i = 0; i + 1 < n; i++)
+        for (size_t k = 0; k < nmarks; k++)
+            if (s[i] == (unsigned char)marks[k][0] && s[i + 1] == (unsigned char)marks[k][1])
+                return marks[k];
+    return NULL;
+}
+
+/* The byte alphabet, over the whole input (comments and strings included). */
+static int check_bytes(ptx_module *m)
+{
+    const unsigned char *s = (const unsigned char *)m->src;
+    uint32_t line = 1;
+    for (size_t i = 0; i < m->len; i++) {
+        unsigned char c = s[i];
+        if (c == '\n') {
+            line++;
+        } else if (c == '\\') {
+            return fail(m, line, "backslash: PTX has no escapes or line continuations the "
+                                 "guard accepts");
+        } else if (c == '\r') {
+            if (i + 1 >= m->len || s[i + 1] != '\n')
+                return fail(m, line, "carriage return not followed by a newline");
+        } else if (c != '\t' && (c < 0x20 || c > 0x7e)) {
+            return fail(m, line, "byte 0x%02x outside PTX's alphabet (printable ASCII, tab, "
+                                 "newline)",
+                        c);
+        }
+    }
+    return AGILE_OK;
+}
+
+/* Where each string stands: the argument of an allow-listed .pragma, followed by ';', or
+ * the file name of `.file N "name"`. */
+static int check_strings(ptx_module *m)
+{
+    for (uint32_t t = 0; t < m->ntoks; t++) {
+        const ptx_tok *k = &m->toks[t];
+        if (agile_guard_tok_eq(m, t, ".pragma")) {
+            if (t + 2 >= m->ntoks || m->toks[t + 1].kind != PTK_STR ||
+                !agile_guard_tok_punct(m, t + 2, ';'))
+                return fail(m, k->line, "'.pragma' must be one string and ';'");
+            if (!pragma_allowed(ptx_tok_str(m, t + 1) + 1, m->toks[t + 1].len - 2))
+                return fail(m, k->line,
+                            ".pragma %.*s is not allowed (nounroll, enable_smem_spilling, "
+                            "used_bytes_mask N, frequency N)",
+                            (int)AGILE_MIN(m->toks[t + 1].len, 64u), ptx_tok_str(m, t + 1));
+            t++;
+        } else if (k->kind == PTK_STR &&
+                   !(t >= 2 && m->toks[t - 1].kind == PTK_NUM &&
+                     agile_guard_tok_eq(m, t - 2, ".file"))) {
+            return fail(m, k->line, "a string outside '.pragma' and '.file'");
+        }
+    }
+    return AGILE_OK;
+}
+
 static int lex(ptx_module *m)
 {
+    static const char *const in_string[] = {"//", "/*", "*/"};
+    static const char *const in_line_comment[] = {"/*", "*/"};
+    static const char *const in_block_comment[] = {"/*", "//"};
     const unsigned char *s = (const unsigned char *)m->src;
     size_t n = m->len, i = 0;
     uint32_t line = 1;
@@ -125,22 +232,28 @@ static int lex(ptx_module *m)
 
     pthread_once(&cls_once, cls_init);
     if (n >= UINT32_MAX) return fail(m, 0, "input too large");
+    AGILE_TRY(check_bytes(m));
     while (i < n) {
         unsigned char c = s[i];
         size_t st = i;
         uint8_t kind;
+        const char *mark;
         if (c == '\n') {
             line++;
             i++;
             continue;
         }
-        if (c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v') {
+        if (c == ' ' || c == '\t' || c == '\r') {
             i++;
             continue;
         }
         if (c == '/' && i + 1 < n && s[i + 1] == '/') {
             while (i < n && s[i] != '\n')
                 i++;
+            if (memchr(s + st, '"', i - st) != NULL)
+                return fail(m, line, "'\"' in a comment");
+            mark = find_marker(s + st + 2, i - st - 2, in_line_comment, 2);
+            if (mark) return fail(m, line, "'%s' in a '//' comment", mark);
             continue;
         }
         if (c == '/' && i + 1 < n && s[i + 1] == '*') {
@@ -151,6 +264,10 @@ static int lex(ptx_module *m)
                 i++;
             }
             if (i + 1 >= n) return fail(m, l0, "unterminated comment");
+            if (memchr(s + st, '"', i - st) != NULL)
+                return fail(m, l0, "'\"' in a comment");
+            mark = find_marker(s + st + 2, i - st - 2, in_block_comment, 2);
+            if (mark) return fail(m, l0, "'%s' in a block comment", mark);
             i += 2;
             continue;
         }
@@ -187,24 +304,27 @@ static int lex(ptx_module *m)
             }
             kind = PTK_NUM;
         } else if (c == '"') {
+            /* ptxas: the next '"' ends it, whatever precedes it (no escapes). */
             i++;
             while (i < n && s[i] != '"') {
                 if (s[i] == '\n') return fail(m, line, "unterminated string");
-                if (s[i] == '\\' && i + 1 < n) i++;
                 i++;
             }
             if (i >= n) return fail(m, line, "unterminated string");
+            mark = find_marker(s + st + 1, i - st - 1, in_string, 3);
+            if (mark) return fail(m, line, "'%s' in a string", mark);
             i++;
             kind = PTK_STR;
         } else if (cls[c] & C_PUNCT) {
             i++;
             kind = PTK_PUNCT;
         } else {
-            return fail(m, line, "unexpected character 0x%02x", c);
+            return fail(m, line, "unexpected character '%c'", c);
         }
         AGILE_TRY(grow((void **)&m->toks, &m->captoks, m->ntoks + 1, sizeof(ptx_tok)));
         m->toks[m->ntoks++] = (ptx_tok){(uint32_t)st, (uint32_t)(i - st), line, kind};
     }
+    AGILE_TRY(check_strings(m));
 out:
     return rv;
 }

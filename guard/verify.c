@@ -209,9 +209,120 @@ static bool v_int(span a, int64_t *out)
 
 /* ---- scanner ---------------------------------------------------------------------------- */
 
+/* The lexical rules (guard/README.md, "Lexing"; the rewriter's tokenizer applies the same
+ * rules with its own code). ptxas ends a string at the first '"' and knows no escapes, so
+ * text is accepted only if no lexer could split it differently: printable ASCII, tab,
+ * newline (carriage return only before one), no backslash; a string stays on its line,
+ * holds no comment marker and is the one argument of an allow-listed .pragma or the name of
+ * a .file; a comment holds no '"' and no comment opener or closer other than its own. */
+static bool v_pragma_ok(span s)
+{
+    static const char *const words[] = {"nounroll", "enable_smem_spilling"};
+    static const char *const with_num[] = {"used_bytes_mask ", "frequency "};
+    for (size_t k = 0; k < AGILE_ARRAY_LEN(words); k++)
+        if (sp_eq(s, words[k])) return true;
+    for (size_t k = 0; k < AGILE_ARRAY_LEN(with_num); k++) {
+        if (!sp_starts(s, with_num[k])) continue;
+        span d = {s.p + strlen(with_num[k]), s.n - strlen(with_num[k])};
+        bool hex = sp_starts(d, "0x") || sp_starts(d, "0X");
+        size_t j = hex ? 2 : 0;
+        if (d.n <= j || d.n > 20) return false;
+        for (; j < d.n; j++)
+            if (!(d.p[j] >= '0' && d.p[j] <= '9') &&
+                !(hex && ((d.p[j] >= 'a' && d.p[j] <= 'f') || (d.p[j] >= 'A' && d.p[j] <= 'F'))))
+                return false;
+        return true;
+    }
+    return false;
+}
+
+static bool v_has(span a, const char *s)
+{
+    return a.n > 0 && memmem(a.p, a.n, s, strlen(s)) != NULL;
+}
+
+static int v_lexical(vctx *v, const char *s, size_t n)
+{
+    unsigned line = 1;
+    span prev = {NULL, 0}, prev2 = {NULL, 0}; /* the last two code words or characters */
+    int after_pragma = 0; /* 1: the string must come; 2: the ';' must come */
+
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        line += c == '\n';
+        if (c == '\\') return vfail(v, line, "lexical: backslash (escape or line continuation)");
+        if (c == '\r' && (i + 1 == n || s[i + 1] != '\n'))
+            return vfail(v, line, "lexical: carriage return without a newline");
+        if (!(c == '\t' || c == '\n' || c == '\r' || (c >= ' ' && c <= '~')))
+            return vfail(v, line, "lexical: byte 0x%02x is not PTX text", c);
+    }
+    line = 1;
+    for (size_t i = 0; i < n;) {
+        char c = s[i];
+        span tok;
+        if (c == '\n' || c == ' ' || c == '\t' || c == '\r') {
+            line += c == '\n';
+            i++;
+            continue;
+        }
+        if (c == '/' && i + 1 < n && (s[i + 1] == '/' || s[i + 1] == '*')) {
+            bool block = s[i + 1] == '*';
+            const char *e = block ? memmem(s + i + 2, n - i - 2, "*/", 2)
+                                  : memchr(s + i, '\n', n - i);
+            span body;
+            if (e == NULL && block) return vfail(v, line, "lexical: unterminated comment");
+            if (e == NULL) e = s + n;
+            body = (span){s + i + 2, (size_t)(e - s - i - 2)};
+            if (memchr(body.p, '"', body.n) != NULL || v_has(body, "/*") ||
+                v_has(body, block ? "//" : "*/"))
+                return vfail(v, line, "lexical: a quote or comment marker inside a comment");
+            for (size_t k = 0; k < body.n; k++)
+                line += body.p[k] == '\n';
+            i = (size_t)(e - s) + (block ? 2 : 0);
+            continue;
+        }
+        if (c == '"') {
+            const char *e = memchr(s + i + 1, '"', n - i - 1);
+            span body;
+            if (e == NULL) return vfail(v, line, "lexical: unterminated string");
+            body = (span){s + i + 1, (size_t)(e - s - i - 1)};
+            if (memchr(body.p, '\n', body.n) != NULL) return vfail(v, line, "lexical: string over a newline");
+            if (v_has(body, "//") || v_has(body, "/*") || v_has(body, "*/"))
+                return vfail(v, line, "lexical: comment marker inside a string");
+            if (after_pragma == 1) {
+                if (!v_pragma_ok(body))
+                    return vfail(v, line, "lexical: .pragma \"%.*s\" is not allowed", (int)AGILE_MIN(body.n, 64u),
+                                 body.p);
+                after_pragma = 2;
+            } else if (!(sp_eq(prev2, ".file") && prev.n && prev.p[0] >= '0' && prev.p[0] <= '9')) {
+                return vfail(v, line, "lexical: string outside .pragma and .file");
+            }
+            tok = (span){s + i, body.n + 2};
+            i += tok.n;
+        } else {
+            size_t j = i + 1;
+            if (c == '#' || c == '\'' || c == '`') /* cpp lines, character literals */
+                return vfail(v, line, "lexical: character '%c' outside PTX's tokens", c);
+            if (is_word(c))
+                while (j < n && is_word(s[j]))
+                    j++;
+            tok = (span){s + i, j - i};
+            i = j;
+            if (after_pragma == 1) return vfail(v, line, "lexical: .pragma without its string");
+            if (after_pragma == 2 && !sp_eq(tok, ";"))
+                return vfail(v, line, "lexical: .pragma string not followed by ';'");
+            after_pragma = sp_eq(tok, ".pragma") ? 1 : 0;
+        }
+        prev2 = prev;
+        prev = tok;
+    }
+    if (after_pragma) return vfail(v, line, "lexical: .pragma at end of input");
+    return AGILE_OK;
+}
+
 /* Copy src to dst with // and block comments replaced by spaces (newlines kept, so line
- * numbers stay); strings are copied as they are. An unterminated block comment blanks
- * to the end (the scanner then sees no statement end and fails). */
+ * numbers stay); strings are copied as they are. v_lexical has run: strings and comments
+ * cannot hold each other's delimiters, and every block comment is terminated. */
 static void blank_comments(const char *src, size_t n, char *dst)
 {
     size_t i = 0;
@@ -219,15 +330,9 @@ static void blank_comments(const char *src, size_t n, char *dst)
         char c = src[i];
         if (c == '"') {
             dst[i++] = c;
-            while (i < n && src[i] != '"' && src[i] != '\n') {
-                if (src[i] == '\\' && i + 1 < n && src[i + 1] != '\n') {
-                    dst[i] = src[i];
-                    i++;
-                }
-                dst[i] = src[i];
-                i++;
-            }
-            if (i < n && src[i] == '"') dst[i++] = '"';
+            while (i < n && src[i] != '"')
+                dst[i] = src[i], i++;
+            if (i < n) dst[i++] = '"';
         } else if (c == '/' && i + 1 < n && src[i + 1] == '/') {
             while (i < n && src[i] != '\n')
                 dst[i++] = ' ';
@@ -363,8 +468,8 @@ static int scan(vctx *v)
         }
         if (c == '"') {
             i++;
-            while (i < n && s[i] != '"' && s[i] != '\n')
-                i += (s[i] == '\\') ? 2 : 1;
+            while (i < n && s[i] != '"' && s[i] != '\n') /* no escapes (v_lexical) */
+                i++;
             if (i >= n || s[i] != '"') return vfail(v, line, "unterminated string");
             i++;
             continue;
@@ -1108,6 +1213,7 @@ int agile_guard_verify(const char *ptx, size_t len, const agile_guard_vopts *o, 
     v.gap = v.o->guard_gap ? v.o->guard_gap : AGILE_GUARD_DEFAULT_GAP;
     v.err = err;
     v.errcap = errcap;
+    AGILE_TRY(v_lexical(&v, ptx, len));
     AGILE_TRY(scan(&v));
     AGILE_TRY(structure(&v));
     for (unsigned f = 0; f < v.nfn; f++)
