@@ -69,13 +69,15 @@ static void test_global_fence(void **state)
     assert_non_null(strstr(p, ".param .u64 __agile_mask, .param .u64 __agile_base"));
     assert_non_null(strstr(p, "ld.param.u64 %agile_mask, [__agile_mask];"));
     assert_non_null(strstr(
-        p, "and.b64 %agile_t0, %rd1, %agile_mask;\n\tor.b64 %agile_a0, %agile_t0, %agile_base;\n"
+        p, "and.b64 %agile_t0, %rd1, %agile_m4;\n\tor.b64 %agile_a0, %agile_t0, %agile_base;\n"
            "\tld.global.u32 %r1, [%agile_a0];"));
+    /* the 4-byte accesses' mask clears the low two bits too, computed once at entry */
+    assert_non_null(strstr(p, "and.b64 %agile_m4, %agile_mask, -4;"));
     /* a small positive offset stays (the gap covers it) */
     assert_non_null(strstr(p, "ld.global.u32 %r2, [%agile_a1+8];"));
     /* negative and large offsets are folded before the fence */
     assert_non_null(
-        strstr(p, "add.s64 %agile_x2, %rd1, -8;\n\tand.b64 %agile_t2, %agile_x2, %agile_mask;"));
+        strstr(p, "add.s64 %agile_x2, %rd1, -8;\n\tand.b64 %agile_t2, %agile_x2, %agile_m4;"));
     assert_non_null(strstr(p, "add.s64 %agile_x3, %rd1, 2097152;"));
     assert_int_equal(verify(p, 0, 0, NULL), AGILE_OK);
     free(p);
@@ -96,9 +98,11 @@ static void test_generic_fence(void **state)
     (void)state;
     assert_int_equal(rv, AGILE_OK);
     assert_non_null(strstr(
-        p, "isspacep.global %agile_p0, %rd1;\n\tand.b64 %agile_t0, %rd1, %agile_mask;\n"
+        p, "isspacep.global %agile_p0, %rd1;\n\tand.b64 %agile_g0, %rd1, -4;\n"
+           "\tand.b64 %agile_t0, %rd1, %agile_m4;\n"
            "\tor.b64 %agile_t0, %agile_t0, %agile_base;\n"
-           "\tselp.b64 %agile_a0, %agile_t0, %rd1, %agile_p0;\n\t@%p1 ld.u32 %r1, [%agile_a0];"));
+           "\tselp.b64 %agile_a0, %agile_t0, %agile_g0, %agile_p0;\n\t@%p1 ld.u32 %r1, "
+           "[%agile_a0];"));
     /* generic + offset: the offset is part of the tested address */
     assert_non_null(
         strstr(p, "add.s64 %agile_x1, %rd1, 4;\n\tisspacep.global %agile_p1, %agile_x1;"));
@@ -115,11 +119,79 @@ static void test_window_bits(void **state)
     char *p = guard(k_global, false, 32, 0, &rv, NULL);
     (void)state;
     assert_int_equal(rv, AGILE_OK);
-    assert_non_null(strstr(p, "and.b64 %agile_t0, %rd1, 0xffffffff;"));
+    assert_non_null(strstr(p, "and.b64 %agile_t0, %rd1, 0xfffffffc;"));
     assert_int_equal(verify(p, 32, 0, NULL), AGILE_OK);
     /* a verifier that expects a smaller window refuses the wider mask */
     assert_int_equal(verify(p, 20, 0, NULL), AGILE_EGUARD);
     assert_int_equal(verify(p, 0, 0, NULL), AGILE_EGUARD);
+    free(p);
+}
+
+static char *mutate(const char *p, const char *from, const char *to);
+
+/* Every fenced access is aligned to its width: the mask clears the low bits, an offset
+ * that would break the alignment is folded into the address, the generic side is aligned,
+ * bulk sizes are multiples of 16, a generic mbarrier runs only on shared memory. */
+static void test_alignment(void **state)
+{
+    static const char *src =
+        HDR ".visible .entry k(.param .u64 k_param_0)\n{\n\t.reg .b32 %r<4>;\n\t.reg .b64 "
+            "%rd<4>;\n\t.reg .f32 %f<5>;\n\t.reg .pred %p<2>;\n"
+            "\tld.param.u64 %rd1, [k_param_0];\n"
+            "\tld.global.v4.f32 {%f1, %f2, %f3, %f4}, [%rd1+4];\n"
+            "\tld.global.v4.f32 {%f1, %f2, %f3, %f4}, [%rd1+32];\n"
+            "\tst.v2.f32 [%rd1], {%f1, %f2};\n"
+            "\tatom.global.add.u64 %rd2, [%rd1], 1;\n"
+            "\tcp.async.cg.shared.global [%r1], [%rd1], 16;\n"
+            "\tcp.async.bulk.global.shared::cta.bulk_group [%rd1], [%r2], %r3;\n"
+            "\tsetp.eq.u32 %p1, %r1, 0;\n"
+            "\t@%p1 mbarrier.init.b64 [%rd1+8], %r1;\n"
+            "\tret;\n}\n";
+    int rv;
+    char *p = guard(src, false, 0, 0, &rv, NULL), *q;
+    (void)state;
+    assert_int_equal(rv, AGILE_OK);
+    /* +4 would misalign the 16-byte access: folded in; +32 keeps it */
+    assert_non_null(strstr(p, "add.s64 %agile_x0, %rd1, 4;\n\tand.b64 %agile_t0, %agile_x0, "
+                              "%agile_m16;"));
+    assert_non_null(strstr(p, "[%agile_a1+32]"));
+    assert_non_null(strstr(p, "and.b64 %agile_g2, %rd1, -8;"));
+    assert_non_null(strstr(p, "and.b64 %agile_t3, %rd1, %agile_m8;"));
+    assert_non_null(strstr(p, "and.b64 %agile_t4, %rd1, %agile_m16;"));
+    assert_non_null(strstr(p, "and.b32 %agile_s5, %agile_s5, -16;"));
+    assert_non_null(strstr(p, "isspacep.shared %agile_p6, %agile_g6;\n\t@!%p1 setp.ne.u32 "
+                              "%agile_p6, 0, 0;\n\t@%agile_p6 mbarrier.init.b64 [%agile_g6], %r1;"));
+    assert_int_equal(verify(p, 0, 0, NULL), AGILE_OK);
+    /* the verifier refuses each alignment broken by hand */
+    static const struct {
+        const char *from, *to;
+    } m[] = {
+        {"%agile_x0, %agile_m16;", "%agile_x0, %agile_m8;"},
+        {"[%agile_a1+32]", "[%agile_a1+36]"},
+        {"and.b32 %agile_s5, %agile_s5, -16;", "and.b32 %agile_s5, %agile_s5, -8;"},
+        {"\tand.b32 %agile_s5, %agile_s5, -16;\n", ""},
+        {"@%agile_p6 mbarrier", "@!%agile_p6 mbarrier"},
+        {"isspacep.shared %agile_p6", "isspacep.global %agile_p6"},
+        {"and.b64 %agile_g6, %agile_x6, -8;", "and.b64 %agile_g6, %agile_x6, -4;"},
+        {"@!%p1 setp.ne.u32 %agile_p6, 0, 0;", "@!%p1 setp.ne.u32 %agile_p6, 0, 1;"},
+        {"and.b64 %agile_m16, %agile_mask, -16;", "and.b64 %agile_m16, %agile_mask, -8;"},
+    };
+    for (size_t i = 0; i < AGILE_ARRAY_LEN(m); i++) {
+        char err[300];
+        q = mutate(p, m[i].from, m[i].to);
+        if (q == NULL) fail_msg("alignment mutation %zu: pattern not found", i);
+        if (verify(q, 0, 0, err) != AGILE_EGUARD) fail_msg("alignment mutation %zu accepted:\n%s", i, q);
+        free(q);
+    }
+    free(p);
+    /* immediate window masks clear the low bits too */
+    p = guard(src, false, 24, 0, &rv, NULL);
+    assert_int_equal(rv, AGILE_OK);
+    assert_non_null(strstr(p, "and.b64 %agile_t0, %agile_x0, 0xfffff0;"));
+    assert_int_equal(verify(p, 24, 0, NULL), AGILE_OK);
+    q = mutate(p, "%agile_x0, 0xfffff0;", "%agile_x0, 0xfffff8;");
+    assert_int_equal(verify(q, 24, 0, NULL), AGILE_EGUARD);
+    free(q);
     free(p);
 }
 
@@ -154,6 +226,15 @@ static void test_reject(void **state)
         {"\tfoo.bar [%rd1], 1;\n", "not modelled"},
         {"\tmov.u64 %agile_mask, 0;\n", "reserved"},
         {"\tld.global.u32 %r1, [%rd1+%r1];\n", "unsupported address"},
+        /* instructions that fault */
+        {"\ttrap;\n", "trap raises a fault"},
+        {"\t@%p1 brkpt;\n", "brkpt raises a fault"},
+        {"\tsetmaxnreg.dec.sync.aligned.u32 40;\n", "setmaxnreg"},
+        {"\talloca.u64 %rd2, %r1, 16;\n", "dynamic stack allocation"},
+        {"\tsust.b.1d.b32.trap [%rd1, {%r1}], {%r2};\n", "texture/surface"},
+        {"\tmbarrier.init.b64 [16], %r1;\n", "mbarrier object outside .shared"},
+        {"\tcp.async.ca.shared.global [%rd2], [%rd1], %r1;\n", "access width"},
+        {"\tcp.async.bulk.global.shared::cta.bulk_group [%rd1], [%rd2], 40;\n", "multiple of 16"},
     };
     (void)state;
     for (size_t i = 0; i < AGILE_ARRAY_LEN(cases); i++) {
@@ -195,10 +276,10 @@ static void test_verifier_breaks(void **state)
     } m[] = {
         /* delete a fence */
         {"g", "\tor.b64 %agile_a0, %agile_t0, %agile_base;\n", ""},
-        {"g", "\tand.b64 %agile_t0, %rd1, %agile_mask;\n", ""},
+        {"g", "\tand.b64 %agile_t0, %rd1, %agile_m4;\n", ""},
         /* fence with the wrong registers */
         {"g", "or.b64 %agile_a0, %agile_t0, %agile_base;", "or.b64 %agile_a0, %agile_t0, %rd1;"},
-        {"g", "and.b64 %agile_t0, %rd1, %agile_mask;", "and.b64 %agile_t0, %rd1, %rd2;"},
+        {"g", "and.b64 %agile_t0, %rd1, %agile_m4;", "and.b64 %agile_t0, %rd1, %rd2;"},
         /* redefine the fenced register between fence and use */
         {"g", "\tld.global.u32 %r1, [%agile_a0];",
          "\tadd.s64 %agile_a0, %agile_a0, 64;\n\tld.global.u32 %r1, [%agile_a0];"},
@@ -210,9 +291,9 @@ static void test_verifier_breaks(void **state)
         {"g", "\tld.global.u32 %r1, [%agile_a0];", "L1:\n\tld.global.u32 %r1, [%agile_a0];"},
         /* reorder: use before fence */
         {"g",
-         "\tand.b64 %agile_t0, %rd1, %agile_mask;\n\tor.b64 %agile_a0, %agile_t0, "
+         "\tand.b64 %agile_t0, %rd1, %agile_m4;\n\tor.b64 %agile_a0, %agile_t0, "
          "%agile_base;\n\tld.global.u32 %r1, [%agile_a0];",
-         "\tld.global.u32 %r1, [%agile_a0];\n\tand.b64 %agile_t0, %rd1, %agile_mask;\n\tor.b64 "
+         "\tld.global.u32 %r1, [%agile_a0];\n\tand.b64 %agile_t0, %rd1, %agile_m4;\n\tor.b64 "
          "%agile_a0, %agile_t0, %agile_base;"},
         /* unfenced register */
         {"g", "ld.global.u32 %r1, [%agile_a0];", "ld.global.u32 %r1, [%rd1];"},
@@ -228,11 +309,30 @@ static void test_verifier_breaks(void **state)
          "\t{ .reg .b64 %agile_a0;\n\tld.global.u32 %r1, [%agile_a0]; }"},
         /* generic: wrong test, wrong select, X redefined between test and select */
         {"n", "isspacep.global %agile_p0", "isspacep.shared %agile_p0"},
-        {"n", "selp.b64 %agile_a0, %agile_t0, %rd1, %agile_p0;",
-         "selp.b64 %agile_a0, %rd1, %rd1, %agile_p0;"},
-        {"n", "\tand.b64 %agile_t0, %rd1, %agile_mask;",
-         "\tadd.s64 %rd1, %rd1, 4096;\n\tand.b64 %agile_t0, %rd1, %agile_mask;"},
-        {"n", "\tselp.b64 %agile_a0, %agile_t0, %rd1, %agile_p0;\n", ""},
+        {"n", "selp.b64 %agile_a0, %agile_t0, %agile_g0, %agile_p0;",
+         "selp.b64 %agile_a0, %rd1, %agile_g0, %agile_p0;"},
+        {"n", "\tand.b64 %agile_g0, %rd1, -4;",
+         "\tadd.s64 %rd1, %rd1, 4096;\n\tand.b64 %agile_g0, %rd1, -4;"},
+        {"n", "\tselp.b64 %agile_a0, %agile_t0, %agile_g0, %agile_p0;\n", ""},
+        /* generic: the non-global side left misaligned, or aligned before the test */
+        {"n", "selp.b64 %agile_a0, %agile_t0, %agile_g0, %agile_p0;",
+         "selp.b64 %agile_a0, %agile_t0, %rd1, %agile_p0;"},
+        {"n", "\tand.b64 %agile_g0, %rd1, -4;", "\tand.b64 %agile_g0, %rd1, -2;"},
+        /* a misaligned mask: the 4-byte access fenced with the byte mask */
+        {"g", "and.b64 %agile_t0, %rd1, %agile_m4;", "and.b64 %agile_t0, %rd1, %agile_mask;"},
+        /* the alignment mask register set wrongly, twice, or used before it is set */
+        {"g", "and.b64 %agile_m4, %agile_mask, -4;", "and.b64 %agile_m4, %agile_mask, -2;"},
+        {"g", "and.b64 %agile_m4, %agile_mask, -4;", "and.b64 %agile_m4, %agile_base, -4;"},
+        {"g", "\tld.global.u32 %r1,", "\tand.b64 %agile_m4, %agile_mask, -4;\n\tld.global.u32 %r1,"},
+        {"g", "\tand.b64 %agile_m4, %agile_mask, -4;\n", ""},
+        /* a kept offset that breaks the alignment */
+        {"g", "[%agile_a1+8]", "[%agile_a1+6]"},
+        /* an instruction that faults */
+        {"g", "\tret;", "\ttrap;\n\tret;"},
+        {"g", "\tret;", "\t@%p1 brkpt;\n\tret;"},
+        {"g", "\tret;", "\tsetmaxnreg.inc.sync.aligned.u32 232;\n\tret;"},
+        /* an mbarrier through an unchecked generic address */
+        {"g", "\tret;", "\tmbarrier.init.b64 [%rd1], 1;\n\tret;"},
         /* a generic select used for an explicit global access */
         {"n", "@%p1 ld.u32 %r1, [%agile_a0];", "@%p1 ld.global.u32 %r1, [%agile_a0];"},
         /* an opcode the verifier does not model */
@@ -385,7 +485,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_global_fence),  cmocka_unit_test(test_generic_fence),
-        cmocka_unit_test(test_window_bits),   cmocka_unit_test(test_strict),
+        cmocka_unit_test(test_window_bits),   cmocka_unit_test(test_alignment),
+        cmocka_unit_test(test_strict),
         cmocka_unit_test(test_reject),        cmocka_unit_test(test_verifier_breaks),
         cmocka_unit_test(test_calls),         cmocka_unit_test(test_sha256),
         cmocka_unit_test(test_compile_cache), cmocka_unit_test(test_report),

@@ -44,7 +44,6 @@ typedef struct rw {
     const agile_guard_opts *o;
     const char *file;
     uint64_t gap;
-    char mask[40]; /* the fence's mask operand: %agile_mask or an immediate */
     agile_guard_sbuf arena;
     edit *ed;
     uint32_t ned, caped;
@@ -60,6 +59,7 @@ typedef struct rw {
     regdecl *regs;
     uint32_t nregs, capregs;
     bool bulk;
+    uint64_t aligns; /* alignments (bits) whose fence mask register the function needs */
     /* rejection */
     uint32_t err_line;
     char err[256];
@@ -178,8 +178,8 @@ static ptx_space part_space(const opparts *o, unsigned i)
     return PTX_SPACE_NONE;
 }
 
-/* Bytes one access of this opcode touches: vector count times element size; 16 when the
- * type is not recognised (only used to bound [var+imm] inside the variable). */
+/* Bytes one access of this opcode touches: vector count times element size; 0 when the
+ * type is not recognised. */
 static uint64_t op_width(const opparts *o)
 {
     static const struct {
@@ -200,12 +200,57 @@ static uint64_t op_width(const opparts *o)
         for (size_t k = 0; k < AGILE_ARRAY_LEN(t); k++)
             if (part_is(o, i, t[k].n)) size = t[k].s;
     }
-    return size ? vec * size : 16;
+    return vec * size;
+}
+
+static bool tok_int(const rw *r, uint32_t t, int64_t *v);
+
+/* Alignment (bytes, a power of two) the hardware requires of the address of one access of
+ * kind through its global/generic operand, or 0 when it cannot be told. A misaligned
+ * address faults (a sticky context error), so every fence clears these low bits. */
+static uint64_t op_align(const rw *r, const ptx_stmt *s, const opparts *o, const char *kind)
+{
+    uint64_t w;
+    if (strcmp(kind, "prefetch") == 0) return 1; /* a hint: never faults */
+    if (strcmp(kind, "discard") == 0 || strcmp(kind, "applypriority") == 0) return 128;
+    if (strcmp(kind, "mbarrier") == 0) return 8;
+    if (strcmp(kind, "ldmatrix") == 0 || strcmp(kind, "stmatrix") == 0) return 16;
+    if (strcmp(kind, "cp.async.bulk") == 0) return 16;
+    if (strcmp(kind, "cp.async") == 0) {
+        /* cp.async [dst], [src], cp-size[, src-size][, policy]: cp-size is 4, 8 or 16 */
+        for (uint32_t k = 0; k < s->nopnd; k++) {
+            const ptx_opnd *op = &r->m.opnds[s->opnd0 + k];
+            int64_t v;
+            if (agile_guard_tok_punct(&r->m, op->t0, '[')) continue;
+            if (op->t1 != op->t0 + 1 || !tok_int(r, op->t0, &v) || (v != 4 && v != 8 && v != 16))
+                return 0;
+            return (uint64_t)v;
+        }
+        return 0;
+    }
+    w = op_width(o);
+    return (w & (w - 1)) == 0 ? w : 0;
 }
 
 static bool opnd_is_bracket(const rw *r, const ptx_opnd *op)
 {
     return agile_guard_tok_punct(&r->m, op->t0, '[');
+}
+
+/* Instructions that raise a fault (a sticky error for the whole shared context) by
+ * design, or whose misuse does and that the guard cannot make safe: the reason, or NULL.
+ * Texture/surface instructions (incl. the .trap clamp mode) are refused below as handles. */
+static const char *faulting(const opparts *o)
+{
+    if (part_is(o, 0, "trap")) return "trap raises a fault that kills the shared context";
+    if (part_is(o, 0, "brkpt")) return "brkpt raises a fault outside a debugger";
+    if (part_is(o, 0, "setmaxnreg"))
+        return "setmaxnreg faults unless every warp of the warpgroup agrees";
+    if (part_is(o, 0, "alloca") || part_is(o, 0, "stackrestore") || part_is(o, 0, "stacksave"))
+        return "dynamic stack allocation cannot be bounded by the guard";
+    if (part_is(o, 0, "tcgen05"))
+        return "tensor-memory (tcgen05) access cannot be bounded by the guard";
+    return NULL;
 }
 
 static op_class classify(const rw *r, const ptx_stmt *s, const opparts *o, const char **kind,
@@ -217,6 +262,7 @@ static op_class classify(const rw *r, const ptx_stmt *s, const opparts *o, const
     *kind = NULL;
     *why = NULL;
     if (part_is(o, 0, "call")) return CL_CALL;
+    if ((*why = faulting(o)) != NULL) return CL_REJECT;
     if (!brackets) return CL_NONE;
     if (part_is(o, 0, "tensormap") || any_part(o, "tensormap") || any_part(o, "tensor")) {
         *why = "TMA / tensor-map access cannot be bounded by the guard";
@@ -470,6 +516,49 @@ out:
     return rv;
 }
 
+/* An mbarrier object must be in shared memory and 8-byte aligned (else the access
+ * faults). A generic address is aligned and the instruction runs only where it is shared:
+ *     and.b64 g, a, -8;  isspacep.shared p, g;  [@!guard setp.ne.u32 p, 0, 0;]  @p ... [g]
+ * Its results are undefined when skipped (as they are for such an address anyway). */
+static int generic_mbarrier(rw *r, const ptx_stmt *s, const ptx_opnd *op, const addr *a,
+                            ptx_space sp)
+{
+    uint32_t line = TOK(op->t0).line, at = TOK(s->t0).off;
+    unsigned i;
+    int rv = AGILE_OK;
+    if (a->kind == AD_VAR) {
+        const ptx_var *v = find_var(r, a->base, (uint32_t)(r->f - r->m.funcs));
+        if (sp == PTX_SPACE_NONE && v != NULL && v->space == PTX_SPACE_SHARED && a->imm >= 0 &&
+            a->imm % 8 == 0 && (v->size == 0 || (uint64_t)a->imm + 8 <= v->size))
+            return AGILE_OK; /* a shared variable, named */
+    }
+    if (sp != PTX_SPACE_NONE || a->kind != AD_REG)
+        return reject(r, line, "'%.*s': an mbarrier object outside .shared memory faults",
+                      TLEN(s->op), TSTR(s->op));
+    i = r->fsite++;
+    if (a->imm != 0)
+        AGILE_TRY(add_edit(r, at, 0, "add.s64 %%agile_x%u, %.*s, %" PRId64 ";\n\t"
+                           "and.b64 %%agile_g%u, %%agile_x%u, -8;\n\t", i, TLEN(a->base),
+                           TSTR(a->base), a->imm, i, i));
+    else
+        AGILE_TRY(add_edit(r, at, 0, "and.b64 %%agile_g%u, %.*s, -8;\n\t", i, TLEN(a->base),
+                           TSTR(a->base)));
+    AGILE_TRY(add_edit(r, at, 0, "isspacep.shared %%agile_p%u, %%agile_g%u;\n\t", i, i));
+    if (s->pred != PTX_NONE) {
+        AGILE_TRY(add_edit(r, at, 0, "@%s%.*s setp.ne.u32 %%agile_p%u, 0, 0;\n\t",
+                           s->pred_neg ? "" : "!", TLEN(s->pred), TSTR(s->pred), i));
+        AGILE_TRY(add_edit(r, TOK(s->t0).off, TOK(s->pred).off + TOK(s->pred).len - TOK(s->t0).off,
+                           "@%%agile_p%u", i));
+    } else {
+        AGILE_TRY(add_edit(r, TOK(s->op).off, 0, "@%%agile_p%u ", i));
+        r->ed[r->ned - 1].late = 1;
+    }
+    AGILE_TRY(add_edit(r, TOK(op->t0).off, TOK(op->t1 - 1).off + 1 - TOK(op->t0).off,
+                       "[%%agile_g%u]", i));
+out:
+    return rv;
+}
+
 /* Fence one address operand of s. nfenced counts operands fenced so far in s. */
 static int fence_opnd(rw *r, const ptx_stmt *s, const ptx_opnd *op, ptx_space sp, const char *kind,
                       const opparts *o, bool bulk, unsigned *nfenced)
@@ -479,16 +568,18 @@ static int fence_opnd(rw *r, const ptx_stmt *s, const ptx_opnd *op, ptx_space sp
     uint32_t line = TOK(op->t0).line;
     uint32_t at = TOK(s->t0).off; /* insertion point: before the statement (after labels) */
     unsigned i;
-    char x[48];
+    char x[48], m[48], g[48];
     int64_t keep = 0;
     bool strict = r->o->strict;
+    uint64_t al;
 
     if (sp != PTX_SPACE_GLOBAL && sp != PTX_SPACE_NONE)
         return AGILE_OK; /* explicit .shared/.local/.param/.const: not global memory */
     AGILE_TRY(parse_addr(r, op, &a));
+    if (strcmp(kind, "mbarrier") == 0) return generic_mbarrier(r, s, op, &a, sp);
     if (a.kind == AD_VAR) {
         const ptx_var *v = find_var(r, a.base, (uint32_t)(r->f - r->m.funcs));
-        uint64_t w = op_width(o);
+        uint64_t w = op_width(o) ? op_width(o) : 16;
         if (v == NULL)
             return reject(r, line, "address names '%.*s', which is not a variable of the module",
                           TLEN(a.base), TSTR(a.base));
@@ -511,16 +602,30 @@ static int fence_opnd(rw *r, const ptx_stmt *s, const ptx_opnd *op, ptx_space sp
             return reject(r, line, "address register '%.*s' is not a declared 64-bit register",
                           TLEN(a.base), TSTR(a.base));
     }
+    al = op_align(r, s, o, kind);
+    if (al == 0)
+        return reject(r, line, "cannot tell the access width of '%.*s'", TLEN(s->op), TSTR(s->op));
     if (strict && *nfenced > 0)
         return reject(r, line, "strict mode: more than one global operand in one instruction");
     (*nfenced)++;
     i = r->fsite++;
+    /* The fence's mask also clears the low bits the access width needs aligned: W-1 with
+     * them cleared, an immediate or a register computed once at entry (fence_masks). */
+    if (r->o->window_bits)
+        snprintf(m, sizeof(m), "0x%" PRIx64,
+                 (((uint64_t)1 << r->o->window_bits) - 1) & ~(al - 1));
+    else if (al == 1)
+        snprintf(m, sizeof(m), "%%agile_mask");
+    else {
+        snprintf(m, sizeof(m), "%%agile_m%" PRIu64, al);
+        r->aligns |= al;
+    }
     /* X: the full address the access would use, unless a small offset can stay. */
     if (a.kind == AD_ABS) {
         AGILE_TRY(add_edit(r, at, 0, "mov.u64 %%agile_x%u, %" PRId64 ";\n\t", i, a.imm));
         snprintf(x, sizeof(x), "%%agile_x%u", i);
     } else if (!strict && !bulk && sp == PTX_SPACE_GLOBAL && a.imm >= 0 &&
-               (uint64_t)a.imm + AGILE_GUARD_ACCESS_SLACK <= r->gap) {
+               (uint64_t)a.imm % al == 0 && (uint64_t)a.imm + AGILE_GUARD_ACCESS_SLACK <= r->gap) {
         keep = a.imm;
         snprintf(x, sizeof(x), "%.*s", TLEN(a.base), TSTR(a.base));
     } else if (a.imm != 0) {
@@ -539,13 +644,21 @@ static int fence_opnd(rw *r, const ptx_stmt *s, const ptx_opnd *op, ptx_space sp
         AGILE_TRY(add_edit(
             r, at, 0,
             "and.b64 %%agile_t%u, %s, %s;\n\tor.b64 %%agile_a%u, %%agile_t%u, %%agile_base;\n\t", i,
-            x, r->mask, i, i));
+            x, m, i, i));
     } else {
+        /* the non-global side is aligned too (shared/local accesses fault when misaligned) */
+        AGILE_TRY(add_edit(r, at, 0, "isspacep.global %%agile_p%u, %s;\n\t", i, x));
+        if (al > 1) {
+            AGILE_TRY(add_edit(r, at, 0, "and.b64 %%agile_g%u, %s, -%" PRIu64 ";\n\t", i, x, al));
+            snprintf(g, sizeof(g), "%%agile_g%u", i);
+        } else {
+            snprintf(g, sizeof(g), "%s", x);
+        }
         AGILE_TRY(add_edit(r, at, 0,
-                           "isspacep.global %%agile_p%u, %s;\n\tand.b64 %%agile_t%u, %s, %s;\n\t"
+                           "and.b64 %%agile_t%u, %s, %s;\n\t"
                            "or.b64 %%agile_t%u, %%agile_t%u, %%agile_base;\n\t"
                            "selp.b64 %%agile_a%u, %%agile_t%u, %s, %%agile_p%u;\n\t",
-                           i, x, i, x, r->mask, i, i, i, i, x, i));
+                           i, x, m, i, i, i, i, g, i));
     }
     if (keep > 0)
         AGILE_TRY(add_edit(r, TOK(op->t0).off, TOK(op->t1 - 1).off + 1 - TOK(op->t0).off,
@@ -597,11 +710,17 @@ static int clamp_bulk_size(rw *r, const ptx_stmt *s, unsigned i)
         if (TOK(op->t0).kind == PTK_NUM) {
             if (!tok_int(r, op->t0, &v) || (uint64_t)v > r->gap)
                 return reject(r, TOK(op->t0).line, "cp.async.bulk: size larger than the guard gap");
+            if (v % 16 != 0)
+                return reject(r, TOK(op->t0).line,
+                              "cp.async.bulk: size not a multiple of 16 (faults)");
             return AGILE_OK;
         }
         r->bulk = true;
-        rv = add_edit(r, TOK(s->t0).off, 0, "min.u32 %%agile_s%u, %.*s, %" PRIu64 ";\n\t", i,
-                      TLEN(op->t0), TSTR(op->t0), r->gap);
+        /* at most the gap, and a multiple of 16 as the hardware requires */
+        rv = add_edit(r, TOK(s->t0).off, 0,
+                      "min.u32 %%agile_s%u, %.*s, %" PRIu64 ";\n\t"
+                      "and.b32 %%agile_s%u, %%agile_s%u, -16;\n\t",
+                      i, TLEN(op->t0), TSTR(op->t0), r->gap & ~(uint64_t)15, i, i);
         if (rv == AGILE_OK) rv = add_edit(r, TOK(op->t0).off, TOK(op->t0).len, "%%agile_s%u", i);
         return rv;
     }
@@ -863,6 +982,7 @@ static int do_func(rw *r, const ptx_func *f)
     r->fsite = 0;
     r->nregs = 0;
     r->bulk = false;
+    r->aligns = 0;
     r->fsites.n = 0;
     memset(r->counts, 0, sizeof(r->counts));
     if (f->entry) r->kidx = r->nentry++;
@@ -903,9 +1023,11 @@ static int do_func(rw *r, const ptx_func *f)
         add_edit(r, at, 0,
                  "\n\t// agile guard: window fence registers, loaded before any tenant instruction"
                  "\n\t.reg .b64 %%agile_mask, %%agile_base;"
-                 "\n\t.reg .b64 %%agile_a<%u>, %%agile_t<%u>, %%agile_x<%u>;"
+                 "\n\t.reg .b64 %%agile_a<%u>, %%agile_t<%u>, %%agile_x<%u>, %%agile_g<%u>;"
                  "\n\t.reg .pred %%agile_p<%u>;",
-                 n, n, n, n));
+                 n, n, n, n, n));
+    for (uint64_t al = 2; al <= r->aligns; al <<= 1)
+        if (r->aligns & al) AGILE_TRY(add_edit(r, at, 0, "\n\t.reg .b64 %%agile_m%" PRIu64 ";", al));
     if (r->bulk) AGILE_TRY(add_edit(r, at, 0, "\n\t.reg .b32 %%agile_s<%u>;", n));
     if (r->o->strict)
         AGILE_TRY(add_edit(r, at, 0,
@@ -915,6 +1037,10 @@ static int do_func(rw *r, const ptx_func *f)
     AGILE_TRY(add_edit(
         r, at, 0, "\n\tld.param.u64 %%agile_mask, [%s];\n\tld.param.u64 %%agile_base, [%s];",
         f->entry ? "__agile_mask" : "__agile_fmask", f->entry ? "__agile_base" : "__agile_fbase"));
+    for (uint64_t al = 2; al <= r->aligns; al <<= 1)
+        if (r->aligns & al)
+            AGILE_TRY(add_edit(r, at, 0, "\n\tand.b64 %%agile_m%" PRIu64 ", %%agile_mask, -%" PRIu64 ";",
+                               al, al));
     if (r->o->strict) {
         if (f->entry)
             AGILE_TRY(add_edit(
@@ -1032,10 +1158,6 @@ int agile_guard_ptx(const char *src, size_t len, const agile_guard_opts *o, agil
     r.file = o->filename ? o->filename : "<ptx>";
     r.gap = o->guard_gap ? o->guard_gap : AGILE_GUARD_DEFAULT_GAP;
     if (r.gap < AGILE_GUARD_ACCESS_SLACK) return AGILE_EINVAL;
-    if (o->window_bits)
-        snprintf(r.mask, sizeof(r.mask), "0x%" PRIx64, ((uint64_t)1 << o->window_bits) - 1);
-    else
-        snprintf(r.mask, sizeof(r.mask), "%%agile_mask");
     rv = agile_guard_ptx_parse(&r.m, src, len);
     if (rv == AGILE_EREJECT) reject(&r, r.m.err_line, "%s", r.m.err);
     if (rv != AGILE_OK) goto out;

@@ -783,47 +783,82 @@ static bool is_def(const vst *s, const char *op, unsigned nops)
     return s->kind == VS_INSTR && sp_eq(s->op, op) && s->nops == nops && s->pred.n == 0;
 }
 
-/* Is the mask operand acceptable? */
-static bool mask_ok(const vctx *v, span m)
+/* The alignment-mask register %agile_mN: N (a power of two, 2..128), else 0. */
+static uint64_t align_reg(span m)
+{
+    int64_t n;
+    if (!sp_starts(m, "%agile_m") || m.n < 9 || m.p[8] < '1' || m.p[8] > '9' ||
+        !v_int((span){m.p + 8, m.n - 8}, &n) || n < 2 || n > 128 || (n & (n - 1)) != 0)
+        return 0;
+    return (uint64_t)n;
+}
+
+/* The alignment an immediate and-mask proves: its lowest set bit (all bits below are
+ * cleared); 2^62 for 0. */
+static uint64_t imm_align(int64_t k)
+{
+    uint64_t u = (uint64_t)k;
+    return u ? (u & (~u + 1)) : (uint64_t)1 << 62;
+}
+
+/* Is the mask operand acceptable? The alignment it proves (1: none), 0 if it is not a
+ * window mask. %agile_mN is accepted only as check_func proves it: defined once, at entry,
+ * as and.b64 %agile_mN, %agile_mask, -N. */
+static uint64_t mask_ok(const vctx *v, span m)
 {
     int64_t k;
-    if (sp_eq(m, "%agile_mask")) return true;
-    if (v->o->window_bits == 0 || !v_int(m, &k) || k < 0) return false;
-    return (uint64_t)k <= (((uint64_t)1 << v->o->window_bits) - 1);
+    if (sp_eq(m, "%agile_mask")) return 1;
+    if (align_reg(m)) return align_reg(m);
+    if (v->o->window_bits == 0 || !v_int(m, &k) || k < 0) return 0;
+    return (uint64_t)k <= (((uint64_t)1 << v->o->window_bits) - 1) ? imm_align(k) : 0;
 }
 
 /* Is reg, just before statement i, the output of a fence? (or.b64 R, T, %agile_base with
- * and.b64 T, X, mask.) */
-static bool fenced(const vctx *v, unsigned s0, unsigned i, span reg)
+ * and.b64 T, X, mask.) The alignment the fence proves, 0 if not fenced. The base is
+ * W-aligned, so or-ing it keeps the alignment. */
+static uint64_t fenced(const vctx *v, unsigned s0, unsigned i, span reg)
 {
     unsigned j = last_def(v, s0, i, reg), k;
     const vst *o, *a;
-    if (j == UINT32_MAX) return false;
+    if (j == UINT32_MAX) return 0;
     o = &v->st[j];
-    if (!is_def(o, "or.b64", 3) || !sp_eq(o->ops[2], "%agile_base")) return false;
+    if (!is_def(o, "or.b64", 3) || !sp_eq(o->ops[2], "%agile_base")) return 0;
     k = last_def(v, s0, j, o->ops[1]);
-    if (k == UINT32_MAX) return false;
+    if (k == UINT32_MAX) return 0;
     a = &v->st[k];
-    return is_def(a, "and.b64", 3) && mask_ok(v, a->ops[2]);
+    return is_def(a, "and.b64", 3) ? mask_ok(v, a->ops[2]) : 0;
 }
 
-static bool generic_fenced(const vctx *v, unsigned s0, unsigned i, span reg)
+/* selp.b64 R, F, G, P with F fenced, isspacep.global P, X and G = X, or G from
+ * and.b64 G, X, imm after the test (the non-global side, aligned), X unchanged in between.
+ * The alignment both sides prove, 0 if not. */
+static uint64_t generic_fenced(const vctx *v, unsigned s0, unsigned i, span reg)
 {
-    unsigned j = last_def(v, s0, i, reg), k, x;
+    unsigned j = last_def(v, s0, i, reg), k, x, g = UINT32_MAX;
     const vst *sel, *isp;
+    uint64_t af, ag = 1;
+    int64_t imm;
     span X;
-    if (j == UINT32_MAX) return false;
+    if (j == UINT32_MAX) return 0;
     sel = &v->st[j];
-    if (!is_def(sel, "selp.b64", 4)) return false;
-    X = sel->ops[2];
-    if (!fenced(v, s0, j, sel->ops[1])) return false;
+    if (!is_def(sel, "selp.b64", 4)) return 0;
+    if (!(af = fenced(v, s0, j, sel->ops[1]))) return 0;
     k = last_def(v, s0, j, sel->ops[3]);
-    if (k == UINT32_MAX) return false;
+    if (k == UINT32_MAX) return 0;
     isp = &v->st[k];
-    if (!is_def(isp, "isspacep.global", 2) || !sp_same(isp->ops[1], X)) return false;
-    /* X must not change between the test and the select */
-    x = last_def(v, s0, j, X);
-    return x == UINT32_MAX || x < k;
+    if (!is_def(isp, "isspacep.global", 2)) return 0;
+    X = isp->ops[1];
+    if (!sp_same(sel->ops[2], X)) {
+        g = last_def(v, s0, j, sel->ops[2]);
+        if (g == UINT32_MAX || g < k || !is_def(&v->st[g], "and.b64", 3) ||
+            !sp_same(v->st[g].ops[1], X) || !v_int(v->st[g].ops[2], &imm))
+            return 0;
+        ag = imm_align(imm);
+    }
+    /* X must not change between the test and its use */
+    x = last_def(v, s0, g == UINT32_MAX ? j : g, X);
+    if (x != UINT32_MAX && x >= k) return 0;
+    return AGILE_MIN(af, ag);
 }
 
 /* Split [base+off] / [base+-off] / [base-off] / [base]. */
@@ -866,12 +901,13 @@ static const vvar *v_find_var(const vctx *v, span name, unsigned func)
 }
 
 /* Check one address operand in global ('g') or generic ('n') space. */
-static int check_addr(vctx *v, unsigned fidx, unsigned i, span a, int space)
+static int check_addr(vctx *v, unsigned fidx, unsigned i, span a, int space, uint64_t width)
 {
     const vfunc *f = &v->fn[fidx];
     const vst *s = &v->st[i];
     span base;
     int64_t off;
+    uint64_t al;
     if (!split_addr(a, &base, &off))
         return vfail(v, s->line, "unrecognised address '%.*s'", (int)a.n, a.p);
     if (base.p[0] != '%') {
@@ -883,6 +919,9 @@ static int check_addr(vctx *v, unsigned fidx, unsigned i, span a, int space)
                          base.p);
         if (off < 0 || (uint64_t)off >= x->size)
             return vfail(v, s->line, "offset outside variable '%.*s'", (int)base.n, base.p);
+        if ((uint64_t)off % width != 0)
+            return vfail(v, s->line, "misaligned offset into variable '%.*s'", (int)base.n,
+                         base.p);
         return AGILE_OK;
     }
     if (sp_eq(base, "%agile_viol")) {
@@ -890,18 +929,71 @@ static int check_addr(vctx *v, unsigned fidx, unsigned i, span a, int space)
             return vfail(v, s->line, "bad violation record access");
         return AGILE_OK;
     }
-    if (fenced(v, f->s0, i, base)) {
+    if ((al = fenced(v, f->s0, i, base)) != 0) {
         if (off < 0 || (uint64_t)off + AGILE_GUARD_ACCESS_SLACK > v->gap)
             return vfail(v, s->line, "offset %" PRId64 " not covered by the guard gap", off);
+        if (al < width || (uint64_t)off % width != 0)
+            return vfail(v, s->line, "'%.*s' needs %" PRIu64 "-byte alignment; the fence of '%.*s'"
+                         " (+%" PRId64 ") does not give it", (int)s->op.n, s->op.p, width,
+                         (int)base.n, base.p, off);
         return AGILE_OK;
     }
-    if (space == 'n' && generic_fenced(v, f->s0, i, base)) {
+    if (space == 'n' && (al = generic_fenced(v, f->s0, i, base)) != 0) {
         if (off != 0) return vfail(v, s->line, "generic access with an offset after the fence");
+        if (al < width)
+            return vfail(v, s->line, "'%.*s' needs %" PRIu64 "-byte alignment; the fence of '%.*s'"
+                         " does not give it", (int)s->op.n, s->op.p, width, (int)base.n, base.p);
         return AGILE_OK;
     }
     return vfail(v, s->line,
                  "'%.*s' addresses %s memory through '%.*s', which is not fenced in this block",
                  (int)s->op.n, s->op.p, space == 'g' ? "global" : "generic", (int)base.n, base.p);
+}
+
+/* A generic mbarrier address: a shared variable named with an 8-aligned offset inside
+ * it, or [R] with R from and.b64 R, X, imm (8-aligned) and the instruction guarded by
+ * P (not negated) from isspacep.shared P, R (only ever cleared after it by
+ * setp.ne.u32 P, 0, 0), R unchanged since the test. AGILE_OK or AGILE_EGUARD (no message). */
+static int check_mbarrier(const vctx *v, unsigned fidx, unsigned i, span a)
+{
+    const vst *s = &v->st[i];
+    unsigned s0 = v->fn[fidx].s0, j, k, g;
+    span base;
+    int64_t off, imm;
+    if (!split_addr(a, &base, &off)) return AGILE_EGUARD;
+    if (base.p[0] != '%') {
+        const vvar *x = v_find_var(v, base, fidx);
+        return x && x->space == 's' && off >= 0 && off % 8 == 0 && (uint64_t)off + 8 <= x->size
+                   ? AGILE_OK
+                   : AGILE_EGUARD;
+    }
+    if (off != 0 || s->pred.n == 0 || s->text.n < 2 || s->text.p[1] == '!') return AGILE_EGUARD;
+    j = last_def(v, s0, i, s->pred);
+    while (j != UINT32_MAX && v->st[j].kind == VS_INSTR && sp_eq(v->st[j].op, "setp.ne.u32") &&
+           v->st[j].nops == 3 && sp_same(v->st[j].ops[0], s->pred) &&
+           sp_eq(v->st[j].ops[1], "0") && sp_eq(v->st[j].ops[2], "0"))
+        j = last_def(v, s0, j, s->pred);
+    if (j == UINT32_MAX || !is_def(&v->st[j], "isspacep.shared", 2) ||
+        !sp_same(v->st[j].ops[0], s->pred) || !sp_same(v->st[j].ops[1], base))
+        return AGILE_EGUARD;
+    k = last_def(v, s0, i, base);
+    if (k == UINT32_MAX || k > j) return AGILE_EGUARD;
+    g = k;
+    return is_def(&v->st[g], "and.b64", 3) && v_int(v->st[g].ops[2], &imm) && imm_align(imm) >= 8
+               ? AGILE_OK
+               : AGILE_EGUARD;
+}
+
+/* The opcode part after the next '.' at or after *i ("ld.global.u32": "global", "u32"). */
+static span next_part(span op, size_t *i)
+{
+    size_t a;
+    while (*i < op.n && op.p[*i] != '.')
+        (*i)++;
+    a = ++(*i);
+    while (*i < op.n && op.p[*i] != '.')
+        (*i)++;
+    return (span){op.p + AGILE_MIN(a, op.n), *i > a ? *i - a : 0};
 }
 
 /* State spaces named in an opcode, in order: 'g' 's' 'l' 'c' 'p'. */
@@ -910,13 +1002,7 @@ static unsigned op_spaces(span op, char *out, unsigned cap)
     unsigned n = 0;
     size_t i = 0;
     while (i < op.n) {
-        size_t a;
-        while (i < op.n && op.p[i] != '.')
-            i++;
-        a = ++i;
-        while (i < op.n && op.p[i] != '.')
-            i++;
-        span c = {op.p + a, i - a};
+        span c = next_part(op, &i);
         char sp = 0;
         if (sp_eq(c, "global"))
             sp = 'g';
@@ -939,24 +1025,77 @@ static bool root_is(span op, const char *r)
     return op.n >= n && memcmp(op.p, r, n) == 0 && (op.n == n || op.p[n] == '.');
 }
 
+/* A bulk copy's size: at most the gap and a multiple of 16 (the hardware faults on
+ * others): an immediate, or and.b32 S, T, -16 over min.u32 T, _, <= gap. */
 static int check_bulk_size(vctx *v, unsigned fidx, unsigned i)
 {
     const vst *s = &v->st[i];
+    unsigned s0 = v->fn[fidx].s0;
     for (unsigned k = 0; k < s->nops && k < VMAXOPS; k++) {
         span o = s->ops[k];
-        int64_t n;
+        int64_t n, a;
         if (o.n && o.p[0] == '[') continue;
         if (v_int(o, &n))
-            return (n >= 0 && (uint64_t)n <= v->gap)
+            return (n >= 0 && (uint64_t)n <= v->gap && n % 16 == 0)
                        ? AGILE_OK
-                       : vfail(v, s->line, "bulk size beyond the gap");
-        unsigned j = last_def(v, v->fn[fidx].s0, i, o);
-        if (j != UINT32_MAX && is_def(&v->st[j], "min.u32", 3) && v_int(v->st[j].ops[2], &n) &&
-            n >= 0 && (uint64_t)n <= v->gap)
+                       : vfail(v, s->line, "bulk size beyond the gap or not a multiple of 16");
+        unsigned j = last_def(v, s0, i, o), m;
+        if (j != UINT32_MAX && is_def(&v->st[j], "and.b32", 3) && v_int(v->st[j].ops[2], &a) &&
+            imm_align(a) >= 16 && (m = last_def(v, s0, j, v->st[j].ops[1])) != UINT32_MAX &&
+            is_def(&v->st[m], "min.u32", 3) && v_int(v->st[m].ops[2], &n) && n >= 0 &&
+            (uint64_t)n <= v->gap)
             return AGILE_OK;
-        return vfail(v, s->line, "bulk copy size is not bounded");
+        return vfail(v, s->line, "bulk copy size is not bounded and 16-byte aligned");
     }
     return vfail(v, s->line, "bulk copy without size");
+}
+
+/* The alignment an access through op needs (own table, independent of the rewriter's):
+ * a misaligned address faults. 0: cannot tell. */
+static uint64_t access_align(const vst *s, span op)
+{
+    static const struct {
+        const char *n;
+        uint8_t b;
+    } ty[] = {{"b8", 1},  {"u8", 1},  {"s8", 1},    {"b16", 2},    {"u16", 2},
+              {"s16", 2}, {"f16", 2}, {"bf16", 2},  {"b32", 4},    {"u32", 4},
+              {"s32", 4}, {"f32", 4}, {"f16x2", 4}, {"bf16x2", 4}, {"b64", 8},
+              {"u64", 8}, {"s64", 8}, {"f64", 8},   {"b128", 16}};
+    uint64_t vec = 1, size = 0, w;
+    size_t i = 0;
+    if (root_is(op, "prefetch") || root_is(op, "prefetchu")) return 1; /* never faults */
+    if (root_is(op, "discard") || root_is(op, "applypriority")) return 128;
+    if (root_is(op, "mbarrier") || sp_starts(op, "cp.async.mbarrier")) return 8;
+    if (root_is(op, "ldmatrix") || root_is(op, "stmatrix")) return 16;
+    if (sp_starts(op, "cp.async.bulk") || sp_starts(op, "cp.reduce.async.bulk")) return 16;
+    if (sp_starts(op, "cp.async")) {
+        for (unsigned k = 0; k < s->nops && k < VMAXOPS; k++) {
+            int64_t n;
+            if (s->ops[k].n && s->ops[k].p[0] == '[') continue;
+            return v_int(s->ops[k], &n) && (n == 4 || n == 8 || n == 16) ? (uint64_t)n : 0;
+        }
+        return 0;
+    }
+    while (i < op.n) {
+        span c = next_part(op, &i);
+        if (sp_eq(c, "v2") || sp_eq(c, "v4") || sp_eq(c, "v8")) vec = (uint64_t)(c.p[1] - '0');
+        for (size_t k = 0; k < sizeof(ty) / sizeof(ty[0]); k++)
+            if (sp_eq(c, ty[k].n)) size = ty[k].b;
+    }
+    w = vec * size;
+    return (w & (w - 1)) == 0 ? w : 0;
+}
+
+/* Opcodes that fault by design or by misuse the guard cannot exclude: the reason, or NULL. */
+static const char *faults(span op)
+{
+    if (root_is(op, "trap")) return "trap";
+    if (root_is(op, "brkpt")) return "brkpt";
+    if (root_is(op, "setmaxnreg")) return "setmaxnreg";
+    if (root_is(op, "alloca") || root_is(op, "stacksave") || root_is(op, "stackrestore"))
+        return "dynamic stack allocation";
+    if (root_is(op, "tcgen05")) return "tensor-memory access";
+    return NULL;
 }
 
 static int check_mem(vctx *v, unsigned fidx, unsigned i)
@@ -974,6 +1113,7 @@ static int check_mem(vctx *v, unsigned fidx, unsigned i)
             if (s->text.p[k] == '[') any = true;
         if (any) return vfail(v, s->line, "too many operands in a memory instruction");
     }
+    if (faults(op)) return vfail(v, s->line, "faulting instruction '%.*s'", (int)op.n, op.p);
     if (!any) return AGILE_OK;
     if (sp_contains(op, "tensor") || root_is(op, "multimem") || root_is(op, "tex") ||
         root_is(op, "tld4") || root_is(op, "suld") || root_is(op, "sust") || root_is(op, "sured") ||
@@ -1010,7 +1150,15 @@ static int check_mem(vctx *v, unsigned fidx, unsigned i)
                          op.p);
         nbr++;
         if (space == 'g' || space == 'n') {
-            if (check_addr(v, fidx, i, a, space) != AGILE_OK) return AGILE_EGUARD;
+            uint64_t w = access_align(s, op);
+            if (w == 0) return vfail(v, s->line, "cannot tell the width of '%.*s'", (int)op.n, op.p);
+            if (root_is(op, "mbarrier") || sp_starts(op, "cp.async.mbarrier")) {
+                if (space != 'n' || check_mbarrier(v, fidx, i, a) != AGILE_OK)
+                    return vfail(v, s->line, "'%.*s' may address an mbarrier outside shared "
+                                 "memory or misaligned", (int)op.n, op.p);
+                continue;
+            }
+            if (check_addr(v, fidx, i, a, space, w) != AGILE_OK) return AGILE_EGUARD;
             fenced_global = true;
         }
     }
@@ -1128,6 +1276,39 @@ static int check_call(vctx *v, unsigned fidx, unsigned i)
     return AGILE_OK;
 }
 
+/* The alignment masks %agile_mN: each written only by and.b64 %agile_mN, %agile_mask, -N,
+ * once, at the top level before any label, after %agile_mask is loaded; used only after
+ * that. *defined collects bit N of each one defined so far. */
+static int check_align_regs(vctx *v, const vst *s, uint64_t *defined, bool labelled,
+                            bool mask_loaded)
+{
+    const char *p = s->text.p, *e = s->text.p + s->text.n;
+    while ((p = memmem(p, (size_t)(e - p), "%agile_m", 8)) != NULL) {
+        span w = {p, 0};
+        uint64_t n;
+        while (p + w.n < e && is_word(p[w.n]))
+            w.n++;
+        p += w.n;
+        if ((n = align_reg(w)) == 0) {
+            if (w.n > 8 && w.p[8] >= '0' && w.p[8] <= '9')
+                return vfail(v, s->line, "malformed alignment mask '%.*s'", (int)w.n, w.p);
+            continue; /* %agile_mask */
+        }
+        if (writes(s, w)) {
+            int64_t k;
+            if (!is_def(s, "and.b64", 3) || !sp_same(s->ops[0], w) ||
+                !sp_eq(s->ops[1], "%agile_mask") || !v_int(s->ops[2], &k) || k != -(int64_t)n ||
+                labelled || s->depth != 1 || !mask_loaded || (*defined & n))
+                return vfail(v, s->line, "%.*s is not set once to %%agile_mask & -%" PRIu64
+                             " at entry", (int)w.n, w.p, n);
+            *defined |= n;
+        } else if (!(*defined & n)) {
+            return vfail(v, s->line, "%.*s used before it is set", (int)w.n, w.p);
+        }
+    }
+    return AGILE_OK;
+}
+
 static int check_func(vctx *v, unsigned fidx)
 {
     const vfunc *f = &v->fn[fidx];
@@ -1137,6 +1318,7 @@ static int check_func(vctx *v, unsigned fidx)
     const char *hp[] = {"__agile_mask", "__agile_base", "__agile_viol"};
     const char *hf[] = {"__agile_fmask", "__agile_fbase", "__agile_fviol"};
     bool loaded[3] = {false, false, false}, labelled = false;
+    uint64_t aligned = 0; /* %agile_mN defined so far (bit N) */
     span plist = header_params(f->header, f->name);
 
     for (unsigned i = f->s0; i < f->s1; i++) {
@@ -1179,6 +1361,8 @@ static int check_func(vctx *v, unsigned fidx)
                 return vfail(v, s->line, "%s used before it is loaded", regs[r]);
             }
         }
+        if (check_align_regs(v, s, &aligned, labelled, loaded[0]) != AGILE_OK)
+            return AGILE_EGUARD;
         if (root_is(s->op, "call")) {
             if (check_call(v, fidx, i) != AGILE_OK) return AGILE_EGUARD;
             continue;
