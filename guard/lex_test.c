@@ -4,8 +4,8 @@
  * rules with separate code. Each case below goes to both: the rewriter must refuse it
  * with its reason (AGILE_EREJECT, "file:line: reason") and the verifier must refuse it on
  * its own, for its lexical rules (AGILE_EGUARD, "line N: lexical: ..."), before any other
- * check; accepted forms are guarded and the verifier accepts the output. Every reject/lex_*.ptx file
- * of the corpus is also given to the verifier. What ptxas itself does with each form is
+ * check; accepted forms are guarded and the verifier accepts the output. Every reject/lex_*.ptx
+ * file of the corpus is also given to the verifier. What ptxas itself does with each form is
  * recorded in tests/ptxas_lex_probes.py. */
 #include <dirent.h>
 #include <setjmp.h>
@@ -33,7 +33,7 @@
 typedef struct lcase {
     const char *name;
     const char *text;
-    size_t len; /* 0: strlen(text) */
+    size_t len;         /* 0: strlen(text) */
     const char *reason; /* the rewriter's reason, or NULL: accepted */
 } lcase;
 
@@ -48,8 +48,7 @@ static const lcase cases[] = {
     {"frequency", HEAD ENTRY("\t.pragma \"frequency 32\";\n"), 0, NULL},
     {"smem spilling", HEAD ENTRY("\t.pragma \"enable_smem_spilling\";\n"), 0, NULL},
     {"file", HEAD ".file 1 \"/src/a.cu\", 1700000000, 1234\n" ENTRY(""), 0, NULL},
-    {"crlf", ".version 8.0\r\n.target sm_90\r\n.address_size 64\r\n" ENTRY("\t// c\r\n"), 0,
-     NULL},
+    {"crlf", ".version 8.0\r\n.target sm_90\r\n.address_size 64\r\n" ENTRY("\t// c\r\n"), 0, NULL},
     {"comments", HEAD "/* a { } ; */\n" ENTRY("\t// x // y\n\t/* multi\n line */\n"), 0, NULL},
     {"escaped quote", HEAD ENTRY("\t.pragma \"x\\\"; mov.u32 %r2, 2; //\";\n"), 0, "backslash"},
     {"escaped entry", HEAD ".pragma \"\\\";\n.visible .entry e() { ret; }\n.pragma \\\"\";\n", 0,
@@ -112,8 +111,8 @@ static void test_cases(void **state)
         } else {
             if (rv != AGILE_EREJECT || strstr(res.err, c->reason) == NULL ||
                 strncmp(res.err, "case.ptx:", 9) != 0 || res.err_line == 0)
-                fail_msg("%s: expected '%s', got %s '%s'", c->name, c->reason,
-                         agile_err_name(rv), res.err);
+                fail_msg("%s: expected '%s', got %s '%s'", c->name, c->reason, agile_err_name(rv),
+                         res.err);
             if (vr != AGILE_EGUARD || strstr(err, "lexical: ") == NULL)
                 fail_msg("%s: the verifier does not refuse it for its lexis: %s", c->name, err);
             print_message("%-28s guard: %s\n%-28s verifier: %s\n", c->name, res.err, "", err);

@@ -181,14 +181,16 @@ static int check_bytes(ptx_module *m)
         if (c == '\n') {
             line++;
         } else if (c == '\\') {
-            return fail(m, line, "backslash: PTX has no escapes or line continuations the "
-                                 "guard accepts");
+            return fail(m, line,
+                        "backslash: PTX has no escapes or line continuations the "
+                        "guard accepts");
         } else if (c == '\r') {
             if (i + 1 >= m->len || s[i + 1] != '\n')
                 return fail(m, line, "carriage return not followed by a newline");
         } else if (c != '\t' && (c < 0x20 || c > 0x7e)) {
-            return fail(m, line, "byte 0x%02x outside PTX's alphabet (printable ASCII, tab, "
-                                 "newline)",
+            return fail(m, line,
+                        "byte 0x%02x outside PTX's alphabet (printable ASCII, tab, "
+                        "newline)",
                         c);
         }
     }
@@ -211,9 +213,8 @@ static int check_strings(ptx_module *m)
                             "used_bytes_mask N, frequency N)",
                             (int)AGILE_MIN(m->toks[t + 1].len, 64u), ptx_tok_str(m, t + 1));
             t++;
-        } else if (k->kind == PTK_STR &&
-                   !(t >= 2 && m->toks[t - 1].kind == PTK_NUM &&
-                     agile_guard_tok_eq(m, t - 2, ".file"))) {
+        } else if (k->kind == PTK_STR && !(t >= 2 && m->toks[t - 1].kind == PTK_NUM &&
+                                           agile_guard_tok_eq(m, t - 2, ".file"))) {
             return fail(m, k->line, "a string outside '.pragma' and '.file'");
         }
     }
@@ -250,8 +251,7 @@ static int lex(ptx_module *m)
         if (c == '/' && i + 1 < n && s[i + 1] == '/') {
             while (i < n && s[i] != '\n')
                 i++;
-            if (memchr(s + st, '"', i - st) != NULL)
-                return fail(m, line, "'\"' in a comment");
+            if (memchr(s + st, '"', i - st) != NULL) return fail(m, line, "'\"' in a comment");
             mark = find_marker(s + st + 2, i - st - 2, in_line_comment, 2);
             if (mark) return fail(m, line, "'%s' in a '//' comment", mark);
             continue;
@@ -264,8 +264,7 @@ static int lex(ptx_module *m)
                 i++;
             }
             if (i + 1 >= n) return fail(m, l0, "unterminated comment");
-            if (memchr(s + st, '"', i - st) != NULL)
-                return fail(m, l0, "'\"' in a comment");
+            if (memchr(s + st, '"', i - st) != NULL) return fail(m, l0, "'\"' in a comment");
             mark = find_marker(s + st + 2, i - st - 2, in_block_comment, 2);
             if (mark) return fail(m, l0, "'%s' in a block comment", mark);
             i += 2;
@@ -754,8 +753,8 @@ static int parse_top(ptx_module *m)
             } else {
                 /* A variable (a state space first) or a .pragma; anything else is a directive
                  * the guard does not know, and a declaration it would misread is refused. */
-                if (t >= m->ntoks || (space_of(m, t) == PTX_SPACE_NONE &&
-                                      !agile_guard_tok_eq(m, t, ".pragma")))
+                if (t >= m->ntoks ||
+                    (space_of(m, t) == PTX_SPACE_NONE && !agile_guard_tok_eq(m, t, ".pragma")))
                     return fail(m, m->toks[a].line, "unknown module-level directive");
                 t = decl_end(m, t, m->toks[a].line);
                 if (t == PTX_NONE) return AGILE_EREJECT;

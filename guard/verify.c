@@ -286,13 +286,14 @@ static int v_lexical(vctx *v, const char *s, size_t n)
             span body;
             if (e == NULL) return vfail(v, line, "lexical: unterminated string");
             body = (span){s + i + 1, (size_t)(e - s - i - 1)};
-            if (memchr(body.p, '\n', body.n) != NULL) return vfail(v, line, "lexical: string over a newline");
+            if (memchr(body.p, '\n', body.n) != NULL)
+                return vfail(v, line, "lexical: string over a newline");
             if (v_has(body, "//") || v_has(body, "/*") || v_has(body, "*/"))
                 return vfail(v, line, "lexical: comment marker inside a string");
             if (after_pragma == 1) {
                 if (!v_pragma_ok(body))
-                    return vfail(v, line, "lexical: .pragma \"%.*s\" is not allowed", (int)AGILE_MIN(body.n, 64u),
-                                 body.p);
+                    return vfail(v, line, "lexical: .pragma \"%.*s\" is not allowed",
+                                 (int)AGILE_MIN(body.n, 64u), body.p);
                 after_pragma = 2;
             } else if (!(sp_eq(prev2, ".file") && prev.n && prev.p[0] >= '0' && prev.p[0] <= '9')) {
                 return vfail(v, line, "lexical: string outside .pragma and .file");
