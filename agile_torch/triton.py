@@ -34,6 +34,8 @@ from typing import Any, Callable, Sequence
 from . import _native
 
 AGILE_EGUARD = 12
+# guard.h AGILE_GUARD_SITE_ASSERT / _TRAP: the site of a device assert / trap in the record
+_SITE_ASSERT, _SITE_TRAP = 0xFFFFFFFF, 0xFFFFFFFE
 _lock = threading.Lock()
 _modules: dict[tuple, int] = {}
 _functions: dict[tuple, tuple[int, list[int], list[int], int]] = {}
@@ -260,6 +262,10 @@ def synchronize(device: int | None = None) -> None:
     e = _AsyncError()
     stream = torch.cuda.current_stream().cuda_stream
     rv = _lib().agile_ring_barrier(c, dev, ctypes.c_void_p(stream), ctypes.byref(e))
+    if rv == AGILE_EGUARD and e.site in (_SITE_ASSERT, _SITE_TRAP):
+        what = "failed a device assert" if e.site == _SITE_ASSERT else "trapped"
+        raise GuardViolation(rv, f"guarded kernel {e.kernel} {what} at PTX line {e.addr}; "
+                                 f"that thread ended", e.kernel, e.site, e.addr)
     if rv == AGILE_EGUARD:
         raise GuardViolation(rv, f"guarded kernel {e.kernel} accessed {e.addr:#x} outside the "
                                  f"tenant's window (site {e.site})", e.kernel, e.site, e.addr)

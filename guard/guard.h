@@ -52,6 +52,11 @@
 /* Bytes past [fenced+imm] that one access may touch (vector and bulk-less accesses). */
 #define AGILE_GUARD_ACCESS_SLACK 256u
 #define AGILE_GUARD_VIOL_SIZE 16u
+/* Sites of a device assert and a trap in the violation record: `call __assertfail` and
+ * `trap` (which would fault the shared context) are replaced by writing (kernel, site,
+ * PTX line) to the record (first one wins) and `exit`. */
+#define AGILE_GUARD_SITE_ASSERT 0xffffffffu
+#define AGILE_GUARD_SITE_TRAP 0xfffffffeu
 /* Operands of one instruction (a {vector} or [address] counts as one): more is not PTX that
  * compilers emit, and both the rewriter and the verifier refuse it. */
 #define AGILE_GUARD_MAX_OPERANDS 12u
@@ -79,6 +84,9 @@ typedef struct agile_guard_result {
     char *report;
     size_t report_len;
     unsigned nsites;
+    /* The entries take __agile_viol (strict mode, or device asserts): the launcher must
+     * pass a violation record and read it at the barrier. */
+    bool record;
     unsigned err_line; /* on AGILE_EREJECT */
     char err[320];     /* "file:line: reason" on AGILE_EREJECT */
 } agile_guard_result;

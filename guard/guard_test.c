@@ -195,6 +195,64 @@ static void test_alignment(void **state)
     free(p);
 }
 
+/* call __assertfail and trap become a report in the violation record and an exit: the
+ * kernel runs guarded (issue 12.10) and can no longer fault the shared context. */
+static void test_device_assert(void **state)
+{
+    static const char *src =
+        HDR ".extern .func __assertfail(.param .b64 a0, .param .b64 a1, .param .b32 a2, "
+            ".param .b64 a3, .param .b64 a4) .noreturn;\n"
+            ".func f(.param .b64 p)\n{\n\t.reg .b64 %rd<2>;\n\tld.param.u64 %rd1, [p];\n"
+            "\t{\n\t.param .b64 q0;\n\tst.param.b64 [q0], %rd1;\n\t.param .b64 q1;\n"
+            "\tst.param.b64 [q1], %rd1;\n\t.param .b32 q2;\n\tst.param.b32 [q2], 7;\n"
+            "\t.param .b64 q3;\n\tst.param.b64 [q3], %rd1;\n\t.param .b64 q4;\n"
+            "\tst.param.b64 [q4], 1;\n\tcall.uni __assertfail, (q0, q1, q2, q3, q4);\n\t}\n"
+            "\ttrap;\n\tret;\n}\n"
+            ".visible .entry k(.param .u64 k_param_0)\n{\n\t.reg .b64 %rd<2>;\n\t.reg .pred "
+            "%p<2>;\n\tld.param.u64 %rd1, [k_param_0];\n\tsetp.eq.u64 %p1, %rd1, 0;\n"
+            "\t{\n\t.param .b64 a;\n\tst.param.b64 [a], %rd1;\n\tcall.uni f, (a);\n\t}\n"
+            "\t@!%p1 trap;\n\tret;\n}\n";
+    agile_guard_opts o;
+    agile_guard_result res;
+    char *q;
+    (void)state;
+    agile_guard_opts_init(&o);
+    assert_int_equal(agile_guard_ptx(src, strlen(src), &o, &res), AGILE_OK);
+    assert_true(res.record);
+    assert_null(strstr(res.ptx, "call.uni __assertfail"));
+    assert_null(strstr(res.ptx, "trap;"));
+    assert_non_null(strstr(res.ptx, ".param .u64 __agile_viol"));
+    assert_non_null(strstr(res.ptx, ".param .b64 __agile_fviol, .param .b32 __agile_fkid"));
+    assert_non_null(strstr(res.ptx, "atom.global.cas.b32 %agile_c, [%agile_viol], 0, %agile_kid;"
+                                    "\n\tsetp.eq.u32 %agile_w, %agile_c, 0;\n\t@%agile_w "
+                                    "st.global.u32 [%agile_viol+4], 4294967295;\n\t@%agile_w "
+                                    "st.global.u64 [%agile_viol+8], 21;\n\texit;"));
+    /* the trap in f (line 23) and the predicated one in k */
+    assert_non_null(strstr(res.ptx, "[%agile_viol+4], 4294967294;\n\t@%agile_w st.global.u64 "
+                                    "[%agile_viol+8], 23;\n\texit;"));
+    assert_non_null(strstr(res.ptx, "@!%p1 atom.global.cas.b32 %agile_c, [%agile_viol], 0, "
+                                    "%agile_kid;\n\tsetp.eq.and.u32 %agile_w, %agile_c, 0, !%p1;"));
+    assert_non_null(strstr(res.ptx, "\n\t@!%p1 exit;"));
+    assert_non_null(strstr(res.report, "\"__agile_viol\""));
+    assert_int_equal(verify(res.ptx, 0, 0, NULL), AGILE_OK);
+    /* the verifier refuses the trap put back, and a callee given another record */
+    q = mutate(res.ptx, "\n\t@!%p1 exit;", "\n\t@!%p1 trap;");
+    assert_int_equal(verify(q, 0, 0, NULL), AGILE_EGUARD);
+    free(q);
+    q = mutate(res.ptx, "st.param.b64 [__agile_cv], %agile_viol;", "st.param.b64 [__agile_cv], %rd1;");
+    assert_non_null(q);
+    assert_int_equal(verify(q, 0, 0, NULL), AGILE_EGUARD);
+    free(q);
+    agile_guard_result_fini(&res);
+    /* provided as a gate, __assertfail is called as declared */
+    const char *gates[] = {"__assertfail"};
+    o.gates = gates;
+    o.ngates = 1;
+    assert_int_equal(agile_guard_ptx(src, strlen(src), &o, &res), AGILE_OK);
+    assert_non_null(strstr(res.ptx, "call.uni __assertfail"));
+    agile_guard_result_fini(&res);
+}
+
 static void test_strict(void **state)
 {
     int rv;
@@ -227,7 +285,6 @@ static void test_reject(void **state)
         {"\tmov.u64 %agile_mask, 0;\n", "reserved"},
         {"\tld.global.u32 %r1, [%rd1+%r1];\n", "unsupported address"},
         /* instructions that fault */
-        {"\ttrap;\n", "trap raises a fault"},
         {"\t@%p1 brkpt;\n", "brkpt raises a fault"},
         {"\tsetmaxnreg.dec.sync.aligned.u32 40;\n", "setmaxnreg"},
         {"\talloca.u64 %rd2, %r1, 16;\n", "dynamic stack allocation"},
@@ -486,7 +543,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_global_fence),  cmocka_unit_test(test_generic_fence),
         cmocka_unit_test(test_window_bits),   cmocka_unit_test(test_alignment),
-        cmocka_unit_test(test_strict),
+        cmocka_unit_test(test_device_assert), cmocka_unit_test(test_strict),
         cmocka_unit_test(test_reject),        cmocka_unit_test(test_verifier_breaks),
         cmocka_unit_test(test_calls),         cmocka_unit_test(test_sha256),
         cmocka_unit_test(test_compile_cache), cmocka_unit_test(test_report),

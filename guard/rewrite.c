@@ -60,6 +60,9 @@ typedef struct rw {
     uint32_t nregs, capregs;
     bool bulk;
     uint64_t aligns; /* alignments (bits) whose fence mask register the function needs */
+    /* Functions take the violation-record parameters: strict mode, or a module that calls
+     * __assertfail (its asserts report through the record). */
+    bool rec;
     /* rejection */
     uint32_t err_line;
     char err[256];
@@ -242,7 +245,6 @@ static bool opnd_is_bracket(const rw *r, const ptx_opnd *op)
  * Texture/surface instructions (incl. the .trap clamp mode) are refused below as handles. */
 static const char *faulting(const opparts *o)
 {
-    if (part_is(o, 0, "trap")) return "trap raises a fault that kills the shared context";
     if (part_is(o, 0, "brkpt")) return "brkpt raises a fault outside a debugger";
     if (part_is(o, 0, "setmaxnreg"))
         return "setmaxnreg faults unless every warp of the warpgroup agrees";
@@ -736,6 +738,50 @@ static uint32_t list_len(rw *r, uint32_t open, uint32_t close)
     return n;
 }
 
+static bool is_gate(const rw *r, uint32_t name)
+{
+    for (size_t g = 0; g < r->o->ngates; g++)
+        if (strlen(r->o->gates[g]) == TOK(name).len &&
+            memcmp(r->o->gates[g], TSTR(name), TOK(name).len) == 0)
+            return true;
+    return false;
+}
+
+/* call __assertfail (a failed device assert) or trap, both of which would fault and kill
+ * the shared context: record (kernel, site, PTX line) in the violation record, first one
+ * wins, and end the thread. The worker reports it at the tenant's next barrier. */
+static int device_assert(rw *r, const ptx_stmt *s, unsigned site)
+{
+    char g[80] = "", at[84] = "";
+    uint32_t line = TOK(s->op).line;
+    if (s->pred != PTX_NONE) {
+        snprintf(g, sizeof(g), "%s%.*s", s->pred_neg ? "!" : "", TLEN(s->pred), TSTR(s->pred));
+        snprintf(at, sizeof(at), "@%s ", g);
+    }
+    return add_edit(r, TOK(s->t0).off, s->end - TOK(s->t0).off,
+                    "%satom.global.cas.b32 %%agile_c, [%%agile_viol], 0, %%agile_kid;"
+                    "\n\tsetp.eq%s.u32 %%agile_w, %%agile_c, 0%s%s;"
+                    "\n\t@%%agile_w st.global.u32 [%%agile_viol+4], %u;"
+                    "\n\t@%%agile_w st.global.u64 [%%agile_viol+8], %u;"
+                    "\n\t%sexit;",
+                    at, g[0] ? ".and" : "", g[0] ? ", " : "", g, site, line, at);
+}
+
+/* Does the module trap or call __assertfail (not provided as a gate)? */
+static bool calls_assert(const rw *r)
+{
+    for (uint32_t i = 0; i < r->m.nst; i++) {
+        const ptx_stmt *s = &r->m.st[i];
+        if (s->kind == PST_INSTR && agile_guard_tok_eq(&r->m, s->op, "trap")) return true;
+        if (s->kind != PST_INSTR || !agile_guard_tok_prefix(&r->m, s->op, "call")) continue;
+        for (uint32_t k = 0; k < s->nopnd; k++) {
+            uint32_t t = r->m.opnds[s->opnd0 + k].t0;
+            if (agile_guard_tok_eq(&r->m, t, "__assertfail") && !is_gate(r, t)) return true;
+        }
+    }
+    return false;
+}
+
 static int do_call(rw *r, const ptx_stmt *s)
 {
     uint32_t k = 0, line = TOK(s->op).line, callee;
@@ -743,7 +789,7 @@ static int do_call(rw *r, const ptx_stmt *s)
     const ptx_opnd *args = NULL;
     bool defined = false, declared = false;
     const char *names =
-        r->o->strict ? "__agile_cm, __agile_cb, __agile_cv, __agile_ck" : "__agile_cm, __agile_cb";
+        r->rec ? "__agile_cm, __agile_cb, __agile_cv, __agile_ck" : "__agile_cm, __agile_cb";
     int rv = AGILE_OK;
 
     if (k < s->nopnd && agile_guard_tok_punct(&r->m, ops[k].t0, '(')) k++; /* return parameters */
@@ -784,18 +830,18 @@ static int do_call(rw *r, const ptx_stmt *s)
         }
         declared = true;
     }
+    if (!defined && !is_gate(r, callee) && agile_guard_tok_eq(&r->m, callee, "__assertfail"))
+        return device_assert(r, s, AGILE_GUARD_SITE_ASSERT);
     if (!defined) {
-        for (size_t g = 0; g < r->o->ngates; g++)
-            if (strlen(r->o->gates[g]) == TOK(callee).len &&
-                memcmp(r->o->gates[g], TSTR(callee), TOK(callee).len) == 0 && declared)
-                return AGILE_OK; /* a gate: the worker's function, called as declared */
+        if (declared && is_gate(r, callee))
+            return AGILE_OK; /* a gate: the worker's function, called as declared */
         return reject(r, line, "call to '%.*s', which is neither defined in the module nor a gate",
                       TLEN(callee), TSTR(callee));
     }
     AGILE_TRY(add_edit(r, TOK(s->t0).off, 0,
                        "{ .param .b64 __agile_cm; st.param.b64 [__agile_cm], %%agile_mask;"
                        " .param .b64 __agile_cb; st.param.b64 [__agile_cb], %%agile_base;%s\n\t",
-                       r->o->strict
+                       r->rec
                            ? " .param .b64 __agile_cv; st.param.b64 [__agile_cv], %agile_viol;"
                              " .param .b32 __agile_ck; st.param.b32 [__agile_ck], %agile_kid;"
                            : ""));
@@ -834,6 +880,8 @@ static int do_instr(rw *r, const ptx_stmt *s)
                               TSTR(s->op));
     }
     split_op(TSTR(s->op), TOK(s->op).len, &o);
+    if (o.np == 1 && part_is(&o, 0, "trap") && s->nopnd == 0)
+        return device_assert(r, s, AGILE_GUARD_SITE_TRAP);
     cl = classify(r, s, &o, &kind, &why);
     switch (cl) {
     case CL_NONE:
@@ -925,11 +973,11 @@ static int add_params(rw *r, const ptx_func *f)
     int rv = params_ok(r, f);
     if (rv != AGILE_OK) return rv;
     if (f->entry)
-        p = r->o->strict
+        p = r->rec
                 ? ".param .u64 __agile_mask, .param .u64 __agile_base, .param .u64 __agile_viol"
                 : ".param .u64 __agile_mask, .param .u64 __agile_base";
     else
-        p = r->o->strict ? ".param .b64 __agile_fmask, .param .b64 __agile_fbase, .param .b64 "
+        p = r->rec ? ".param .b64 __agile_fmask, .param .b64 __agile_fbase, .param .b64 "
                            "__agile_fviol, "
                            ".param .b32 __agile_fkid"
                          : ".param .b64 __agile_fmask, .param .b64 __agile_fbase";
@@ -951,11 +999,11 @@ static void report_func(rw *r, const ptx_func *f, unsigned first)
     if (f->entry) agile_guard_sb_printf(b, ", \"kernel_id\": %u", r->kidx);
     agile_guard_sb_str(b, ", \"hidden_params\": [");
     if (f->entry)
-        agile_guard_sb_str(b, r->o->strict ? "\"__agile_mask\", \"__agile_base\", \"__agile_viol\""
+        agile_guard_sb_str(b, r->rec ? "\"__agile_mask\", \"__agile_base\", \"__agile_viol\""
                                            : "\"__agile_mask\", \"__agile_base\"");
     else
         agile_guard_sb_str(
-            b, r->o->strict
+            b, r->rec
                    ? "\"__agile_fmask\", \"__agile_fbase\", \"__agile_fviol\", \"__agile_fkid\""
                    : "\"__agile_fmask\", \"__agile_fbase\"");
     agile_guard_sb_printf(b, "], \"nsites\": %u, \"first_site\": %u, \"sites\": {", r->site - first,
@@ -1029,7 +1077,7 @@ static int do_func(rw *r, const ptx_func *f)
     for (uint64_t al = 2; al <= r->aligns; al <<= 1)
         if (r->aligns & al) AGILE_TRY(add_edit(r, at, 0, "\n\t.reg .b64 %%agile_m%" PRIu64 ";", al));
     if (r->bulk) AGILE_TRY(add_edit(r, at, 0, "\n\t.reg .b32 %%agile_s<%u>;", n));
-    if (r->o->strict)
+    if (r->rec)
         AGILE_TRY(add_edit(r, at, 0,
                            "\n\t.reg .b64 %%agile_viol;\n\t.reg .b32 %%agile_kid, %%agile_c;"
                            "\n\t.reg .pred %%agile_w, %%agile_k<%u>, %%agile_v<%u>;",
@@ -1041,7 +1089,7 @@ static int do_func(rw *r, const ptx_func *f)
         if (r->aligns & al)
             AGILE_TRY(add_edit(r, at, 0, "\n\tand.b64 %%agile_m%" PRIu64 ", %%agile_mask, -%" PRIu64 ";",
                                al, al));
-    if (r->o->strict) {
+    if (r->rec) {
         if (f->entry)
             AGILE_TRY(add_edit(
                 r, at, 0,
@@ -1135,7 +1183,7 @@ static void write_report(rw *r, agile_guard_result *res, int rv)
     }
     agile_guard_sb_str(&b, ",\n  \"violation_record\": ");
     agile_guard_sb_str(
-        &b, r->o->strict ? "{\"size\": 16, \"kernel\": [0, 4], \"site\": [4, 4], \"addr\": [8, 8]}"
+        &b, r->rec ? "{\"size\": 16, \"kernel\": [0, 4], \"site\": [4, 4], \"addr\": [8, 8]}"
                          : "null");
     agile_guard_sb_str(&b, ",\n  \"functions\": [");
     if (r->rep.n) agile_guard_sb_add(&b, r->rep.p, r->rep.n);
@@ -1169,6 +1217,7 @@ int agile_guard_ptx(const char *src, size_t len, const agile_guard_opts *o, agil
         goto out;
     }
     AGILE_TRY(check_names(&r));
+    r.rec = o->strict || calls_assert(&r);
     for (uint32_t i = 0; i < r.m.nfuncs; i++)
         AGILE_TRY(do_func(&r, &r.m.funcs[i]));
     if (r.rep.oom || r.fsites.oom) {
@@ -1182,6 +1231,7 @@ int agile_guard_ptx(const char *src, size_t len, const agile_guard_opts *o, agil
         goto out;
     }
     res->nsites = r.site;
+    res->record = r.rec;
     if (!o->skip_verify) {
         agile_guard_vopts vo = {o->window_bits, r.gap, o->gates, o->ngates};
         char verr[256];

@@ -1251,14 +1251,15 @@ static int check_call(vctx *v, unsigned fidx, unsigned i)
     if (g->entry) return vfail(v, s->line, "call to a kernel");
     {
         /* The callee's hidden parameters must receive the caller's mask and base. */
-        static const char *const fp[] = {"__agile_fmask", "__agile_fbase"};
-        static const char *const cp[] = {"__agile_cm", "__agile_cb"};
-        static const char *const src[] = {"%agile_mask", "%agile_base"};
+        static const char *const fp[] = {"__agile_fmask", "__agile_fbase", "__agile_fviol"};
+        static const char *const cp[] = {"__agile_cm", "__agile_cb", "__agile_cv"};
+        static const char *const src[] = {"%agile_mask", "%agile_base", "%agile_viol"};
         span plist = header_params(g->header, g->name);
-        for (unsigned h = 0; h < 2; h++) {
+        for (unsigned h = 0; h < 3; h++) {
             int pi = param_index(plist, fp[h]);
             int ai = param_index(args, cp[h]);
             bool ok = false;
+            if (h == 2 && pi < 0 && ai < 0) break; /* no violation record */
             if (pi < 0 || pi != ai)
                 return vfail(v, s->line, "call does not pass %s in %s", src[h], fp[h]);
             /* the last st.param into it, in this block */
