@@ -17,39 +17,8 @@
 #include <unistd.h>
 
 #include "agile/agile.h"
+#include "bench_stats.h"
 #include "agile/ring.h"
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-typedef struct {
-    double p50, p99, mean;
-    long n;
-} summ;
-
-static summ summarize(uint64_t *v, long n)
-{
-    summ s = {0};
-    double sum = 0;
-    qsort(v, (size_t)n, sizeof *v, cmp);
-    for (long i = 0; i < n; i++)
-        sum += (double)v[i];
-    s.p50 = (double)v[n / 2] / 1e3;
-    s.p99 = (double)v[(n * 99) / 100] / 1e3;
-    s.mean = sum / (double)n / 1e3;
-    s.n = n;
-    return s;
-}
 
 /* The worker is pinned (all its threads) to the last CPU and we to the first, so the spin
  * phases of the two ends never share a core (on a 2-core machine they otherwise do, and the

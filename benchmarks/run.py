@@ -139,6 +139,8 @@ BENCHES = {
     "guard": (False, simple("guard-bench", "--json"), "guard throughput (MB/s) and compile cache"),
     "fft_plan": (False, simple("fft-bench", "--json"), "FFT plan cache hit vs plan creation"),
     "ring_e2e": (False, simple("ring-e2e-bench", "--json"), "ring NOP round trip through the worker vs PING"),
+    "fairness_host": (False, simple("fairness-host-bench", "--json"),
+                      "ring NOP round trip while another tenant floods 1 GiB host memsets vs unloaded"),
     "ctl_gpu": (True, b_ctl, "control plane on the cuda backend vs raw nng"),
     "torch_alloc": (True, py("benchmarks/torch_alloc.py"), "torch.empty(4 MiB)+del via agile vs native; lease growth"),
     "training": (True, py("benchmarks/training.py"), "training steps with agile vs without"),

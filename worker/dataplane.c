@@ -31,6 +31,18 @@
 #define DP_MAX_PARAMS 256u
 #define DP_MAX_STREAMS 1024u     /* worker streams per ring */
 #define DP_BUDGET 1024u          /* cost units per scheduling pass */
+/* Cost units (what the scheduler shares by weight): one unit is about what the dispatcher
+ * spends on a NOP. Host: bytes set or copied, measured by benchmarks/fairness_host.py; cuda:
+ * an estimate of GPU time (~1 TB/s copies; a launch or module op as 16 units). */
+#define DP_HOST_UNIT_BYTES 4096u
+#define DP_GPU_UNIT_BYTES (256u << 10)
+#define DP_GPU_OP_COST 16u
+/* A host memcpy/memset above DP_HOST_PIECE_MIN runs in pieces of at most DP_HOST_PIECE_MAX
+ * bytes (one turn's worth), each in steps of DP_HOST_STEP bytes or more; after each step
+ * the other tenants' rings are looked at, and a tenant that just got work is served first. */
+#define DP_HOST_PIECE_MIN (16u << 10)
+#define DP_HOST_PIECE_MAX (1u << 20)
+#define DP_HOST_STEP 4096u
 #define DP_IDLE_WAIT_NS 10000000 /* re-read the ring list at least this often */
 #define DP_GPU_SPIN_NS 1000000u  /* spin this long after progress while GPU work is out */
 #define DP_GPU_NAP_NS 100000     /* then poll GPU completions this often */
@@ -270,7 +282,7 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
     m->ptx_len = q->ptx.n;
     m->w = w;
     m->dev = (int)q->device;
-    m->strict = go.strict || gr.record; /* the entries take the violation record */
+    m->strict = go.strict;
     atomic_init(&m->refs, 1);
     tl_log[0] = 0;
     if (is_cuda(w)) {
@@ -396,6 +408,18 @@ typedef struct dp_pend {
     uint8_t kind, launch;
 } dp_pend;
 
+/* A large host memcpy/memset in progress on a ring: it runs in pieces, other tenants are
+ * served between them, the ring's later commands wait (they are ordered after it) and it
+ * completes as one command. Its arguments were validated when it started. */
+typedef struct dp_hostop {
+    uint64_t seq, tag;
+    uint64_t dst, src, n, done; /* worker addresses, bytes, bytes done */
+    uint32_t value, es;
+    uint16_t opcode;
+    bool active;
+    bool backward; /* memmove onto an overlapping source below it: from the end */
+} dp_hostop;
+
 typedef struct dp_stream {
     uint64_t tag;
     CUstream cu;
@@ -423,6 +447,8 @@ typedef struct dp_ring {
     bool viol_armed; /* a strict kernel ran since the last barrier */
     uint64_t limit_ns;
     agile__window *win; /* the session's window on dev, once it exists (it then stays) */
+    dp_hostop op;
+    uint32_t busy_pull; /* dispatcher: its tenant was already waiting during this pull */
 } dp_ring;
 
 typedef struct agile__dp {
@@ -438,7 +464,8 @@ typedef struct agile__dp {
     dp_ring **snap;
     agile__ring_worker **rws;
     int32_t *st;
-    uint32_t nsnap, capsnap, rr;
+    uint32_t nsnap, capsnap, rr, npull;
+    uint32_t nops; /* snapshotted rings with a host op in progress */
     uint64_t last_progress_ns;
 } agile__dp;
 
@@ -654,13 +681,14 @@ static void post(dp_ring *r, const dp_pend *p)
 }
 
 /* Complete now if nothing is queued before it, else queue behind. */
-static void finish(dp_ring *r, const agile__ring_cmd *cmd, int32_t status, uint64_t result)
+static void finish_ids(dp_ring *r, uint64_t seq, uint64_t tag, uint16_t opcode, int32_t status,
+                       uint64_t result)
 {
     dp_pend p;
     memset(&p, 0, sizeof p);
-    p.seq = cmd->seq;
-    p.tag = cmd->tag;
-    p.opcode = cmd->opcode;
+    p.seq = seq;
+    p.tag = tag;
+    p.opcode = opcode;
     p.status = status;
     p.result = result;
     p.kind = P_DONE;
@@ -669,6 +697,11 @@ static void finish(dp_ring *r, const agile__ring_cmd *cmd, int32_t status, uint6
         return;
     }
     r->pend[(r->phead + r->pcount++) % r->pcap] = p;
+}
+
+static void finish(dp_ring *r, const agile__ring_cmd *cmd, int32_t status, uint64_t result)
+{
+    finish_ids(r, cmd->seq, cmd->tag, cmd->opcode, status, result);
 }
 
 static void queue(dp_ring *r, const dp_pend *p)
@@ -822,6 +855,39 @@ out:
     return rv;
 }
 
+static void host_fill(uint64_t d, uint32_t value, uint32_t es, uint64_t n)
+{
+    if (es == 1) {
+        memset((void *)(uintptr_t)d, (int)value, n);
+    } else if (es == 2) {
+        uint16_t *p = (uint16_t *)(uintptr_t)d;
+        for (uint64_t i = 0; i < n / 2; i++)
+            p[i] = (uint16_t)value;
+    } else {
+        uint32_t *p = (uint32_t *)(uintptr_t)d;
+        for (uint64_t i = 0; i < n / 4; i++)
+            p[i] = value;
+    }
+}
+
+/* A host op too large to run at once: the dispatcher runs it in pieces (hostop_step). */
+static void hostop_start(dp_ring *r, const agile__ring_cmd *cmd, uint64_t d, uint64_t s,
+                         uint64_t n, uint32_t value, uint32_t es)
+{
+    dp_hostop *o = &r->op;
+    memset(o, 0, sizeof *o);
+    o->seq = cmd->seq;
+    o->tag = cmd->tag;
+    o->opcode = cmd->opcode;
+    o->dst = d;
+    o->src = s;
+    o->n = n;
+    o->value = value;
+    o->es = es;
+    o->backward = cmd->opcode == AGILE_RING_OP_MEMCPY && d > s && d < s + n;
+    o->active = true;
+}
+
 static int exec_memcpy(dp_ring *r, const agile__ring_cmd *cmd)
 {
     const struct agile__ring_rec_memcpy *m = &cmd->u.memcpy;
@@ -832,8 +898,12 @@ static int exec_memcpy(dp_ring *r, const agile__ring_cmd *cmd)
     AGILE_TRY(xlate(r, m->src, m->bytes, &s));
     if (!m->bytes) return AGILE_OK;
     if (!is_cuda(r->w)) {
-        memmove((void *)(uintptr_t)d, (const void *)(uintptr_t)s, m->bytes);
-        return AGILE_OK;
+        if (m->bytes <= DP_HOST_PIECE_MIN) {
+            memmove((void *)(uintptr_t)d, (const void *)(uintptr_t)s, m->bytes);
+            return AGILE_OK;
+        }
+        hostop_start(r, cmd, d, s, m->bytes, 0, 1);
+        return DP_QUEUED;
     }
     CUstream st = NULL;
     AGILE_TRY(worker_stream(r, cmd->tag, &st));
@@ -858,18 +928,12 @@ static int exec_memset(dp_ring *r, const agile__ring_cmd *cmd)
     if (!n) return AGILE_OK;
     if (d % es) return AGILE_EINVAL;
     if (!is_cuda(r->w)) {
-        if (es == 1) {
-            memset((void *)(uintptr_t)d, (int)m->value, n);
-        } else if (es == 2) {
-            uint16_t *p = (uint16_t *)(uintptr_t)d;
-            for (uint64_t i = 0; i < m->count; i++)
-                p[i] = (uint16_t)m->value;
-        } else {
-            uint32_t *p = (uint32_t *)(uintptr_t)d;
-            for (uint64_t i = 0; i < m->count; i++)
-                p[i] = m->value;
+        if (n <= DP_HOST_PIECE_MIN) {
+            host_fill(d, m->value, es, n);
+            return AGILE_OK;
         }
-        return AGILE_OK;
+        hostop_start(r, cmd, d, 0, n, m->value, es);
+        return DP_QUEUED;
     }
     /* The driver table has the byte form only: wider patterns must repeat one byte. */
     uint8_t b = (uint8_t)m->value;
@@ -956,11 +1020,28 @@ out:
     return rv;
 }
 
+/* A command's cost in scheduling units (see DP_HOST_UNIT_BYTES). A large host op is
+ * charged by its pieces as they run, so starting it costs one unit. */
+static uint32_t cmd_cost(const dp_ring *r, const agile__ring_cmd *cmd)
+{
+    bool cuda = is_cuda(r->w);
+    uint64_t bytes = 0;
+    if (cmd->opcode == AGILE_RING_OP_MEMCPY)
+        bytes = cmd->u.memcpy.bytes;
+    else if (cmd->opcode == AGILE_RING_OP_MEMSET && cmd->u.memset.elem_size <= 4 &&
+             cmd->u.memset.count <= UINT64_MAX / 4)
+        bytes = cmd->u.memset.count * cmd->u.memset.elem_size;
+    else if (cmd->opcode == AGILE_RING_OP_LAUNCH || cmd->opcode == AGILE_RING_OP_MOD_OP)
+        return cuda ? DP_GPU_OP_COST : 1;
+    if (!cuda) return bytes > DP_HOST_PIECE_MIN ? 1 : 1 + (uint32_t)(bytes / DP_HOST_UNIT_BYTES);
+    return 1 + (uint32_t)AGILE_MIN(bytes / DP_GPU_UNIT_BYTES, (uint64_t)UINT32_MAX / 2);
+}
+
 /* Execute one command; returns its cost in scheduling units. */
 static uint32_t exec(dp_ring *r, const agile__ring_cmd *cmd)
 {
     int rv;
-    uint32_t cost = 1;
+    uint32_t cost = cmd_cost(r, cmd);
     switch (cmd->opcode) {
     case AGILE_RING_OP_NOP:
         finish(r, cmd, AGILE_OK, cmd->u.nop.cookie);
@@ -984,12 +1065,9 @@ static uint32_t exec(dp_ring *r, const agile__ring_cmd *cmd)
         break;
     case AGILE_RING_OP_MEMCPY:
         rv = exec_memcpy(r, cmd);
-        cost += (uint32_t)AGILE_MIN(cmd->u.memcpy.bytes >> 20, 1u << 16);
         break;
     case AGILE_RING_OP_MEMSET:
         rv = exec_memset(r, cmd);
-        cost +=
-            (uint32_t)AGILE_MIN((cmd->u.memset.count * cmd->u.memset.elem_size) >> 20, 1u << 16);
         break;
     case AGILE_RING_OP_SIGNAL:
     case AGILE_RING_OP_WAIT:
@@ -1002,7 +1080,8 @@ static uint32_t exec(dp_ring *r, const agile__ring_cmd *cmd)
         rv = AGILE_EINVAL;
         break;
     }
-    /* GPU ops and host WAITs queued their completion; everything else completes now. */
+    /* GPU ops and host WAITs queued their completion, a large host op completes after its
+     * last piece; everything else completes now. */
     if (rv != DP_QUEUED) finish(r, cmd, rv, 0);
     return cost;
 }
@@ -1025,14 +1104,9 @@ static int32_t check_violation(dp_ring *r, dp_pend *p)
     memcpy(&addr, rec + 8, 8);
     if (!kernel) return AGILE_OK;
     agile__backend_memset(r->w->be, r->dev, r->viol_addr, 0, sizeof rec);
-    if (site == AGILE_GUARD_SITE_ASSERT || site == AGILE_GUARD_SITE_TRAP)
-        agile__log(AGILE_LOG_WARN, (long)r->uid, "kernel %u: %s at PTX line %llu (thread ended)",
-                   kernel, site == AGILE_GUARD_SITE_ASSERT ? "device assert failed" : "trap",
-                   (unsigned long long)addr);
-    else
-        agile__log(AGILE_LOG_WARN, (long)r->uid,
-                   "guard violation: kernel %u, site %u, address %#llx (skipped)", kernel, site,
-                   (unsigned long long)addr);
+    agile__log(AGILE_LOG_WARN, (long)r->uid,
+               "guard violation: kernel %u, site %u, address %#llx (skipped)", kernel, site,
+               (unsigned long long)addr);
     p->tag = (uint64_t)kernel << 32 | site;
     p->result = addr;
     return AGILE_EGUARD;
@@ -1093,23 +1167,95 @@ static bool drain(dp_ring *r, uint64_t now)
     return progress;
 }
 
-/* The dispatcher's pass over one tenant: up to `allowance` units, one command per ring in
- * turn so that a tenant's own clients share its turn fairly too. */
+enum { DP_GO_ON, DP_NEXT_RING, DP_YIELD };
+
+/* Whether a host op in progress on ring `self` should pause for other work: DP_YIELD when
+ * another tenant just got work (a ring with commands, its tenant idle in the scheduler: the
+ * dispatch loop reads doorbells only between passes, so it is marked ready here; a tenant
+ * already waiting for its turn gets it in DRR order), DP_NEXT_RING when another ring of the
+ * same tenant has commands (the tenant's rings take turns), else DP_GO_ON. */
+static int interrupt(agile__dp *dp, const dp_ring *self)
+{
+    int why = DP_GO_ON;
+    for (uint32_t k = 0; k < dp->nsnap && why != DP_YIELD; k++) {
+        dp_ring *r = dp->snap[k];
+        if (r == self || r->dead || r->closed || r->busy_pull == dp->npull ||
+            !agile__ring_pending(&r->rw))
+            continue;
+        if (r->uid == self->uid)
+            why = DP_NEXT_RING;
+        else if (agile__sched_wake(&dp->sched, r->uid))
+            why = DP_YIELD;
+        else
+            r->busy_pull = dp->npull; /* waiting already: no need to look again this pull */
+    }
+    return why;
+}
+
+/* Up to `piece` bytes of the ring's host op, in steps (multiples of 4, so of every element
+ * size) of DP_HOST_STEP, more with many rings so that looking at them stays a small part
+ * of a step; stops early when interrupt() says so (*why). Completes the op after its last
+ * byte. Returns the bytes done. */
+static uint64_t hostop_step(agile__dp *dp, dp_ring *r, uint64_t piece, int *why)
+{
+    dp_hostop *o = &r->op;
+    uint64_t step = AGILE_MAX((uint64_t)DP_HOST_STEP, (uint64_t)dp->nsnap << 6), did = 0;
+    step = AGILE_ALIGN_UP(step, 4);
+    piece = AGILE_MIN(piece, o->n - o->done);
+    *why = DP_GO_ON;
+    while (did < piece && *why == DP_GO_ON) {
+        uint64_t k = AGILE_MIN(step, piece - did);
+        uint64_t at = o->backward ? o->n - o->done - k : o->done;
+        if (o->opcode == AGILE_RING_OP_MEMSET)
+            host_fill(o->dst + at, o->value, o->es, k);
+        else /* steps in copy order never overwrite a source byte not yet copied */
+            memmove((void *)(uintptr_t)(o->dst + at), (const void *)(uintptr_t)(o->src + at), k);
+        o->done += k;
+        did += k;
+        *why = interrupt(dp, r);
+    }
+    if (o->done == o->n) {
+        o->active = false;
+        finish_ids(r, o->seq, o->tag, o->opcode, AGILE_OK, 0);
+    }
+    return did;
+}
+
+/* The next piece of a host op: what is left of the allowance, so that a turn not cut short
+ * uses its share; at least DP_HOST_PIECE_MIN, at most DP_HOST_PIECE_MAX. */
+static uint64_t piece_bytes(uint32_t left)
+{
+    uint64_t want = AGILE_MAX((uint64_t)left * DP_HOST_UNIT_BYTES, (uint64_t)DP_HOST_PIECE_MIN);
+    return AGILE_MIN(want, (uint64_t)DP_HOST_PIECE_MAX);
+}
+
+/* The dispatcher's pass over one tenant: up to `allowance` units, one command (or one piece
+ * of a large host op) per ring in turn so that a tenant's own clients share its turn fairly
+ * too. The turn ends early when another tenant has work, after the piece in hand. */
 static bool pull(void *arg, uint32_t tenant, uint32_t allowance, uint32_t *used)
 {
     agile__dp *dp = arg;
     agile__ring_cmd *cmd = NULL;
     uint32_t n = dp->nsnap, start = dp->rr++;
-    bool more = false, progress = true;
+    bool more = false, progress = true, yield = false;
     static _Thread_local agile__ring_cmd tl_cmd;
     cmd = &tl_cmd;
     *used = 0;
-    while (progress && *used < allowance) {
+    dp->npull++;
+    while (progress && !yield && *used < allowance) {
         progress = false;
-        for (uint32_t k = 0; k < n && *used < allowance; k++) {
+        for (uint32_t k = 0; k < n && !yield && *used < allowance; k++) {
             dp_ring *r = dp->snap[(start + k) % n];
             bool got = false;
             if (r->uid != tenant || r->dead || r->closed) continue;
+            if (r->op.active) {
+                int why;
+                uint64_t b = hostop_step(dp, r, piece_bytes(allowance - *used), &why);
+                *used += (uint32_t)((b + DP_HOST_UNIT_BYTES - 1) / DP_HOST_UNIT_BYTES);
+                progress = true;
+                yield = why == DP_YIELD;
+                continue;
+            }
             /* A host WAIT holds back the ring's later commands (they are ordered after it). */
             if (r->pcount && r->pend[(r->phead + r->pcount - 1) % r->pcap].kind == P_HOSTWAIT)
                 continue;
@@ -1132,8 +1278,11 @@ static bool pull(void *arg, uint32_t tenant, uint32_t allowance, uint32_t *used)
     }
     for (uint32_t k = 0; k < n && !more; k++) {
         dp_ring *r = dp->snap[k];
-        more = r->uid == tenant && !r->dead && !r->closed && agile__ring_pending(&r->rw) &&
-               !(r->pcount && r->pend[(r->phead + r->pcount - 1) % r->pcap].kind == P_HOSTWAIT);
+        more = r->uid == tenant && !r->dead && !r->closed &&
+               (r->op.active ||
+                (agile__ring_pending(&r->rw) &&
+                 !(r->pcount &&
+                   r->pend[(r->phead + r->pcount - 1) % r->pcap].kind == P_HOSTWAIT)));
     }
     return more;
 }
@@ -1154,10 +1303,12 @@ static bool snapshot(agile__dp *dp)
         if (s && rw && st) dp->capsnap = cap;
     }
     dp->nsnap = 0;
+    dp->nops = 0;
     for (dp_ring *r = dp->rings; r && dp->nsnap < dp->capsnap; r = r->next) {
         if (r->dead || r->closed)
             continue; /* nothing more to do for it; its session's teardown frees it */
         r->busy = true;
+        dp->nops += r->op.active;
         dp->snap[dp->nsnap] = r;
         dp->rws[dp->nsnap++] = &r->rw;
     }
@@ -1207,6 +1358,7 @@ static void *dp_main(void *arg)
         if (drain_all(dp, &out_work)) dp->last_progress_ns = now;
         int64_t timeout = DP_IDLE_WAIT_NS;
         if (out_work) timeout = now - dp->last_progress_ns < DP_GPU_SPIN_NS ? 0 : DP_GPU_NAP_NS;
+        if (dp->nops) timeout = 0; /* host ops in progress: their tenants stay scheduled */
         /* Wait on the rings in groups the kernel's futex_waitv can take; only the first
          * group sleeps, the others are polled. */
         for (uint32_t i = 0; i < dp->nsnap; i += AGILE_RING_WAIT_ANY_MAX) {
@@ -1227,7 +1379,7 @@ static void *dp_main(void *arg)
                 }
             }
         }
-        if (any) {
+        if (any || dp->nops) {
             uint64_t done = 0;
             agile__sched_run(&dp->sched, pull, dp, DP_BUDGET, &done);
             if (done) dp->last_progress_ns = agile__now_ns();

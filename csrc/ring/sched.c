@@ -221,24 +221,38 @@ out:
     return rv;
 }
 
-int agile__sched_mark_ready(agile__sched *s, uint32_t id)
+/* Called with the lock held. Whether the tenant was idle before. */
+static int mark_ready_locked(agile__sched *s, uint32_t id, bool *woke)
 {
-    int rv = AGILE_OK;
-    pthread_mutex_lock(&s->mu);
     uint32_t k = index_find(s, id);
-    if (k == AGILE_SCHED_NONE || s->t[k].doomed) {
-        rv = AGILE_ENOENT;
-        goto out;
-    }
+    *woke = false;
+    if (k == AGILE_SCHED_NONE || s->t[k].doomed) return AGILE_ENOENT;
     s->t[k].pending = true;
     if (!s->t[k].active && !s->t[k].busy) {
         bool was_idle = s->active_head == AGILE_SCHED_NONE;
         active_append(s, k);
+        *woke = true;
         if (was_idle) pthread_cond_broadcast(&s->cv);
     }
-out:
+    return AGILE_OK;
+}
+
+int agile__sched_mark_ready(agile__sched *s, uint32_t id)
+{
+    bool woke;
+    pthread_mutex_lock(&s->mu);
+    int rv = mark_ready_locked(s, id, &woke);
     pthread_mutex_unlock(&s->mu);
     return rv;
+}
+
+bool agile__sched_wake(agile__sched *s, uint32_t id)
+{
+    bool woke;
+    pthread_mutex_lock(&s->mu);
+    mark_ready_locked(s, id, &woke);
+    pthread_mutex_unlock(&s->mu);
+    return woke;
 }
 
 int agile__sched_next(agile__sched *s, uint32_t *id, uint32_t *allowance)

@@ -65,6 +65,10 @@ int agile__sched_set_weight(agile__sched *s, uint32_t id, uint32_t weight);
 int agile__sched_remove_tenant(agile__sched *s, uint32_t id);
 /* agile__sched_mark_ready: the tenant has work (its ring's doorbell). Cheap; idempotent. */
 int agile__sched_mark_ready(agile__sched *s, uint32_t id);
+/* agile__sched_wake: agile__sched_mark_ready, and whether the tenant was idle (neither
+ * waiting for a turn nor being served): a tenant that just got work, which the tenant being
+ * served may end its turn for (a long command between pieces). False for an unknown id. */
+bool agile__sched_wake(agile__sched *s, uint32_t id);
 
 /* agile__sched_next: the tenant to serve now and its allowance in cost units (> 0).
  * AGILE_ENOENT when no tenant has work. The caller must report with agile__sched_charge. */

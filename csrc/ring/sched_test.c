@@ -16,19 +16,37 @@
 
 #define NT 1100u
 
-/* Simulated tenant queues: backlog in units (UINT64_MAX: flooding), cost per command. */
+/* Simulated tenant queues: backlog in units (UINT64_MAX: flooding), cost per command
+ * (fixed, or drawn per command from a tenant's mix, or pieces of a large host op). */
 typedef struct {
     uint64_t backlog[NT];
     uint32_t cost[NT];
+    uint32_t mix[NT];       /* nonzero: each command costs 1 + rnd % mix (cost[] ignored) */
+    bool pieces[NT]; /* the worker's large host ops: a piece takes what is left of the
+                      * allowance, at least 4 and at most 256 units (16 KiB .. 1 MiB) */
+    uint64_t rng;
     uint64_t units[NT];
     uint64_t pulls[NT];
     uint64_t total_pulls;
 } sim;
 
+static uint32_t sim_rnd(sim *s)
+{
+    s->rng = s->rng * 6364136223846793005ull + 1442695040888963407ull; /* Knuth's LCG */
+    return (uint32_t)(s->rng >> 33);
+}
+
+static uint32_t sim_cost(sim *s, uint32_t id, uint32_t left)
+{
+    if (s->pieces[id]) return AGILE_MIN(AGILE_MAX(left, 4u), 256u);
+    if (s->mix[id]) return 1 + sim_rnd(s) % s->mix[id];
+    return s->cost[id] ? s->cost[id] : 1;
+}
+
 static bool sim_pull(void *arg, uint32_t id, uint32_t allowance, uint32_t *used)
 {
     sim *s = arg;
-    uint32_t cost = s->cost[id] ? s->cost[id] : 1;
+    uint32_t cost = sim_cost(s, id, allowance);
     uint32_t u = 0;
     s->pulls[id]++;
     s->total_pulls++;
@@ -37,6 +55,7 @@ static bool sim_pull(void *arg, uint32_t id, uint32_t allowance, uint32_t *used)
     while (s->backlog[id] && (u == 0 || u + cost <= allowance)) {
         u += cost;
         if (s->backlog[id] != UINT64_MAX) s->backlog[id]--;
+        cost = sim_cost(s, id, u < allowance ? allowance - u : 0);
     }
     s->units[id] += u;
     *used = u;
@@ -141,6 +160,54 @@ static void test_jain_four_equal(void **state)
                   (unsigned long long)m->units[2], (unsigned long long)m->units[3], j);
     assert_true(j >= 0.99);
     agile__sched_fini(&s);
+    free(m);
+}
+
+/* Property: whatever the commands cost (random mixes from NOP-like 1 unit to 4096 units, and
+ * large host ops run in pieces as the worker does), flooding tenants get units in proportion
+ * to their weights. 40 random cases: 2..8 tenants, weights 1..16. */
+static void test_cost_weighted_random(void **state)
+{
+    (void)state;
+    sim *m = sim_new();
+    static const uint32_t mixes[] = {1, 4, 64, 300, 4096};
+    m->rng = 12345;
+    for (int trial = 0; trial < 40; trial++) {
+        agile__sched s;
+        uint32_t n = 2 + sim_rnd(m) % 7, w[8], maxc = 1, wsum = 0;
+        memset(m->units, 0, sizeof m->units);
+        assert_int_equal(agile__sched_init(&s, 16, 0), AGILE_OK);
+        for (uint32_t i = 0; i < n; i++) {
+            w[i] = 1 + sim_rnd(m) % 16;
+            wsum += w[i];
+            m->mix[i] = mixes[sim_rnd(m) % (sizeof mixes / sizeof mixes[0])];
+            m->pieces[i] = sim_rnd(m) % 3 == 0;
+            if (m->pieces[i]) m->mix[i] = 256;
+            maxc = AGILE_MAX(maxc, m->mix[i]);
+            flood(&s, m, i, w[i]);
+        }
+        /* Enough units that the lightest tenant's share dwarfs DRR's error bound (one
+         * command's cost plus one quantum per tenant). */
+        uint64_t total = (uint64_t)wsum * (maxc + AGILE_SCHED_DEFAULT_QUANTUM * 16) * 400;
+        for (uint64_t done = 0, d; done < total; done += d)
+            assert_int_equal(agile__sched_run(&s, sim_pull, m, 4096, &d), AGILE_OK);
+        double j = jain(m->units, w, n), lo = 1e300, hi = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            double x = (double)m->units[i] / w[i];
+            lo = x < lo ? x : lo;
+            hi = x > hi ? x : hi;
+        }
+        if (trial < 3 || hi / lo > 1.1)
+            print_message("    case %d: %u tenants, max cost %u, units/weight %.0f..%.0f, "
+                          "Jain %.5f\n",
+                          trial, n, maxc, lo, hi, j);
+        assert_true(hi / lo < 1.1);
+        assert_true(j >= 0.999);
+        agile__sched_fini(&s);
+        memset(m->mix, 0, sizeof m->mix);
+        memset(m->pieces, 0, sizeof m->pieces);
+        memset(m->backlog, 0, sizeof m->backlog);
+    }
     free(m);
 }
 
@@ -501,6 +568,7 @@ int main(void)
         cmocka_unit_test(test_two_flooders_equal),
         cmocka_unit_test(test_weighted),
         cmocka_unit_test(test_jain_four_equal),
+        cmocka_unit_test(test_cost_weighted_random),
         cmocka_unit_test(test_light_tenant_not_starved),
         cmocka_unit_test(test_idle_costs_nothing),
         cmocka_unit_test(test_tenant_table),
