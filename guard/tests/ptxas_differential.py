@@ -3,7 +3,8 @@
 
 Trusts neither the guard's tokenizer nor the verifier's scanner. For each PTX file the
 guard accepts (mask mode, and strict with -s):
-  1. G = agile-guard FILE          (the text that would run)
+  1. G = agile-guard FILE          (the text that would run; the verifier, run on its
+                                    own, must accept it)
   2. C = guard-canon G             (the guard's own token stream of G re-emitted: comments
                                     dropped, one space between tokens, .file names and
                                     unknown pragmas neutralised; see guard/canon.c)
@@ -11,8 +12,8 @@ guard accepts (mask mode, and strict with -s):
      functions, and each function's machine code (.text.<name>) byte for byte.
 Anything ptxas reads differently from the guard (a store hidden in a string or a comment,
 a line continuation, a whole extra .entry, a byte that ends ptxas's input) changes the set
-of functions or the code of one. A file ptxas refuses in both forms is counted, not failed
-(refusal is safe); ptxas refusing only one of the two is a difference.
+of functions or the code of one. A guarded text ptxas refuses is counted, not failed
+(nothing would run); ptxas compiling it but refusing the guard's reading is a difference.
 
 usage: ptxas_differential.py --guard BIN --canon BIN [--strict] PATH...   (files or dirs;
 dirs are searched for *.ptx and *.fuzz, reject/ included: whatever the guard accepts is
@@ -32,15 +33,21 @@ def run(cmd, **kw):
 
 
 def check_text(guard, canon, ptx, strict=False, tmpdir=None):
-    """Check one PTX text (bytes). Returns (status, detail): 'refused' (the guard refuses),
-    'agree', 'both-fail' (ptxas refuses both forms) or 'DIFF'."""
+    """Check one PTX text (bytes). Returns (status, detail): 'refused' (the rewriter
+    refuses), 'agree', 'ptxas-refuses' (the guarded text: nothing would run) or 'DIFF'
+    (the verifier refuses the rewriter's output, or ptxas reads it differently from the
+    guard)."""
     with tempfile.TemporaryDirectory(prefix="agile-diff-", dir=tmpdir) as d:
         src, out = os.path.join(d, "in.ptx"), os.path.join(d, "guarded.ptx")
         with open(src, "wb") as f:
             f.write(ptx)
-        r = run([guard] + (["--strict"] if strict else []) + [src, "-o", out])
+        r = run([guard, "--no-verify"] + (["--strict"] if strict else []) + [src, "-o", out])
         if r.returncode != 0:
             return "refused", r.stderr.decode("utf-8", "replace").strip()
+        v = run([guard, "--verify", out])
+        if v.returncode != 0:
+            return "DIFF", "the verifier refuses what the rewriter accepted: " + \
+                v.stderr.decode("utf-8", "replace").strip()
         with open(out, "rb") as f:
             guarded = f.read()
         c = run([canon, out])
@@ -50,11 +57,11 @@ def check_text(guard, canon, ptx, strict=False, tmpdir=None):
         arch = ptxas_tool.target_of(guarded)
         rg, mg, cg = ptxas_tool.compile_ptx(guarded, arch)
         rc, mc, cc = ptxas_tool.compile_ptx(c.stdout, arch)
-        if rg != 0 and rc != 0:
-            return "both-fail", mg.strip().splitlines()[-1] if mg.strip() else ""
-        if (rg == 0) != (rc == 0):
-            which = "the guarded text" if rg != 0 else "the guard's reading"
-            return "DIFF", "ptxas refuses only %s: %s" % (which, (mg if rg else mc).strip()[:300])
+        if rg != 0:  # nothing would run: safe, whatever ptxas made of the guard's reading
+            return "ptxas-refuses", mg.strip().splitlines()[0] if mg.strip() else ""
+        if rc != 0:
+            return "DIFF", "ptxas compiles the guarded text but refuses the guard's reading " \
+                "of it: " + mc.strip()[:300]
         fg, fc = ptxas_tool.functions(cg), ptxas_tool.functions(cc)
         if set(fg) != set(fc):
             return "DIFF", "functions: ptxas %s, guard %s" % (sorted(fg), sorted(fc))
@@ -97,8 +104,8 @@ def main():
             if st == "DIFF":
                 bad += 1
                 print("DIFF %s%s: %s" % (f, " (strict)" if strict else "", detail))
-            elif st == "both-fail":
-                print("note %s: ptxas refuses both forms: %s" % (f, detail))
+            elif st == "ptxas-refuses":
+                print("note %s: ptxas refuses the guarded text: %s" % (f, detail))
     print("ptxas differential: " + ", ".join("%s %d" % kv for kv in sorted(counts.items())))
     return 1 if bad else 0
 
