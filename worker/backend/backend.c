@@ -278,6 +278,20 @@ void *agile__backend_cuda_context(agile__backend *be, int dev)
     return be->ops->cuda_context(be, dev);
 }
 
+int agile__backend_reset(agile__backend *be, int dev, uint64_t *ns)
+{
+    uint64_t t = 0;
+    if (!be || !dev_ok(be, dev)) return AGILE_EINVAL;
+    if (!be->ops->reset) return AGILE_ENOTSUP;
+    return be->ops->reset(be, dev, ns ? ns : &t);
+}
+
+unsigned agile__backend_generation(agile__backend *be, int dev)
+{
+    if (!be || !dev_ok(be, dev) || !be->ops->generation) return 0;
+    return be->ops->generation(be, dev);
+}
+
 /* ---- client side ------------------------------------------------------------------------ */
 
 int agile__cmem_reserve(int kind, int dev, uint64_t size, agile__cwin **out)

@@ -182,6 +182,19 @@ void *agile__backend_cuda_context(agile__backend *be, int dev);
 /* ---- client side -------------------------------------------------------------------------- */
 
 typedef struct agile__cwin agile__cwin;
+/* agile__backend_reset: after a sticky error (agile__cu_sticky) poisoned dev's context:
+ * waits for every backend call on dev to end, resets the primary context (everything made
+ * in it is gone), makes the device stream again, empties the lease pool and restores every
+ * window (same base, sinks zeroed again, each lease re-imported from the fd kept at lease
+ * time and mapped at its offset: the data survives, since clients and the kept fd hold the
+ * memory) and every protected allocation (same address, contents lost). Other objects made
+ * in the context (streams, events, modules, cuFFT plans) are the callers' to make again:
+ * agile__backend_generation tells them. The caller must not be inside
+ * agile__backend_enter. *ns: how long it took. AGILE_ENOTSUP on host. */
+int agile__backend_reset(agile__backend *be, int dev, uint64_t *ns);
+/* Context resets of dev so far (0 on host). */
+unsigned agile__backend_generation(agile__backend *be, int dev);
+
 
 /* agile__cmem_reserve: in the client process, reserve a window of `size` aligned to
  * `size` for device dev of the given backend kind. On cuda this uses the client's own

@@ -5,6 +5,7 @@
 #include "cudadrv.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -21,7 +22,8 @@ enum { G_NONE = 0, G_BIG = 1, G_SMALL = 2, G_LEASE = 3 };
 typedef struct pool_chunk {
     CUmemGenericAllocationHandle h;
     uint64_t size;
-    int fd; /* close-on-exec */
+    int fd;       /* close-on-exec */
+    unsigned gen; /* the context generation it was made in */
 } pool_chunk;
 
 /* Lease pool of one device. The lists and counters are under cuda_backend.pmu, which is
@@ -50,6 +52,17 @@ typedef struct cuda_dev {
     uint64_t gran;
     bool vmm; /* VMM + POSIX fd handles supported */
     cuda_pool pool;
+    /* Every call into the context holds rw shared (push/pop); a reset holds it exclusively,
+     * so no call runs in a context while it is being replaced. glibc's default rwlock
+     * prefers readers, so the nested pushes of one thread never wait for a queued reset. */
+    pthread_rwlock_t rw;
+    /* What a reset restores: live windows and protected allocations, under regmu. */
+    pthread_mutex_t regmu;
+    agile__window **wins;
+    size_t nwins, capwins;
+    agile__pmem **pms;
+    size_t npms, cappms;
+    _Atomic unsigned gen; /* context resets so far */
 } cuda_dev;
 
 typedef struct cuda_backend {
@@ -70,15 +83,64 @@ static cuda_backend *CB(agile__backend *be)
 
 #define CU(call) agile__cu_err((call), #call)
 
+/* The devices whose rw this thread holds shared, innermost last (push/pop nest). */
+enum { MAX_NEST = 32 };
+static _Thread_local cuda_dev *tl_held[MAX_NEST];
+static _Thread_local int tl_nheld;
+
 static int push(agile__backend *be, int dev)
 {
-    return CU(agile__cu.cuCtxPushCurrent(CB(be)->devs[dev].ctx));
+    cuda_dev *d = &CB(be)->devs[dev];
+    int rv;
+    if (tl_nheld == MAX_NEST) return AGILE_EINTERNAL;
+    pthread_rwlock_rdlock(&d->rw);
+    rv = CU(agile__cu.cuCtxPushCurrent(d->ctx));
+    if (rv != AGILE_OK) {
+        pthread_rwlock_unlock(&d->rw);
+        return rv;
+    }
+    tl_held[tl_nheld++] = d;
+    return AGILE_OK;
 }
 
 static void pop(void)
 {
     CUcontext c;
     agile__cu.cuCtxPopCurrent(&c);
+    if (tl_nheld > 0) pthread_rwlock_unlock(&tl_held[--tl_nheld]->rw);
+}
+
+/* Registries of what a reset restores. */
+static int reg_add(pthread_mutex_t *mu, void ***arr, size_t *n, size_t *cap, void *x)
+{
+    int rv = AGILE_OK;
+    pthread_mutex_lock(mu);
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 16;
+        void **na = realloc(*arr, nc * sizeof *na);
+        if (!na) {
+            rv = AGILE_ENOMEM;
+            goto out;
+        }
+        *arr = na;
+        *cap = nc;
+    }
+    (*arr)[(*n)++] = x;
+out:
+    pthread_mutex_unlock(mu);
+    return rv;
+}
+
+static void reg_del(pthread_mutex_t *mu, void **arr, size_t *n, const void *x)
+{
+    pthread_mutex_lock(mu);
+    for (size_t i = 0; i < *n; i++) {
+        if (arr[i] == x) {
+            arr[i] = arr[--*n];
+            break;
+        }
+    }
+    pthread_mutex_unlock(mu);
 }
 
 static CUmemAllocationProp alloc_prop(CUdevice dev, bool exportable)
@@ -118,8 +180,13 @@ static void cuda_close(agile__backend *be)
         }
         if (d->ctx) agile__cu.cuDevicePrimaryCtxRelease(d->dev);
     }
-    for (int i = 0; i < cb->ndev; i++)
+    for (int i = 0; i < cb->ndev; i++) {
         pthread_mutex_destroy(&cb->devs[i].pool.zmu);
+        pthread_rwlock_destroy(&cb->devs[i].rw);
+        pthread_mutex_destroy(&cb->devs[i].regmu);
+        free(cb->devs[i].wins);
+        free(cb->devs[i].pms);
+    }
     pthread_cond_destroy(&cb->pcv);
     pthread_mutex_destroy(&cb->pmu);
     free(cb->devs);
@@ -165,8 +232,11 @@ int agile__cuda_open(agile__backend **out, char *why, size_t whycap)
         pthread_condattr_destroy(&ca);
     }
     pthread_mutex_init(&cb->pmu, NULL);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         pthread_mutex_init(&cb->devs[i].pool.zmu, NULL);
+        pthread_rwlock_init(&cb->devs[i].rw, NULL);
+        pthread_mutex_init(&cb->devs[i].regmu, NULL);
+    }
     for (int i = 0; i < n; i++) {
         cuda_dev *d = &cb->devs[i];
         int vmm = 0, fdh = 0;
@@ -451,6 +521,7 @@ static int cuda_window_create(agile__window *w)
     if (rv == AGILE_OK) rv = set_access(d->dev, w->base, w->size + w->gap);
     if (rv == AGILE_OK) rv = CU(agile__cu.cuMemsetD8Async(w->base, 0, w->chunk, d->stream));
     if (rv == AGILE_OK) rv = CU(agile__cu.cuStreamSynchronize(d->stream));
+    if (rv == AGILE_OK) rv = reg_add(&d->regmu, (void ***)&d->wins, &d->nwins, &d->capwins, w);
 popout:
     if (rv != AGILE_OK) window_free(w);
     pop();
@@ -460,6 +531,12 @@ out:
 
 static void cuda_window_destroy(agile__window *w)
 {
+    cuda_dev *d = &CB(w->be)->devs[w->dev];
+    reg_del(&d->regmu, (void **)d->wins, &d->nwins, w);
+    for (agile__lease *l = w->leases; l; l = l->next) {
+        if (l->keep_fd) close(l->keep_fd - 1);
+        l->keep_fd = 0;
+    }
     if (push(w->be, w->dev) != AGILE_OK) {
         agile__error("cuda: cannot enter the context to destroy window %#llx",
                      (unsigned long long)w->base);
@@ -600,7 +677,7 @@ static int chunk_make(cuda_dev *d, uint64_t size, pool_chunk *out, steps *sp)
         goto out;
     }
     step(sp, "export");
-    *out = (pool_chunk){h, size, fd};
+    *out = (pool_chunk){h, size, fd, atomic_load(&d->gen)};
     h = 0;
     fd = -1;
 out:
@@ -641,7 +718,7 @@ static int pool_refill_one(cuda_backend *cb, int i, bool *idle)
 {
     cuda_dev *d = &cb->devs[i];
     cuda_pool *pl = &d->pool;
-    pool_chunk c = {0, 0, -1};
+    pool_chunk c = {0, 0, -1, 0};
     uint64_t size, t0 = agile__now_ns();
     bool kept = false;
     int rv;
@@ -775,6 +852,10 @@ static bool pool_take(cuda_backend *cb, cuda_dev *d, uint64_t size, pool_chunk *
     pthread_mutex_lock(&cb->pmu);
     if (pl->target == 0 || size != pl->chunk) {
         pl->st.other_sizes++;
+    } else if (pl->nready && pl->ready[pl->nready - 1].gen != atomic_load(&d->gen)) {
+        /* made in a context that has since been reset (a refill that ended beside it) */
+        close(pl->ready[--pl->nready].fd);
+        pl->st.misses++;
     } else if (pl->nready) {
         *c = pl->ready[--pl->nready];
         pl->st.hits++;
@@ -990,6 +1071,17 @@ popout:
         *fdp = fd;
     }
     pop();
+    if (rv == AGILE_OK) {
+        /* A copy of the export, so a context reset can map the same memory again. Without
+         * it the lease still works; it is only lost on a reset. */
+        int kfd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (kfd >= 0)
+            l->keep_fd = kfd + 1;
+        else
+            agile__warn("cuda: cannot keep a copy of a lease fd (%s): it will not survive a "
+                        "context reset",
+                        strerror(errno));
+    }
     pool_kick(cb, d);
     steps_log(&sp, rv, "cuda: GPU %d: lease %llu MiB at offset %#llx (%s)", w->dev,
               (unsigned long long)(l->size >> 20), (unsigned long long)l->offset,
@@ -1005,6 +1097,8 @@ static void cuda_lease_destroy(agile__lease *l)
     uint64_t g0 = l->offset / w->gran, g1 = g0 + l->size / w->gran;
     int rv;
 
+    if (l->keep_fd) close(l->keep_fd - 1);
+    l->keep_fd = 0;
     if (push(w->be, w->dev) != AGILE_OK) {
         w->broken = true;
         return;
@@ -1033,22 +1127,80 @@ static void cuda_lease_destroy(agile__lease *l)
     pop();
 }
 
+/* Protected memory through the VMM API where there is one: reserve, create, map, so that a
+ * context reset can map it again at the same address (cuMemAlloc cannot promise that).
+ * `want` is that address, 0 for anywhere. Context current. */
+static int pmem_map(cuda_dev *d, agile__pmem *p, uint64_t want)
+{
+    int rv = AGILE_OK;
+    uint64_t len = AGILE_ALIGN_UP(p->size, d->gran);
+    CUdeviceptr va = 0;
+    CUmemGenericAllocationHandle h = 0;
+    CUmemAllocationProp pr = alloc_prop(d->dev, false);
+    bool mapped = false;
+
+    AGILE_TRY(CU(agile__cu.cuMemAddressReserve(&va, len, 0, want, 0)));
+    if (want && va != want) {
+        agile__error("cuda: protected memory at %#llx came back at %#llx",
+                     (unsigned long long)want, (unsigned long long)va);
+        rv = AGILE_EINTERNAL;
+        goto out;
+    }
+    AGILE_TRY(CU(agile__cu.cuMemCreate(&h, len, &pr, 0)));
+    AGILE_TRY(CU(agile__cu.cuMemMap(va, len, 0, h, 0)));
+    mapped = true;
+    AGILE_TRY(set_access(d->dev, va, len));
+    p->addr = va;
+    p->rsv = len;
+    p->handle = h;
+out:
+    if (rv != AGILE_OK) {
+        if (mapped) agile__cu.cuMemUnmap(va, len);
+        if (h) agile__cu.cuMemRelease(h);
+        if (va) agile__cu.cuMemAddressFree(va, len);
+    }
+    return rv;
+}
+
 static int cuda_pmem_alloc(agile__pmem *p)
 {
     int rv = AGILE_OK;
+    cuda_dev *d = &CB(p->be)->devs[p->dev];
     CUdeviceptr a = 0;
     AGILE_TRY(push(p->be, p->dev));
-    rv = CU(agile__cu.cuMemAlloc(&a, p->size));
+    if (d->vmm) {
+        rv = pmem_map(d, p, 0);
+    } else {
+        rv = CU(agile__cu.cuMemAlloc(&a, p->size));
+        p->addr = a;
+    }
     pop();
-    p->addr = a;
+    if (rv == AGILE_OK && d->vmm)
+        rv = reg_add(&d->regmu, (void ***)&d->pms, &d->npms, &d->cappms, p);
+    if (rv != AGILE_OK && p->rsv && push(p->be, p->dev) == AGILE_OK) {
+        agile__cu.cuMemUnmap(p->addr, p->rsv);
+        agile__cu.cuMemRelease(p->handle);
+        agile__cu.cuMemAddressFree(p->addr, p->rsv);
+        pop();
+    }
 out:
     return rv;
 }
 
 static void cuda_pmem_free(agile__pmem *p)
 {
+    cuda_dev *d = &CB(p->be)->devs[p->dev];
+    if (p->rsv) reg_del(&d->regmu, (void **)d->pms, &d->npms, p);
     if (push(p->be, p->dev) != AGILE_OK) return;
-    agile__cu.cuMemFree(p->addr);
+    if (p->rsv) {
+        if (p->addr) {
+            agile__cu.cuMemUnmap(p->addr, p->rsv);
+            agile__cu.cuMemRelease(p->handle);
+            agile__cu.cuMemAddressFree(p->addr, p->rsv);
+        }
+    } else {
+        agile__cu.cuMemFree(p->addr);
+    }
     pop();
 }
 
@@ -1074,6 +1226,179 @@ static int cuda_memcpy(agile__backend *be, int dev, uint64_t dst, uint64_t src, 
     pop();
 out:
     return rv;
+}
+
+/* ---- context reset ---------------------------------------------------------------------
+ * A sticky error (a trap, an illegal or misaligned address in any kernel run in the worker's
+ * context) fails every later call in that context, for every tenant. The physical memory of
+ * leases is not lost with it: clients hold it through their imports, the worker through the
+ * fd kept at lease time. So the context is reset and what the backend made in it is made
+ * again at the same addresses; the callers remake their own objects (generation). */
+
+/* Zero a fresh sink chunk through a moment's mapping of its own (context current). */
+static int zero_handle(cuda_dev *d, CUmemGenericAllocationHandle h, uint64_t size)
+{
+    int rv = AGILE_OK;
+    CUdeviceptr va = 0;
+    bool mapped = false;
+    AGILE_TRY(CU(agile__cu.cuMemAddressReserve(&va, size, 0, 0, 0)));
+    AGILE_TRY(CU(agile__cu.cuMemMap(va, size, 0, h, 0)));
+    mapped = true;
+    AGILE_TRY(set_access(d->dev, va, size));
+    AGILE_TRY(CU(agile__cu.cuMemsetD8Async(va, 0, size, d->stream)));
+    AGILE_TRY(CU(agile__cu.cuStreamSynchronize(d->stream)));
+out:
+    if (mapped) agile__cu.cuMemUnmap(va, size);
+    if (va) agile__cu.cuMemAddressFree(va, size);
+    return rv;
+}
+
+/* Window w again in a fresh context: same base, new zeroed sinks, every lease imported from
+ * its kept fd and mapped at its offset, the sink everywhere else. Context current. */
+static int window_restore(cuda_dev *d, agile__window *w)
+{
+    int rv = AGILE_OK;
+    uint64_t ng = (w->size + w->gap) / w->gran;
+    CUdeviceptr va = 0;
+    CUmemAllocationProp p = alloc_prop(d->dev, false);
+    CUmemGenericAllocationHandle h = 0;
+
+    /* everything below was the old context's: nothing to unmap or release */
+    free(w->orphans);
+    w->orphans = NULL;
+    w->norphans = 0;
+    w->sink_big = w->sink_small = 0;
+    memset(w->gmap, G_NONE, ng);
+    for (agile__lease *l = w->leases; l; l = l->next)
+        l->handle = 0;
+    AGILE_TRY(CU(agile__cu.cuMemAddressReserve(&va, w->size + w->gap, w->size, w->base, 0)));
+    if (va != w->base) {
+        agile__cu.cuMemAddressFree(va, w->size + w->gap);
+        agile__error("cuda: window %#llx came back at %#llx", (unsigned long long)w->base,
+                     (unsigned long long)va);
+        rv = AGILE_EINTERNAL;
+        goto out;
+    }
+    AGILE_TRY(CU(agile__cu.cuMemCreate(&h, w->chunk, &p, 0)));
+    w->sink_big = h;
+    AGILE_TRY(zero_handle(d, h, w->chunk));
+    if (w->chunk == w->gran) {
+        w->sink_small = h;
+    } else {
+        h = 0;
+        AGILE_TRY(CU(agile__cu.cuMemCreate(&h, w->gran, &p, 0)));
+        w->sink_small = h;
+        AGILE_TRY(zero_handle(d, h, w->gran));
+    }
+    for (agile__lease *l = w->leases; l; l = l->next) {
+        CUmemGenericAllocationHandle lh = 0;
+        if (!l->keep_fd) {
+            agile__error("cuda: lease at %#llx has no kept fd: lost with the context",
+                         (unsigned long long)(w->base + l->offset));
+            rv = AGILE_EINTERNAL;
+            goto out;
+        }
+        AGILE_TRY(CU(agile__cu.cuMemImportFromShareableHandle(
+            &lh, (void *)(uintptr_t)(l->keep_fd - 1), CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)));
+        l->handle = lh;
+        AGILE_TRY(CU(agile__cu.cuMemMap(w->base + l->offset, l->size, 0, lh, 0)));
+        memset(w->gmap + l->offset / w->gran, G_LEASE, l->size / w->gran);
+    }
+    for (uint64_t g = 0; g < ng;) {
+        uint64_t e = g;
+        while (e < ng && w->gmap[e] == G_NONE)
+            e++;
+        if (e > g) AGILE_TRY(sink_map(w, g, e));
+        while (e < ng && w->gmap[e] != G_NONE)
+            e++;
+        g = e;
+    }
+    AGILE_TRY(set_access(d->dev, w->base, w->size + w->gap));
+out:
+    if (rv != AGILE_OK) w->broken = true;
+    return rv;
+}
+
+static int cuda_reset(agile__backend *be, int dev, uint64_t *ns)
+{
+    cuda_backend *cb = CB(be);
+    cuda_dev *d = &cb->devs[dev];
+    cuda_pool *pl = &d->pool;
+    uint64_t t0 = agile__now_ns();
+    pool_chunk drop[AGILE_LEASE_POOL_MAX];
+    unsigned nd = 0, nwin = 0, nlease = 0;
+    CUcontext ctx = NULL;
+    int rv = AGILE_OK, r2;
+
+    /* zmu before rw: the order of a refill (zmu, then push) */
+    pthread_mutex_lock(&pl->zmu);
+    pthread_rwlock_wrlock(&d->rw);
+    pthread_mutex_lock(&cb->pmu);
+    while (pl->nready)
+        drop[nd++] = pl->ready[--pl->nready];
+    pthread_mutex_unlock(&cb->pmu);
+    for (unsigned i = 0; i < nd; i++)
+        close(drop[i].fd); /* their handles went with the context */
+    pl->zva = pl->zstuck = 0;
+    pl->zsize = pl->zstuck_size = 0;
+    pl->zstream = NULL;
+    d->stream = NULL;
+    rv = CU(agile__cu.cuDevicePrimaryCtxReset ? agile__cu.cuDevicePrimaryCtxReset(d->dev)
+                                              : CUDA_ERROR_NOT_SUPPORTED);
+    if (rv != AGILE_OK) goto unlock;
+    /* Reset keeps our retain; take the (possibly new) handle and give the extra one back. */
+    rv = CU(agile__cu.cuDevicePrimaryCtxRetain(&ctx, d->dev));
+    if (rv != AGILE_OK) goto unlock;
+    d->ctx = ctx;
+    agile__cu.cuDevicePrimaryCtxRelease(d->dev);
+    rv = CU(agile__cu.cuCtxPushCurrent(d->ctx));
+    if (rv != AGILE_OK) goto unlock;
+    rv = CU(agile__cu.cuStreamCreate(&d->stream, CU_STREAM_NON_BLOCKING));
+    pthread_mutex_lock(&d->regmu);
+    for (size_t i = 0; rv == AGILE_OK && i < d->npms; i++) {
+        agile__pmem *p = d->pms[i];
+        uint64_t want = p->addr;
+        p->addr = 0;
+        r2 = pmem_map(d, p, want);
+        if (r2 != AGILE_OK) {
+            agile__error("cuda: GPU %d: protected memory %#llx lost in the reset: %s", dev,
+                         (unsigned long long)want, err_name(r2));
+            rv = r2;
+        }
+    }
+    for (size_t i = 0; i < d->nwins; i++) {
+        agile__window *w = d->wins[i];
+        r2 = window_restore(d, w);
+        if (r2 != AGILE_OK) {
+            agile__error("cuda: GPU %d: window %#llx not restored after the reset: %s", dev,
+                         (unsigned long long)w->base, err_name(r2));
+            if (rv == AGILE_OK) rv = r2;
+            continue;
+        }
+        nwin++;
+        for (agile__lease *l = w->leases; l; l = l->next)
+            nlease++;
+    }
+    pthread_mutex_unlock(&d->regmu);
+    {
+        CUcontext c;
+        agile__cu.cuCtxPopCurrent(&c);
+    }
+unlock:
+    atomic_fetch_add(&d->gen, 1);
+    pthread_rwlock_unlock(&d->rw);
+    pthread_mutex_unlock(&pl->zmu);
+    *ns = agile__now_ns() - t0;
+    agile__info("cuda: GPU %d: context reset in %.1f ms: %u windows, %u leases restored%s%s", dev,
+                (double)*ns / 1e6, nwin, nlease, rv == AGILE_OK ? "" : "; failed: ",
+                rv == AGILE_OK ? "" : err_name(rv));
+    pool_kick(cb, d);
+    return rv;
+}
+
+static unsigned cuda_generation(agile__backend *be, int dev)
+{
+    return atomic_load(&CB(be)->devs[dev].gen);
 }
 
 static int cuda_enter(agile__backend *be, int dev)
@@ -1111,6 +1436,8 @@ const agile__backend_ops agile__cuda_ops = {
     .pool_config = cuda_pool_config,
     .pool_fill = cuda_pool_fill,
     .pool_stats = cuda_pool_stats,
+    .reset = cuda_reset,
+    .generation = cuda_generation,
 };
 
 /* ---- client side ------------------------------------------------------------------------ */

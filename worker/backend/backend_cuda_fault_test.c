@@ -25,6 +25,7 @@
 #define GiB (1ull << 30)
 
 static void (*mock_fail)(const char *, int);
+static void (*mock_sticky)(int);
 static void (*mock_stats)(int *, int *, unsigned long long *);
 static agile__backend *be;
 
@@ -41,8 +42,9 @@ static int setup(void **state)
     if (!h) return -1;
     *(void **)&mock_fail = dlsym(h, "mockcuda_fail");
     *(void **)&mock_stats = dlsym(h, "mockcuda_stats");
+    *(void **)&mock_sticky = dlsym(h, "mockcuda_sticky");
     dlclose(h);
-    if (!mock_fail || !mock_stats) {
+    if (!mock_fail || !mock_stats || !mock_sticky) {
         fprintf(stderr, "libcuda.so.1 is not mockcuda: refusing to inject faults\n");
         return -1;
     }
@@ -471,6 +473,95 @@ static void test_pool_background(void **state)
     assert_int_equal(u, u0);
 }
 
+/* A sticky error poisons the context (every call fails); agile__backend_reset brings it
+ * back: windows at the same base with their leases' data, sinks zeroed, protected memory at
+ * the same address, the pool refilled, new leases, and the generation counts the reset. */
+static void test_reset_restores_windows(void **state)
+{
+    agile__window *w, *w2;
+    agile__lease *l1, *l2, *l3, *lx = NULL;
+    agile__pmem *pm;
+    const uint64_t W = 1 * GiB;
+    uint64_t b, b2, pa = 0, ns = 0;
+    int fd, m0;
+    CUevent ev;
+    (void)state;
+
+    assert_int_equal(agile__lease_pool_config(be, 0, 2, 64 * MiB, AGILE_LEASE_POOL_MANUAL),
+                     AGILE_OK);
+    assert_int_equal(agile__lease_pool_fill(be, 0), AGILE_OK);
+    assert_int_equal(agile__window_create(be, 0, W, 2 * MiB, &w), AGILE_OK);
+    assert_int_equal(agile__window_create(be, 0, 64 * MiB, 2 * MiB, &w2), AGILE_OK);
+    b = agile__window_base(w);
+    b2 = agile__window_base(w2);
+    assert_int_equal(agile__lease_create(w, 0, 64 * MiB, &l1, &fd), AGILE_OK); /* pooled */
+    close(fd);
+    assert_int_equal(agile__lease_create(w, 80 * MiB, 6 * MiB, &l2, &fd), AGILE_OK);
+    close(fd);
+    assert_int_equal(agile__lease_create(w2, 0, 2 * MiB, &l3, &fd), AGILE_OK);
+    close(fd);
+    assert_int_equal(agile__pmem_alloc(be, 0, 4096, &pm, &pa), AGILE_OK);
+    wr(b + 8, 0x1111);
+    wr(b + 80 * MiB + 6 * MiB - 8, 0x2222);
+    wr(b2 + 16, 0x3333);
+    wr(b + W - 8, 0x77); /* the sink: must read 0 after the reset (fresh, zeroed) */
+    m0 = nmaps();
+
+    /* the fault: the next completion reports it, then every call fails */
+    mock_sticky(CUDA_ERROR_LAUNCH_FAILED);
+    assert_int_equal(agile__cu.cuEventCreate(&ev, 0), CUDA_SUCCESS);
+    assert_int_equal(agile__cu.cuEventQuery(ev), CUDA_ERROR_LAUNCH_FAILED);
+    assert_true(agile__cu_sticky(CUDA_ERROR_LAUNCH_FAILED));
+    assert_false(agile__cu_sticky(CUDA_ERROR_OUT_OF_MEMORY));
+    assert_int_equal(agile__cu.cuMemsetD8Async(b, 0, 8, NULL), CUDA_ERROR_LAUNCH_FAILED);
+    assert_int_equal(agile__lease_create(w, 128 * MiB, 2 * MiB, &lx, &fd),
+                     agile_err_cuda(CUDA_ERROR_LAUNCH_FAILED));
+
+    assert_int_equal(agile__backend_generation(be, 0), 0);
+    agile__backend_leave(be); /* a reset waits for every caller inside the context */
+    assert_int_equal(agile__backend_reset(be, 0, &ns), AGILE_OK);
+    assert_int_equal(agile__backend_enter(be, 0), AGILE_OK);
+    assert_int_equal(agile__backend_generation(be, 0), 1);
+    print_message("reset: %.3f ms\n", (double)ns / 1e6);
+
+    assert_int_equal(agile__window_base(w), b);
+    assert_int_equal(agile__window_base(w2), b2);
+    assert_int_equal(rd(b + 8), 0x1111);
+    assert_int_equal(rd(b + 80 * MiB + 6 * MiB - 8), 0x2222);
+    assert_int_equal(rd(b2 + 16), 0x3333);
+    assert_int_equal(rd(b + W - 8), 0);
+    wr(b + W - 8, 0x78);
+    assert_int_equal(agile__window_sink_chunk(w), 2 * MiB);
+    assert_int_equal(rd(b + 72 * MiB - 8), 0x78); /* the same sink byte */
+    assert_int_equal(nmaps(), m0); /* the same mappings, the protected memory's included */
+    wr(pa, 0x4444);
+    assert_int_equal(rd(pa), 0x4444);
+    /* the pool was emptied (its chunks died with the context) and fills again */
+    assert_int_equal(pstats().ready, 0);
+    assert_int_equal(agile__lease_pool_fill(be, 0), AGILE_OK);
+    assert_int_equal(pstats().ready, 2);
+    /* new leases, pooled and not, read zeros and keep data */
+    uint64_t hits = pstats().hits;
+    assert_int_equal(agile__lease_create(w, 128 * MiB, 64 * MiB, &lx, &fd), AGILE_OK);
+    close(fd);
+    assert_int_equal(pstats().hits, hits + 1);
+    check_zero(b + 128 * MiB, 64 * MiB);
+    wr(b + 128 * MiB, 5);
+    assert_int_equal(rd(b + 128 * MiB), 5);
+    agile__lease_destroy(lx);
+    assert_int_equal(agile__lease_create(w2, 32 * MiB, 2 * MiB, &lx, &fd), AGILE_OK);
+    close(fd);
+    check_zero(b2 + 32 * MiB, 2 * MiB);
+    agile__lease_destroy(lx);
+    agile__lease_destroy(l2);
+    agile__pmem_free(pm);
+    agile__lease_destroy(l3);
+    agile__lease_destroy(l1);
+    agile__window_destroy(w2);
+    agile__window_destroy(w);
+    assert_int_equal(agile__lease_pool_config(be, 0, 0, 0, 0), AGILE_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -483,6 +574,7 @@ int main(void)
         cmocka_unit_test(test_pool_never_recycles),
         cmocka_unit_test(test_pool_drains_for_a_full_gpu),
         cmocka_unit_test(test_pool_background),
+        cmocka_unit_test(test_reset_restores_windows),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

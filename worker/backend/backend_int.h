@@ -27,6 +27,9 @@ typedef struct agile__backend_ops {
     int (*pool_config)(agile__backend *be, int dev, unsigned chunks, uint64_t chunk, int flags);
     int (*pool_fill)(agile__backend *be, int dev);
     void (*pool_stats)(agile__backend *be, int dev, agile__pool_stats *out);
+    /* context reset after a sticky fault; NULL: the backend has no context to lose */
+    int (*reset)(agile__backend *be, int dev, uint64_t *ns);
+    unsigned (*generation)(agile__backend *be, int dev);
 } agile__backend_ops;
 
 struct agile__backend {
@@ -39,6 +42,7 @@ struct agile__lease {
     agile__lease *prev, *next;
     uint64_t offset, size;
     uint64_t handle; /* cuda: CUmemGenericAllocationHandle */
+    int keep_fd;     /* cuda: fd + 1 of a kept export, to map the lease again after a reset */
 };
 
 struct agile__window {
@@ -68,6 +72,8 @@ struct agile__pmem {
     agile__backend *be;
     int dev;
     uint64_t addr, size;
+    /* cuda with VMM: reserved + mapped (not cuMemAlloc), so a reset can restore it at addr */
+    uint64_t handle, rsv;
 };
 
 /* agile__sink_chunk: the sink chunk size for a window of `size` with granularity gran. */

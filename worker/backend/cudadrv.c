@@ -6,10 +6,12 @@
 #include <dlfcn.h>
 #include <link.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
 agile__cu_table agile__cu;
+_Atomic int agile__cu_sticky_seen;
 
 #define CU_STR_(x) #x
 #define CU_STR(x) CU_STR_(x)
@@ -74,7 +76,34 @@ const char *agile__cu_name(CUresult r)
 int agile__cu_err(CUresult r, const char *what)
 {
     if (r != CUDA_SUCCESS) agile__debug("cuda: %s: %s", what ? what : "call", agile__cu_name(r));
+    if (agile__cu_sticky(r)) atomic_store(&agile__cu_sticky_seen, (int)r);
     return agile_err_cuda((int)r);
+}
+
+bool agile__cu_sticky(CUresult r)
+{
+    switch (r) {
+    case CUDA_ERROR_CONTAINED:
+    case CUDA_ERROR_ILLEGAL_ADDRESS:
+    case CUDA_ERROR_LAUNCH_TIMEOUT:
+    case CUDA_ERROR_ASSERT:
+    case CUDA_ERROR_HARDWARE_STACK_ERROR:
+    case CUDA_ERROR_ILLEGAL_INSTRUCTION:
+    case CUDA_ERROR_MISALIGNED_ADDRESS:
+    case CUDA_ERROR_INVALID_ADDRESS_SPACE:
+    case CUDA_ERROR_INVALID_PC:
+    case CUDA_ERROR_LAUNCH_FAILED:
+    case CUDA_ERROR_EXTERNAL_DEVICE:
+        return true;
+    default:
+        return false;
+    }
+}
+
+bool agile__cu_sticky_err(int err)
+{
+    return agile_err_class(err) == AGILE_ECUDA &&
+           agile__cu_sticky((CUresult)(err & AGILE_ERR_CODE_MASK));
 }
 
 static const char *lib_path(void *h)

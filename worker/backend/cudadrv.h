@@ -11,6 +11,7 @@
 #ifndef AGILE_CUDADRV_H
 #define AGILE_CUDADRV_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <cuda.h>
@@ -33,6 +34,7 @@
     X(cuDeviceGetUuid, 11040)                                                                      \
     X(cuDevicePrimaryCtxRetain, 7000)                                                              \
     X(cuDevicePrimaryCtxRelease, 11000)                                                            \
+    X(cuDevicePrimaryCtxReset, 11000)                                                              \
     X(cuCtxCreate, 12050)                                                                          \
     X(cuCtxSetCurrent, 4000)                                                                       \
     X(cuCtxGetCurrent, 4000)                                                                       \
@@ -104,5 +106,16 @@ int agile__cu_err(CUresult r, const char *what);
 
 /* agile__cu_name: "CUDA_ERROR_..." for r, also when the driver is a stub or absent. */
 const char *agile__cu_name(CUresult r);
+
+/* agile__cu_sticky: whether r poisons the context it happened in, so that every later call
+ * there fails (cuda.h: "This leaves the process in an inconsistent state and any further
+ * CUDA work will return the same error": 226, 700, 702, 714-719, 911; and 710, a device
+ * assert: "the context cannot be used anymore, and must be destroyed"). Only a context
+ * reset brings the device back. agile__cu_sticky_err: the same for a wrapped agile error. */
+bool agile__cu_sticky(CUresult r);
+bool agile__cu_sticky_err(int err);
+/* The last sticky error agile__cu_err wrapped (0: none since it was cleared): a context
+ * died somewhere in the process; the worker's dispatcher looks at it after every pass. */
+extern _Atomic int agile__cu_sticky_seen;
 
 #endif

@@ -55,6 +55,23 @@ static void unlock_mu(int *x)
 
 static region rsv[MAXN], maps[MAXN];
 static int nrsv, nmaps;
+static alloc *handles[MAXN]; /* live handles, for a reset */
+static int nhandles;
+/* streams and events: a reset frees them, as the driver does */
+static void *ctxobjs[MAXN];
+static int nctxobjs;
+static void ctxobj_add(void *o)
+{
+    if (nctxobjs < MAXN) ctxobjs[nctxobjs++] = o;
+}
+static void ctxobj_del(void *o)
+{
+    for (int i = 0; i < nctxobjs; i++)
+        if (ctxobjs[i] == o) {
+            ctxobjs[i] = ctxobjs[--nctxobjs];
+            return;
+        }
+}
 static uint64_t used;
 static int inited;
 static int ctx_token; /* &ctx_token is the one context */
@@ -65,6 +82,24 @@ static _Thread_local CUcontext cur;
  * with CUDA_ERROR_OUT_OF_MEMORY. */
 static char fail_fn[64];
 static int fail_n;
+
+/* A sticky error (mockcuda_sticky): from the next event query on, every call in the context
+ * fails with it, as after a trap on a GPU, until cuDevicePrimaryCtxReset; ctx_gen counts the
+ * resets (events of an older context are refused). */
+static CUresult poison, poison_armed;
+static int ctx_gen, resets;
+
+API void mockcuda_sticky(int code)
+{
+    LOCK();
+    poison_armed = (CUresult)code;
+}
+
+API int mockcuda_resets(void)
+{
+    LOCK();
+    return resets;
+}
 
 API void mockcuda_fail(const char *fn, int nth)
 {
@@ -99,6 +134,7 @@ static CUresult bad(const char *what)
         if (!cur)                                                                                  \
             return (fprintf(stderr, "mockcuda: no current context in %s\n", __func__),             \
                     CUDA_ERROR_INVALID_CONTEXT);                                                   \
+        if (poison) return poison;                                                                 \
     } while (0)
 
 static void unref(alloc *a)
@@ -182,6 +218,36 @@ API CUresult cuDevicePrimaryCtxRelease(CUdevice d)
 {
     return CUDA_SUCCESS;
 }
+/* Everything made in the context goes: mappings, reservations, handles (memory another
+ * handle, mapping or exported fd holds survives, as on the driver). */
+API CUresult cuDevicePrimaryCtxReset(CUdevice d)
+{
+    LOCK();
+    if (!inited) return CUDA_ERROR_NOT_INITIALIZED;
+    for (int j = 0; j < nmaps; j++) {
+        mmap((void *)(uintptr_t)maps[j].va, maps[j].size, PROT_NONE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+        unref(maps[j].a);
+    }
+    nmaps = 0;
+    for (int i = 0; i < nrsv; i++)
+        munmap((void *)(uintptr_t)rsv[i].va, rsv[i].size);
+    nrsv = 0;
+    for (int i = 0; i < nhandles; i++) {
+        if (handles[i]->live) {
+            handles[i]->live = 0;
+            unref(handles[i]);
+        }
+    }
+    nhandles = 0;
+    for (int i = 0; i < nctxobjs; i++)
+        free(ctxobjs[i]);
+    nctxobjs = 0;
+    poison = poison_armed = CUDA_SUCCESS;
+    ctx_gen++;
+    resets++;
+    return CUDA_SUCCESS;
+}
 API CUresult cuCtxSetCurrent(CUcontext c)
 {
     cur = c;
@@ -209,12 +275,16 @@ API CUresult cuCtxPopCurrent(CUcontext *c)
 }
 API CUresult cuStreamCreate(CUstream *s, unsigned int f)
 {
+    LOCK();
     NEED_CTX();
     *s = (CUstream)malloc(1);
+    ctxobj_add(*s);
     return CUDA_SUCCESS;
 }
 API CUresult cuStreamDestroy(CUstream s)
 {
+    LOCK();
+    ctxobj_del(s);
     free(s);
     return CUDA_SUCCESS;
 }
@@ -248,6 +318,17 @@ API CUresult cuMemAddressReserve(CUdeviceptr *p, size_t size, size_t align, CUde
     MAYBE_FAIL();
     if (size % GRAN || (align & (align - 1)) || nrsv == MAXN)
         return bad("cuMemAddressReserve arguments");
+    if (addr && (!align || addr % align == 0)) { /* the address asked for, where it is free */
+        void *want = (void *)(uintptr_t)addr;
+        char *m = mmap(want, size, PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+        if (m == want) {
+            rsv[nrsv++] = (region){addr, size, NULL};
+            *p = addr;
+            return CUDA_SUCCESS;
+        }
+        if (m != MAP_FAILED) munmap(m, size);
+    }
     size_t span = size + align;
     char *m = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
@@ -296,6 +377,7 @@ API CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t size, const CUm
     a->refs = 1;
     a->live = 1;
     used += size;
+    if (nhandles < MAXN) handles[nhandles++] = a;
     *h = (CUmemGenericAllocationHandle)(uintptr_t)a;
     return CUDA_SUCCESS;
 }
@@ -306,6 +388,11 @@ API CUresult cuMemRelease(CUmemGenericAllocationHandle h)
     NEED_CTX();
     if (!a || !a->live) return bad("cuMemRelease of a released handle");
     a->live = 0;
+    for (int i = 0; i < nhandles; i++)
+        if (handles[i] == a) {
+            handles[i] = handles[--nhandles];
+            break;
+        }
     unref(a);
     return CUDA_SUCCESS;
 }
@@ -409,6 +496,7 @@ API CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *h, voi
     a->refs = 1;
     a->live = 1;
     used += a->size;
+    if (nhandles < MAXN) handles[nhandles++] = a;
     *h = (CUmemGenericAllocationHandle)(uintptr_t)a;
     return CUDA_SUCCESS;
 }
@@ -475,6 +563,7 @@ typedef struct mevent {
     unsigned magic;
     unsigned flags;
     int recorded;
+    int gen; /* ctx_gen it was made in */
 } mevent;
 #define EV_MAGIC 0xe7e7e7e7u
 static int ev_live, ev_created, ev_busy, ev_records;
@@ -500,6 +589,8 @@ API CUresult cuEventCreate(CUevent *e, unsigned int flags)
     if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
     m->magic = EV_MAGIC;
     m->flags = flags;
+    m->gen = ctx_gen;
+    ctxobj_add(m);
     ev_live++;
     ev_created++;
     *e = (CUevent)m;
@@ -522,6 +613,9 @@ API CUresult cuEventQuery(CUevent e)
     LOCK();
     NEED_CTX();
     if (!m || m->magic != EV_MAGIC) return bad("cuEventQuery of no event");
+    if (m->gen != ctx_gen) return bad("cuEventQuery of an event of a reset context");
+    if (poison_armed && !poison) poison = poison_armed; /* the fault shows at a completion */
+    if (poison) return poison;
     return m->recorded && ev_busy ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS;
 }
 API CUresult cuEventSynchronize(CUevent e)
@@ -538,6 +632,7 @@ API CUresult cuEventDestroy(CUevent e)
     LOCK();
     if (!m || m->magic != EV_MAGIC) return bad("cuEventDestroy of no event (double destroy?)");
     m->magic = 0;
+    ctxobj_del(m);
     free(m);
     ev_live--;
     return CUDA_SUCCESS;

@@ -45,6 +45,10 @@ extern "C" {
     X(ECONFIG, 20, "invalid configuration")                                                    \
     X(ETIMELIMIT, 21, "kernel exceeded its time limit")                                        \
     X(EINTERNAL, 22, "internal error")                                                         \
+    X(EFAULT, 23, "a kernel of this tenant faulted the GPU; its sessions were ended")          \
+    X(ERESET, 24, "GPU context reset after another tenant's fault; work in flight was lost")   \
+    X(EWORKER, 25, "the worker cannot complete stream-ordered work (gone or context lost)")    \
+    X(ELIMIT, 26, "tenant limit reached (sessions, connections, objects or requests)")        \
     X(ESYSERR, 0x10000000, "operating system error")                                           \
     X(ECUDA, 0x20000000, "CUDA driver error")                                                  \
     X(ECUFFT, 0x30000000, "cuFFT error")
