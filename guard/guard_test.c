@@ -107,8 +107,12 @@ static void test_generic_fence(void **state)
     assert_non_null(
         strstr(p, "add.s64 %agile_x1, %rd1, 4;\n\tisspacep.global %agile_p1, %agile_x1;"));
     assert_non_null(strstr(p, "atom.add.u32 %r2, [%agile_a1], 1;"));
-    /* explicit shared space: untouched */
-    assert_non_null(strstr(p, "ld.shared.u32 %r3, [%rd1];"));
+    /* explicit shared space: confined to the CTA's allocation, aligned */
+    assert_non_null(strstr(p, "cvt.u32.u64 %agile_u2, %rd1;\n\tmin.u32 %agile_u2, %agile_u2, "
+                              "%agile_l4;\n\tand.b32 %agile_u2, %agile_u2, -4;\n\t"
+                              "ld.shared.u32 %r3, [%agile_u2];"));
+    assert_non_null(strstr(p, "mov.u32 %agile_sh, %aggr_smem_size;\n\tsub.u32 %agile_l4, "
+                              "%agile_sh, 4;"));
     assert_int_equal(verify(p, 0, 0, NULL), AGILE_OK);
     free(p);
 }
@@ -157,10 +161,13 @@ static void test_alignment(void **state)
     assert_non_null(strstr(p, "[%agile_a1+32]"));
     assert_non_null(strstr(p, "and.b64 %agile_g2, %rd1, -8;"));
     assert_non_null(strstr(p, "and.b64 %agile_t3, %rd1, %agile_m8;"));
-    assert_non_null(strstr(p, "and.b64 %agile_t4, %rd1, %agile_m16;"));
-    assert_non_null(strstr(p, "and.b32 %agile_s5, %agile_s5, -16;"));
-    assert_non_null(strstr(p, "isspacep.shared %agile_p6, %agile_g6;\n\t@!%p1 setp.ne.u32 "
-                              "%agile_p6, 0, 0;\n\t@%agile_p6 mbarrier.init.b64 [%agile_g6], %r1;"));
+    /* cp.async: the shared side confined and aligned (index 4), the global side fenced */
+    assert_non_null(strstr(p, "min.u32 %agile_u4, %r1, %agile_l16;\n\tand.b32 %agile_u4, "
+                              "%agile_u4, -16;"));
+    assert_non_null(strstr(p, "and.b64 %agile_t5, %rd1, %agile_m16;"));
+    assert_non_null(strstr(p, "and.b32 %agile_s6, %agile_s6, -16;"));
+    assert_non_null(strstr(p, "isspacep.shared %agile_p7, %agile_g7;\n\t@!%p1 setp.ne.u32 "
+                              "%agile_p7, 0, 0;\n\t@%agile_p7 mbarrier.init.b64 [%agile_g7], %r1;"));
     assert_int_equal(verify(p, 0, 0, NULL), AGILE_OK);
     /* the verifier refuses each alignment broken by hand */
     static const struct {
@@ -168,12 +175,19 @@ static void test_alignment(void **state)
     } m[] = {
         {"%agile_x0, %agile_m16;", "%agile_x0, %agile_m8;"},
         {"[%agile_a1+32]", "[%agile_a1+36]"},
-        {"and.b32 %agile_s5, %agile_s5, -16;", "and.b32 %agile_s5, %agile_s5, -8;"},
-        {"\tand.b32 %agile_s5, %agile_s5, -16;\n", ""},
-        {"@%agile_p6 mbarrier", "@!%agile_p6 mbarrier"},
-        {"isspacep.shared %agile_p6", "isspacep.global %agile_p6"},
-        {"and.b64 %agile_g6, %agile_x6, -8;", "and.b64 %agile_g6, %agile_x6, -4;"},
-        {"@!%p1 setp.ne.u32 %agile_p6, 0, 0;", "@!%p1 setp.ne.u32 %agile_p6, 0, 1;"},
+        {"and.b32 %agile_s6, %agile_s6, -16;", "and.b32 %agile_s6, %agile_s6, -8;"},
+        {"\tand.b32 %agile_s6, %agile_s6, -16;\n", ""},
+        {"@%agile_p7 mbarrier", "@!%agile_p7 mbarrier"},
+        {"isspacep.shared %agile_p7", "isspacep.global %agile_p7"},
+        {"and.b64 %agile_g7, %agile_x7, -8;", "and.b64 %agile_g7, %agile_x7, -4;"},
+        {"@!%p1 setp.ne.u32 %agile_p7, 0, 0;", "@!%p1 setp.ne.u32 %agile_p7, 0, 1;"},
+        /* the shared side of cp.async: misaligned, unclamped, clamped for a smaller width */
+        {"and.b32 %agile_u4, %agile_u4, -16;", "and.b32 %agile_u4, %agile_u4, -8;"},
+        {"\tmin.u32 %agile_u4, %r1, %agile_l16;\n", ""},
+        {"min.u32 %agile_u4, %r1, %agile_l16;", "min.u32 %agile_u4, %r1, %agile_l8;"},
+        {"sub.u32 %agile_l16, %agile_sh, 16;", "sub.u32 %agile_l16, %agile_sh, 8;"},
+        {"mov.u32 %agile_sh, %aggr_smem_size;", "mov.u32 %agile_sh, %total_smem_size;"},
+        {"[%agile_u4], [%agile_a5]", "[%r1], [%agile_a5]"},
         {"and.b64 %agile_m16, %agile_mask, -16;", "and.b64 %agile_m16, %agile_mask, -8;"},
     };
     for (size_t i = 0; i < AGILE_ARRAY_LEN(m); i++) {
@@ -193,6 +207,49 @@ static void test_alignment(void **state)
     assert_int_equal(verify(q, 24, 0, NULL), AGILE_EGUARD);
     free(q);
     free(p);
+}
+
+/* Explicit shared accesses stay inside the CTA's shared allocation (issue 13): a sized
+ * variable named in bounds is left alone, everything else is clamped below
+ * %aggr_smem_size - width and aligned; PTX before 8.1 (no %aggr_smem_size) is refused. */
+static void test_shared(void **state)
+{
+    static const char *body =
+        ".visible .entry k(.param .u32 k_param_0)\n{\n\t.reg .b32 %r<4>;\n"
+        "\t.shared .align 16 .b8 buf[256];\n\tld.param.u32 %r1, [k_param_0];\n"
+        "\tst.shared.u32 [buf+252], %r1;\n"      /* inside buf: unchanged */
+        "\tst.shared.u32 [buf+256], %r1;\n"      /* past buf: clamped */
+        "\tst.shared.v4.u32 [%r1+-4], {%r1, %r1, %r1, %r1};\n"
+        "\tatom.shared.add.u32 %r2, [1048576], 1;\n"
+        "\tret;\n}\n";
+    char src[1024], err[320];
+    int rv;
+    char *p;
+    (void)state;
+    snprintf(src, sizeof(src), ".version 8.7\n.target sm_90\n.address_size 64\n\n%s", body);
+    p = guard(src, false, 0, 0, &rv, NULL);
+    assert_int_equal(rv, AGILE_OK);
+    assert_non_null(strstr(p, "\tst.shared.u32 [buf+252], %r1;"));
+    assert_non_null(strstr(p, "mov.u32 %agile_u0, buf;\n\tadd.u32 %agile_u0, %agile_u0, 256;\n\t"
+                              "min.u32 %agile_u0, %agile_u0, %agile_l4;"));
+    assert_non_null(strstr(p, "add.u32 %agile_u1, %r1, -4;\n\tmin.u32 %agile_u1, %agile_u1, "
+                              "%agile_l16;\n\tand.b32 %agile_u1, %agile_u1, -16;"));
+    assert_non_null(strstr(p, "mov.u32 %agile_u2, 1048576;"));
+    assert_int_equal(verify(p, 0, 0, NULL), AGILE_OK);
+    /* the verifier refuses a shared access put back past the variable or unconfined */
+    char *q = mutate(p, "[buf+252]", "[buf+256]");
+    assert_int_equal(verify(q, 0, 0, NULL), AGILE_EGUARD);
+    free(q);
+    q = mutate(p, "atom.shared.add.u32 %r2, [%agile_u2], 1;", "atom.shared.add.u32 %r2, [%r1], 1;");
+    assert_non_null(q);
+    assert_int_equal(verify(q, 0, 0, NULL), AGILE_EGUARD);
+    free(q);
+    free(p);
+    snprintf(src, sizeof(src), ".version 8.0\n.target sm_90\n.address_size 64\n\n%s", body);
+    p = guard(src, false, 0, 0, &rv, err);
+    assert_null(p);
+    assert_int_equal(rv, AGILE_EREJECT);
+    assert_non_null(strstr(err, "need .version 8.1"));
 }
 
 /* call __assertfail and trap become a report in the violation record and an exit: the
@@ -543,7 +600,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_global_fence),  cmocka_unit_test(test_generic_fence),
         cmocka_unit_test(test_window_bits),   cmocka_unit_test(test_alignment),
-        cmocka_unit_test(test_device_assert), cmocka_unit_test(test_strict),
+        cmocka_unit_test(test_shared),        cmocka_unit_test(test_device_assert),
+        cmocka_unit_test(test_strict),
         cmocka_unit_test(test_reject),        cmocka_unit_test(test_verifier_breaks),
         cmocka_unit_test(test_calls),         cmocka_unit_test(test_sha256),
         cmocka_unit_test(test_compile_cache), cmocka_unit_test(test_report),

@@ -58,11 +58,16 @@ typedef struct rw {
     agile_guard_sbuf fsites; /* JSON site list of the current function */
     regdecl *regs;
     uint32_t nregs, capregs;
+    /* Hash index of regs by name (single registers) or prefix (%r<N>): slot = index + 1,
+     * 0 empty; rtabcap a power of two >= 2 * nregs. */
+    uint32_t *rtab;
+    uint32_t rtabcap;
     bool bulk;
     uint64_t aligns; /* alignments (bits) whose fence mask register the function needs */
     /* Functions take the violation-record parameters: strict mode, or a module that calls
      * __assertfail (its asserts report through the record). */
     bool rec;
+    uint64_t slims; /* widths (bits) whose shared-memory limit register the function needs */
     /* rejection */
     uint32_t err_line;
     char err[256];
@@ -407,27 +412,75 @@ static const ptx_var *find_var(const rw *r, uint32_t name, uint32_t fidx)
     return best;
 }
 
+/* FNV-1a of a register name or prefix; ranges and single registers hash apart. */
+static uint32_t reg_hash(const char *s, uint32_t n, bool range)
+{
+    uint32_t h = range ? 2166136261u ^ 0x9e3779b9u : 2166136261u;
+    for (uint32_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+/* Index the current function's declarations (after collect_regs): lookups are then
+ * O(1 + duplicates) instead of a scan of every declaration (issue 12 item 6: a 2.6 MB
+ * kernel with 32k registers took seconds). */
+static int index_regs(rw *r)
+{
+    uint32_t cap = 64;
+    while (cap < 2 * r->nregs)
+        cap *= 2;
+    if (cap > r->rtabcap) {
+        uint32_t *nt = realloc(r->rtab, cap * sizeof(uint32_t));
+        if (nt == NULL) return AGILE_ENOMEM;
+        r->rtab = nt;
+        r->rtabcap = cap;
+    }
+    cap = r->rtabcap;
+    memset(r->rtab, 0, cap * sizeof(uint32_t));
+    for (uint32_t i = 0; i < r->nregs; i++) {
+        const regdecl *d = &r->regs[i];
+        uint32_t h = reg_hash(r->m.src + d->off, d->len, d->count != 0) & (cap - 1);
+        while (r->rtab[h] != 0)
+            h = (h + 1) & (cap - 1);
+        r->rtab[h] = i + 1;
+    }
+    return AGILE_OK;
+}
+
+/* Does declaration d name register s[0..n)? (a %r<N> range: the prefix, then a decimal
+ * index below N without leading zeros: %r01 is not %r<N>) */
+static bool reg_matches(const rw *r, const regdecl *d, const char *s, uint32_t n)
+{
+    const char *dn = r->m.src + d->off;
+    uint64_t k;
+    if (d->count == 0) return d->len == n && memcmp(dn, s, n) == 0;
+    if (n <= d->len || memcmp(dn, s, d->len) != 0) return false;
+    for (uint32_t j = d->len; j < n; j++)
+        if (s[j] < '0' || s[j] > '9') return false;
+    return (n - d->len == 1 || s[d->len] != '0') &&
+           agile_guard_parse_int(s + d->len, n - d->len, &k) && k < d->count;
+}
+
+/* The declaration of register token t; of several, the last one (as PTX scoping has it
+ * for the innermost), or NULL. Candidates: the name itself, and each prefix of it that
+ * leaves only digits (%r<N> for %r12 may be "%r" or "%r1"). */
 static const regdecl *find_reg(const rw *r, uint32_t t)
 {
     const char *s = TSTR(t);
-    uint32_t n = TOK(t).len;
-    for (uint32_t i = r->nregs; i-- > 0;) {
-        const regdecl *d = &r->regs[i];
-        const char *dn = r->m.src + d->off;
-        if (d->count == 0) {
-            if (d->len == n && memcmp(dn, s, n) == 0) return d;
-        } else if (n > d->len && memcmp(dn, s, d->len) == 0) {
-            uint64_t k;
-            bool digits = true;
-            for (uint32_t j = d->len; j < n; j++)
-                if (s[j] < '0' || s[j] > '9') digits = false;
-            if (digits && (n - d->len == 1 || s[d->len] != '0') &&
-                agile_guard_parse_int(s + d->len, n - d->len, &k) && k < d->count)
-                return d;
-            if (digits && n - d->len > 1 && s[d->len] == '0') continue; /* %r01 is not %r<N> */
+    uint32_t n = TOK(t).len, best = 0, cap = r->rtabcap, p = n;
+    if (r->nregs == 0 || cap == 0) return NULL;
+    for (;;) {
+        bool range = p < n;
+        uint32_t h = reg_hash(s, p, range) & (cap - 1);
+        for (uint32_t e; (e = r->rtab[h]) != 0; h = (h + 1) & (cap - 1)) {
+            const regdecl *d = &r->regs[e - 1];
+            if (e > best && d->len == p && (d->count != 0) == range && reg_matches(r, d, s, n))
+                best = e;
         }
+        if (p == 0 || s[p - 1] < '0' || s[p - 1] > '9') break;
+        p--;
     }
-    return NULL;
+    return best ? &r->regs[best - 1] : NULL;
 }
 
 /* .reg declarations of the current function, for register widths. */
@@ -514,6 +567,91 @@ static int zero_dsts(rw *r, const ptx_stmt *s, unsigned i, uint32_t at)
             AGILE_TRY(add_edit(r, at, 0, "\n\t@%%agile_v%u mov.b%u %.*s, 0;", i, rd->size * 8u,
                                TLEN(t), TSTR(t)));
     }
+out:
+    return rv;
+}
+
+/* Does the module's .version allow %aggr_smem_size (PTX ISA 8.1)? */
+static bool has_aggr_smem(const rw *r)
+{
+    uint32_t t = r->m.version_tok;
+    uint64_t maj = 0, min = 0;
+    const char *p, *dot;
+    if (t == PTX_NONE) return false;
+    p = TSTR(t);
+    dot = memchr(p, '.', TOK(t).len);
+    if (dot == NULL || !agile_guard_parse_int(p, (size_t)(dot - p), &maj) ||
+        !agile_guard_parse_int(dot + 1, TOK(t).len - (size_t)(dot + 1 - p), &min))
+        return false;
+    return maj > 8 || (maj == 8 && min >= 1);
+}
+
+/* Confine one explicit .shared (CTA) address to the CTA's shared allocation, aligned to
+ * the access width W: addresses past it fault. The allocation is [0, %aggr_smem_size)
+ * (static + dynamic + reserved, read at entry into %agile_sh; %agile_lW = it - W):
+ *     [cvt.u32.u64 u, a; | mov.u32 u, var;]  [add.u32 u, u, imm;]
+ *     min.u32 u, u|a, %agile_lW;  and.b32 u, u, -W;  ... [u]
+ * A sized shared variable named with an aligned offset inside it is left as it is. */
+static int confine_shared(rw *r, const ptx_stmt *s, const ptx_opnd *op, const opparts *o,
+                          const char *kind)
+{
+    addr a = {AD_REG, 0, 0};
+    uint32_t line = TOK(op->t0).line, at = TOK(s->t0).off;
+    uint64_t w = op_align(r, s, o, kind);
+    char src[48];
+    unsigned i;
+    int rv = AGILE_OK;
+
+    AGILE_TRY(parse_addr(r, op, &a));
+    if (w == 0)
+        return reject(r, line, "cannot tell the access width of '%.*s'", TLEN(s->op), TSTR(s->op));
+    if (a.kind == AD_VAR) {
+        const ptx_var *v = find_var(r, a.base, (uint32_t)(r->f - r->m.funcs));
+        if (v == NULL || v->space != PTX_SPACE_SHARED)
+            return reject(r, line, "shared access to '%.*s', which is not a .shared variable",
+                          TLEN(a.base), TSTR(a.base));
+        if (v->size > 0 && a.imm >= 0 && (uint64_t)a.imm % w == 0 && (uint64_t)a.imm <= v->size &&
+            w <= v->size - (uint64_t)a.imm)
+            return AGILE_OK; /* inside a sized variable */
+    }
+    if (a.imm < INT32_MIN || a.imm > INT32_MAX || (a.kind == AD_ABS && a.imm < 0))
+        return reject(r, line, "shared address offset out of range");
+    if (!has_aggr_smem(r))
+        return reject(r, line, "shared accesses through addresses need .version 8.1 or later "
+                               "(the guard bounds them by %%aggr_smem_size)");
+    i = r->fsite++;
+    if (a.kind == AD_REG) {
+        const regdecl *d = find_reg(r, a.base);
+        if (d == NULL || (d->size != 4 && d->size != 8))
+            return reject(r, line, "shared address register '%.*s' is not a declared 32/64-bit "
+                                   "register", TLEN(a.base), TSTR(a.base));
+        if (d->size == 8)
+            AGILE_TRY(add_edit(r, at, 0, "cvt.u32.u64 %%agile_u%u, %.*s;\n\t", i, TLEN(a.base),
+                               TSTR(a.base)));
+        if (d->size == 8)
+            snprintf(src, sizeof(src), "%%agile_u%u", i);
+        else
+            snprintf(src, sizeof(src), "%.*s", TLEN(a.base), TSTR(a.base));
+    } else if (a.kind == AD_VAR) {
+        AGILE_TRY(add_edit(r, at, 0, "mov.u32 %%agile_u%u, %.*s;\n\t", i, TLEN(a.base),
+                           TSTR(a.base)));
+        snprintf(src, sizeof(src), "%%agile_u%u", i);
+    } else {
+        AGILE_TRY(add_edit(r, at, 0, "mov.u32 %%agile_u%u, %" PRId64 ";\n\t", i, a.imm));
+        snprintf(src, sizeof(src), "%%agile_u%u", i);
+        a.imm = 0;
+    }
+    if (a.imm != 0) {
+        AGILE_TRY(add_edit(r, at, 0, "add.u32 %%agile_u%u, %s, %" PRId64 ";\n\t", i, src, a.imm));
+        snprintf(src, sizeof(src), "%%agile_u%u", i);
+    }
+    AGILE_TRY(add_edit(r, at, 0,
+                       "min.u32 %%agile_u%u, %s, %%agile_l%" PRIu64 ";\n\t"
+                       "and.b32 %%agile_u%u, %%agile_u%u, -%" PRIu64 ";\n\t",
+                       i, src, w, i, i, w));
+    r->slims |= w;
+    AGILE_TRY(add_edit(r, TOK(op->t0).off, TOK(op->t1 - 1).off + 1 - TOK(op->t0).off,
+                       "[%%agile_u%u]", i));
 out:
     return rv;
 }
@@ -927,7 +1065,11 @@ static int do_instr(rw *r, const ptx_stmt *s)
                           TLEN(s->op), TSTR(s->op));
         }
         nbr++;
-        AGILE_TRY(fence_opnd(r, s, op, sp, kind, &o, cl == CL_BULK, &nfenced));
+        if (sp == PTX_SPACE_SHARED && cl != CL_BULK && !any_part(&o, "shared::cluster") &&
+            !(cl == CL_ONE && (part_is(&o, 1, "async"))))
+            AGILE_TRY(confine_shared(r, s, op, &o, kind));
+        else
+            AGILE_TRY(fence_opnd(r, s, op, sp, kind, &o, cl == CL_BULK, &nfenced));
     }
     if (cl == CL_PER_OPND && nbr != nsp)
         return reject(r, TOK(s->op).line, "cannot tell the state spaces of '%.*s'", TLEN(s->op),
@@ -1031,6 +1173,7 @@ static int do_func(rw *r, const ptx_func *f)
     r->nregs = 0;
     r->bulk = false;
     r->aligns = 0;
+    r->slims = 0;
     r->fsites.n = 0;
     memset(r->counts, 0, sizeof(r->counts));
     if (f->entry) r->kidx = r->nentry++;
@@ -1040,6 +1183,7 @@ static int do_func(rw *r, const ptx_func *f)
         if (s->kind == PST_DIR && agile_guard_tok_eq(&r->m, s->op, ".reg"))
             AGILE_TRY(collect_regs(r, s));
     }
+    AGILE_TRY(index_regs(r));
     for (uint32_t i = f->st0; i < f->st1; i++) {
         const ptx_stmt *s = &r->m.st[i];
         if (s->kind == PST_DIR) {
@@ -1076,6 +1220,12 @@ static int do_func(rw *r, const ptx_func *f)
                  n, n, n, n, n));
     for (uint64_t al = 2; al <= r->aligns; al <<= 1)
         if (r->aligns & al) AGILE_TRY(add_edit(r, at, 0, "\n\t.reg .b64 %%agile_m%" PRIu64 ";", al));
+    if (r->slims) {
+        AGILE_TRY(add_edit(r, at, 0, "\n\t.reg .b32 %%agile_u<%u>, %%agile_sh;", n));
+        for (uint64_t w = 1; w <= r->slims; w <<= 1)
+            if (r->slims & w)
+                AGILE_TRY(add_edit(r, at, 0, "\n\t.reg .b32 %%agile_l%" PRIu64 ";", w));
+    }
     if (r->bulk) AGILE_TRY(add_edit(r, at, 0, "\n\t.reg .b32 %%agile_s<%u>;", n));
     if (r->rec)
         AGILE_TRY(add_edit(r, at, 0,
@@ -1089,6 +1239,13 @@ static int do_func(rw *r, const ptx_func *f)
         if (r->aligns & al)
             AGILE_TRY(add_edit(r, at, 0, "\n\tand.b64 %%agile_m%" PRIu64 ", %%agile_mask, -%" PRIu64 ";",
                                al, al));
+    if (r->slims) {
+        AGILE_TRY(add_edit(r, at, 0, "\n\tmov.u32 %%agile_sh, %%aggr_smem_size;"));
+        for (uint64_t w = 1; w <= r->slims; w <<= 1)
+            if (r->slims & w)
+                AGILE_TRY(add_edit(r, at, 0, "\n\tsub.u32 %%agile_l%" PRIu64 ", %%agile_sh, %" PRIu64 ";",
+                                   w, w));
+    }
     if (r->rec) {
         if (f->entry)
             AGILE_TRY(add_edit(
@@ -1256,6 +1413,7 @@ out:
     agile_guard_sb_fini(&r.fsites);
     free(r.ed);
     free(r.regs);
+    free(r.rtab);
     agile_guard_ptx_fini(&r.m);
     return rv;
 }

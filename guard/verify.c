@@ -784,14 +784,12 @@ static bool is_def(const vst *s, const char *op, unsigned nops)
     return s->kind == VS_INSTR && sp_eq(s->op, op) && s->nops == nops && s->pred.n == 0;
 }
 
+static uint64_t reg_number(span w, size_t plen, int64_t lo);
+
 /* The alignment-mask register %agile_mN: N (a power of two, 2..128), else 0. */
 static uint64_t align_reg(span m)
 {
-    int64_t n;
-    if (!sp_starts(m, "%agile_m") || m.n < 9 || m.p[8] < '1' || m.p[8] > '9' ||
-        !v_int((span){m.p + 8, m.n - 8}, &n) || n < 2 || n > 128 || (n & (n - 1)) != 0)
-        return 0;
-    return (uint64_t)n;
+    return sp_starts(m, "%agile_m") ? reg_number(m, 8, 2) : 0;
 }
 
 /* The alignment an immediate and-mask proves: its lowest set bit (all bits below are
@@ -949,6 +947,36 @@ static int check_addr(vctx *v, unsigned fidx, unsigned i, span a, int space, uin
     return vfail(v, s->line,
                  "'%.*s' addresses %s memory through '%.*s', which is not fenced in this block",
                  (int)s->op.n, s->op.p, space == 'g' ? "global" : "generic", (int)base.n, base.p);
+}
+
+/* An explicit shared (CTA) address: a sized shared variable named with an aligned offset
+ * inside it, or [R] with R from and.b32 R, T, imm (imm clears the low bits the width needs)
+ * over min.u32 T, _, %agile_lN (N >= width): below %aggr_smem_size - width, so inside the
+ * CTA's allocation. */
+static int check_shared(vctx *v, unsigned fidx, unsigned i, span a, uint64_t width)
+{
+    const vst *s = &v->st[i];
+    unsigned s0 = v->fn[fidx].s0, j, k;
+    span base;
+    int64_t off, imm;
+    if (!split_addr(a, &base, &off))
+        return vfail(v, s->line, "unrecognised address '%.*s'", (int)a.n, a.p);
+    if (base.p[0] != '%') {
+        const vvar *x = v_find_var(v, base, fidx);
+        if (x && x->space == 's' && x->size > 0 && off >= 0 && (uint64_t)off % width == 0 &&
+            (uint64_t)off <= x->size && width <= x->size - (uint64_t)off)
+            return AGILE_OK;
+    } else if (off == 0 && (j = last_def(v, s0, i, base)) != UINT32_MAX &&
+               is_def(&v->st[j], "and.b32", 3) && v_int(v->st[j].ops[2], &imm) &&
+               imm_align(imm) >= width &&
+               (k = last_def(v, s0, j, v->st[j].ops[1])) != UINT32_MAX &&
+               is_def(&v->st[k], "min.u32", 3) && sp_starts(v->st[k].ops[2], "%agile_l") &&
+               reg_number(v->st[k].ops[2], 8, 1) >= width) {
+        return AGILE_OK;
+    }
+    return vfail(v, s->line, "'%.*s' addresses shared memory through '%.*s', which is not "
+                 "confined to the allocation for %" PRIu64 "-byte accesses in this block",
+                 (int)s->op.n, s->op.p, (int)a.n, a.p, width);
 }
 
 /* A generic mbarrier address: a shared variable named with an 8-aligned offset inside
@@ -1161,6 +1189,11 @@ static int check_mem(vctx *v, unsigned fidx, unsigned i)
             }
             if (check_addr(v, fidx, i, a, space, w) != AGILE_OK) return AGILE_EGUARD;
             fenced_global = true;
+        } else if (space == 's' && !bulk && !sp_contains(op, "shared::cluster") &&
+                   !sp_starts(op, "st.async") && !sp_starts(op, "red.async")) {
+            uint64_t w = access_align(s, op);
+            if (w == 0) return vfail(v, s->line, "cannot tell the width of '%.*s'", (int)op.n, op.p);
+            if (check_shared(v, fidx, i, a, w) != AGILE_OK) return AGILE_EGUARD;
         }
     }
     if (bulk && fenced_global) return check_bulk_size(v, fidx, i);
@@ -1278,34 +1311,73 @@ static int check_call(vctx *v, unsigned fidx, unsigned i)
     return AGILE_OK;
 }
 
-/* The alignment masks %agile_mN: each written only by and.b64 %agile_mN, %agile_mask, -N,
- * once, at the top level before any label, after %agile_mask is loaded; used only after
- * that. *defined collects bit N of each one defined so far. */
-static int check_align_regs(vctx *v, const vst *s, uint64_t *defined, bool labelled,
+/* Registers the guard sets once at entry and the checks below rely on:
+ *   %agile_mN = and.b64 %agile_mN, %agile_mask, -N   (alignment masks, N = 2..128)
+ *   %agile_sh = mov.u32 %agile_sh, %aggr_smem_size   (the CTA's shared allocation)
+ *   %agile_lN = sub.u32 %agile_lN, %agile_sh, N      (last N-byte slot in it, N = 1..128)
+ * each written only so, once, at the top level before any label, after what it reads;
+ * used only after that. Bits of *defined: N for m, N << 8 for l, 1 << 63 for sh. */
+typedef struct entry_reg {
+    const char *prefix, *op, *src;
+    int sign; /* the immediate: sign * N; 0: none (%agile_sh) */
+    unsigned shift;
+} entry_reg;
+
+/* N of a name `prefix` + power of two in [lo, 128], 0 if not one. */
+static uint64_t reg_number(span w, size_t plen, int64_t lo)
+{
+    int64_t n;
+    if (w.n <= plen || w.p[plen] < '1' || w.p[plen] > '9' ||
+        !v_int((span){w.p + plen, w.n - plen}, &n) || n < lo || n > 128 || (n & (n - 1)) != 0)
+        return 0;
+    return (uint64_t)n;
+}
+
+static int check_entry_regs(vctx *v, const vst *s, uint64_t *defined, bool labelled,
                             bool mask_loaded)
 {
-    const char *p = s->text.p, *e = s->text.p + s->text.n;
-    while ((p = memmem(p, (size_t)(e - p), "%agile_m", 8)) != NULL) {
-        span w = {p, 0};
-        uint64_t n;
-        while (p + w.n < e && is_word(p[w.n]))
-            w.n++;
-        p += w.n;
-        if ((n = align_reg(w)) == 0) {
-            if (w.n > 8 && w.p[8] >= '0' && w.p[8] <= '9')
-                return vfail(v, s->line, "malformed alignment mask '%.*s'", (int)w.n, w.p);
-            continue; /* %agile_mask */
-        }
-        if (writes(s, w)) {
+    static const entry_reg er[] = {{"%agile_m", "and.b64", "%agile_mask", -1, 0},
+                                   {"%agile_l", "sub.u32", "%agile_sh", 1, 8},
+                                   {"%agile_sh", "mov.u32", "%aggr_smem_size", 0, 0}};
+    const char *e = s->text.p + s->text.n;
+    for (size_t r = 0; r < sizeof(er) / sizeof(er[0]); r++) {
+        size_t plen = strlen(er[r].prefix);
+        const char *p = s->text.p;
+        while ((p = memmem(p, (size_t)(e - p), er[r].prefix, plen)) != NULL) {
+            span w = {p, 0};
+            uint64_t n = 0, bit, ready;
             int64_t k;
-            if (!is_def(s, "and.b64", 3) || !sp_same(s->ops[0], w) ||
-                !sp_eq(s->ops[1], "%agile_mask") || !v_int(s->ops[2], &k) || k != -(int64_t)n ||
-                labelled || s->depth != 1 || !mask_loaded || (*defined & n))
-                return vfail(v, s->line, "%.*s is not set once to %%agile_mask & -%" PRIu64
-                             " at entry", (int)w.n, w.p, n);
-            *defined |= n;
-        } else if (!(*defined & n)) {
-            return vfail(v, s->line, "%.*s used before it is set", (int)w.n, w.p);
+            bool ok;
+            while (p + w.n < e && is_word(p[w.n]))
+                w.n++;
+            p += w.n;
+            if (er[r].sign == 0) {
+                if (w.n != plen) continue; /* another name */
+                bit = (uint64_t)1 << 63;
+                ready = 1;
+            } else {
+                n = reg_number(w, plen, er[r].sign < 0 ? 2 : 1);
+                if (n == 0) {
+                    if (w.n > plen && w.p[plen] >= '0' && w.p[plen] <= '9')
+                        return vfail(v, s->line, "malformed guard register '%.*s'", (int)w.n, w.p);
+                    continue; /* %agile_mask, %agile_sh */
+                }
+                bit = n << er[r].shift;
+                ready = er[r].sign < 0 ? mask_loaded : (*defined >> 63);
+            }
+            if (!writes(s, w)) {
+                if (!(*defined & bit))
+                    return vfail(v, s->line, "%.*s used before it is set", (int)w.n, w.p);
+                continue;
+            }
+            ok = is_def(s, er[r].op, er[r].sign ? 3 : 2) && sp_same(s->ops[0], w) &&
+                 sp_eq(s->ops[1], er[r].src) && !labelled && s->depth == 1 && ready &&
+                 !(*defined & bit);
+            if (ok && er[r].sign) ok = v_int(s->ops[2], &k) && k == er[r].sign * (int64_t)n;
+            if (!ok)
+                return vfail(v, s->line, "%.*s is not set once at entry by %s from %s", (int)w.n,
+                             w.p, er[r].op, er[r].src);
+            *defined |= bit;
         }
     }
     return AGILE_OK;
@@ -1320,7 +1392,7 @@ static int check_func(vctx *v, unsigned fidx)
     const char *hp[] = {"__agile_mask", "__agile_base", "__agile_viol"};
     const char *hf[] = {"__agile_fmask", "__agile_fbase", "__agile_fviol"};
     bool loaded[3] = {false, false, false}, labelled = false;
-    uint64_t aligned = 0; /* %agile_mN defined so far (bit N) */
+    uint64_t aligned = 0; /* guard registers set at entry so far (check_entry_regs) */
     span plist = header_params(f->header, f->name);
 
     for (unsigned i = f->s0; i < f->s1; i++) {
@@ -1363,7 +1435,7 @@ static int check_func(vctx *v, unsigned fidx)
                 return vfail(v, s->line, "%s used before it is loaded", regs[r]);
             }
         }
-        if (check_align_regs(v, s, &aligned, labelled, loaded[0]) != AGILE_OK)
+        if (check_entry_regs(v, s, &aligned, labelled, loaded[0]) != AGILE_OK)
             return AGILE_EGUARD;
         if (root_is(s->op, "call")) {
             if (check_call(v, fidx, i) != AGILE_OK) return AGILE_EGUARD;
