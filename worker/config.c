@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
@@ -22,6 +23,12 @@ void agile__config_defaults(agile__config *c)
     c->dflt.priority = 1;
     c->dflt.time_limit_ms = 10000;
     c->dflt.lease_step = 64ull << 20;
+    c->dflt.max_sessions = 128;
+    c->dflt.max_pending = 64;
+    c->dflt.max_objects = 65536;
+    c->dflt.max_requests = 16;
+    c->dflt.max_module_loads = 4;
+    c->dflt.max_module_bytes = 4ull << 20;
 }
 
 int agile__parse_size(const char *s, uint64_t *out)
@@ -104,6 +111,34 @@ static int parse_modules(char *s, uint32_t *out)
     return AGILE_OK;
 }
 
+/* The per-uid count limits: key, bounds, where in the policy, the error. */
+typedef struct {
+    const char *key;
+    uint32_t lo, hi;
+    size_t off;
+    const char *why;
+} limit_spec;
+
+static const limit_spec *limit_key(const char *key)
+{
+    static const limit_spec specs[] = {
+        {"max_sessions", 1, 4096, offsetof(agile__policy, max_sessions),
+         "max_sessions must be 1..4096"},
+        {"max_pending", 1, 4096, offsetof(agile__policy, max_pending),
+         "max_pending must be 1..4096"},
+        {"max_objects", 16, 1u << 20, offsetof(agile__policy, max_objects),
+         "max_objects must be 16..1048576"},
+        {"max_requests", 1, AGILE_CONFIG_MAX_REQUESTS, offsetof(agile__policy, max_requests),
+         "max_requests must be 1..32"},
+        {"max_module_loads", 1, AGILE_CONFIG_MAX_REQUESTS,
+         offsetof(agile__policy, max_module_loads), "max_module_loads must be 1..32"},
+    };
+    for (size_t i = 0; i < AGILE_ARRAY_LEN(specs); i++)
+        if (!strcmp(key, specs[i].key))
+            return &specs[i];
+    return NULL;
+}
+
 static void trim(char **s)
 {
     char *p = *s, *e;
@@ -137,6 +172,7 @@ int agile__config_parse(agile__config *c, const char *text, size_t len, char *er
     size_t pos = 0;
     unsigned lineno = 0;
     const char *why = NULL;
+    const limit_spec *lim;
 
     agile__config_defaults(c);
     if (len > MAX_CONFIG_BYTES) {
@@ -239,8 +275,22 @@ int agile__config_parse(agile__config *c, const char *text, size_t len, char *er
                 why = "time_limit_ms must be 0..86400000";
                 goto bad;
             }
+        } else if ((lim = limit_key(key))) {
+            if (parse_u32(val, lim->lo, lim->hi, (uint32_t *)((char *)cur + lim->off)) !=
+                AGILE_OK) {
+                why = lim->why;
+                goto bad;
+            }
+        } else if (!strcmp(key, "max_module_bytes")) {
+            if (agile__parse_size(val, &cur->max_module_bytes) != AGILE_OK ||
+                cur->max_module_bytes < 1024 || cur->max_module_bytes > AGILE_CONFIG_MAX_MODULE) {
+                why = "max_module_bytes must be 1KiB..15MiB";
+                goto bad;
+            }
         } else {
-            why = "unknown key (known: quota, modules, priority, time_limit_ms, lease_step)";
+            why = "unknown key (known: quota, modules, priority, time_limit_ms, lease_step, "
+                  "max_sessions, max_pending, max_objects, max_requests, max_module_loads, "
+                  "max_module_bytes)";
             goto bad;
         }
     }

@@ -8,6 +8,13 @@
  *   priority = 1              # 1..16: weight in the data-plane scheduler
  *   time_limit_ms = 10000     # per guarded launch; 0 = none
  *   lease_step = 64MiB        # growth step of leases
+ *   max_sessions = 128        # sessions of one uid at a time (pending ones included)
+ *   max_pending = 64          # connections of one uid not past HELLO yet
+ *   max_objects = 65536       # handles of one uid (streams, events, leases, modules, ...)
+ *   max_requests = 16         # slow control requests of one uid in flight at once (those
+ *                             # that call the backend, the guard or a module)
+ *   max_module_loads = 4      # MODULE_LOADs of one uid in flight at once
+ *   max_module_bytes = 4MiB   # PTX bytes per MODULE_LOAD
  *
  *   [tenant 1000]             # by uid
  *   [tenant alice]            # or by user name (resolved at load time)
@@ -21,6 +28,10 @@
 #include <stdint.h>
 
 #define AGILE_MAX_TENANT_RULES 256
+/* Bounds of the per-uid limits: the worker's request contexts (AGILE_NCTX) and what one
+ * message can carry (AGILE_WIRE_MAX_BODY, less room for the other fields). */
+#define AGILE_CONFIG_MAX_REQUESTS 32u
+#define AGILE_CONFIG_MAX_MODULE (15ull << 20)
 #define AGILE_MODULE_ALL 0xffffffffu
 
 typedef struct agile__policy {
@@ -29,6 +40,9 @@ typedef struct agile__policy {
     uint32_t priority;   /* 1..16 */
     uint32_t time_limit_ms;
     uint64_t lease_step;
+    /* Per-uid limits: no tenant can take what the worker shares among all of them. */
+    uint32_t max_sessions, max_pending, max_objects, max_requests, max_module_loads;
+    uint64_t max_module_bytes;
 } agile__policy;
 
 typedef struct agile__config {

@@ -9,13 +9,13 @@
 
 static int parse(agile__config *c, const char *text, char *err)
 {
-    return agile__config_parse(c, text, strlen(text), err, 128);
+    return agile__config_parse(c, text, strlen(text), err, 256);
 }
 
 static void test_defaults_and_sections(void **state)
 {
     agile__config c;
-    char err[128] = "";
+    char err[256] = "";
     (void)state;
     assert_int_equal(parse(&c, "", err), AGILE_OK);
     assert_int_equal(c.dflt.quota, 8ull << 30);
@@ -40,6 +40,32 @@ static void test_defaults_and_sections(void **state)
     assert_int_equal(agile__config_policy(&c, 0)->quota, 1ull << 30);
 }
 
+static void test_tenant_limits(void **state)
+{
+    agile__config c;
+    char err[256] = "";
+    (void)state;
+    assert_int_equal(parse(&c, "", err), AGILE_OK);
+    /* defaults: no uid can take every session, context or object slot of the worker */
+    assert_true(c.dflt.max_sessions >= 1 && c.dflt.max_sessions < 4096);
+    assert_true(c.dflt.max_requests < 32 && c.dflt.max_module_loads <= c.dflt.max_requests);
+    assert_true(c.dflt.max_objects < (1u << 20));
+    assert_true(c.dflt.max_module_bytes < (16ull << 20));
+    assert_int_equal(parse(&c,
+                           "max_sessions = 16\nmax_pending = 4\n[tenant 1000]\nmax_objects = 100\n"
+                           "max_requests = 3\nmax_module_loads = 1\nmax_module_bytes = 64KiB\n",
+                           err),
+                     AGILE_OK);
+    const agile__policy *p = agile__config_policy(&c, 1000);
+    assert_int_equal(p->max_sessions, 16); /* inherited */
+    assert_int_equal(p->max_pending, 4);
+    assert_int_equal(p->max_objects, 100);
+    assert_int_equal(p->max_requests, 3);
+    assert_int_equal(p->max_module_loads, 1);
+    assert_int_equal(p->max_module_bytes, 64u << 10);
+    assert_int_equal(c.dflt.max_objects, 65536);
+}
+
 static void test_errors_name_the_line(void **state)
 {
     static const struct {
@@ -52,7 +78,14 @@ static void test_errors_name_the_line(void **state)
         {"modules = fft, gpu\n", "line 1: unknown module in modules (known: fft, guard)"},
         {"just words\n", "line 1: expected key = value"},
         {"color = red\n", "line 1: unknown key (known: quota, modules, priority, time_limit_ms, "
-                          "lease_step)"},
+                          "lease_step, max_sessions, max_pending, max_objects, max_requests, "
+                          "max_module_loads, max_module_bytes)"},
+        {"max_sessions = 0\n", "line 1: max_sessions must be 1..4096"},
+        {"max_pending = 5000\n", "line 1: max_pending must be 1..4096"},
+        {"max_objects = 2M\n", "line 1: max_objects must be 16..1048576"},
+        {"max_requests = 33\n", "line 1: max_requests must be 1..32"},
+        {"max_module_loads = 0\n", "line 1: max_module_loads must be 1..32"},
+        {"max_module_bytes = 16MiB\n", "line 1: max_module_bytes must be 1KiB..15MiB"},
         {"quota = 99999999999999999999\n", "line 1: bad size for quota"},
         {"quota = 17179869184T\n", "line 1: bad size for quota"},
         {"lease_step = 0\n", "line 1: bad size for lease_step"},
@@ -60,7 +93,7 @@ static void test_errors_name_the_line(void **state)
     (void)state;
     for (size_t i = 0; i < AGILE_ARRAY_LEN(bad); i++) {
         agile__config c;
-        char err[128] = "";
+        char err[256] = "";
         assert_int_equal(parse(&c, bad[i].text, err), AGILE_ECONFIG);
         assert_string_equal(err, bad[i].msg);
     }
@@ -91,6 +124,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_and_sections),
+        cmocka_unit_test(test_tenant_limits),
         cmocka_unit_test(test_errors_name_the_line),
         cmocka_unit_test(test_sizes),
     };

@@ -3,6 +3,7 @@
 #include "worker.h"
 #include "dataplane.h"
 #include "modules.h"
+#include "twin.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -48,73 +49,12 @@ typedef struct lease_obj {
     uint64_t off, size;
 } lease_obj;
 
-static void range_free(agile__dwin *dw, uint64_t off, uint64_t size)
-{
-    agile__range **pp = &dw->free, *r, *n;
-    while ((r = *pp) && r->off < off)
-        pp = &r->next;
-    n = malloc(sizeof *n);
-    if (!n)
-        return; /* the range is lost to this session, not to anyone else */
-    n->off = off;
-    n->size = size;
-    n->next = r;
-    *pp = n;
-    /* coalesce with the next and the previous */
-    if (r && n->off + n->size == r->off) {
-        n->size += r->size;
-        n->next = r->next;
-        free(r);
-    }
-    for (agile__range *p = dw->free; p && p != n; p = p->next) {
-        if (p->next == n && p->off + p->size == n->off) {
-            p->size += n->size;
-            p->next = n->next;
-            free(n);
-            n = p;
-            break;
-        }
-    }
-    /* give the top back to the bump pointer */
-    if (n->off + n->size == dw->top) {
-        for (pp = &dw->free; *pp != n; pp = &(*pp)->next)
-            ;
-        *pp = n->next;
-        dw->top = n->off;
-        free(n);
-    }
-}
-
-static int range_alloc(agile__dwin *dw, uint64_t size, uint64_t *off)
-{
-    for (agile__range **pp = &dw->free, *r; (r = *pp); pp = &r->next) {
-        if (r->size >= size) {
-            *off = r->off;
-            r->off += size;
-            r->size -= size;
-            if (!r->size) {
-                *pp = r->next;
-                free(r);
-            }
-            return AGILE_OK;
-        }
-    }
-    if (dw->size - dw->top < size)
-        return AGILE_ENOMEM;
-    *off = dw->top;
-    dw->top += size;
-    return AGILE_OK;
-}
-
 static void lease_fini(void *obj)
 {
     lease_obj *lo = obj;
     agile__session *s = lo->s;
     agile__worker *w = s->w;
-    pthread_mutex_lock(&s->mu);
-    agile__lease_destroy(lo->l);
-    range_free(&s->win[lo->dev], lo->off, lo->size);
-    pthread_mutex_unlock(&s->mu);
+    agile__twin_unlease(s, lo->dev, lo->l, lo->off, lo->size);
     pthread_mutex_lock(&w->mu);
     s->tenant->leased[lo->dev] -= lo->size;
     pthread_mutex_unlock(&w->mu);
@@ -166,8 +106,7 @@ static int h_lease_grow(hctx *c)
     lease_obj *lo = NULL;
     uint64_t g, size, min, quota, off = 0, h = 0, seq = 0;
     uint64_t t0 = agile__now_ns(), tl = 0; /* AGILE_LOG=debug: where a grow's time goes */
-    int fd = -1, rv = AGILE_OK, reserved = 0, have_range = 0;
-    agile__dwin *dw;
+    int fd = -1, rv = AGILE_OK, reserved = 0;
 
     if ((rv = check_dev(c, q->device)))
         return rv;
@@ -180,17 +119,18 @@ static int h_lease_grow(hctx *c)
     /* Reserve the bytes against the quota first: nothing is ever over-committed. */
     pthread_mutex_lock(&w->mu);
     quota = t->pol.quota;
-    if (t->leased[q->device] + size > quota)
+    /* the window's sink counts too (twin.h) */
+    if (t->leased[q->device] + t->sink[q->device] + size > quota)
         size = min; /* the last step may be smaller than lease_step */
-    if (t->leased[q->device] + size > quota) {
+    if (t->leased[q->device] + t->sink[q->device] + size > quota) {
         t->quota_refusals++;
-        uint64_t used = t->leased[q->device];
+        uint64_t used = t->leased[q->device], sink = t->sink[q->device];
         pthread_mutex_unlock(&w->mu);
         return fail(c, AGILE_EQUOTA,
                     "tenant %u: lease of %llu bytes on GPU %u exceeds quota (%llu of %llu bytes "
-                    "leased)",
+                    "leased, %llu in the window's sink)",
                     t->uid, (unsigned long long)min, q->device, (unsigned long long)used,
-                    (unsigned long long)quota);
+                    (unsigned long long)quota, (unsigned long long)sink);
     }
     t->leased[q->device] += size;
     reserved = 1;
@@ -201,24 +141,16 @@ static int h_lease_grow(hctx *c)
         rv = AGILE_ENOMEM;
         goto out;
     }
-    pthread_mutex_lock(&s->mu);
-    dw = &s->win[q->device];
-    if (!dw->win) {
-        uint64_t W = window_size_for(w, (int)q->device, quota);
-        rv = agile__window_create(w->be, (int)q->device, W, AGILE_GUARD_GAP, &dw->win);
-        if (rv == AGILE_OK)
-            dw->size = W;
+    tl = agile__now_ns();
+    rv = agile__twin_lease(w, s, (int)q->device, window_size_for(w, (int)q->device, quota), size,
+                           quota, &lo->l, &off, &fd);
+    tl = agile__now_ns() - tl;
+    if (rv == AGILE_EQUOTA) {
+        fail(c, rv, "tenant %u: lease of %llu bytes on GPU %u and the window's sink exceed quota "
+             "(%llu bytes)", t->uid, (unsigned long long)size, q->device,
+             (unsigned long long)quota);
+        goto out;
     }
-    if (rv == AGILE_OK && (rv = range_alloc(dw, size, &off)) == AGILE_OK)
-        have_range = 1;
-    if (rv == AGILE_OK) {
-        tl = agile__now_ns();
-        rv = agile__lease_create(dw->win, off, size, &lo->l, &fd);
-        tl = agile__now_ns() - tl;
-    }
-    if (rv != AGILE_OK && have_range)
-        range_free(dw, off, size);
-    pthread_mutex_unlock(&s->mu);
     if (rv != AGILE_OK) {
         fail(c, rv, "lease of %llu bytes failed: %s", (unsigned long long)size,
              agile_strerror(rv));
@@ -342,7 +274,7 @@ static int h_status(hctx *c, char **text)
     uint32_t fmt = c->req->u.status_req.format;
     if (fmt > 1)
         return fail(c, AGILE_EINVAL, "status format must be 0 (text) or 1 (json)");
-    *text = agile__worker_status(c->w, (int)fmt);
+    *text = agile__worker_status(c->w, (int)fmt, c->s->uid);
     if (!*text)
         return AGILE_ENOMEM;
     c->rep.u.status_rep.text = agile__blob_of(*text, strlen(*text));
@@ -365,14 +297,110 @@ static int encode_reply(hctx *c, int status, uint8_t **rep, size_t *replen)
     return agile__msg_encode(&c->rep, *rep, cap, replen);
 }
 
+/* Requests that may take long (they call the backend, the guard or a module): a uid may
+ * have max_requests of them in flight, max_module_loads of them loads, so that one uid's
+ * burst cannot hold every request context while other uids wait for a HELLO. */
+static int slow_request(unsigned type)
+{
+    switch (type) {
+    case AGILE_MSG_LEASE_GROW:
+    case AGILE_MSG_LEASE_RELEASE:
+    case AGILE_MSG_MODULE_LOAD:
+    case AGILE_MSG_MODULE_UNLOAD:
+    case AGILE_MSG_MODULE_FUNCTION:
+    case AGILE_MSG_MOD_CTL:
+    case AGILE_MSG_RING_ATTACH: return 1;
+    default: return 0;
+    }
+}
+
+enum { ADMIT_REQ = 1, ADMIT_LOAD = 2 };
+
+/* Take one of max in-flight slots of counter, or count a refusal and say which limit. */
+static int take_slot(hctx *c, atomic_uint *counter, uint32_t max, const char *what,
+                     const char *key)
+{
+    agile__tenant *t = c->s->tenant;
+    if (atomic_fetch_add(counter, 1) < max)
+        return AGILE_OK;
+    atomic_fetch_sub(counter, 1);
+    atomic_fetch_add(&t->request_refusals, 1);
+    return fail(c, AGILE_ELIMIT, "tenant %u: %u %s in flight already (%s); retry when one is "
+                "answered", t->uid, max, what, key);
+}
+
+static int admit(hctx *c, const agile__msg *m, int *admitted)
+{
+    agile__tenant *t = c->s->tenant;
+    int rv;
+    *admitted = 0;
+    if (m->h.type == AGILE_MSG_MODULE_LOAD && m->u.module_load_req.ptx.n > t->pol.max_module_bytes) {
+        atomic_fetch_add(&t->module_size_refusals, 1);
+        return fail(c, AGILE_ETOOBIG,
+                    "tenant %u: module of %u bytes exceeds max_module_bytes (%llu)", t->uid,
+                    m->u.module_load_req.ptx.n, (unsigned long long)t->pol.max_module_bytes);
+    }
+    if (!slow_request(m->h.type))
+        return AGILE_OK;
+    if ((rv = take_slot(c, &t->requests_inflight, t->pol.max_requests, "control requests",
+                        "max_requests")) != AGILE_OK)
+        return rv;
+    *admitted = ADMIT_REQ;
+    if (m->h.type != AGILE_MSG_MODULE_LOAD)
+        return AGILE_OK;
+    if ((rv = take_slot(c, &t->loads_inflight, t->pol.max_module_loads, "module loads",
+                        "max_module_loads")) != AGILE_OK) {
+        atomic_fetch_sub(&t->requests_inflight, 1);
+        *admitted = 0;
+        return rv;
+    }
+    *admitted |= ADMIT_LOAD;
+    return AGILE_OK;
+}
+
+static void unadmit(hctx *c, int admitted)
+{
+    if (admitted & ADMIT_LOAD)
+        atomic_fetch_sub(&c->s->tenant->loads_inflight, 1);
+    if (admitted & ADMIT_REQ)
+        atomic_fetch_sub(&c->s->tenant->requests_inflight, 1);
+}
+
+/* The type and request id of a reply to a request that did not decode: what its header
+ * says when it has one, else a known type to carry the error. */
+static void malformed_reply_hdr(const uint8_t *req, size_t reqlen, agile__hdr *h)
+{
+    memset(h, 0, sizeof *h);
+    if (reqlen >= AGILE_WIRE_HDR_SIZE) {
+        agile__rbuf rb = {req, reqlen, 8, 0};
+        h->type = agile__get_u16(&rb);
+        rb.off = 16;
+        h->req_id = agile__get_u64(&rb);
+    }
+    if (h->type == 0 || h->type >= AGILE_MSG_MAX_)
+        h->type = AGILE_MSG_PING;
+}
+
+int agile__worker_error_reply(const uint8_t *req, size_t reqlen, int status, uint8_t *buf,
+                              size_t cap, size_t *len)
+{
+    agile__msg m;
+    const char *msg = agile_strerror(status);
+    memset(&m, 0, sizeof m);
+    malformed_reply_hdr(req, reqlen, &m.h);
+    m.h.flags = AGILE_MSGF_REPLY;
+    m.h.status = status;
+    m.u.error.message = agile__blob_of(msg, strnlen(msg, 64));
+    return agile__msg_encode(&m, buf, cap, len);
+}
+
 int agile__worker_handle(agile__worker *w, uint32_t pipe_id, uint32_t pipe_uid,
                          const uint8_t *req, size_t reqlen, uint8_t **rep, size_t *replen)
 {
     agile__msg m;
     hctx c;
     char *text = NULL;
-    int rv, close_after = 0;
-    agile__hdr h;
+    int rv, close_after = 0, admitted = 0;
 
     memset(&c, 0, sizeof c);
     c.w = w;
@@ -385,30 +413,18 @@ int agile__worker_handle(agile__worker *w, uint32_t pipe_id, uint32_t pipe_uid,
     c.s = agile__session_by_pipe(w, pipe_id);
 
     rv = agile__msg_decode(req, reqlen, &m);
+    if (rv == AGILE_OK && (m.h.flags & AGILE_MSGF_REPLY))
+        rv = fail(&c, AGILE_EPROTO, "a reply sent as a request");
     if (rv != AGILE_OK) {
+        /* Every request is answered, however malformed: a request left unanswered would
+         * hold its sender until its timeout, and closing the pipe instead makes the sender's
+         * req socket resend it on the next connection. nng matches the reply to the request
+         * by its own id, so the reply reaches the sender even without a readable header. */
         count_proto_error(&c);
-        /* Without a trustworthy header there is nobody to answer: close. */
-        if (agile__hdr_decode(req, reqlen, &h) == AGILE_EPROTO &&
-            (reqlen < AGILE_WIRE_HDR_SIZE || h.magic != AGILE_WIRE_MAGIC)) {
-            rv = AGILE_ECLOSED;
-            goto done;
-        }
-        memset(&c.rep.h, 0, sizeof c.rep.h);
-        if (reqlen >= AGILE_WIRE_HDR_SIZE) {
-            agile__rbuf rb = {req, reqlen, 8, 0};
-            c.rep.h.type = agile__get_u16(&rb);
-            rb.off = 16;
-            c.rep.h.req_id = agile__get_u64(&rb);
-        }
-        if (c.rep.h.type == 0 || c.rep.h.type >= AGILE_MSG_MAX_)
-            c.rep.h.type = AGILE_MSG_PING; /* a known type to carry the error */
-        fail(&c, rv, "malformed request: %s", agile_strerror(rv));
+        malformed_reply_hdr(req, reqlen, &c.rep.h);
+        if (!c.errbuf[0])
+            fail(&c, rv, "malformed request: %s", agile_strerror(rv));
         rv = encode_reply(&c, rv, rep, replen);
-        goto done;
-    }
-    if (m.h.flags & AGILE_MSGF_REPLY) {
-        count_proto_error(&c);
-        rv = AGILE_ECLOSED;
         goto done;
     }
     c.rep.h.type = m.h.type;
@@ -419,6 +435,8 @@ int agile__worker_handle(agile__worker *w, uint32_t pipe_id, uint32_t pipe_uid,
     if (!c.s && m.h.type != AGILE_MSG_HELLO) {
         count_proto_error(&c);
         rv = fail(&c, AGILE_EPROTO, "%s before HELLO", agile__msg_name(m.h.type));
+    } else if (c.s && (rv = admit(&c, &m, &admitted)) != AGILE_OK) {
+        /* refused by a per-uid limit: answered at once, holding no context */
     } else {
         switch (m.h.type) {
         case AGILE_MSG_HELLO: rv = h_hello(&c); break;
@@ -441,7 +459,11 @@ int agile__worker_handle(agile__worker *w, uint32_t pipe_id, uint32_t pipe_uid,
         }
         if (rv == AGILE_EPROTO)
             count_proto_error(&c);
+        if (rv == AGILE_ELIMIT && !c.errbuf[0])
+            fail(&c, rv, "tenant %u: object limit reached (max_objects %u)", c.s->uid,
+                 c.s->tenant->pol.max_objects);
     }
+    unadmit(&c, admitted);
     rv = encode_reply(&c, rv, rep, replen);
     if (close_after && c.s)
         agile__session_kill(c.s, "BYE");

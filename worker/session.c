@@ -3,14 +3,13 @@
 
 #include "backend/fdpass.h"
 #include "modules.h"
+#include "twin.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#define MAX_SESSIONS 4096
 
 static agile__tenant *tenant_get_locked(agile__worker *w, uint32_t uid)
 {
@@ -23,6 +22,7 @@ static agile__tenant *tenant_get_locked(agile__worker *w, uint32_t uid)
         return NULL;
     t->uid = uid;
     t->pol = *agile__config_policy(&w->cfg, uid);
+    t->objs.limit = t->pol.max_objects;
     t->next = w->tenants;
     w->tenants = t;
     return t;
@@ -35,10 +35,19 @@ static void session_obj_fini(void *obj)
 
 int agile__session_new(agile__worker *w, int fd, uint32_t uid, pid_t pid, agile__session **out)
 {
+    uint32_t what, limit;
+    return agile__session_new_limited(w, fd, uid, pid, out, &what, &limit);
+}
+
+int agile__session_new_limited(agile__worker *w, int fd, uint32_t uid, pid_t pid,
+                               agile__session **out, uint32_t *what, uint32_t *limit)
+{
     agile__session *s;
+    agile__tenant *t;
     unsigned n = 0;
     int rv = AGILE_OK;
 
+    *what = *limit = 0;
     s = calloc(1, sizeof *s);
     if (!s)
         return AGILE_ENOMEM;
@@ -57,23 +66,39 @@ int agile__session_new(agile__worker *w, int fd, uint32_t uid, pid_t pid, agile_
     pthread_mutex_lock(&w->mu);
     for (agile__session *p = w->sessions; p; p = p->next)
         n++;
-    if (n >= MAX_SESSIONS) {
-        pthread_mutex_unlock(&w->mu);
-        rv = AGILE_EBUSY;
-        goto out;
-    }
-    s->tenant = tenant_get_locked(w, uid);
-    if (!s->tenant) {
-        pthread_mutex_unlock(&w->mu);
+    t = tenant_get_locked(w, uid);
+    if (!t)
         rv = AGILE_ENOMEM;
+    else if (n >= AGILE_MAX_SESSIONS)
+        rv = AGILE_EBUSY;
+    /* Per uid, so that one uid cannot take every session of the worker, nor hold
+     * connections that never say HELLO (each waits out its token's lifetime). */
+    else if (t->sessions >= t->pol.max_sessions) {
+        t->session_refusals++;
+        *what = 1;
+        *limit = t->pol.max_sessions;
+        rv = AGILE_ELIMIT;
+    } else if (t->pending >= t->pol.max_pending) {
+        t->pending_refusals++;
+        *what = 2;
+        *limit = t->pol.max_pending;
+        rv = AGILE_ELIMIT;
+    }
+    if (rv != AGILE_OK) {
+        pthread_mutex_unlock(&w->mu);
         goto out;
     }
-    s->tenant->sessions++;
+    s->tenant = t;
+    t->sessions++;
+    t->pending++;
+    s->pending = 1;
     s->id = ++w->next_session_id;
     s->next = w->sessions;
     w->sessions = s;
     pthread_mutex_unlock(&w->mu);
-    rv = agile__htab_add(&w->objs, AGILE_OBJ_SESSION, s->id, s, session_obj_fini, &s->handle);
+    rv = agile__htab_set_account(&w->objs, s->id, &t->objs);
+    if (rv == AGILE_OK)
+        rv = agile__htab_add(&w->objs, AGILE_OBJ_SESSION, s->id, s, session_obj_fini, &s->handle);
     if (rv != AGILE_OK) {
         agile__session_kill(s, "object table full");
         return rv;
@@ -126,6 +151,8 @@ agile__session *agile__session_bind(agile__worker *w, uint64_t tok_lo, uint64_t 
         s->pipe_id = pipe_id;
         s->token[0] = s->token[1] = 0;
         s->refs++;
+        s->tenant->pending--;
+        s->pending = 0;
     }
     pthread_mutex_unlock(&w->mu);
     return s;
@@ -133,16 +160,7 @@ agile__session *agile__session_bind(agile__worker *w, uint64_t tok_lo, uint64_t 
 
 static void session_free(agile__session *s)
 {
-    for (int d = 0; d < AGILE_MAX_DEV; d++) {
-        agile__range *r = s->win[d].free;
-        while (r) {
-            agile__range *n = r->next;
-            free(r);
-            r = n;
-        }
-        if (s->win[d].win)
-            agile__window_destroy(s->win[d].win);
-    }
+    agile__twin_session_end(s);
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->fd_mu);
     free(s);
@@ -181,37 +199,80 @@ void agile__session_kill_pipe(agile__worker *w, uint32_t pipe_id)
     }
 }
 
+/* A dead session's teardown, done by the reaper in pieces. */
+typedef struct dying {
+    agile__session *s;
+    uint64_t t0;
+    uint32_t n;
+    struct dying *next;
+} dying;
+
+/* Objects released per turn of one dying session: a turn is a millisecond or so, and every
+ * other dying session gets its turn before the next one, so a tenant's million objects
+ * cannot hold back another tenant's cleanup (a killed client's lease). */
+#define REAP_CHUNK 4096u
+
+static void reap_finish(agile__worker *w, dying *d)
+{
+    agile__session *s = d->s;
+    /* after the objects: the module call lock waits for calls still in flight */
+    d->n += agile__htab_remove_owner(&w->objs, s->id);
+    agile__worker_modules_session_gone(w, s);
+    /* The nng pipe is left to its peer: once the session is off the list, requests on
+     * it find no session and get "before HELLO". (Closing pipes from here made nng 1.5
+     * drop other clients' pending requests under load.) */
+    pthread_mutex_lock(&s->fd_mu);
+    if (s->fd >= 0) {
+        close(s->fd);
+        s->fd = -1;
+    }
+    pthread_mutex_unlock(&s->fd_mu);
+    agile__log(AGILE_LOG_INFO, (long)s->uid, "session %u (pid %d) released: %u objects in %.2f ms",
+               s->id, (int)s->pid, d->n, (double)(agile__now_ns() - d->t0) / 1e6);
+    agile__session_rele(s);
+    free(d);
+}
+
 void agile__sessions_reap(agile__worker *w)
 {
+    dying *list = NULL, **tail = &list;
     for (;;) {
         agile__session *s, **pp;
+        /* Take every newly dead session off the list: no new lookups find them. */
         pthread_mutex_lock(&w->mu);
-        for (pp = &w->sessions; (s = *pp); pp = &s->next)
-            if (s->state == SESS_DEAD)
-                break;
-        if (s) {
-            *pp = s->next; /* off the list: no new lookups find it */
+        for (pp = &w->sessions; (s = *pp);) {
+            dying *d;
+            if (s->state != SESS_DEAD || !(d = calloc(1, sizeof *d))) {
+                pp = &s->next;
+                continue;
+            }
+            *pp = s->next;
             s->tenant->sessions--;
+            if (s->pending) {
+                s->tenant->pending--;
+                s->pending = 0;
+            }
+            d->s = s;
+            d->t0 = agile__now_ns();
+            *tail = d;
+            tail = &d->next;
         }
         pthread_mutex_unlock(&w->mu);
-        if (!s)
+        if (!list)
             return;
-        uint64_t t0 = agile__now_ns();
-        uint32_t n = agile__htab_remove_owner(&w->objs, s->id);
-        agile__worker_modules_session_gone(w, s);
-        /* The nng pipe is left to its peer: once the session is off the list, requests on
-         * it find no session and get "before HELLO". (Closing pipes from here made nng 1.5
-         * drop other clients' pending requests under load.) */
-        pthread_mutex_lock(&s->fd_mu);
-        if (s->fd >= 0) {
-            close(s->fd);
-            s->fd = -1;
+        /* One turn each, round robin. */
+        for (dying **dp = &list, *d; (d = *dp);) {
+            uint32_t left = 0;
+            d->n += agile__htab_remove_owner_n(&w->objs, d->s->id, REAP_CHUNK, &left);
+            if (left) {
+                dp = &d->next;
+                continue;
+            }
+            *dp = d->next;
+            if (tail == &d->next)
+                tail = dp;
+            reap_finish(w, d);
         }
-        pthread_mutex_unlock(&s->fd_mu);
-        agile__log(AGILE_LOG_INFO, (long)s->uid,
-                   "session %u (pid %d) released: %u objects in %.2f ms", s->id, (int)s->pid, n,
-                   (double)(agile__now_ns() - t0) / 1e6);
-        agile__session_rele(s);
     }
 }
 

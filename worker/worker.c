@@ -2,6 +2,7 @@
 #include "worker.h"
 #include "dataplane.h"
 #include "modules.h"
+#include "twin.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -154,16 +155,21 @@ static void *ctx_main(void *arg)
             uid = UINT32_MAX;
         int rv = agile__worker_handle(w, (uint32_t)nng_pipe_id(p), (uint32_t)uid,
                                       nng_msg_body(msg), nng_msg_len(msg), &rep, &replen);
-        if (rv != AGILE_OK) {
-            nng_msg_free(msg);
-            nng_pipe_close(p);
-            continue;
-        }
+        uint8_t small[128];
+        size_t slen = 0;
+        /* Out of memory for the reply: a short error reply from the stack, so that this
+         * context still answers (an unanswered request holds its sender until its timeout). */
+        if (rv != AGILE_OK &&
+            agile__worker_error_reply(nng_msg_body(msg), nng_msg_len(msg), rv, small,
+                                      sizeof small, &slen) != AGILE_OK)
+            slen = 0;
         nng_msg_clear(msg);
         out = msg;
-        if (nng_msg_append(out, rep, replen) != 0) {
+        if (rv == AGILE_OK ? nng_msg_append(out, rep, replen) != 0
+                           : (slen == 0 || nng_msg_append(out, small, slen) != 0)) {
             free(rep);
             nng_msg_free(out);
+            nng_pipe_close(p); /* cannot answer: the sender hears the close at once */
             continue;
         }
         free(rep);
@@ -183,22 +189,52 @@ static void *ctx_main(void *arg)
     return NULL;
 }
 
+/* Tell a refused client why (instead of a bare hang-up): a REFUSED record. The socket is
+ * new and non-blocking, so this never waits. */
+static void refuse(int fd, int err, uint32_t what, uint32_t limit)
+{
+    uint8_t rec[AGILE_FDREC_SIZE];
+    agile__wbuf wb = {rec, sizeof rec, 0, 0};
+    agile__put_u32(&wb, AGILE_FDREC_MAGIC);
+    agile__put_u16(&wb, 1);
+    agile__put_u16(&wb, AGILE_FDREC_REFUSED);
+    agile__put_u64(&wb, 0);
+    agile__put_u64(&wb, what);
+    agile__put_u64(&wb, (uint64_t)err);
+    agile__put_u64(&wb, limit);
+    agile__put_u64(&wb, 0);
+    if (send(fd, rec, sizeof rec, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+        /* the client went away first: nobody to tell */
+    }
+}
+
 static void accept_one(agile__worker *w)
 {
     struct ucred cred;
     socklen_t len = sizeof cred;
     agile__session *s;
     uint64_t seq;
-    int fd = accept4(w->fd_listen, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    uint32_t what = 0, limit = 0;
+    int rv, fd = accept4(w->fd_listen, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0)
         return;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
         close(fd);
         return;
     }
-    if (agile__session_new(w, fd, (uint32_t)cred.uid, cred.pid, &s) != AGILE_OK) {
-        agile__warn("refusing connection from pid %d: too many sessions or no memory",
-                    (int)cred.pid);
+    rv = agile__session_new_limited(w, fd, (uint32_t)cred.uid, cred.pid, &s, &what, &limit);
+    if (rv != AGILE_OK) {
+        if (rv != AGILE_ELIMIT)
+            limit = AGILE_MAX_SESSIONS;
+        /* A client can provoke these at will: the log is rate-limited. */
+        agile__log_limited(AGILE_LOG_WARN, (long)cred.uid,
+                           "refusing connection from pid %d: %s (%s %u)", (int)cred.pid,
+                           agile_strerror(rv),
+                           what == AGILE_FDREFUSE_SESSIONS  ? "max_sessions"
+                           : what == AGILE_FDREFUSE_PENDING ? "max_pending"
+                                                            : "worker-wide sessions",
+                           limit);
+        refuse(fd, rv, what, limit);
         close(fd);
         return;
     }
@@ -355,6 +391,7 @@ int agile__worker_start(agile__worker *w, const agile__worker_opts *o, char *err
         return rv;
     snprintf(w->fd_path, sizeof w->fd_path, "%s/agile.fd.sock", w->dir);
     snprintf(w->lock_path, sizeof w->lock_path, "%s/agile.pid", w->dir);
+    w->shared = o->shared;
     AGILE_TRY(make_dir(w->dir, o->shared, err, errcap));
     /* The lock first: a second worker must not even open the GPU. */
     AGILE_TRY(take_lock(w, err, errcap));
@@ -442,6 +479,7 @@ void agile__worker_fini(agile__worker *w)
     while (w->tenants) {
         agile__tenant *t = w->tenants;
         w->tenants = t->next;
+        agile__twin_tenant_fini(t);
         free(t);
     }
     if (w->be)

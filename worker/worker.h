@@ -4,7 +4,7 @@
  * only its own context); one fd-socket thread (accept, SO_PEERCRED, token hand-out, hang-up
  * detection); one reaper thread that tears down dead sessions off the request path.
  * Locks: w->mu guards the session and tenant lists and tenant counters, and is never held
- * across a backend (GPU) call; s->mu serialises one session's window/lease operations.
+ * across a backend (GPU) call; a tenant's window lock (twin.c) serialises its window/lease operations.
  */
 #ifndef AGILE_WORKER_H
 #define AGILE_WORKER_H
@@ -35,8 +35,21 @@ typedef struct agile__tenant {
     uint64_t quota_refusals;
     uint64_t timelimit_exceeded; /* data-plane ops past policy time_limit_ms (dataplane.c) */
     uint64_t protected_bytes; /* module work areas etc. (worker/modules.c), all devices */
+    uint64_t sink[AGILE_MAX_DEV]; /* its windows' sinks (twin.c), counted in the quota */
+    struct agile__twin *twin;     /* its windows, one per device, shared by its sessions */
+    /* Per-uid limits (policy max_*) and what they refused; under w->mu, except objs (the
+     * object table's lock) and the in-flight counts (atomic). */
+    uint32_t pending;           /* sessions not past HELLO */
+    uint64_t session_refusals;  /* connections refused: max_sessions */
+    uint64_t pending_refusals;  /* connections refused: max_pending */
+    agile__hacct objs;          /* handles of all its sessions; limit = max_objects */
+    atomic_uint requests_inflight, loads_inflight;
+    atomic_uint_fast64_t request_refusals; /* max_requests / max_module_loads */
+    atomic_uint_fast64_t module_size_refusals; /* max_module_bytes */
     struct agile__tenant *next;
 } agile__tenant;
+
+typedef struct agile__twin agile__twin;
 
 /* A free range in a window (offsets), for reusing released lease ranges. */
 typedef struct agile__range {
@@ -49,6 +62,7 @@ typedef struct agile__dwin {
     uint64_t size;
     uint64_t top;         /* bump pointer */
     agile__range *free;   /* released ranges, sorted, coalesced */
+    uint32_t users;       /* sessions that joined it (twin.c) */
 } agile__dwin;
 
 enum { SESS_PENDING = 1, SESS_ACTIVE = 2, SESS_DEAD = 3 };
@@ -65,11 +79,12 @@ typedef struct agile__session {
     uint32_t pipe_id;     /* nng pipe, 0 until HELLO */
     int state;
     int refs;             /* under w->mu */
+    int pending;          /* counted in its tenant's pending (under w->mu) */
     uint64_t created_ns;
     pthread_mutex_t mu;
     pthread_mutex_t fd_mu;
     uint64_t fd_seq;
-    agile__dwin win[AGILE_MAX_DEV];
+    agile__dwin *win[AGILE_MAX_DEV]; /* its tenant's window per device, once joined (twin.h) */
     struct agile__worker *w;
     struct agile__session *next;
 } agile__session;
@@ -92,6 +107,7 @@ typedef struct agile__worker {
     struct agile__dp *dp; /* data plane: rings and their dispatcher (worker/dataplane.c) */
     struct agile__modules *mods; /* worker/modules.c */
     agile__config cfg;
+    int shared;           /* --shared: status shows a uid its own tenant only */
     pthread_mutex_t mu;
     pthread_cond_t reap_cv;
     agile__session *sessions;
@@ -124,8 +140,13 @@ void agile__worker_request_stop(agile__worker *w);
 void agile__worker_run_until_stopped(agile__worker *w);
 void agile__worker_fini(agile__worker *w);
 
-/* Sessions (session.c). */
+/* Sessions (session.c). A connection past its uid's max_sessions or max_pending is
+ * AGILE_ELIMIT (*what: 1 sessions, 2 pending; *limit: the limit), past the worker's
+ * AGILE_MAX_SESSIONS AGILE_EBUSY. */
+#define AGILE_MAX_SESSIONS 4096
 int agile__session_new(agile__worker *w, int fd, uint32_t uid, pid_t pid, agile__session **out);
+int agile__session_new_limited(agile__worker *w, int fd, uint32_t uid, pid_t pid,
+                               agile__session **out, uint32_t *what, uint32_t *limit);
 agile__session *agile__session_by_pipe(agile__worker *w, uint32_t pipe_id); /* +ref */
 agile__session *agile__session_bind(agile__worker *w, uint64_t tok_lo, uint64_t tok_hi,
                                     uint32_t pipe_id, uint32_t pipe_uid); /* +ref */
@@ -138,14 +159,21 @@ void agile__sessions_reap(agile__worker *w);
 int agile__session_send_fd(agile__session *s, uint16_t kind, uint64_t handle, uint64_t a,
                            uint64_t b, int fd, uint64_t *seq);
 
-/* The message handler (handlers.c): one request in, one reply out. Never crashes on input.
- * `pipe_id`/`pipe_uid` identify the nng connection. The reply is written into *rep (a
- * malloc()ed buffer the caller frees) and its length into *replen; returns AGILE_ECLOSED
- * when the connection must be closed instead of answered. */
+/* The message handler (handlers.c): one request in, one reply out, whatever the bytes (a
+ * malformed request gets an error reply). Never crashes on input. `pipe_id`/`pipe_uid`
+ * identify the nng connection. The reply is written into *rep (a malloc()ed buffer the
+ * caller frees) and its length into *replen; an error return (out of memory only) leaves
+ * the answer to agile__worker_error_reply. */
 int agile__worker_handle(agile__worker *w, uint32_t pipe_id, uint32_t pipe_uid,
                          const uint8_t *req, size_t reqlen, uint8_t **rep, size_t *replen);
+/* A short error reply (status's message) to req, encoded into buf without allocating. */
+int agile__worker_error_reply(const uint8_t *req, size_t reqlen, int status, uint8_t *buf,
+                              size_t cap, size_t *len);
 
-/* Status as JSON or text (status.c); malloc()ed, NUL-terminated. */
-char *agile__worker_status(agile__worker *w, int json);
+/* Status as JSON or text (status.c); malloc()ed, NUL-terminated. viewer: the uid asking;
+ * on a --shared worker a uid other than root and the worker's sees its own tenant only
+ * (AGILE_STATUS_ALL: every tenant). */
+#define AGILE_STATUS_ALL UINT32_MAX
+char *agile__worker_status(agile__worker *w, int json, uint32_t viewer);
 
 #endif

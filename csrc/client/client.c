@@ -435,6 +435,18 @@ AGILE_API int agile_connect(const agile_connect_opts *opts, agile_client **out)
     /* The worker greets every fd-socket connection with our one-time token. */
     if ((rv = read_record(c->fd, c->timeout_ms, &tok)) != AGILE_OK)
         goto fail;
+    if (tok.kind == AGILE_FDREC_REFUSED && tok.a && tok.a < AGILE_ESYSERR) {
+        /* the worker says why it will not take this connection */
+        rv = (int)tok.a;
+        agile__set_last_error(
+            "the worker refused this connection: %s (%s: %llu)", agile_strerror(rv),
+            tok.handle == AGILE_FDREFUSE_SESSIONS  ? "sessions per uid, max_sessions"
+            : tok.handle == AGILE_FDREFUSE_PENDING ? "connections per uid not past HELLO, "
+                                                     "max_pending"
+                                                   : "sessions of the worker",
+            (unsigned long long)tok.b);
+        goto fail;
+    }
     if (tok.kind != AGILE_FDREC_TOKEN) {
         rv = AGILE_EPROTO;
         goto fail;

@@ -214,9 +214,12 @@ int agile__msg_decode(const uint8_t *buf, size_t len, agile__msg *m);
 /* Worker → client over DIR/agile.fd.sock, each 48 bytes little-endian, optionally with one fd
  * in SCM_RIGHTS: magic u32 "AGFD", version u16 (1), kind u16, seq u64 (per session, from 1),
  * handle u64, a u64, b u64, spare u64. TOKEN: handle = session id, a/b = the one-time token
- * for HELLO; LEASE: a = window offset, b = size, fd = the memory; RING: the ring region. */
+ * for HELLO; LEASE: a = window offset, b = size, fd = the memory; RING: the ring region;
+ * REFUSED (instead of TOKEN, then the worker hangs up): a = the agile_err_t (AGILE_ELIMIT,
+ * AGILE_EBUSY), handle = which limit (AGILE_FDREFUSE_*), b = its value. */
 #define AGILE_FDREC_MAGIC 0x44464741u
 #define AGILE_FDREC_SIZE 48u
-enum { AGILE_FDREC_TOKEN = 1, AGILE_FDREC_LEASE = 2, AGILE_FDREC_RING = 3 };
+enum { AGILE_FDREC_TOKEN = 1, AGILE_FDREC_LEASE = 2, AGILE_FDREC_RING = 3, AGILE_FDREC_REFUSED = 4 };
+enum { AGILE_FDREFUSE_WORKER = 0, AGILE_FDREFUSE_SESSIONS = 1, AGILE_FDREFUSE_PENDING = 2 };
 
 #endif

@@ -191,9 +191,9 @@ def test_malformed_input_is_answered_or_closed_and_counted(worker, lib):
         assert rv == 0, (data[:16], rv)
         r = parse_reply(rep)
         assert r["flags"] == 1 and r["status"] == want, (data[:16], r)
-    # bytes with no recognisable header: the worker closes that connection, and nothing else
-    rv, _ = c.raw(b"garbage")
-    assert rv != 0
+    # bytes with no recognisable header are answered too (an error reply; issue 12)
+    rv, rep = c.raw(b"garbage")
+    assert rv == 0 and parse_reply(rep)["status"] == 5 and parse_reply(rep)["flags"] == 1
     d = agilec.Client(lib, worker.dir)
     assert d.ping() == 0
     assert worker.status()["protocol_errors"] >= base + 7
