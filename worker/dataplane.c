@@ -16,8 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "../modules/fft/fft.h"
 #include "backend/cudadrv.h"
 #include "guard.h"
 #include "modules.h"
@@ -77,6 +79,12 @@ typedef struct dp_module {
     CUmodule cumod; /* NULL on host */
     char *ptx;      /* the tenant's PTX, for the entries' parameters */
     size_t ptx_len;
+    /* cuda: the compiled image, loaded again after a context reset (mu: cumod, gen) */
+    void *image;
+    pthread_mutex_t mu;
+    unsigned gen; /* the backend generation cumod was loaded in */
+    /* bit (kernel_id - 1) % 64: a launch of that kernel completed without error */
+    _Atomic uint64_t ok_kernels;
 } dp_module;
 
 typedef struct dp_function {
@@ -85,15 +93,21 @@ typedef struct dp_function {
     uint32_t nparams, argsize, kernel_id;
     uint32_t size[DP_MAX_PARAMS], off[DP_MAX_PARAMS];
     _Atomic uint32_t dyn_smem; /* the largest dynamic shared memory allowed so far */
+    unsigned gen;              /* dispatcher: the generation of cufn */
+    char name[128];
 } dp_function;
 
 static void module_rele(dp_module *m)
 {
     if (atomic_fetch_sub(&m->refs, 1) != 1) return;
+    /* a module of a context that was reset went with it */
     if (m->cumod && agile__backend_enter(m->w->be, m->dev) == AGILE_OK) {
-        agile__cu.cuModuleUnload(m->cumod);
+        if (m->gen == agile__backend_generation(m->w->be, m->dev))
+            agile__cu.cuModuleUnload(m->cumod);
         agile__backend_leave(m->w->be);
     }
+    pthread_mutex_destroy(&m->mu);
+    free(m->image);
     free(m->ptx);
     free(m);
 }
@@ -109,6 +123,10 @@ static void function_fini(void *obj)
     module_rele(f->mod);
     free(f);
 }
+
+static int function_current(agile__worker *w, dp_function *f);
+struct dp_ring;
+static void fault_note(struct dp_ring *r, int32_t err, const char *what);
 
 /* Element size of a PTX parameter type token, 0 if not one. */
 static uint32_t ptx_type_size(const char *s, size_t n)
@@ -305,9 +323,12 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
             goto out;
         }
         AGILE_TRY(agile__backend_enter(w->be, m->dev));
+        m->gen = agile__backend_generation(w->be, m->dev);
         CUresult r = agile__cu.cuModuleLoadData ? agile__cu.cuModuleLoadData(&m->cumod, image)
                                                 : CUDA_ERROR_NOT_SUPPORTED;
         agile__backend_leave(w->be);
+        m->image = image; /* kept: a context reset loads it again */
+        image = NULL;
         if (r != CUDA_SUCCESS) {
             m->cumod = NULL;
             rv = efail(err, errcap, agile__cu_err(r, "cuModuleLoadData"), "cuModuleLoadData: %s",
@@ -360,13 +381,16 @@ int agile__dp_module_function(agile__worker *w, agile__session *s, const agile__
         goto out;
     }
     AGILE_TRY(entry_params(m, name, f, err, errcap));
+    snprintf(f->name, sizeof f->name, "%s", name);
     if (m->cumod) {
         AGILE_TRY(agile__backend_enter(w->be, m->dev));
-        CUresult r = agile__cu.cuModuleGetFunction(&f->cufn, m->cumod, name);
+        f->mod = m;
+        f->gen = agile__backend_generation(w->be, m->dev) - 1; /* not looked up yet */
+        rv = function_current(w, f);
+        f->mod = NULL;
         agile__backend_leave(w->be);
-        if (r != CUDA_SUCCESS) {
-            rv = efail(err, errcap, agile__cu_err(r, "cuModuleGetFunction"),
-                       "cuModuleGetFunction(%s): %s", name, agile__cu_name(r));
+        if (rv != AGILE_OK) {
+            efail(err, errcap, rv, "cuModuleGetFunction(%s): %s", name, agile_strerror(rv));
             goto out;
         }
     }
@@ -399,13 +423,19 @@ enum { P_DONE, P_EVENT, P_HOSTWAIT, P_BARRIER };
 
 typedef struct dp_pend {
     uint64_t seq, tag, result;
-    uint64_t addr;    /* host WAIT: worker address of the counter */
+    uint64_t addr;    /* host WAIT, cuda SIGNAL: worker address of the counter */
     uint64_t head_ns; /* when it reached the head of the queue (0: not yet) */
     CUevent ev;
     int32_t status;
     uint32_t val, cond;
     uint16_t opcode;
     uint8_t kind, launch;
+    /* launches: the module (a reference), the kernel, whether it had never completed before
+     * (the first suspect of a fault); launches and module ops: what ran, for a fault report */
+    bool fresh;
+    uint32_t kernel_id;
+    dp_module *mod;
+    char what[64];
 } dp_pend;
 
 /* A large host memcpy/memset in progress on a ring: it runs in pieces, other tenants are
@@ -449,6 +479,7 @@ typedef struct dp_ring {
     agile__window *win; /* the session's window on dev, once it exists (it then stays) */
     dp_hostop op;
     uint32_t busy_pull; /* dispatcher: its tenant was already waiting during this pull */
+    unsigned gen;       /* the backend generation its streams and events were made in */
 } dp_ring;
 
 typedef struct agile__dp {
@@ -467,6 +498,13 @@ typedef struct agile__dp {
     uint32_t nsnap, capsnap, rr, npull;
     uint32_t nops; /* snapshotted rings with a host op in progress */
     uint64_t last_progress_ns;
+    /* a sticky error seen in this pass (dispatcher only): recovered after it */
+    bool fault;
+    int fault_dev;
+    int32_t fault_err;
+    uint32_t fault_uid;
+    char fault_what[64];
+    agile__dp_faults rec[AGILE_MAX_DEV]; /* under mu */
 } agile__dp;
 
 static pthread_mutex_t dp_init_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -564,6 +602,13 @@ static bool gpu_idle(dp_ring *r, uint64_t deadline)
     }
 }
 
+/* A completion leaves the queue: drop the module reference a launch took. */
+static void pend_retire(dp_pend *p)
+{
+    if (p->mod) module_rele(p->mod);
+    p->mod = NULL;
+}
+
 static void ring_fini(void *obj)
 {
     dp_ring *r = obj;
@@ -579,13 +624,16 @@ static void ring_fini(void *obj)
             leak = true;
             agile__warn("ring of session %u: GPU work did not drain; keeping its window", r->s->id);
         }
+        /* handles of a context that was reset went with it */
+        bool live = r->gen == agile__backend_generation(w->be, r->dev);
         for (uint32_t i = 0; r->pend && i < r->pcount; i++) {
             dp_pend *p = &r->pend[(r->phead + i) % r->pcap];
-            if (p->ev) agile__cu.cuEventDestroy(p->ev);
+            if (p->ev && live) agile__cu.cuEventDestroy(p->ev);
+            pend_retire(p);
         }
-        for (uint32_t i = 0; i < r->nev; i++)
+        for (uint32_t i = 0; live && i < r->nev; i++)
             agile__cu.cuEventDestroy(r->evpool[i]);
-        for (uint32_t i = 0; i < r->nstreams; i++)
+        for (uint32_t i = 0; live && i < r->nstreams; i++)
             agile__cu.cuStreamDestroy(r->streams[i].cu);
         agile__backend_leave(w->be);
     }
@@ -625,6 +673,7 @@ int agile__dp_ring_attach(agile__worker *w, agile__session *s, const agile__msg 
     r->s = s;
     r->uid = s->uid;
     r->dev = (int)dev;
+    r->gen = agile__backend_generation(w->be, r->dev);
     rv = agile__ring_worker_init(&r->rw, slots, DP_SLOT_SIZE, NULL);
     if (rv != AGILE_OK) {
         free(r);
@@ -702,6 +751,12 @@ static void finish_ids(dp_ring *r, uint64_t seq, uint64_t tag, uint16_t opcode, 
 static void finish(dp_ring *r, const agile__ring_cmd *cmd, int32_t status, uint64_t result)
 {
     finish_ids(r, cmd->seq, cmd->tag, cmd->opcode, status, result);
+}
+
+/* The completion queued last (after gpu_queue returned DP_QUEUED). */
+static dp_pend *last_pend(dp_ring *r)
+{
+    return &r->pend[(r->phead + r->pcount - 1) % r->pcap];
 }
 
 static void queue(dp_ring *r, const dp_pend *p)
@@ -793,6 +848,31 @@ static void ev_put(dp_ring *r, CUevent ev)
     }
 }
 
+/* After a context reset: the function's module loaded again from its image (once, by
+ * whoever needs it first) and the function looked up in it. Context current. */
+static int function_current(agile__worker *w, dp_function *f)
+{
+    dp_module *m = f->mod;
+    unsigned gen = agile__backend_generation(w->be, m->dev);
+    CUresult cr = CUDA_SUCCESS;
+    if (f->gen == gen) return AGILE_OK;
+    pthread_mutex_lock(&m->mu);
+    if (m->gen != gen) {
+        CUmodule nm = NULL;
+        cr = agile__cu.cuModuleLoadData(&nm, m->image);
+        if (cr == CUDA_SUCCESS) {
+            m->cumod = nm;
+            m->gen = gen;
+        }
+    }
+    if (cr == CUDA_SUCCESS) cr = agile__cu.cuModuleGetFunction(&f->cufn, m->cumod, f->name);
+    pthread_mutex_unlock(&m->mu);
+    if (cr != CUDA_SUCCESS) return agile__cu_err(cr, "reloading a module after a reset");
+    atomic_store(&f->dyn_smem, 0);
+    f->gen = gen;
+    return AGILE_OK;
+}
+
 static int exec_launch(dp_ring *r, const agile__ring_cmd *cmd)
 {
     const struct agile__ring_rec_launch *l = &cmd->u.launch;
@@ -812,6 +892,7 @@ static int exec_launch(dp_ring *r, const agile__ring_cmd *cmd)
         rv = f->cufn ? AGILE_EINVAL : AGILE_ENOTSUP;
         goto out;
     }
+    AGILE_TRY(function_current(w, f));
     if (l->params.n != f->argsize || !l->grid_x || !l->grid_y || !l->grid_z || !l->block_x ||
         !l->block_y || !l->block_z) {
         rv = AGILE_EINVAL;
@@ -850,6 +931,15 @@ static int exec_launch(dp_ring *r, const agile__ring_cmd *cmd)
     }
     if (f->mod->strict) r->viol_armed = true;
     rv = gpu_queue(r, cmd, st, true);
+    if (rv == DP_QUEUED) {
+        dp_pend *p = last_pend(r);
+        uint64_t bit = 1ull << ((f->kernel_id - 1) % 64);
+        atomic_fetch_add(&f->mod->refs, 1);
+        p->mod = f->mod;
+        p->kernel_id = f->kernel_id;
+        p->fresh = !(atomic_load(&f->mod->ok_kernels) & bit);
+        snprintf(p->what, sizeof p->what, "%.63s", f->name);
+    }
 out:
     agile__htab_rele(&w->objs, l->function);
     return rv;
@@ -997,6 +1087,10 @@ static int exec_sigwait(dp_ring *r, const agile__ring_cmd *cmd)
     if (cr != CUDA_SUCCESS)
         return agile__cu_err(cr, wait ? "cuStreamWaitValue32" : "cuStreamWriteValue32");
     rv = gpu_queue(r, cmd, st, false);
+    if (rv == DP_QUEUED && !wait) { /* a reset writes it, so the client's stream goes on */
+        last_pend(r)->addr = a;
+        last_pend(r)->val = (uint32_t)value;
+    }
 out:
     return rv;
 }
@@ -1014,8 +1108,14 @@ static int exec_mod_op(dp_ring *r, const agile__ring_cmd *cmd)
     }
     uint32_t op = AGILE_MOD_EXEC_OP(m->op, r->dev); /* the device of the op's addresses */
     rv = agile__worker_mod_exec(r->w, r->s, m->module, op, m->args.p, m->args.n, st);
+    if (rv != AGILE_OK && st && agile__cu.cuStreamQuery) {
+        /* cuFFT says CUFFT_EXEC_FAILED or the like; the stream says whether the context died */
+        CUresult q = agile__cu.cuStreamQuery((CUstream)st);
+        if (agile__cu_sticky(q)) rv = agile__cu_err(q, "module op");
+    }
     if (rv == AGILE_OK && st) /* ordered on the worker stream: complete with its event */
         rv = gpu_queue(r, cmd, st, false);
+    if (rv == DP_QUEUED) snprintf(last_pend(r)->what, sizeof last_pend(r)->what, "module op %u", m->op);
 out:
     return rv;
 }
@@ -1082,6 +1182,10 @@ static uint32_t exec(dp_ring *r, const agile__ring_cmd *cmd)
     }
     /* GPU ops and host WAITs queued their completion, a large host op completes after its
      * last piece; everything else completes now. */
+    if (rv != DP_QUEUED && agile__cu_sticky_err(rv)) { /* the context died before it ran */
+        fault_note(r, rv, cmd->opcode == AGILE_RING_OP_LAUNCH ? "launch" : "command");
+        rv = AGILE_ERESET;
+    }
     if (rv != DP_QUEUED) finish(r, cmd, rv, 0);
     return cost;
 }
@@ -1145,8 +1249,14 @@ static bool drain(dp_ring *r, uint64_t now)
                            agile__ring_op_name(p->opcode), (unsigned long long)p->seq,
                            (unsigned long long)(lim / 1000000));
                 agile__cu.cuEventDestroy(p->ev); /* released once it fires */
+            } else if (agile__cu_sticky(q)) {
+                /* the context is lost: this and everything after it is recovery's to post */
+                fault_note(r, agile__cu_err(q, "asynchronous error"), p->what);
+                break;
             } else {
                 if (q != CUDA_SUCCESS) p->status = agile__cu_err(q, "asynchronous error");
+                if (q == CUDA_SUCCESS && p->mod) /* the kernel has run: not a first suspect */
+                    atomic_fetch_or(&p->mod->ok_kernels, 1ull << ((p->kernel_id - 1) % 64));
                 ev_put(r, p->ev);
             }
             p->ev = NULL;
@@ -1158,8 +1268,14 @@ static bool drain(dp_ring *r, uint64_t now)
             }
         } else if (p->kind == P_BARRIER) {
             p->status = check_violation(r, p);
+            if (agile__cu_sticky_err(p->status)) {
+                p->status = AGILE_OK;
+                fault_note(r, agile__cu_err(CUDA_ERROR_LAUNCH_FAILED, NULL), "barrier");
+                break;
+            }
         }
         post(r, p);
+        pend_retire(p);
         r->phead = (r->phead + 1) % r->pcap;
         r->pcount--;
         progress = true;
@@ -1242,7 +1358,7 @@ static bool pull(void *arg, uint32_t tenant, uint32_t allowance, uint32_t *used)
     cmd = &tl_cmd;
     *used = 0;
     dp->npull++;
-    while (progress && !yield && *used < allowance) {
+    while (progress && !yield && *used < allowance && !dp->fault) {
         progress = false;
         for (uint32_t k = 0; k < n && !yield && *used < allowance; k++) {
             dp_ring *r = dp->snap[(start + k) % n];
@@ -1344,6 +1460,211 @@ static bool drain_all(agile__dp *dp, bool *gpu_out)
     return progress;
 }
 
+/* ---- faults ------------------------------------------------------------------------------
+ * A sticky error poisons the device's context for every tenant (dataplane.h). Recovery runs
+ * on the dispatcher between passes: no ring is being served, so every queued completion can
+ * be posted and every ring's streams replaced. */
+
+/* A sticky error seen on ring r while running `what`: recovered after this pass. */
+static void fault_note(dp_ring *r, int32_t err, const char *what)
+{
+    agile__dp *dp = r->w->dp;
+    if (!dp || dp->fault) return;
+    dp->fault = true;
+    dp->fault_dev = r->dev;
+    dp->fault_err = err;
+    dp->fault_uid = r->uid;
+    snprintf(dp->fault_what, sizeof dp->fault_what, "%s", what && *what ? what : "unknown");
+}
+
+void agile__dp_faults_get(agile__worker *w, int dev, agile__dp_faults *out)
+{
+    agile__dp *dp = w->dp;
+    memset(out, 0, sizeof *out);
+    if (!dp || dev < 0 || dev >= AGILE_MAX_DEV) return;
+    pthread_mutex_lock(&dp->mu);
+    *out = dp->rec[dev];
+    pthread_mutex_unlock(&dp->mu);
+}
+
+enum { DP_MAX_SUSPECTS = 16 };
+
+static bool uid_in(const uint32_t *u, uint32_t n, uint32_t uid)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (u[i] == uid) return true;
+    return false;
+}
+
+/* Who faulted: the tenants with a launch in flight of a kernel that never completed (a
+ * kernel that ran before faults only on other data: less likely), else every tenant with a
+ * launch or module op in flight. The GPU does not say which stream faulted. */
+static uint32_t suspects(dp_ring **rs, uint32_t n, uint32_t *out, char *what, size_t cap)
+{
+    uint32_t ns = 0;
+    for (int pass = 0; pass < 2 && !ns; pass++) {
+        for (uint32_t i = 0; i < n; i++) {
+            dp_ring *r = rs[i];
+            for (uint32_t k = 0; k < r->pcount; k++) {
+                const dp_pend *p = &r->pend[(r->phead + k) % r->pcap];
+                bool hit = p->kind == P_EVENT && p->what[0] &&
+                           (pass ? true : p->launch && p->fresh);
+                if (!hit) continue;
+                if (!ns) snprintf(what, cap, "%s", p->what);
+                if (!uid_in(out, ns, r->uid) && ns < DP_MAX_SUSPECTS) out[ns++] = r->uid;
+            }
+        }
+    }
+    return ns;
+}
+
+/* End every session of the suspects (their rings are done already). */
+static void kill_tenants(agile__worker *w, const uint32_t *uids, uint32_t n, const char *why)
+{
+    agile__session *victims[64];
+    uint32_t nv = 0;
+    pthread_mutex_lock(&w->mu);
+    for (agile__session *s = w->sessions; s && nv < AGILE_ARRAY_LEN(victims); s = s->next) {
+        if (s->state == SESS_DEAD || !uid_in(uids, n, s->uid)) continue;
+        s->refs++;
+        victims[nv++] = s;
+    }
+    pthread_mutex_unlock(&w->mu);
+    for (uint32_t i = 0; i < nv; i++) {
+        agile__session_kill(victims[i], why);
+        agile__session_rele(victims[i]);
+    }
+}
+
+/* Post ring r's queued completions with `status` (earlier errors of their own stay), write
+ * its SIGNAL counters in the fresh context and give it new streams. */
+static void ring_recover(agile__dp *dp, dp_ring *r, int32_t status, uint32_t kernel_id)
+{
+    agile__worker *w = dp->w;
+    bool entered = agile__backend_enter(w->be, r->dev) == AGILE_OK;
+    while (r->pcount) {
+        dp_pend *p = &r->pend[r->phead];
+        if (p->kind == P_EVENT && p->addr && entered) {
+            uint32_t v = p->val; /* the window is back at its base: the address holds */
+            agile__backend_memcpy(w->be, r->dev, p->addr, (uint64_t)(uintptr_t)&v, 4);
+        }
+        if (p->status == AGILE_OK) p->status = p->kind == P_BARRIER ? AGILE_OK : status;
+        if (status == AGILE_EFAULT && p->launch && p->fresh) p->tag = (uint64_t)kernel_id << 32;
+        p->ev = NULL; /* went with the context */
+        post(r, p);
+        pend_retire(p);
+        r->phead = (r->phead + 1) % r->pcap;
+        r->pcount--;
+    }
+    r->nstreams = 0;
+    r->nev = 0;
+    r->viol_armed = false;
+    if (r->viol && entered) /* the same address, contents lost */
+        agile__backend_memset(w->be, r->dev, r->viol_addr, 0, AGILE_GUARD_VIOL_SIZE);
+    r->gen = agile__backend_generation(w->be, r->dev);
+    if (entered) agile__backend_leave(w->be);
+}
+
+static void recover(agile__dp *dp)
+{
+    agile__worker *w = dp->w;
+    int dev = dp->fault_dev;
+    uint64_t t0 = agile__now_ns(), reset_ns = 0;
+    dp_ring **rs = NULL;
+    uint32_t n = 0, cap = 0, sus[DP_MAX_SUSPECTS], nsus, victims = 0, kid = 0;
+    char what[64] = "unknown", why[160];
+    int rv;
+
+    dp->fault = false;
+    atomic_store(&agile__cu_sticky_seen, 0);
+    pthread_mutex_lock(&dp->mu);
+    for (dp_ring *r = dp->rings; r; r = r->next)
+        cap++;
+    rs = calloc(cap ? cap : 1, sizeof *rs);
+    for (dp_ring *r = dp->rings; rs && r; r = r->next) {
+        if (r->dev != dev || r->gone) continue;
+        r->busy = true; /* kept until recovered: a teardown waits */
+        rs[n++] = r;
+    }
+    pthread_mutex_unlock(&dp->mu);
+    nsus = suspects(rs, n, sus, what, sizeof what);
+    if (!nsus) { /* nothing of a tenant's was running: whoever saw it is named, not ended */
+        snprintf(what, sizeof what, "%s", dp->fault_what);
+    }
+    for (uint32_t i = 0; i < n; i++)
+        for (uint32_t k = 0; k < rs[i]->pcount && !kid; k++) {
+            const dp_pend *p = &rs[i]->pend[(rs[i]->phead + k) % rs[i]->pcap];
+            if (p->launch && uid_in(sus, nsus, rs[i]->uid) && strcmp(p->what, what) == 0)
+                kid = p->kernel_id;
+        }
+    agile__log(AGILE_LOG_ERROR, nsus ? (long)sus[0] : AGILE_NO_TENANT,
+               "GPU %d: kernel %s faulted the context (%s)%s; %s", dev, what,
+               agile__cu_name((CUresult)(dp->fault_err & AGILE_ERR_CODE_MASK)),
+               nsus > 1 ? " with other tenants' kernels in flight" : "",
+               nsus ? "ending the tenant's sessions and resetting the context"
+                    : "no tenant kernel was in flight; resetting the context");
+    snprintf(why, sizeof why, "its kernel %s faulted GPU %d", what, dev);
+    for (uint32_t i = 0; i < n; i++) /* no more commands from the suspects */
+        if (uid_in(sus, nsus, rs[i]->uid)) rs[i]->dead = true;
+    rv = agile__backend_reset(w->be, dev, &reset_ns);
+    agile__fft_cufft_ctx_reset();
+    for (uint32_t i = 0; i < n; i++) {
+        bool sus_i = uid_in(sus, nsus, rs[i]->uid);
+        if (!sus_i && rs[i]->pcount) victims++;
+        ring_recover(dp, rs[i], sus_i ? AGILE_EFAULT : AGILE_ERESET, kid);
+    }
+    kill_tenants(w, sus, nsus, why);
+    uint64_t ns = agile__now_ns() - t0;
+    pthread_mutex_lock(&dp->mu);
+    for (uint32_t i = 0; i < n; i++)
+        rs[i]->busy = false;
+    pthread_cond_broadcast(&dp->cv);
+    if (dev >= 0 && dev < AGILE_MAX_DEV) {
+        agile__dp_faults *f = &dp->rec[dev];
+        f->faults++;
+        f->resets += rv == AGILE_OK;
+        f->recovery_ns = ns;
+        f->at_unix_ms = (uint64_t)time(NULL) * 1000u;
+        f->uid = nsus ? sus[0] : UINT32_MAX;
+        f->victims = victims;
+        f->err = dp->fault_err;
+        snprintf(f->kernel, sizeof f->kernel, "%s", what);
+    }
+    pthread_mutex_unlock(&dp->mu);
+    free(rs);
+    if (rv == AGILE_OK)
+        agile__info("GPU %d: recovered in %.1f ms (context reset %.1f ms): %u rings on the "
+                    "device, %u tenants' work in flight lost",
+                    dev, (double)ns / 1e6, (double)reset_ns / 1e6, n, victims);
+    else
+        agile__error("GPU %d: the context reset failed (%s): the device is unusable", dev,
+                     agile_strerror(rv));
+}
+
+/* The driver wrapper saw a sticky error off the data plane (a lease, a blocking module
+ * call): find the device whose context is dead. */
+static void fault_probe(agile__dp *dp)
+{
+    agile__worker *w = dp->w;
+    if (!is_cuda(w) || !atomic_load(&agile__cu_sticky_seen)) return;
+    atomic_store(&agile__cu_sticky_seen, 0);
+    for (int d = 0; d < w->ndev && !dp->fault; d++) {
+        CUevent ev = NULL;
+        CUresult cr;
+        if (agile__backend_enter(w->be, d) != AGILE_OK) continue;
+        cr = agile__cu.cuEventCreate(&ev, CU_EVENT_DISABLE_TIMING);
+        if (cr == CUDA_SUCCESS) agile__cu.cuEventDestroy(ev);
+        agile__backend_leave(w->be);
+        if (agile__cu_sticky(cr)) {
+            dp->fault = true;
+            dp->fault_dev = d;
+            dp->fault_err = agile_err_cuda((int)cr);
+            dp->fault_uid = UINT32_MAX;
+            snprintf(dp->fault_what, sizeof dp->fault_what, "work outside the data plane");
+        }
+    }
+}
+
 static void *dp_main(void *arg)
 {
     agile__dp *dp = arg;
@@ -1379,13 +1700,15 @@ static void *dp_main(void *arg)
                 }
             }
         }
-        if (any || dp->nops) {
+        if ((any || dp->nops) && !dp->fault) {
             uint64_t done = 0;
             agile__sched_run(&dp->sched, pull, dp, DP_BUDGET, &done);
             if (done) dp->last_progress_ns = agile__now_ns();
             drain_all(dp, &out_work);
         }
         release(dp);
+        fault_probe(dp);
+        if (dp->fault) recover(dp);
     }
     release(dp);
     return NULL;

@@ -53,4 +53,26 @@ int agile__dp_module_function(struct agile__worker *w, struct agile__session *s,
 /* agile__dataplane_fini: stop the dispatcher. Every ring must be gone (sessions reaped). */
 void agile__dataplane_fini(struct agile__worker *w);
 
+/* Fault containment (cuda): a sticky error (agile__cu_sticky) seen at a completion, at a
+ * module op or by the driver wrapper ends the pass; the dispatcher then names the suspect
+ * (the tenants with launches in flight whose kernel never completed before; else every
+ * tenant with launches or module ops in flight), posts AGILE_EFAULT on the suspects' rings
+ * and AGILE_ERESET on everyone else's in-flight commands on that device (writing their
+ * stream-order SIGNAL counters so the clients' streams go on), ends the suspects' sessions,
+ * resets the context (agile__backend_reset: windows, leases and their data kept) and gives
+ * the other rings new streams; modules and cuFFT plans are made again on first use. */
+typedef struct agile__dp_faults {
+    uint64_t faults;       /* sticky errors recovered from */
+    uint64_t resets;       /* context resets that succeeded */
+    uint64_t recovery_ns;  /* the last recovery, fault seen to rings served again */
+    uint64_t at_unix_ms;   /* when the last fault was seen */
+    uint32_t uid;          /* the suspect of the last fault (UINT32_MAX: none in flight) */
+    uint32_t victims;      /* other tenants whose in-flight work was lost */
+    int32_t err;           /* the CUDA error (agile_err_cuda) */
+    char kernel[64];       /* what the suspect ran: kernel name, "module op N", "unknown" */
+} agile__dp_faults;
+
+/* agile__dp_faults_get: device dev's record (zeroes when there was none). */
+void agile__dp_faults_get(struct agile__worker *w, int dev, agile__dp_faults *out);
+
 #endif

@@ -13,6 +13,9 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include <dlfcn.h>
+#include <pthread.h>
+
 #include "backend/fdpass.h"
 #include "dataplane.h"
 #include "ring/ring.h"
@@ -50,18 +53,22 @@ static int recv_fd(conn *c)
     return fd;
 }
 
-static void open_conn(conn *c, uint32_t pipe)
+static void open_conn_uid(conn *c, uint32_t pipe, uint32_t uid)
 {
     int sp[2];
     memset(c, 0, sizeof *c);
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
-    assert_int_equal(agile__session_new(&W, sp[0], (uint32_t)getuid(), getpid(), &c->s), AGILE_OK);
-    agile__session *b =
-        agile__session_bind(&W, c->s->token[0], c->s->token[1], pipe, (uint32_t)getuid());
+    assert_int_equal(agile__session_new(&W, sp[0], uid, getpid(), &c->s), AGILE_OK);
+    agile__session *b = agile__session_bind(&W, c->s->token[0], c->s->token[1], pipe, uid);
     assert_ptr_equal(b, c->s);
     agile__session_rele(b);
     c->sock = sp[1];
     c->pipe = pipe;
+}
+
+static void open_conn(conn *c, uint32_t pipe)
+{
+    open_conn_uid(c, pipe, (uint32_t)getuid());
 }
 
 static void lease(conn *c, uint64_t bytes)
@@ -364,6 +371,129 @@ static void test_cuda_mock_memops(void **state)
     close_conn(&c);
 }
 
+/* Fault containment (issue 13) on mockcuda: tenant B's kernel raises a sticky error (the
+ * mock's "fault*" kernels do, as a trap does on a GPU) while tenant A has commands in flight.
+ * B gets AGILE_EFAULT and its session ends; A gets AGILE_ERESET for what was in flight (its
+ * stream-order SIGNAL written anyway), keeps its data and goes on; the context was reset
+ * once; the record names B and its kernel; a fresh tenant C leases and runs afterwards. */
+static const char fault_ptx[] = ".version 8.0\n.target sm_90\n.address_size 64\n"
+                                ".visible .entry fault_k()\n{\n\tret;\n}\n";
+
+static void test_cuda_mock_fault_recovery(void **state)
+{
+    conn a, b, c;
+    agile__msg m, rep;
+    agile__ring_cmd cmd;
+    uint8_t *buf = NULL;
+    uint64_t seq_set = 0, seq_sig = 0, seq_l = 0, err_seq = 0;
+    int32_t st = -1;
+    agile__dp_faults f;
+    void (*sticky_busy)(int), *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+    int (*resets)(void);
+    (void)state;
+    assert_non_null(lib);
+    *(void **)&sticky_busy = dlsym(lib, "mockcuda_events_busy");
+    *(void **)&resets = dlsym(lib, "mockcuda_resets");
+    assert_true(sticky_busy && resets);
+    int r0 = resets();
+
+    open_conn_uid(&a, 11, 50001);
+    lease(&a, 2 << 20);
+    attach(&a);
+    open_conn_uid(&b, 12, 50002);
+    lease(&b, 2 << 20);
+    attach(&b);
+    uint8_t *wa = wbase(&a);
+    cmd0(&cmd, AGILE_RING_OP_MEMSET); /* A's data, before the fault */
+    cmd.u.memset.count = 4096;
+    cmd.u.memset.value = 0x5a;
+    cmd.u.memset.elem_size = 1;
+    assert_int_equal(run1(&a, &cmd), AGILE_OK);
+
+    memset(&m, 0, sizeof m);
+    m.h.type = AGILE_MSG_MODULE_LOAD;
+    m.u.module_load_req.ptx = agile__blob_of(fault_ptx, strlen(fault_ptx));
+    assert_int_equal(call(&b, &m, &rep, &buf), AGILE_OK);
+    uint64_t mod = rep.u.module_load_rep.handle;
+    free(buf);
+    memset(&m, 0, sizeof m);
+    m.h.type = AGILE_MSG_MODULE_FUNCTION;
+    m.u.module_function_req.module = mod;
+    m.u.module_function_req.name = agile__blob_of("fault_k", 7);
+    assert_int_equal(call(&b, &m, &rep, &buf), AGILE_OK);
+    uint64_t fn = rep.u.module_function_rep.handle;
+    free(buf);
+
+    sticky_busy(1); /* A's GPU work stays in flight until the fault */
+    cmd0(&cmd, AGILE_RING_OP_MEMSET);
+    cmd.u.memset.dst = 4096;
+    cmd.u.memset.count = 4096;
+    cmd.u.memset.value = 0x11;
+    cmd.u.memset.elem_size = 1;
+    assert_int_equal(agile__ring_submit(&a.rc, &cmd, AGILE_RING_MORE, NS, &seq_set), AGILE_OK);
+    cmd0(&cmd, AGILE_RING_OP_SIGNAL);
+    cmd.u.signal.counter = 8192;
+    cmd.u.signal.value = 7;
+    assert_int_equal(agile__ring_submit(&a.rc, &cmd, 0, NS, &seq_sig), AGILE_OK);
+    wa[8192] = 0; /* the mock wrote it at once; the recovery must write it again */
+    cmd0(&cmd, AGILE_RING_OP_LAUNCH);
+    cmd.u.launch.function = fn;
+    cmd.u.launch.grid_x = cmd.u.launch.grid_y = cmd.u.launch.grid_z = 1;
+    cmd.u.launch.block_x = cmd.u.launch.block_y = cmd.u.launch.block_z = 1;
+    assert_int_equal(agile__ring_submit(&b.rc, &cmd, 0, NS, &seq_l), AGILE_OK);
+
+    assert_int_equal(agile__ring_wait_seq(&b.rc, seq_l, 6 * NS, &st), AGILE_OK);
+    assert_int_equal(st, AGILE_EFAULT);
+    assert_int_equal(agile__ring_wait_seq(&a.rc, seq_sig, 6 * NS, &st), AGILE_OK);
+    assert_int_equal(st, AGILE_ERESET);
+    sticky_busy(0);
+    assert_int_equal(resets(), r0 + 1);
+    assert_int_equal(wa[8192], 7);
+    assert_int_equal(wa[0], 0x5a); /* A's lease kept its data through the reset */
+    assert_int_equal(wa[4095], 0x5a);
+    assert_int_equal(agile__ring_barrier(&a.rc, 0, NS, &err_seq), AGILE_ERESET);
+    assert_int_equal(err_seq, seq_set);
+    cmd0(&cmd, AGILE_RING_OP_MEMSET); /* A goes on */
+    cmd.u.memset.dst = 12288;
+    cmd.u.memset.count = 16;
+    cmd.u.memset.value = 0x22;
+    cmd.u.memset.elem_size = 1;
+    assert_int_equal(run1(&a, &cmd), AGILE_OK);
+    assert_int_equal(wa[12288 + 15], 0x22);
+    assert_int_equal(agile__ring_barrier(&a.rc, 0, NS, NULL), AGILE_OK);
+
+    agile__dp_faults_get(&W, 0, &f);
+    assert_int_equal(f.faults, 1);
+    assert_int_equal(f.resets, 1);
+    assert_int_equal(f.uid, 50002);
+    assert_string_equal(f.kernel, "fault_k");
+    assert_int_equal(f.victims, 1);
+    assert_int_equal(f.err, agile_err_cuda(719)); /* CUDA_ERROR_LAUNCH_FAILED */
+    assert_true(f.recovery_ns < 1000000000ull);
+    char *js = agile__worker_status(&W, 1, AGILE_STATUS_ALL); /* what agilectl status shows */
+    assert_non_null(js);
+    assert_non_null(strstr(js, "\"faults\":1,\"context_resets\":1,\"last_fault\":{\"uid\":50002,"
+                               "\"kernel\":\"fault_k\",\"error\":")); /* the driver's name */
+    free(js);
+    pthread_mutex_lock(&W.mu);
+    assert_int_equal(b.s->state, SESS_DEAD); /* B's sessions were ended */
+    pthread_mutex_unlock(&W.mu);
+
+    open_conn_uid(&c, 13, 50003); /* a fresh tenant after the reset */
+    lease(&c, 2 << 20);
+    attach(&c);
+    cmd0(&cmd, AGILE_RING_OP_MEMSET);
+    cmd.u.memset.count = 64;
+    cmd.u.memset.value = 0x33;
+    cmd.u.memset.elem_size = 1;
+    assert_int_equal(run1(&c, &cmd), AGILE_OK);
+    assert_int_equal(wbase(&c)[63], 0x33);
+    close_conn(&c);
+    close_conn(&b);
+    close_conn(&a);
+    dlclose(lib);
+}
+
 static int backend = AGILE_BACKEND_HOST;
 
 static int setup(void **state)
@@ -391,6 +521,7 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "cuda-mock") == 0) {
         const struct CMUnitTest mock[] = {
             cmocka_unit_test(test_cuda_mock_memops),
+            cmocka_unit_test(test_cuda_mock_fault_recovery),
             cmocka_unit_test(test_teardown_with_busy_ring),
         };
         backend = AGILE_BACKEND_CUDA;

@@ -15,6 +15,7 @@
 
 #include <cufft.h>
 #include <dlfcn.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,57 +60,80 @@ typedef struct cplan {
     cufftHandle h;
     uint32_t type;
     uint64_t work;
+    agile__fft_desc d; /* to make h again after a context reset */
+    unsigned epoch;    /* the ctx_epoch h was made in */
 } cplan;
 
-static int cufft_plan_create(agile__fft_backend *bb, const agile__fft_desc *d, int device,
-                             agile__fft_bplan **out)
+/* Context resets so far (agile__fft_cufft_ctx_reset): a plan of an older epoch lost its
+ * kernels and device state with the context and is made again at its next exec. */
+static _Atomic unsigned ctx_epoch;
+
+void agile__fft_cufft_ctx_reset(void)
 {
-    cbackend *b = (cbackend *)bb;
+    atomic_fetch_add(&ctx_epoch, 1);
+}
+
+/* A cuFFT plan for d in the current context: *h and its work size. */
+static int plan_make(cbackend *b, const agile__fft_desc *d, cufftHandle *hp, uint64_t *workp)
+{
     long long n[3], ie[3], oe[3];
     size_t work = 0;
     int rv = AGILE_OK, advanced = (d->flags & AGILE_FFT_F_ADVANCED) == AGILE_FFT_F_ADVANCED;
-    cplan *p = calloc(1, sizeof *p);
+    cufftHandle h = CUFFT_PLAN_NULL;
     cufftResult r;
-    (void)device;
-    if (!p) return AGILE_ENOMEM;
-    p->h = CUFFT_PLAN_NULL;
-    p->type = d->type;
     for (int k = 0; k < 3; k++) {
         n[k] = (long long)d->n[k]; /* validated: all far below 2^63 */
         ie[k] = (long long)d->inembed[k];
         oe[k] = (long long)d->onembed[k];
     }
-    if ((r = b->cufftCreate(&p->h)) != CUFFT_SUCCESS) {
-        p->h = CUFFT_PLAN_NULL;
+    if ((r = b->cufftCreate(&h)) != CUFFT_SUCCESS) {
+        h = CUFFT_PLAN_NULL;
         rv = agile_err_cufft(r);
         goto out;
     }
-    if ((r = b->cufftSetAutoAllocation(p->h, 0)) != CUFFT_SUCCESS) {
+    if ((r = b->cufftSetAutoAllocation(h, 0)) != CUFFT_SUCCESS) {
         rv = agile_err_cufft(r);
         goto out;
     }
     /* Basic layout: NULL embeds, so cuFFT picks its basic in-place/out-of-place layout,
      * which is exactly what the validated desc spells out (placement is enforced at exec). */
-    r = b->cufftMakePlanMany64(p->h, (int)d->rank, n, advanced ? ie : NULL, (long long)d->istride,
+    r = b->cufftMakePlanMany64(h, (int)d->rank, n, advanced ? ie : NULL, (long long)d->istride,
                                (long long)d->idist, advanced ? oe : NULL, (long long)d->ostride,
                                (long long)d->odist, (cufftType)d->type, (long long)d->batch, &work);
     if (r != CUFFT_SUCCESS) {
         rv = agile_err_cufft(r);
         goto out;
     }
-    if ((r = b->cufftGetSize(p->h, &work)) != CUFFT_SUCCESS) {
+    if ((r = b->cufftGetSize(h, &work)) != CUFFT_SUCCESS) {
         rv = agile_err_cufft(r);
         goto out;
     }
-    p->work = work;
+    *hp = h;
+    *workp = work;
+    h = CUFFT_PLAN_NULL;
+out:
+    if (h != CUFFT_PLAN_NULL) b->cufftDestroy(h);
+    return rv;
+}
+
+static int cufft_plan_create(agile__fft_backend *bb, const agile__fft_desc *d, int device,
+                             agile__fft_bplan **out)
+{
+    cbackend *b = (cbackend *)bb;
+    int rv = AGILE_OK;
+    cplan *p = calloc(1, sizeof *p);
+    (void)device;
+    if (!p) return AGILE_ENOMEM;
+    p->h = CUFFT_PLAN_NULL;
+    p->type = d->type;
+    p->d = *d;
+    p->epoch = atomic_load(&ctx_epoch);
+    AGILE_TRY(plan_make(b, d, &p->h, &p->work));
     pthread_mutex_init(&p->mu, NULL);
     *out = (agile__fft_bplan *)p;
     p = NULL;
 out:
-    if (p) {
-        if (p->h != CUFFT_PLAN_NULL) b->cufftDestroy(p->h);
-        free(p);
-    }
+    free(p);
     return rv;
 }
 
@@ -171,6 +195,21 @@ static int cufft_exec(agile__fft_backend *bb, agile__fft_bplan *bp, const agile_
     }
     pthread_mutex_lock(&p->mu);
     plan_locked = 1;
+    if (p->epoch != atomic_load(&ctx_epoch)) {
+        /* The context was reset: the old handle's device state went with it, so it is left
+         * alone (a small host-side leak per plan and reset). Same desc, same work size. */
+        cufftHandle h = CUFFT_PLAN_NULL;
+        uint64_t work = 0;
+        unsigned e = atomic_load(&ctx_epoch);
+        AGILE_TRY(plan_make(b, &p->d, &h, &work));
+        if (work > p->work) {
+            b->cufftDestroy(h);
+            rv = AGILE_EINTERNAL;
+            goto out;
+        }
+        p->h = h;
+        p->epoch = e;
+    }
     if ((r = b->cufftSetStream(p->h, (cudaStream_t)env->stream)) != CUFFT_SUCCESS ||
         (r = b->cufftSetWorkArea(p->h, area)) != CUFFT_SUCCESS) {
         rv = agile_err_cufft(r);
@@ -211,7 +250,7 @@ static void cufft_plan_destroy(agile__fft_backend *bb, agile__fft_bplan *bp)
     cbackend *b = (cbackend *)bb;
     cplan *p = (cplan *)bp;
     if (!p) return;
-    b->cufftDestroy(p->h);
+    if (p->epoch == atomic_load(&ctx_epoch)) b->cufftDestroy(p->h);
     pthread_mutex_destroy(&p->mu);
     free(p);
 }

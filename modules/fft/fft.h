@@ -197,6 +197,9 @@ typedef struct agile__fft_cufft_cfg {
  * dependency). AGILE_ENODEV when the library or one of its symbols is missing (the message
  * is logged), AGILE_EINVAL without the protected-memory callbacks. */
 int agile__fft_cufft_open(const agile__fft_cufft_cfg *cfg, agile__fft_backend **out);
+/* agile__fft_cufft_ctx_reset: the worker reset a device's context (a sticky fault): every
+ * cuFFT plan made before is made again, for the same desc, at its next exec. */
+void agile__fft_cufft_ctx_reset(void);
 /* agile__fft_cufft_version: cufftGetVersion() of the loaded library. */
 int agile__fft_cufft_version(agile__fft_backend *b, int *version);
 

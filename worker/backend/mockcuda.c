@@ -637,3 +637,76 @@ API CUresult cuEventDestroy(CUevent e)
     ev_live--;
     return CUDA_SUCCESS;
 }
+
+/* Modules and launches: a module is its image's bytes, a function its name. A launch runs
+ * nothing, except that a kernel whose name starts with "fault" raises a sticky
+ * CUDA_ERROR_LAUNCH_FAILED (seen at the next completion), as a trap does on a GPU. */
+typedef struct mfunc {
+    unsigned magic;
+    char name[128];
+} mfunc;
+#define FN_MAGIC 0xf00df00du
+API CUresult cuModuleLoadData(CUmodule *m, const void *image)
+{
+    LOCK();
+    NEED_CTX();
+    if (!image) return bad("cuModuleLoadData of no image");
+    *m = (CUmodule)malloc(8);
+    ctxobj_add(*m);
+    return CUDA_SUCCESS;
+}
+API CUresult cuModuleUnload(CUmodule m)
+{
+    LOCK();
+    ctxobj_del(m);
+    free(m);
+    return CUDA_SUCCESS;
+}
+API CUresult cuModuleGetFunction(CUfunction *f, CUmodule m, const char *name)
+{
+    LOCK();
+    NEED_CTX();
+    mfunc *fn = calloc(1, sizeof *fn);
+    if (!fn || !m) return CUDA_ERROR_INVALID_VALUE;
+    fn->magic = FN_MAGIC;
+    snprintf(fn->name, sizeof fn->name, "%s", name);
+    ctxobj_add(fn); /* functions go with the context (and their module) */
+    *f = (CUfunction)fn;
+    return CUDA_SUCCESS;
+}
+API CUresult cuFuncSetAttribute(CUfunction f, CUfunction_attribute a, int v)
+{
+    LOCK();
+    NEED_CTX();
+    return CUDA_SUCCESS;
+}
+API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                            unsigned by, unsigned bz, unsigned shmem, CUstream s, void **params,
+                            void **extra)
+{
+    mfunc *fn = (mfunc *)f;
+    LOCK();
+    NEED_CTX();
+    if (!fn || fn->magic != FN_MAGIC) return bad("cuLaunchKernel of no function");
+    if (strncmp(fn->name, "fault", 5) == 0) poison_armed = CUDA_ERROR_LAUNCH_FAILED;
+    return CUDA_SUCCESS;
+}
+API CUresult cuStreamWriteValue32(CUstream s, CUdeviceptr addr, cuuint32_t v, unsigned f)
+{
+    LOCK();
+    NEED_CTX();
+    *(volatile uint32_t *)(uintptr_t)addr = v;
+    return CUDA_SUCCESS;
+}
+API CUresult cuStreamWaitValue32(CUstream s, CUdeviceptr addr, cuuint32_t v, unsigned f)
+{
+    uint32_t cur_v;
+    LOCK();
+    NEED_CTX();
+    cur_v = *(volatile uint32_t *)(uintptr_t)addr;
+    /* a mock stream cannot wait: a condition not met yet is refused, never assumed */
+    if ((f & 0xf) == CU_STREAM_WAIT_VALUE_EQ ? cur_v == v : (int32_t)(cur_v - v) >= 0)
+        return CUDA_SUCCESS;
+    fprintf(stderr, "mockcuda: a stream wait that would block (%u, want %u)\n", cur_v, v);
+    return CUDA_ERROR_NOT_SUPPORTED;
+}
