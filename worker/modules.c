@@ -34,6 +34,7 @@ struct agile__modules {
     pthread_rwlock_t calls;
     pthread_mutex_t stream_mu;
     CUstream ctl_stream[AGILE_MAX_DEV]; /* cuda: MOD_CTL execs, created on first use */
+    unsigned ctl_gen[AGILE_MAX_DEV];    /* the backend generation it was made in */
 };
 
 /* Protected memory handed to a module: the tenant it is counted in travels with it (the
@@ -142,7 +143,8 @@ void agile__worker_modules_fini(agile__worker *w)
         if (ms->m[i].state) ms->m[i].ops->fini(ms->m[i].state);
     if (entered) agile__backend_leave(w->be);
     for (int d = 0; d < AGILE_MAX_DEV; d++) {
-        if (ms->ctl_stream[d] && agile__backend_enter(w->be, d) == AGILE_OK) {
+        if (ms->ctl_stream[d] && ms->ctl_gen[d] == agile__backend_generation(w->be, d) &&
+            agile__backend_enter(w->be, d) == AGILE_OK) {
             agile__cu.cuStreamDestroy(ms->ctl_stream[d]);
             agile__backend_leave(w->be);
         }
@@ -268,8 +270,11 @@ static int ctl_stream(agile__worker *w, int dev, CUstream *out)
     agile__modules *ms = w->mods;
     int rv = AGILE_OK;
     pthread_mutex_lock(&ms->stream_mu);
+    if (ms->ctl_gen[dev] != agile__backend_generation(w->be, dev))
+        ms->ctl_stream[dev] = NULL; /* went with a context that was reset */
     if (!ms->ctl_stream[dev]) {
         AGILE_TRY(agile__backend_enter(w->be, dev));
+        ms->ctl_gen[dev] = agile__backend_generation(w->be, dev);
         CUresult r = agile__cu.cuStreamCreate(&ms->ctl_stream[dev], CU_STREAM_NON_BLOCKING);
         agile__backend_leave(w->be);
         if (r != CUDA_SUCCESS) {
