@@ -36,6 +36,8 @@ static const char *k_generic =
         "\tld.shared.u32 %r3, [%rd1];\n"
         "\tret;\n}\n";
 
+static char *mutate(const char *p, const char *from, const char *to);
+
 static char *guard(const char *src, bool strict, unsigned bits, uint64_t gap, int *rvp, char *err)
 {
     agile_guard_opts o;
@@ -80,6 +82,8 @@ static void test_global_fence(void **state)
         strstr(p, "add.s64 %agile_x2, %rd1, -8;\n\tand.b64 %agile_t2, %agile_x2, %agile_m4;"));
     assert_non_null(strstr(p, "add.s64 %agile_x3, %rd1, 2097152;"));
     assert_int_equal(verify(p, 0, 0, NULL), AGILE_OK);
+    /* explicit global accesses only: no shared memory to zero */
+    assert_null(strstr(p, "bar.sync"));
     free(p);
     /* a smaller gap folds what the default keeps */
     p = guard(k_global, false, 0, 4096, &rv, NULL);
@@ -113,6 +117,17 @@ static void test_generic_fence(void **state)
                               "ld.shared.u32 %r3, [%agile_u2];"));
     assert_non_null(strstr(p, "mov.u32 %agile_sh, %aggr_smem_size;\n\tsub.u32 %agile_l4, "
                               "%agile_sh, 4;"));
+    /* it may read shared memory: the entry zeroes it first (through the same clamp) */
+    assert_non_null(strstr(p, "mov.u32 %agile_ze, %reserved_smem_offset_begin;"));
+    assert_non_null(strstr(p, "st.shared.v4.b32 [%agile_zu], {%agile_zz, %agile_zz, %agile_zz, "
+                              "%agile_zz};"));
+    assert_non_null(strstr(p, "__agile_zd:\n\tbar.sync 0;\n"));
+    assert_true(strstr(p, "bar.sync 0;") < strstr(p, "ld.param.u64 %rd1, [k_param_0];"));
+    {
+        char *q = mutate(p, "\tmin.u32 %agile_zu, %agile_zc, %agile_l16;\n", "");
+        assert_int_equal(verify(q, 0, 0, NULL), AGILE_EGUARD);
+        free(q);
+    }
     assert_int_equal(verify(p, 0, 0, NULL), AGILE_OK);
     free(p);
 }
@@ -130,8 +145,6 @@ static void test_window_bits(void **state)
     assert_int_equal(verify(p, 0, 0, NULL), AGILE_EGUARD);
     free(p);
 }
-
-static char *mutate(const char *p, const char *from, const char *to);
 
 /* Every fenced access is aligned to its width: the mask clears the low bits, an offset
  * that would break the alignment is folded into the address, the generic side is aligned,

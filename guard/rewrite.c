@@ -62,12 +62,16 @@ typedef struct rw {
      * 0 empty; rtabcap a power of two >= 2 * nregs. */
     uint32_t *rtab;
     uint32_t rtabcap;
+    /* The same for m.vars by name, built once per module. */
+    uint32_t *vtab;
+    uint32_t vtabcap;
     bool bulk;
     uint64_t aligns; /* alignments (bits) whose fence mask register the function needs */
     /* Functions take the violation-record parameters: strict mode, or a module that calls
      * __assertfail (its asserts report through the record). */
     bool rec;
     uint64_t slims; /* widths (bits) whose shared-memory limit register the function needs */
+    bool scrub;     /* entries zero the CTA's shared memory first (the module can read it) */
     /* rejection */
     uint32_t err_line;
     char err[256];
@@ -396,22 +400,6 @@ static int parse_addr(rw *r, const ptx_opnd *op, addr *a)
     return AGILE_OK;
 }
 
-static const ptx_var *find_var(const rw *r, uint32_t name, uint32_t fidx)
-{
-    const ptx_var *best = NULL;
-    for (uint32_t i = 0; i < r->m.nvars; i++) {
-        const ptx_var *v = &r->m.vars[i];
-        if (v->func != PTX_NONE && v->func != fidx) continue;
-        if (TOK(v->name).len == TOK(name).len &&
-            memcmp(TSTR(v->name), TSTR(name), TOK(name).len) == 0) {
-            if (v->func != PTX_NONE)
-                return v; /* a function-level declaration shadows the module's */
-            best = v;
-        }
-    }
-    return best;
-}
-
 /* FNV-1a of a register name or prefix; ranges and single registers hash apart. */
 static uint32_t reg_hash(const char *s, uint32_t n, bool range)
 {
@@ -440,8 +428,15 @@ static int index_regs(rw *r)
     for (uint32_t i = 0; i < r->nregs; i++) {
         const regdecl *d = &r->regs[i];
         uint32_t h = reg_hash(r->m.src + d->off, d->len, d->count != 0) & (cap - 1);
-        while (r->rtab[h] != 0)
-            h = (h + 1) & (cap - 1);
+        /* A later declaration of the same name (or of the same range, at least as large)
+         * answers every lookup the earlier one did: it takes the slot, so that repeated
+         * declarations (`{ .reg .pred p; ... }` per inline asm block) keep chains short. */
+        for (uint32_t e; (e = r->rtab[h]) != 0; h = (h + 1) & (cap - 1)) {
+            const regdecl *o = &r->regs[e - 1];
+            if (o->len == d->len && (o->count != 0) == (d->count != 0) &&
+                o->count <= d->count && memcmp(r->m.src + o->off, r->m.src + d->off, d->len) == 0)
+                break;
+        }
         r->rtab[h] = i + 1;
     }
     return AGILE_OK;
@@ -481,6 +476,56 @@ static const regdecl *find_reg(const rw *r, uint32_t t)
         p--;
     }
     return best ? &r->regs[best - 1] : NULL;
+}
+
+static uint32_t var_hash(const rw *r, uint32_t name, uint32_t func)
+{
+    return (reg_hash(TSTR(name), TOK(name).len, false) ^ (func * 0x9e3779b1u)) & (r->vtabcap - 1);
+}
+
+static bool same_name(const rw *r, uint32_t a, uint32_t b)
+{
+    return TOK(a).len == TOK(b).len && memcmp(TSTR(a), TSTR(b), TOK(a).len) == 0;
+}
+
+/* Index the module's variables by (name, function), after parsing: one slot per key, the
+ * declaration find_var must return for it (a function's first, the module's last). */
+static int index_vars(rw *r)
+{
+    uint32_t cap = 64;
+    while (cap < 2 * r->m.nvars)
+        cap *= 2;
+    r->vtab = calloc(cap, sizeof(uint32_t));
+    if (r->vtab == NULL) return AGILE_ENOMEM;
+    r->vtabcap = cap;
+    for (uint32_t i = 0; i < r->m.nvars; i++) {
+        const ptx_var *v = &r->m.vars[i];
+        uint32_t h = var_hash(r, v->name, v->func), e;
+        for (; (e = r->vtab[h]) != 0; h = (h + 1) & (cap - 1))
+            if (r->m.vars[e - 1].func == v->func && same_name(r, r->m.vars[e - 1].name, v->name))
+                break;
+        if (e == 0 || v->func == PTX_NONE) r->vtab[h] = i + 1;
+    }
+    return AGILE_OK;
+}
+
+static const ptx_var *var_in(const rw *r, uint32_t name, uint32_t func)
+{
+    for (uint32_t h = var_hash(r, name, func), e; (e = r->vtab[h]) != 0;
+         h = (h + 1) & (r->vtabcap - 1))
+        if (r->m.vars[e - 1].func == func && same_name(r, r->m.vars[e - 1].name, name))
+            return &r->m.vars[e - 1];
+    return NULL;
+}
+
+/* The variable a name token refers to in function fidx: its own declaration shadows the
+ * module's, or NULL. */
+static const ptx_var *find_var(const rw *r, uint32_t name, uint32_t fidx)
+{
+    const ptx_var *v;
+    if (r->vtabcap == 0) return NULL;
+    v = var_in(r, name, fidx);
+    return v ? v : var_in(r, name, PTX_NONE);
 }
 
 /* .reg declarations of the current function, for register widths. */
@@ -905,6 +950,68 @@ static int device_assert(rw *r, const ptx_stmt *s, unsigned site)
                     at, g[0] ? ".and" : "", g[0] ? ", " : "", g, site, line, at);
 }
 
+/* Can the module read shared memory: an explicit shared access, a generic one (which may
+ * point into the shared window), or an opcode that reads it through descriptors? */
+static bool reads_shared(const rw *r)
+{
+    for (uint32_t i = 0; i < r->m.nst; i++) {
+        const ptx_stmt *s = &r->m.st[i];
+        opparts o;
+        bool br = false, space = false;
+        if (s->kind != PST_INSTR) continue;
+        split_op(TSTR(s->op), TOK(s->op).len, &o);
+        if (part_is(&o, 0, "wgmma") || part_is(&o, 0, "call")) {
+            if (part_is(&o, 0, "wgmma")) return true;
+            continue;
+        }
+        for (uint32_t k = 0; k < s->nopnd; k++)
+            br = br || opnd_is_bracket(r, &r->m.opnds[s->opnd0 + k]);
+        for (unsigned k = 1; k < o.np; k++) {
+            ptx_space sp = part_space(&o, k);
+            if (sp == PTX_SPACE_SHARED) return true;
+            space = space || sp != PTX_SPACE_NONE;
+        }
+        if (br && !space) return true; /* generic */
+    }
+    return false;
+}
+
+/* Zero the CTA's shared memory at entry, before any tenant instruction: it holds what
+ * another tenant's kernel (or cuFFT) left there (issue 12.8). The allocation less the
+ * reserved range ([0, begin) and [end, %aggr_smem_size)), 16 bytes per thread per step,
+ * through the same clamp as every shared store, then bar.sync 0. */
+static int scrub_shared(rw *r, uint32_t at)
+{
+    return add_edit(
+        r, at, 0,
+        "\n\t// agile guard: zero this CTA's shared memory (another kernel's data)"
+        "\n\t.reg .b32 %%agile_zi, %%agile_zs, %%agile_zn, %%agile_ze, %%agile_zc, %%agile_zu,"
+        " %%agile_zz;\n\t.reg .pred %%agile_zp;"
+        "\n\tmov.u32 %%agile_zi, %%tid.z;\n\tmov.u32 %%agile_zn, %%ntid.y;"
+        "\n\tmov.u32 %%agile_zs, %%tid.y;\n\tmad.lo.u32 %%agile_zi, %%agile_zi, %%agile_zn, %%agile_zs;"
+        "\n\tmov.u32 %%agile_zn, %%ntid.x;\n\tmov.u32 %%agile_zs, %%tid.x;"
+        "\n\tmad.lo.u32 %%agile_zi, %%agile_zi, %%agile_zn, %%agile_zs;"
+        "\n\tshl.b32 %%agile_zi, %%agile_zi, 4;"
+        "\n\tmov.u32 %%agile_zs, %%ntid.y;\n\tmul.lo.u32 %%agile_zs, %%agile_zs, %%agile_zn;"
+        "\n\tmov.u32 %%agile_zn, %%ntid.z;\n\tmul.lo.u32 %%agile_zs, %%agile_zs, %%agile_zn;"
+        "\n\tshl.b32 %%agile_zs, %%agile_zs, 4;\n\tmov.b32 %%agile_zz, 0;"
+        "\n\tmov.u32 %%agile_ze, %%reserved_smem_offset_begin;"
+        "\n\tand.b32 %%agile_ze, %%agile_ze, -16;\n\tmov.u32 %%agile_zc, %%agile_zi;"
+        "\n__agile_za:\n\tsetp.ge.u32 %%agile_zp, %%agile_zc, %%agile_ze;"
+        "\n\t@%%agile_zp bra __agile_zb0;"
+        "\n\tmin.u32 %%agile_zu, %%agile_zc, %%agile_l16;\n\tand.b32 %%agile_zu, %%agile_zu, -16;"
+        "\n\tst.shared.v4.b32 [%%agile_zu], {%%agile_zz, %%agile_zz, %%agile_zz, %%agile_zz};"
+        "\n\tadd.u32 %%agile_zc, %%agile_zc, %%agile_zs;\n\tbra __agile_za;"
+        "\n__agile_zb0:\n\tmov.u32 %%agile_zc, %%reserved_smem_offset_end;"
+        "\n\tadd.u32 %%agile_zc, %%agile_zc, %%agile_zi;"
+        "\n__agile_zb:\n\tsetp.ge.u32 %%agile_zp, %%agile_zc, %%agile_sh;"
+        "\n\t@%%agile_zp bra __agile_zd;"
+        "\n\tmin.u32 %%agile_zu, %%agile_zc, %%agile_l16;\n\tand.b32 %%agile_zu, %%agile_zu, -16;"
+        "\n\tst.shared.v4.b32 [%%agile_zu], {%%agile_zz, %%agile_zz, %%agile_zz, %%agile_zz};"
+        "\n\tadd.u32 %%agile_zc, %%agile_zc, %%agile_zs;\n\tbra __agile_zb;"
+        "\n__agile_zd:\n\tbar.sync 0;");
+}
+
 /* Does the module trap or call __assertfail (not provided as a gate)? */
 static bool calls_assert(const rw *r)
 {
@@ -1211,6 +1318,14 @@ static int do_func(rw *r, const ptx_func *f)
     /* Registers and the entry loads, right after the body's '{'. */
     n = AGILE_MAX(r->fsite, 1u);
     at = TOK(f->body_open).off + 1;
+    if (f->entry && r->scrub) {
+        if (!has_aggr_smem(r))
+            return reject(r, TOK(f->name).line,
+                          "'%.*s' may read shared memory: the guard zeroes it at entry, which "
+                          "needs .version 8.1 or later (%%aggr_smem_size)",
+                          TLEN(f->name), TSTR(f->name));
+        r->slims |= 16;
+    }
     AGILE_TRY(
         add_edit(r, at, 0,
                  "\n\t// agile guard: window fence registers, loaded before any tenant instruction"
@@ -1257,6 +1372,7 @@ static int do_func(rw *r, const ptx_func *f)
                                "\n\tld.param.u64 %%agile_viol, [__agile_fviol];\n\tld.param.u32 "
                                "%%agile_kid, [__agile_fkid];"));
     }
+    if (f->entry && r->scrub) AGILE_TRY(scrub_shared(r, at));
     AGILE_TRY(add_edit(r, at, 0, "\n"));
     report_func(r, f, first);
 out:
@@ -1374,7 +1490,9 @@ int agile_guard_ptx(const char *src, size_t len, const agile_guard_opts *o, agil
         goto out;
     }
     AGILE_TRY(check_names(&r));
+    AGILE_TRY(index_vars(&r));
     r.rec = o->strict || calls_assert(&r);
+    r.scrub = reads_shared(&r);
     for (uint32_t i = 0; i < r.m.nfuncs; i++)
         AGILE_TRY(do_func(&r, &r.m.funcs[i]));
     if (r.rep.oom || r.fsites.oom) {
@@ -1414,6 +1532,7 @@ out:
     free(r.ed);
     free(r.regs);
     free(r.rtab);
+    free(r.vtab);
     agile_guard_ptx_fini(&r.m);
     return rv;
 }
