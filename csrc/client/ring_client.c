@@ -22,6 +22,13 @@ typedef struct cl_stream {
     uint32_t n; /* last counter value posted */
 } cl_stream;
 
+/* A SIGNAL posted for a client stream that waits on it: released by the client itself if
+ * the worker cannot write it (its completion failed, or the worker is gone). */
+typedef struct cl_sig {
+    uint64_t seq, w2c;
+    uint32_t n;
+} cl_sig;
+
 struct agile__cring {
     pthread_mutex_t mu;
     agile__ring_client rc;
@@ -33,6 +40,11 @@ struct agile__cring {
     uint64_t sync;
     cl_stream *streams;
     uint32_t nstreams;
+    cl_sig *sigs; /* outstanding SIGNALs, in seq order: [shead, nsig) */
+    uint32_t nsig, capsig, shead;
+    CUstream rel;    /* a stream of our own for releases: never behind the waiting one */
+    CUcontext relctx; /* its context (the primary one, where the pool is mapped), retained */
+    bool gone;    /* the worker's side is gone: streams released, AGILE_EWORKER reported */
     /* The reaper: stream-ordered work completes on the GPU (or a host counter) with no call
      * from the client, so nothing else may be reading completions while the worker waits
      * for free completion slots to take the commands the client's stream is waiting on. */
@@ -81,6 +93,7 @@ static int client_of(agile_client *c, agile_client **out)
 }
 
 static void reap(struct agile__cring *r);
+static bool peer_gone(struct agile__cring *r);
 
 static bool has_reaper(const struct agile__cring *r)
 {
@@ -109,7 +122,8 @@ static void *reaper_main(void *arg)
         bool idle = false;
         atomic_store(&r->rkick, false);
         if (pthread_mutex_trylock(&r->mu) == 0) { /* busy: its holder reaps or will */
-            if (unreaped(r) >= r->rc.reg.g.slots / 4) reap(r);
+            /* streams waiting on the worker are released if it is gone (in reap) */
+            if (unreaped(r) >= r->rc.reg.g.slots / 4 || (r->nsig && peer_gone(r))) reap(r);
             /* Every command posted has its completion written: the worker needs nothing. */
             idle = atomic_load_explicit(&r->rc.reg.cpl_ctl->tail, memory_order_acquire) ==
                    r->rc.cmd_tail;
@@ -239,10 +253,79 @@ void agile__rings_close(agile_client *c)
         else /* a forked child: the ring is the parent's, leave it open */
             agile__ring_client_detach(&r->rc);
         free(r->streams);
+        free(r->sigs);
+        if (r->relctx && r->reaper_gen == agile__fork_gen()) {
+            CUdevice dev;
+            if (r->rel) agile__cu.cuStreamDestroy(r->rel);
+            if (agile__cu.cuDeviceGet(&dev, r->dev) == CUDA_SUCCESS)
+                agile__cu.cuDevicePrimaryCtxRelease(dev);
+        }
         pthread_mutex_destroy(&r->mu);
         free(r);
         c->ring[d] = NULL;
     }
+}
+
+/* Write w2c = n from the client: the worker's write will not come. On a stream of our own
+ * (non-blocking, so never behind the legacy stream the waiter may be), without waiting. */
+static void sig_release(struct agile__cring *r, const cl_sig *g)
+{
+    CUresult cr = CUDA_SUCCESS;
+    CUdevice dev;
+    CUcontext old;
+    if (!r->relctx) { /* any thread may get here (the reaper has no context of its own) */
+        cr = agile__cu.cuDeviceGet(&dev, r->dev);
+        if (cr == CUDA_SUCCESS) cr = agile__cu.cuDevicePrimaryCtxRetain(&r->relctx, dev);
+        if (cr != CUDA_SUCCESS) r->relctx = NULL;
+    }
+    if (cr == CUDA_SUCCESS) cr = agile__cu.cuCtxPushCurrent(r->relctx);
+    if (cr == CUDA_SUCCESS) {
+        if (!r->rel) cr = agile__cu.cuStreamCreate(&r->rel, CU_STREAM_NON_BLOCKING);
+        if (cr == CUDA_SUCCESS)
+            cr = agile__cu.cuStreamWriteValue32(r->rel, (CUdeviceptr)g->w2c, g->n, 0);
+        agile__cu.cuCtxPopCurrent(&old);
+    }
+    if (cr != CUDA_SUCCESS)
+        agile__log(AGILE_LOG_ERROR, AGILE_NO_TENANT,
+                   "cannot release a stream waiting on the worker (%s): it stays blocked",
+                   agile__cu_name(cr));
+}
+
+/* Completions seen: SIGNALs done leave the list; a failed one is released by us. */
+static void sigs_seen(struct agile__cring *r, const agile__ring_cpl *c, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        while (r->shead < r->nsig && r->sigs[r->shead].seq < c[i].seq)
+            r->shead++; /* completions are in order: an older one was seen already */
+        if (r->shead < r->nsig && r->sigs[r->shead].seq == c[i].seq) {
+            if (c[i].status != AGILE_OK) sig_release(r, &r->sigs[r->shead]);
+            r->shead++;
+        }
+    }
+    if (r->shead == r->nsig) r->shead = r->nsig = 0;
+}
+
+/* The worker's side is gone (it died, or ended this session: its ring is closed): release
+ * every stream still waiting on it and, if there was one, record AGILE_EWORKER for the next
+ * barrier (the first error stays: AGILE_EFAULT when the worker ended us for a fault). */
+static void worker_gone(struct agile__cring *r)
+{
+    bool waiting = r->shead < r->nsig;
+    if (r->gone) return;
+    r->gone = true;
+    for (uint32_t i = r->shead; i < r->nsig; i++)
+        sig_release(r, &r->sigs[i]);
+    r->shead = r->nsig = 0;
+    if (waiting && r->rc.err_status == AGILE_OK) {
+        r->rc.err_status = AGILE_EWORKER;
+        r->rc.err_seq = r->rc.cpl_head;
+    }
+}
+
+static bool peer_gone(struct agile__cring *r)
+{
+    return (atomic_load(r->rc.reg.closed) & AGILE_RING_CLOSED_WORKER) ||
+           agile__ring_peer_alive(&r->rc.peer) != AGILE_OK;
 }
 
 /* Reap completions without blocking (the sticky error is kept by the ring). */
@@ -252,8 +335,12 @@ static void reap(struct agile__cring *r)
     uint32_t n;
     while (agile__ring_poll(&r->rc, cpl, 64, &n) == AGILE_OK && n) {
         r->completed += n;
+        if (r->nsig) sigs_seen(r, cpl, n);
         if (n < 64) break;
     }
+    /* what the worker had not answered when it went will never be answered */
+    if (r->nsig && peer_gone(r) && agile__ring_poll(&r->rc, cpl, 1, &n) == AGILE_OK && !n)
+        worker_gone(r);
 }
 
 /* Submit under r->mu; a full ring is reaped and retried until the client's timeout. */
@@ -272,10 +359,13 @@ static int submit(agile_client *c, struct agile__cring *r, agile__ring_cmd *cmd,
         /* Let the worker catch up: wait for one completion (bounded, checks its pid). */
         agile__ring_cpl cpl;
         rv = agile__ring_wait(&r->rc, &cpl, 1000000);
-        if (rv == AGILE_OK)
+        if (rv == AGILE_OK) {
             r->completed++;
-        else if (rv != AGILE_ETIMEDOUT)
+            if (r->nsig) sigs_seen(r, &cpl, 1);
+        } else if (rv != AGILE_ETIMEDOUT) {
+            if (rv == AGILE_ECLOSED) worker_gone(r);
             return rv;
+        }
     }
 }
 
@@ -352,9 +442,25 @@ static int post_ordered(agile_client *c, struct agile__cring *r, agile__ring_cmd
     sc.u.signal.counter = c2w + 4;
     sc.u.signal.value = n;
     sc.u.signal.stream = cmd->tag;
+    if (r->gone) {
+        rv = AGILE_EWORKER;
+        goto out;
+    }
+    if (r->nsig == r->capsig) {
+        uint32_t cap = r->capsig ? 2 * r->capsig : 64;
+        cl_sig *ns = realloc(r->sigs, cap * sizeof *ns);
+        if (!ns) {
+            rv = AGILE_ENOMEM;
+            goto out;
+        }
+        r->sigs = ns;
+        r->capsig = cap;
+    }
     AGILE_TRY(submit(c, r, &wc, AGILE_RING_MORE, NULL));
     AGILE_TRY(submit(c, r, cmd, AGILE_RING_MORE, seq));
-    AGILE_TRY(submit(c, r, &sc, 0, NULL));
+    uint64_t sseq = 0;
+    AGILE_TRY(submit(c, r, &sc, 0, &sseq));
+    r->sigs[r->nsig++] = (cl_sig){sseq, c2w + 4, n};
     cr = agile__cu.cuStreamWaitValue32((CUstream)stream, (CUdeviceptr)c2w + 4, n,
                                        CU_STREAM_WAIT_VALUE_GEQ);
     if (cr != CUDA_SUCCESS) rv = agile_err_cuda((int)cr);
@@ -450,7 +556,33 @@ AGILE_API int agile_ring_barrier(agile_client *c, int device, void *stream, agil
         rv = agile__ring_wait(&r->rc, &cpl, now >= deadline ? 0 : (int64_t)(deadline - now));
         if (rv != AGILE_OK) break;
         r->completed++;
+        if (r->nsig) sigs_seen(r, &cpl, 1);
         if (cpl.seq == seq) break;
+    }
+    if (rv == AGILE_ECLOSED) {
+        /* The worker's side is gone: the first error it left (AGILE_EFAULT when this
+         * tenant's kernel faulted the GPU and the worker ended the session), AGILE_EWORKER
+         * when streams were waiting on it, else the transport's AGILE_ECLOSED. */
+        uint64_t sseq = 0;
+        reap(r);
+        worker_gone(r);
+        e.status = agile__ring_client_error(&r->rc, &sseq);
+        e.seq = sseq;
+        if (e.status == AGILE_OK) {
+            e.status = rv;
+            goto unlock;
+        }
+        if (e.status == AGILE_EFAULT)
+            agile__set_last_error("a kernel of this tenant (command %llu) faulted the GPU; the "
+                                  "worker ended this session (agilectl status names the kernel)",
+                                  (unsigned long long)sseq);
+        else
+            agile__set_last_error("the worker's side of the ring is gone (worker exited or "
+                                  "ended this session); streams waiting on it were released");
+        r->rc.err_status = AGILE_OK; /* reported; later calls see AGILE_ECLOSED */
+        r->rc.err_seq = 0;
+        rv = e.status;
+        goto unlock;
     }
     if (rv == AGILE_OK) {
         uint64_t sseq;
@@ -473,6 +605,7 @@ AGILE_API int agile_ring_barrier(agile_client *c, int device, void *stream, agil
     } else {
         e.status = rv;
     }
+unlock:
     pthread_mutex_unlock(&r->mu);
 out:
     if (err) *err = e;
