@@ -7,12 +7,12 @@
 See README.md for the worker, the protections and the numbers. The PyTorch-facing names are
 loaded on first use, so `python3 -m agile_torch.demo` also runs where PyTorch is absent.
 """
-from ._native import AgileError, library_path
+from ._native import AgileError, GPUFault, GPUReset, WorkerGone, library_path
 
 _MEMORY = ("device", "empty_cache", "enable", "init", "is_agile_tensor", "is_enabled",
            "memory_stats", "pool", "pool_window", "session_info", "use_pool", "worker_status")
 _FFT = ("enable_fft", "disable_fft", "is_fft_enabled", "fft_stats")
-__all__ = ["AgileError", "library_path", *_MEMORY, *_FFT]
+__all__ = ["AgileError", "GPUFault", "GPUReset", "WorkerGone", "library_path", *_MEMORY, *_FFT]
 __version__ = "0.1.0"
 _TRITON = ("guarded", "triton")  # guarded Triton launches through the worker (triton.py)
 __all__ = [*__all__, "guarded"]

@@ -67,6 +67,27 @@ class AgileError(RuntimeError):
         super().__init__(what)
 
 
+class GPUFault(AgileError):
+    """AGILE_EFAULT: a kernel of this process faulted the GPU in the worker (a trap, an illegal
+    or misaligned address the guard could not prevent); the worker reset the device and ended
+    this process's session. `agilectl status` names the kernel."""
+
+
+class GPUReset(AgileError):
+    """AGILE_ERESET: another tenant's fault reset the worker's GPU context; this process's
+    commands in flight then were lost (their outputs unwritten), its memory was not. Later
+    calls work: recoverable."""
+
+
+class WorkerGone(AgileError):
+    """AGILE_EWORKER: the worker's side of the stream order is gone (the worker exited or
+    ended the session); libagile released the streams that waited on it."""
+
+
+AGILE_EFAULT, AGILE_ERESET, AGILE_EWORKER = 23, 24, 25
+_ERRORS = {AGILE_EFAULT: GPUFault, AGILE_ERESET: GPUReset, AGILE_EWORKER: WorkerGone}
+
+
 @lru_cache(maxsize=None)
 def lib() -> ctypes.CDLL:
     L = ctypes.CDLL(library_path())
@@ -98,4 +119,5 @@ def check(rv: int, what: str) -> None:
     if rv != 0:
         L = lib()
         detail = L.agile_last_error().decode(errors="replace")
-        raise AgileError(rv, f"{what}: {L.agile_strerror(rv).decode()}" + (f": {detail}" if detail else ""))
+        cls = _ERRORS.get(rv, AgileError)
+        raise cls(rv, f"{what}: {L.agile_strerror(rv).decode()}" + (f": {detail}" if detail else ""))

@@ -18,7 +18,7 @@
  * args buffer of LAUNCH (CUDA's parameter layout, from the PTX's types and .align).
  * MOD_OP: agile__worker_mod_exec (modules.h) with the ring's device in the op.
  *
- * MODULE_LOAD flags: bit 0 = strict guard mode. On the host backend a module is guarded and
+ * MODULE_LOAD flags: bit 0 = strict guard mode, bit 1 = no guard (TEST ONLY, see below). On the host backend a module is guarded and
  * verified but not compiled (there is no GPU to run it): its functions report their
  * parameters, and launching them gives AGILE_ENOTSUP.
  */
@@ -35,6 +35,9 @@ struct agile__session;
 
 #define AGILE_RING_ATTACH_DEV_MASK 0xffu
 #define AGILE_MODULE_LOAD_STRICT 0x1u
+/* TEST ONLY: no guard, for the fault-containment tests; refused (AGILE_EPERM) unless the
+ * worker's environment has AGILE_TEST_UNGUARDED_UID equal to the caller's uid. */
+#define AGILE_MODULE_LOAD_TEST_UNGUARDED 0x2u
 /* SIGNAL/WAIT: 32-bit counters in the tenant's window (the cross-process stream order
  * counters); WAIT's cond: */
 enum { AGILE_WAIT_GEQ = 0, AGILE_WAIT_EQ = 1 };

@@ -494,6 +494,34 @@ static void test_cuda_mock_fault_recovery(void **state)
     dlclose(lib);
 }
 
+/* The test-only unguarded load: refused unless the worker's environment names the uid. */
+static void test_unguarded_is_test_only(void **state)
+{
+    conn c;
+    agile__msg m, rep;
+    uint8_t *buf = NULL;
+    char uid[16];
+    (void)state;
+    open_conn(&c, 14);
+    memset(&m, 0, sizeof m);
+    m.h.type = AGILE_MSG_MODULE_LOAD;
+    m.u.module_load_req.flags = AGILE_MODULE_LOAD_TEST_UNGUARDED;
+    m.u.module_load_req.ptx = agile__blob_of(fault_ptx, strlen(fault_ptx));
+    unsetenv("AGILE_TEST_UNGUARDED_UID");
+    assert_int_equal(call(&c, &m, &rep, &buf), AGILE_EPERM);
+    free(buf);
+    snprintf(uid, sizeof uid, "%u", (unsigned)getuid() + 1);
+    setenv("AGILE_TEST_UNGUARDED_UID", uid, 1); /* another uid's permission is not ours */
+    assert_int_equal(call(&c, &m, &rep, &buf), AGILE_EPERM);
+    free(buf);
+    snprintf(uid, sizeof uid, "%u", (unsigned)getuid());
+    setenv("AGILE_TEST_UNGUARDED_UID", uid, 1);
+    assert_int_equal(call(&c, &m, &rep, &buf), AGILE_OK);
+    free(buf);
+    unsetenv("AGILE_TEST_UNGUARDED_UID");
+    close_conn(&c);
+}
+
 static int backend = AGILE_BACKEND_HOST;
 
 static int setup(void **state)
@@ -530,6 +558,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nop_memset_memcpy_bounds),
         cmocka_unit_test(test_modules),
+        cmocka_unit_test(test_unguarded_is_test_only),
         cmocka_unit_test(test_malformed_slot_kills_only_its_session),
         cmocka_unit_test(test_teardown_with_busy_ring),
     };

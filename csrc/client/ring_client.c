@@ -760,7 +760,9 @@ AGILE_API int agile_module_load(const char *ptx, size_t len, unsigned flags, agi
     uint8_t *buf = NULL;
     cl_mod *cm = NULL;
     int rv = AGILE_OK, dev = (int)((flags >> 8) & 0xff);
-    if (!ptx || !len || !module || (flags & ~(AGILE_MODULE_STRICT | 0xff00u))) return AGILE_EINVAL;
+    if (!ptx || !len || !module ||
+        (flags & ~(AGILE_MODULE_STRICT | AGILE_MODULE_TEST_UNGUARDED | 0xff00u)))
+        return AGILE_EINVAL;
     AGILE_TRY(agile_default_client(&c));
     if (!(cm = calloc(1, sizeof *cm))) {
         rv = AGILE_ENOMEM;
@@ -769,7 +771,7 @@ AGILE_API int agile_module_load(const char *ptx, size_t len, unsigned flags, agi
     memset(&m, 0, sizeof m);
     m.h.type = AGILE_MSG_MODULE_LOAD;
     m.u.module_load_req.device = (uint32_t)dev;
-    m.u.module_load_req.flags = flags & AGILE_MODULE_STRICT;
+    m.u.module_load_req.flags = flags & (AGILE_MODULE_STRICT | AGILE_MODULE_TEST_UNGUARDED);
     m.u.module_load_req.ptx = agile__blob_of(ptx, len);
     AGILE_TRY(agile__call(c, &m, &rep, &buf));
     cm->h = rep.u.module_load_rep.handle;
