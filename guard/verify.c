@@ -73,6 +73,8 @@ typedef struct vctx {
     unsigned nfn, capfn;
     vvar *var;
     unsigned nvar, capvar;
+    unsigned *vidx; /* open-addressed index of var by (name, func): var index + 1, 0 empty */
+    unsigned vidxcap;
     bool addr64;
     char *err;
     size_t errcap;
@@ -887,16 +889,50 @@ static bool split_addr(span a, span *base, int64_t *off)
     return v_int((span){a.p + i, a.n - 1 - i}, off);
 }
 
-static const vvar *v_find_var(const vctx *v, span name, unsigned func)
+static unsigned v_var_slot(const vctx *v, span name, unsigned func)
 {
-    const vvar *best = NULL;
+    uint64_t h = 1469598103934665603u ^ func;
+    for (size_t i = 0; i < name.n; i++)
+        h = (h ^ (unsigned char)name.p[i]) * 1099511628211u;
+    return (unsigned)(h ^ (h >> 29)) & (v->vidxcap - 1);
+}
+
+/* Index the variables (after structure): per (name, function) one slot, holding what
+ * v_find_var answers for it — a function's first declaration, the module's last — so
+ * that a lookup costs O(1), not a pass over every variable. */
+static int v_index_vars(vctx *v)
+{
+    unsigned cap = 64;
+    while (cap < 2 * v->nvar)
+        cap *= 2;
+    v->vidx = calloc(cap, sizeof(unsigned));
+    if (v->vidx == NULL) return AGILE_ENOMEM;
+    v->vidxcap = cap;
     for (unsigned i = 0; i < v->nvar; i++) {
         const vvar *x = &v->var[i];
-        if (!sp_same(x->name, name)) continue;
-        if (x->func == func) return x;
-        if (x->func == UINT32_MAX) best = x;
+        unsigned h = v_var_slot(v, x->name, x->func), e;
+        for (; (e = v->vidx[h]) != 0; h = (h + 1) & (cap - 1))
+            if (v->var[e - 1].func == x->func && sp_same(v->var[e - 1].name, x->name)) break;
+        if (e == 0 || x->func == UINT32_MAX) v->vidx[h] = i + 1;
     }
-    return best;
+    return AGILE_OK;
+}
+
+static const vvar *v_var_at(const vctx *v, span name, unsigned func)
+{
+    for (unsigned h = v_var_slot(v, name, func), e; (e = v->vidx[h]) != 0;
+         h = (h + 1) & (v->vidxcap - 1))
+        if (v->var[e - 1].func == func && sp_same(v->var[e - 1].name, name)) return &v->var[e - 1];
+    return NULL;
+}
+
+/* A name in function func: its own declaration shadows the module's. */
+static const vvar *v_find_var(const vctx *v, span name, unsigned func)
+{
+    const vvar *x;
+    if (v->vidxcap == 0 || name.n == 0) return NULL;
+    x = v_var_at(v, name, func);
+    return x ? x : v_var_at(v, name, UINT32_MAX);
 }
 
 /* Check one address operand in global ('g') or generic ('n') space. */
@@ -1474,6 +1510,7 @@ int agile_guard_verify(const char *ptx, size_t len, const agile_guard_vopts *o, 
     AGILE_TRY(v_lexical(&v, ptx, len));
     AGILE_TRY(scan(&v));
     AGILE_TRY(structure(&v));
+    AGILE_TRY(v_index_vars(&v));
     for (unsigned f = 0; f < v.nfn; f++)
         if (v.fn[f].body) AGILE_TRY(check_func(&v, f));
 out:
@@ -1481,6 +1518,7 @@ out:
     free(v.st);
     free(v.fn);
     free(v.var);
+    free(v.vidx);
     if (v.failed && rv == AGILE_OK) rv = AGILE_EGUARD;
     return rv;
 }
