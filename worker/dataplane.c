@@ -26,6 +26,7 @@
 #include "ptx.h"
 #include "ring/ring.h"
 #include "ring/sched.h"
+#include "twin.h"
 #include "worker.h"
 
 #define DP_SLOT_SIZE 512u /* launch params up to ~420 bytes fit one slot */
@@ -501,7 +502,7 @@ typedef struct dp_ring {
     uint64_t viol_addr;
     bool viol_armed; /* a strict kernel ran since the last barrier */
     uint64_t limit_ns;
-    agile__window *win; /* the session's window on dev, once it exists (it then stays) */
+    agile__window *win; /* its tenant's window on dev, once the session joined it */
     dp_hostop op;
     uint32_t busy_pull; /* dispatcher: its tenant was already waiting during this pull */
     unsigned gen;       /* the backend generation its streams and events were made in */
@@ -791,20 +792,12 @@ static void queue(dp_ring *r, const dp_pend *p)
     r->pend[(r->phead + r->pcount++) % r->pcap] = *p;
 }
 
-/* The session's window, cached once it exists (it lives until the session is freed, after
- * its rings). Read under s->mu, where the lease handler creates it, when the lock is free;
- * the dispatcher never waits for it (creating a large window takes up to a second), so
- * while a lease is being created it reads the pointer directly: one aligned store, made
- * after the window is complete, published by the unlock that follows it. */
+/* The tenant's window the session joined (twin.h), cached once it exists: the session keeps
+ * it until it is freed, after its rings. Read without waiting (creating a large window
+ * takes up to a second). */
 static agile__window *ring_window(dp_ring *r)
 {
-    if (r->win) return r->win;
-    if (pthread_mutex_trylock(&r->s->mu) == 0) {
-        r->win = r->s->win[r->dev].win;
-        pthread_mutex_unlock(&r->s->mu);
-    } else {
-        r->win = __atomic_load_n(&r->s->win[r->dev].win, __ATOMIC_ACQUIRE);
-    }
+    if (!r->win) r->win = agile__twin_window(r->s, r->dev);
     return r->win;
 }
 

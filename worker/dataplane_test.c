@@ -19,6 +19,7 @@
 #include "backend/fdpass.h"
 #include "dataplane.h"
 #include "ring/ring.h"
+#include "twin.h"
 #include "worker.h"
 
 #define NS (5ll * 1000000000ll)
@@ -122,7 +123,7 @@ static int32_t run1(conn *c, agile__ring_cmd *cmd)
 
 static uint8_t *wbase(conn *c)
 {
-    return (uint8_t *)(uintptr_t)agile__window_base(c->s->win[0].win);
+    return (uint8_t *)(uintptr_t)agile__window_base(agile__twin_window(c->s, 0));
 }
 
 static void test_nop_memset_memcpy_bounds(void **state)
@@ -146,7 +147,7 @@ static void test_nop_memset_memcpy_bounds(void **state)
     assert_int_equal(err_seq, 1);
 
     lease(&c, 1 << 20);
-    uint64_t W0 = agile__window_size(c.s->win[0].win);
+    uint64_t W0 = agile__window_size(agile__twin_window(c.s, 0));
     uint8_t *b = wbase(&c);
     /* the client's addresses: only the offset counts (another base, same offsets) */
     uint64_t cbase = 0x7f0000000000ull & ~(W0 - 1);
@@ -354,7 +355,7 @@ static void test_cuda_mock_memops(void **state)
     assert_int_equal(b[3 * 4096 + 4095], 0x13);
     assert_int_equal(b[65536], 0x11);
     cmd0(&cmd, AGILE_RING_OP_MEMSET);
-    cmd.u.memset.dst = agile__window_size(c.s->win[0].win) - 8;
+    cmd.u.memset.dst = agile__window_size(agile__twin_window(c.s, 0)) - 8;
     cmd.u.memset.count = 64;
     cmd.u.memset.elem_size = 1;
     assert_int_equal(run1(&c, &cmd), AGILE_EBOUNDS);

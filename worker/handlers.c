@@ -116,15 +116,18 @@ static int h_lease_grow(hctx *c)
     min = AGILE_ALIGN_UP(q->bytes, g);
     size = AGILE_MAX(min, AGILE_ALIGN_UP(t->pol.lease_step, g));
 
-    /* Reserve the bytes against the quota first: nothing is ever over-committed. */
+    /* Reserve the bytes against the quota first: nothing is ever over-committed. The
+     * window's sink counts too (twin.h): the one it has, or the one its first lease makes. */
+    uint64_t new_sink = agile__window_sink_bytes_for(
+        w->be, (int)q->device, window_size_for(w, (int)q->device, t->pol.quota));
     pthread_mutex_lock(&w->mu);
     quota = t->pol.quota;
-    /* the window's sink counts too (twin.h) */
-    if (t->leased[q->device] + t->sink[q->device] + size > quota)
+    uint64_t sink = t->sink[q->device] ? t->sink[q->device] : new_sink;
+    if (t->leased[q->device] + sink + size > quota)
         size = min; /* the last step may be smaller than lease_step */
-    if (t->leased[q->device] + t->sink[q->device] + size > quota) {
+    if (t->leased[q->device] + sink + size > quota) {
         t->quota_refusals++;
-        uint64_t used = t->leased[q->device], sink = t->sink[q->device];
+        uint64_t used = t->leased[q->device];
         pthread_mutex_unlock(&w->mu);
         return fail(c, AGILE_EQUOTA,
                     "tenant %u: lease of %llu bytes on GPU %u exceeds quota (%llu of %llu bytes "

@@ -8,6 +8,7 @@
 #include "../modules/fft/fft.h"
 #include "../modules/module.h"
 #include "backend/cudadrv.h"
+#include "twin.h"
 #include "worker.h"
 
 typedef struct agile__modules agile__modules;
@@ -227,12 +228,11 @@ static void caller_of(agile__session *s, int dev, void *stream, agile__module_ca
     who->tenant = s->id;
     who->device = dev;
     who->stream = stream;
-    pthread_mutex_lock(&s->mu);
-    if (s->win[dev].win) {
-        who->win.worker_base = agile__window_base(s->win[dev].win);
-        who->win.size = s->win[dev].size;
+    agile__window *win = agile__twin_window(s, dev);
+    if (win) {
+        who->win.worker_base = agile__window_base(win);
+        who->win.size = agile__window_size(win);
     }
-    pthread_mutex_unlock(&s->mu);
 }
 
 static int exec_locked(agile__worker *w, agile__session *s, mod_slot *m, uint32_t op, int dev,

@@ -835,13 +835,14 @@ static int alloc_slow(agile__arena *a, uint64_t size, blk **out)
     pthread_mutex_unlock(&a->mu);
     pthread_mutex_lock(&a->grow_mu);
     pthread_mutex_lock(&a->mu);
-    for (int shrunk = 0, partial = 1;;) {
+    for (int shrunk = 0, partial = 1, stepped = 1;;) {
         uint64_t off = 0, sz = 0;
         if ((b = t2_take(a, size))) /* another thread grew meanwhile */
             break;
         /* The worker grows the lease contiguously: free space at its end counts. */
         uint64_t tail = partial ? tail_free(a) : 0;
-        uint64_t want = AGILE_MAX(a->grow_step, size - AGILE_MIN(tail, size));
+        uint64_t need = size - AGILE_MIN(tail, size);
+        uint64_t want = stepped ? AGILE_MAX(a->grow_step, need) : need;
         pthread_mutex_unlock(&a->mu);
         rv = a->ops->grow(a->ctx, want, &off, &sz);
         pthread_mutex_lock(&a->mu);
@@ -859,6 +860,10 @@ static int alloc_slow(agile__arena *a, uint64_t size, blk **out)
                          (unsigned long long)want, (unsigned long long)off,
                          (unsigned long long)sz, agile_err_name(rv));
             break;
+        }
+        if (rv == AGILE_EQUOTA && stepped && want > need) {
+            stepped = 0; /* a whole step is past the quota: what is needed may still fit */
+            continue;
         }
         a->st.num_grow_failures++;
         /* Quota: free extents too small for this request can be traded for a larger one. */

@@ -133,6 +133,20 @@ uint64_t agile__window_sink_chunk(const agile__window *w)
     return w->chunk;
 }
 
+uint64_t agile__window_sink_bytes(const agile__window *w)
+{
+    bool two = w->sink_small && w->sink_small != w->sink_big;
+    return w->chunk + (two ? w->gran : 0);
+}
+
+uint64_t agile__window_sink_bytes_for(agile__backend *be, int dev, uint64_t size)
+{
+    if (!be || !dev_ok(be, dev)) return 0;
+    uint64_t gran = be->ops->granularity(be, dev), chunk = agile__sink_chunk(size, gran);
+    /* cuda keeps a one-granule small sink beside a larger chunk; host maps the chunk only */
+    return chunk + (be->kind == AGILE_BACKEND_CUDA && chunk != gran ? gran : 0);
+}
+
 int agile__window_dev(const agile__window *w)
 {
     return w->dev;

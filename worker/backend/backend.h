@@ -99,6 +99,11 @@ uint64_t agile__window_size(const agile__window *w);
 uint64_t agile__window_gap(const agile__window *w);
 /* Size of the sink chunk: window offset o (o outside leases) aliases sink byte o % chunk. */
 uint64_t agile__window_sink_chunk(const agile__window *w);
+/* Physical memory the window's sinks hold: the chunk, plus on cuda the one-granule small
+ * sink when it is a separate allocation. The worker counts it in the tenant's quota. */
+uint64_t agile__window_sink_bytes(const agile__window *w);
+/* What agile__window_sink_bytes will say for a window of `size` on dev (0 for a bad dev). */
+uint64_t agile__window_sink_bytes_for(agile__backend *be, int dev, uint64_t size);
 int agile__window_dev(const agile__window *w);
 
 /* agile__lease_create: allocate `size` bytes (a multiple of granularity) of fresh, zeroed
