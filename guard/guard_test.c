@@ -265,6 +265,60 @@ static void test_shared(void **state)
     assert_non_null(strstr(err, "need .version 8.1"));
 }
 
+/* Explicit local accesses stay below the end of the function's frame (its one sized
+ * .local variable), aligned; a named access inside a variable is left alone. */
+static void test_local(void **state)
+{
+    static const char *src =
+        HDR ".visible .entry k(.param .u32 k_param_0)\n{\n"
+            "\t.local .align 16 .b8 __local_depot0[64];\n\t.reg .b32 %r<4>;\n\t.reg .b64 "
+            "%SPL, %rd<3>;\n\tmov.u64 %SPL, __local_depot0;\n\tld.param.u32 %r1, [k_param_0];\n"
+            "\tst.local.u32 [__local_depot0+60], %r1;\n"
+            "\tmul.wide.u32 %rd1, %r1, 4;\n\tadd.s64 %rd2, %SPL, %rd1;\n"
+            "\tst.local.u32 [%rd2+1048576], %r1;\n"
+            "\tld.local.v4.u32 {%r1, %r2, %r3, %r1}, [%rd2];\n"
+            "\tret;\n}\n";
+    static const char *two =
+        HDR ".visible .entry k(.param .u64 k_param_0)\n{\n"
+            "\t.local .align 8 .b8 a[16];\n\t.local .align 8 .b8 b[16];\n\t.reg .b64 %rd<3>;\n"
+            "\tld.param.u64 %rd1, [k_param_0];\n\tst.local.u64 [%rd1], %rd1;\n\tret;\n}\n";
+    int rv;
+    char err[320], *q;
+    char *p = guard(src, false, 0, 0, &rv, err);
+    (void)state;
+    if (p == NULL) fail_msg("%s", err);
+    assert_non_null(strstr(p, "\t.local .align 16 .b8 __local_depot0[64];\n\tmov.u64 %agile_fr, "
+                              "__local_depot0;\n\tadd.u64 %agile_h4, %agile_fr, 60;\n\t"
+                              "add.u64 %agile_h16, %agile_fr, 48;"));
+    assert_non_null(strstr(p, "\tst.local.u32 [__local_depot0+60], %r1;"));
+    assert_non_null(strstr(p, "add.s64 %agile_o0, %rd2, 1048576;\n\tmin.u64 %agile_o0, %agile_o0, "
+                              "%agile_h4;\n\tand.b64 %agile_o0, %agile_o0, -4;"));
+    assert_non_null(strstr(p, "min.u64 %agile_o1, %rd2, %agile_h16;\n\tand.b64 %agile_o1, "
+                              "%agile_o1, -16;\n\tld.local.v4.u32"));
+    assert_int_equal(verify(p, 0, 0, NULL), AGILE_OK);
+    static const struct {
+        const char *from, *to;
+    } m[] = {
+        {"\tmin.u64 %agile_o1, %rd2, %agile_h16;\n", ""},
+        {"min.u64 %agile_o1, %rd2, %agile_h16;", "min.u64 %agile_o1, %rd2, %agile_h4;"},
+        {"and.b64 %agile_o1, %agile_o1, -16;", "and.b64 %agile_o1, %agile_o1, -4;"},
+        {"add.u64 %agile_h16, %agile_fr, 48;", "add.u64 %agile_h16, %agile_fr, 64;"},
+        {"[__local_depot0+60]", "[__local_depot0+64]"},
+        {"[%agile_o1]", "[%rd2]"},
+    };
+    for (size_t i = 0; i < AGILE_ARRAY_LEN(m); i++) {
+        q = mutate(p, m[i].from, m[i].to);
+        if (q == NULL) fail_msg("local mutation %zu: pattern not found", i);
+        if (verify(q, 0, 0, err) != AGILE_EGUARD) fail_msg("local mutation %zu accepted", i);
+        free(q);
+    }
+    free(p);
+    p = guard(two, false, 0, 0, &rv, err);
+    assert_null(p);
+    assert_int_equal(rv, AGILE_EREJECT);
+    assert_non_null(strstr(err, "exactly one sized .local variable"));
+}
+
 /* call __assertfail and trap become a report in the violation record and an exit: the
  * kernel runs guarded (issue 12.10) and can no longer fault the shared context. */
 static void test_device_assert(void **state)
@@ -613,7 +667,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_global_fence),  cmocka_unit_test(test_generic_fence),
         cmocka_unit_test(test_window_bits),   cmocka_unit_test(test_alignment),
-        cmocka_unit_test(test_shared),        cmocka_unit_test(test_device_assert),
+        cmocka_unit_test(test_shared),        cmocka_unit_test(test_local),
+        cmocka_unit_test(test_device_assert),
         cmocka_unit_test(test_strict),
         cmocka_unit_test(test_reject),        cmocka_unit_test(test_verifier_breaks),
         cmocka_unit_test(test_calls),         cmocka_unit_test(test_sha256),

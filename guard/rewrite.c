@@ -72,6 +72,11 @@ typedef struct rw {
     bool rec;
     uint64_t slims; /* widths (bits) whose shared-memory limit register the function needs */
     bool scrub;     /* entries zero the CTA's shared memory first (the module can read it) */
+    /* per function: its one sized .local variable (the frame), PTX_NONE if none, or
+     * PTX_NONE - 1 if several */
+    uint32_t *frame;
+    uint64_t llims; /* widths (bits) whose local-frame limit register the function needs */
+    uint32_t frame_end; /* byte offset just past the frame's declaration; 0: not usable */
     /* rejection */
     uint32_t err_line;
     char err[256];
@@ -701,6 +706,112 @@ out:
     return rv;
 }
 
+/* The .local frame of each function: its one sized .local variable (nvcc's depot). */
+static int find_frames(rw *r)
+{
+    r->frame = malloc((size_t)AGILE_MAX(r->m.nfuncs, 1u) * sizeof(uint32_t));
+    if (r->frame == NULL) return AGILE_ENOMEM;
+    for (uint32_t i = 0; i < r->m.nfuncs; i++)
+        r->frame[i] = PTX_NONE;
+    for (uint32_t i = 0; i < r->m.nvars; i++) {
+        const ptx_var *v = &r->m.vars[i];
+        if (v->func == PTX_NONE || v->func >= r->m.nfuncs || v->space != PTX_SPACE_LOCAL) continue;
+        r->frame[v->func] = r->frame[v->func] == PTX_NONE && v->size > 0 ? i : PTX_NONE - 1;
+    }
+    return AGILE_OK;
+}
+
+/* Where the frame's bounds can be set: just past its declaration, when that is at the
+ * top level of the body ahead of any instruction or label (the verifier wants them set
+ * once, in straight-line code from the entry; the shared-memory scrub follows them, still
+ * ahead of any tenant instruction). */
+static void frame_decl(rw *r, const ptx_func *f)
+{
+    uint32_t fv = r->frame[f - r->m.funcs];
+    if (fv >= PTX_NONE - 1) return;
+    for (uint32_t i = f->st0; i < f->st1; i++) {
+        const ptx_stmt *s = &r->m.st[i];
+        if (s->kind == PST_LABEL || s->kind == PST_INSTR) return;
+        if (s->kind == PST_DIR && s->t0 <= r->m.vars[fv].name && r->m.vars[fv].name < s->t1) {
+            if (s->depth == 1) r->frame_end = s->end;
+            return;
+        }
+    }
+}
+
+/* Confine one explicit .local address below the end of the function's frame, aligned to
+ * the access width W: past the thread's local allocation an access faults. The frame is
+ * the function's one sized .local variable F (nvcc's __local_depot); below it lie the
+ * thread's outer frames, inside its allocation. %agile_fr = F and %agile_hW = F + size - W
+ * are set at entry:
+ *     [cvt.u64.u32 o, a;]  [add.s64 o, o|a, imm;]  min.u64 o, o|a, %agile_hW;  and.b64 o, o, -W
+ * A sized .local variable named with an aligned offset inside it is left as it is; a
+ * function with no or several .local variables cannot bound an address: refused. */
+static int confine_local(rw *r, const ptx_stmt *s, const ptx_opnd *op, const opparts *o,
+                         const char *kind)
+{
+    addr a = {AD_REG, 0, 0};
+    uint32_t line = TOK(op->t0).line, at = TOK(s->t0).off, fi = (uint32_t)(r->f - r->m.funcs);
+    uint64_t w = op_align(r, s, o, kind);
+    const ptx_var *fv;
+    char src[48];
+    unsigned i;
+    int rv = AGILE_OK;
+
+    AGILE_TRY(parse_addr(r, op, &a));
+    if (w == 0)
+        return reject(r, line, "cannot tell the access width of '%.*s'", TLEN(s->op), TSTR(s->op));
+    if (a.kind == AD_VAR) {
+        const ptx_var *v = find_var(r, a.base, fi);
+        if (v != NULL && v->space == PTX_SPACE_LOCAL && v->size > 0 && a.imm >= 0 &&
+            (uint64_t)a.imm % w == 0 && (uint64_t)a.imm <= v->size && w <= v->size - (uint64_t)a.imm)
+            return AGILE_OK; /* inside a sized variable */
+    }
+    if (r->frame[fi] >= PTX_NONE - 1)
+        return reject(r, line, "local access through an address in a function without exactly "
+                               "one sized .local variable: cannot bound it");
+    fv = &r->m.vars[r->frame[fi]];
+    if (r->frame_end == 0 || TOK(s->t0).off < r->frame_end)
+        return reject(r, line, "local access through an address, but the frame '%.*s' is not "
+                               "declared at the top of the body ahead of any instruction",
+                      TLEN(fv->name), TSTR(fv->name));
+    if (a.kind == AD_ABS || (a.kind == AD_VAR && find_var(r, a.base, fi) != fv) ||
+        fv->size < w || a.imm < INT32_MIN || a.imm > INT32_MAX)
+        return reject(r, line, "local access outside the frame '%.*s'", TLEN(fv->name),
+                      TSTR(fv->name));
+    i = r->fsite++;
+    if (a.kind == AD_VAR) {
+        AGILE_TRY(add_edit(r, at, 0, "mov.u64 %%agile_o%u, %.*s;\n\t", i, TLEN(a.base),
+                           TSTR(a.base)));
+        snprintf(src, sizeof(src), "%%agile_o%u", i);
+    } else {
+        const regdecl *d = find_reg(r, a.base);
+        if (d == NULL || (d->size != 4 && d->size != 8))
+            return reject(r, line, "local address register '%.*s' is not a declared 32/64-bit "
+                                   "register", TLEN(a.base), TSTR(a.base));
+        if (d->size == 4) {
+            AGILE_TRY(add_edit(r, at, 0, "cvt.u64.u32 %%agile_o%u, %.*s;\n\t", i, TLEN(a.base),
+                               TSTR(a.base)));
+            snprintf(src, sizeof(src), "%%agile_o%u", i);
+        } else {
+            snprintf(src, sizeof(src), "%.*s", TLEN(a.base), TSTR(a.base));
+        }
+    }
+    if (a.imm != 0) {
+        AGILE_TRY(add_edit(r, at, 0, "add.s64 %%agile_o%u, %s, %" PRId64 ";\n\t", i, src, a.imm));
+        snprintf(src, sizeof(src), "%%agile_o%u", i);
+    }
+    AGILE_TRY(add_edit(r, at, 0,
+                       "min.u64 %%agile_o%u, %s, %%agile_h%" PRIu64 ";\n\t"
+                       "and.b64 %%agile_o%u, %%agile_o%u, -%" PRIu64 ";\n\t",
+                       i, src, w, i, i, w));
+    r->llims |= w;
+    AGILE_TRY(add_edit(r, TOK(op->t0).off, TOK(op->t1 - 1).off + 1 - TOK(op->t0).off,
+                       "[%%agile_o%u]", i));
+out:
+    return rv;
+}
+
 /* An mbarrier object must be in shared memory and 8-byte aligned (else the access
  * faults). A generic address is aligned and the instruction runs only where it is shared:
  *     and.b64 g, a, -8;  isspacep.shared p, g;  [@!guard setp.ne.u32 p, 0, 0;]  @p ... [g]
@@ -1175,6 +1286,8 @@ static int do_instr(rw *r, const ptx_stmt *s)
         if (sp == PTX_SPACE_SHARED && cl != CL_BULK && !any_part(&o, "shared::cluster") &&
             !(cl == CL_ONE && (part_is(&o, 1, "async"))))
             AGILE_TRY(confine_shared(r, s, op, &o, kind));
+        else if (sp == PTX_SPACE_LOCAL)
+            AGILE_TRY(confine_local(r, s, op, &o, kind));
         else
             AGILE_TRY(fence_opnd(r, s, op, sp, kind, &o, cl == CL_BULK, &nfenced));
     }
@@ -1281,6 +1394,8 @@ static int do_func(rw *r, const ptx_func *f)
     r->bulk = false;
     r->aligns = 0;
     r->slims = 0;
+    r->llims = 0;
+    r->frame_end = 0;
     r->fsites.n = 0;
     memset(r->counts, 0, sizeof(r->counts));
     if (f->entry) r->kidx = r->nentry++;
@@ -1290,6 +1405,7 @@ static int do_func(rw *r, const ptx_func *f)
         if (s->kind == PST_DIR && agile_guard_tok_eq(&r->m, s->op, ".reg"))
             AGILE_TRY(collect_regs(r, s));
     }
+    frame_decl(r, f);
     AGILE_TRY(index_regs(r));
     for (uint32_t i = f->st0; i < f->st1; i++) {
         const ptx_stmt *s = &r->m.st[i];
@@ -1341,6 +1457,12 @@ static int do_func(rw *r, const ptx_func *f)
             if (r->slims & w)
                 AGILE_TRY(add_edit(r, at, 0, "\n\t.reg .b32 %%agile_l%" PRIu64 ";", w));
     }
+    if (r->llims) {
+        AGILE_TRY(add_edit(r, at, 0, "\n\t.reg .b64 %%agile_o<%u>, %%agile_fr;", n));
+        for (uint64_t w = 1; w <= r->llims; w <<= 1)
+            if (r->llims & w)
+                AGILE_TRY(add_edit(r, at, 0, "\n\t.reg .b64 %%agile_h%" PRIu64 ";", w));
+    }
     if (r->bulk) AGILE_TRY(add_edit(r, at, 0, "\n\t.reg .b32 %%agile_s<%u>;", n));
     if (r->rec)
         AGILE_TRY(add_edit(r, at, 0,
@@ -1361,6 +1483,16 @@ static int do_func(rw *r, const ptx_func *f)
                 AGILE_TRY(add_edit(r, at, 0, "\n\tsub.u32 %%agile_l%" PRIu64 ", %%agile_sh, %" PRIu64 ";",
                                    w, w));
     }
+    if (r->llims) { /* after the frame's declaration (frame_decl) */
+        const ptx_var *fv = &r->m.vars[r->frame[f - r->m.funcs]];
+        AGILE_TRY(add_edit(r, r->frame_end, 0, "\n\tmov.u64 %%agile_fr, %.*s;", TLEN(fv->name),
+                           TSTR(fv->name)));
+        for (uint64_t w = 1; w <= r->llims; w <<= 1)
+            if (r->llims & w)
+                AGILE_TRY(add_edit(r, r->frame_end, 0,
+                                   "\n\tadd.u64 %%agile_h%" PRIu64 ", %%agile_fr, %" PRIu64 ";", w,
+                                   fv->size - w));
+    }
     if (r->rec) {
         if (f->entry)
             AGILE_TRY(add_edit(
@@ -1372,7 +1504,7 @@ static int do_func(rw *r, const ptx_func *f)
                                "\n\tld.param.u64 %%agile_viol, [__agile_fviol];\n\tld.param.u32 "
                                "%%agile_kid, [__agile_fkid];"));
     }
-    if (f->entry && r->scrub) AGILE_TRY(scrub_shared(r, at));
+    if (f->entry && r->scrub) AGILE_TRY(scrub_shared(r, r->llims ? r->frame_end : at));
     AGILE_TRY(add_edit(r, at, 0, "\n"));
     report_func(r, f, first);
 out:
@@ -1493,6 +1625,7 @@ int agile_guard_ptx(const char *src, size_t len, const agile_guard_opts *o, agil
     AGILE_TRY(index_vars(&r));
     r.rec = o->strict || calls_assert(&r);
     r.scrub = reads_shared(&r);
+    AGILE_TRY(find_frames(&r));
     for (uint32_t i = 0; i < r.m.nfuncs; i++)
         AGILE_TRY(do_func(&r, &r.m.funcs[i]));
     if (r.rep.oom || r.fsites.oom) {
@@ -1530,6 +1663,7 @@ out:
     agile_guard_sb_fini(&r.rep);
     agile_guard_sb_fini(&r.fsites);
     free(r.ed);
+    free(r.frame);
     free(r.regs);
     free(r.rtab);
     free(r.vtab);

@@ -1015,6 +1015,36 @@ static int check_shared(vctx *v, unsigned fidx, unsigned i, span a, uint64_t wid
                  (int)s->op.n, s->op.p, (int)a.n, a.p, width);
 }
 
+/* An explicit local address: a sized local variable named with an aligned offset inside
+ * it, or [R] with R from and.b64 R, T, imm (imm clears the bits the width needs) over
+ * min.u64 T, _, %agile_hN (N >= width): at most the frame's end - width, inside the
+ * thread's local allocation. */
+static int check_local(vctx *v, unsigned fidx, unsigned i, span a, uint64_t width)
+{
+    const vst *s = &v->st[i];
+    unsigned s0 = v->fn[fidx].s0, j, k;
+    span base;
+    int64_t off, imm;
+    if (!split_addr(a, &base, &off))
+        return vfail(v, s->line, "unrecognised address '%.*s'", (int)a.n, a.p);
+    if (base.p[0] != '%') {
+        const vvar *x = v_find_var(v, base, fidx);
+        if (x && x->space == 'l' && x->size > 0 && off >= 0 && (uint64_t)off % width == 0 &&
+            (uint64_t)off <= x->size && width <= x->size - (uint64_t)off)
+            return AGILE_OK;
+    } else if (off == 0 && (j = last_def(v, s0, i, base)) != UINT32_MAX &&
+               is_def(&v->st[j], "and.b64", 3) && v_int(v->st[j].ops[2], &imm) &&
+               imm_align(imm) >= width &&
+               (k = last_def(v, s0, j, v->st[j].ops[1])) != UINT32_MAX &&
+               is_def(&v->st[k], "min.u64", 3) && sp_starts(v->st[k].ops[2], "%agile_h") &&
+               reg_number(v->st[k].ops[2], 8, 1) >= width) {
+        return AGILE_OK;
+    }
+    return vfail(v, s->line, "'%.*s' addresses local memory through '%.*s', which is not "
+                 "confined to the frame for %" PRIu64 "-byte accesses in this block",
+                 (int)s->op.n, s->op.p, (int)a.n, a.p, width);
+}
+
 /* A generic mbarrier address: a shared variable named with an 8-aligned offset inside
  * it, or [R] with R from and.b64 R, X, imm (8-aligned) and the instruction guarded by
  * P (not negated) from isspacep.shared P, R (only ever cleared after it by
@@ -1230,6 +1260,10 @@ static int check_mem(vctx *v, unsigned fidx, unsigned i)
             uint64_t w = access_align(s, op);
             if (w == 0) return vfail(v, s->line, "cannot tell the width of '%.*s'", (int)op.n, op.p);
             if (check_shared(v, fidx, i, a, w) != AGILE_OK) return AGILE_EGUARD;
+        } else if (space == 'l') {
+            uint64_t w = access_align(s, op);
+            if (w == 0) return vfail(v, s->line, "cannot tell the width of '%.*s'", (int)op.n, op.p);
+            if (check_local(v, fidx, i, a, w) != AGILE_OK) return AGILE_EGUARD;
         }
     }
     if (bulk && fenced_global) return check_bulk_size(v, fidx, i);
@@ -1419,6 +1453,61 @@ static int check_entry_regs(vctx *v, const vst *s, uint64_t *defined, bool label
     return AGILE_OK;
 }
 
+/* The local-frame bounds: %agile_fr = mov.u64 %agile_fr, F (a sized .local variable of
+ * this function) and %agile_hN = add.u64 %agile_hN, %agile_fr, size(F) - N, each set once
+ * at the top level before any label; used only after that. Bits of *defined: N << 16 for
+ * h, 1 << 62 for fr; *frame receives F. */
+static int check_local_regs(vctx *v, unsigned fidx, const vst *s, uint64_t *defined,
+                            const vvar **frame, bool labelled)
+{
+    const char *e = s->text.p + s->text.n;
+    static const char *const pre[] = {"%agile_fr", "%agile_h"};
+    for (unsigned r = 0; r < 2; r++) {
+        size_t plen = strlen(pre[r]);
+        const char *p = s->text.p;
+        while ((p = memmem(p, (size_t)(e - p), pre[r], plen)) != NULL) {
+            span w = {p, 0};
+            uint64_t n = 0, bit;
+            int64_t k;
+            bool ok;
+            while (p + w.n < e && is_word(p[w.n]))
+                w.n++;
+            p += w.n;
+            if (r == 0) {
+                if (w.n != plen) continue;
+                bit = (uint64_t)1 << 62;
+            } else {
+                if ((n = reg_number(w, plen, 1)) == 0) {
+                    if (w.n > plen && w.p[plen] >= '0' && w.p[plen] <= '9')
+                        return vfail(v, s->line, "malformed guard register '%.*s'", (int)w.n, w.p);
+                    continue;
+                }
+                bit = n << 16;
+            }
+            if (!writes(s, w)) {
+                if (!(*defined & bit))
+                    return vfail(v, s->line, "%.*s used before it is set", (int)w.n, w.p);
+                continue;
+            }
+            ok = !labelled && s->depth == 1 && !(*defined & bit) && sp_same(s->ops[0], w);
+            if (ok && r == 0) {
+                const vvar *x = is_def(s, "mov.u64", 2) ? v_find_var(v, s->ops[1], fidx) : NULL;
+                ok = x && x->func == fidx && x->space == 'l' && x->size > 0;
+                if (ok) *frame = x;
+            } else if (ok) {
+                ok = is_def(s, "add.u64", 3) && sp_eq(s->ops[1], "%agile_fr") && *frame &&
+                     (*defined >> 62 & 1) && (*frame)->size >= n && v_int(s->ops[2], &k) &&
+                     k >= 0 && (uint64_t)k == (*frame)->size - n;
+            }
+            if (!ok)
+                return vfail(v, s->line, "%.*s is not set once at entry from the local frame",
+                             (int)w.n, w.p);
+            *defined |= bit;
+        }
+    }
+    return AGILE_OK;
+}
+
 static int check_func(vctx *v, unsigned fidx)
 {
     const vfunc *f = &v->fn[fidx];
@@ -1428,7 +1517,8 @@ static int check_func(vctx *v, unsigned fidx)
     const char *hp[] = {"__agile_mask", "__agile_base", "__agile_viol"};
     const char *hf[] = {"__agile_fmask", "__agile_fbase", "__agile_fviol"};
     bool loaded[3] = {false, false, false}, labelled = false;
-    uint64_t aligned = 0; /* guard registers set at entry so far (check_entry_regs) */
+    uint64_t aligned = 0; /* guard registers set at entry so far (check_*_regs) */
+    const vvar *frame = NULL;
     span plist = header_params(f->header, f->name);
 
     for (unsigned i = f->s0; i < f->s1; i++) {
@@ -1471,7 +1561,8 @@ static int check_func(vctx *v, unsigned fidx)
                 return vfail(v, s->line, "%s used before it is loaded", regs[r]);
             }
         }
-        if (check_entry_regs(v, s, &aligned, labelled, loaded[0]) != AGILE_OK)
+        if (check_entry_regs(v, s, &aligned, labelled, loaded[0]) != AGILE_OK ||
+            check_local_regs(v, fidx, s, &aligned, &frame, labelled) != AGILE_OK)
             return AGILE_EGUARD;
         if (root_is(s->op, "call")) {
             if (check_call(v, fidx, i) != AGILE_OK) return AGILE_EGUARD;
