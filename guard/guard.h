@@ -6,7 +6,8 @@
  * Every .entry gets hidden trailing parameters, in this order:
  *     .param .u64 __agile_mask   W - 1 (the window is W = 2^k bytes)
  *     .param .u64 __agile_base   the window base, W-aligned
- *     .param .u64 __agile_viol   (strict mode only) pointer to the violation record
+ *     .param .u64 __agile_viol   (strict mode, or a module with device asserts or traps)
+ *                                pointer to the violation record (agile_guard_result.record)
  * The launcher appends their values after the tenant's arguments. The kernel loads them
  * into registers once, at entry, before any tenant instruction runs: registers cannot be
  * addressed, so nothing the tenant writes later can change them.
@@ -17,15 +18,20 @@
  * same way as at entry. Calls to gates (functions the worker provides, named by the
  * caller) are left alone; calls to anything else are rejected.
  *
- * Each global-space access [a+imm] becomes
- *     and.b64 t, a, mask;  or.b64 f, t, base;  ...  [f+imm]
- * keeping imm only when 0 <= imm and imm + 256 <= guard_gap (the worker maps guard_gap
- * bytes past the window, so a fenced address plus a small offset stays mapped); other
- * offsets are added to the address before the fence. Generic accesses first test
+ * Each global-space access [a+imm] of width W becomes
+ *     and.b64 t, a, mask & -W;  or.b64 f, t, base;  ...  [f+imm]
+ * (the mask clears the low bits a W-byte access needs aligned: a misaligned access faults)
+ * keeping imm only when 0 <= imm, imm % W == 0 and imm + 256 <= guard_gap (the worker maps
+ * guard_gap bytes past the window, so a fenced address plus a small offset stays mapped);
+ * other offsets are added to the address before the fence. Generic accesses first test
  * isspacep.global, so shared and local memory reached through generic pointers keep
- * working unchanged:
- *     isspacep.global p, a;  and/or as above into f;  selp.b64 g, f, a, p;  ... [g]
- * Accesses with an explicit .shared/.local/.param/.const space are not changed.
+ * working (aligned):
+ *     isspacep.global p, a;  and.b64 g, a, -W;  and/or as above into f;  selp.b64 h, f, g, p
+ * Explicit .shared accesses are clamped below %aggr_smem_size - W, explicit .local ones
+ * below the end of the function's frame; .param/.const accesses are not changed. No
+ * guarded kernel can fault: trap and call __assertfail become a report in the violation
+ * record and exit; brkpt, setmaxnreg and others are refused (guard/README.md has the
+ * table). Entries that can read shared memory zero it first.
  *
  * Strict mode additionally compares: an access is in the window iff fencing does not
  * change its address. Out-of-window accesses are skipped (loads and atomics yield 0) and
@@ -33,7 +39,9 @@
  *     struct { uint32_t kernel;  // 0: none, else index of the launched .entry + 1
  *              uint32_t site;    // site id, numbered per module (see the report)
  *              uint64_t addr; }  // the address the tenant tried
- * claimed with atom.global.cas on `kernel`, so only the first violation is kept.
+ * claimed with atom.global.cas on `kernel`, so only the first violation is kept. A device
+ * assert or trap writes site AGILE_GUARD_SITE_ASSERT / AGILE_GUARD_SITE_TRAP and, as addr,
+ * the PTX line of the call.
  *
  * Module-level .global variables named directly ([var], [var+imm]) are the module's own
  * data, compiled in and placed by the driver: such accesses are allowed when the offset
