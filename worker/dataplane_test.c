@@ -545,6 +545,54 @@ static int teardown(void **state)
     return 0;
 }
 
+/* Windows per tenant (twin.h): a tenant's sessions share one window and sink, with disjoint
+ * lease offsets; another uid has its own; the window goes with the tenant's last session.
+ * On the host backend and on mockcuda (the cuda window and sink paths). */
+static uint64_t lease_off(conn *c, uint64_t bytes)
+{
+    agile__msg m, rep;
+    uint8_t *buf = NULL;
+    memset(&m, 0, sizeof m);
+    m.h.type = AGILE_MSG_LEASE_GROW;
+    m.u.lease_grow_req.bytes = bytes;
+    assert_int_equal(call(c, &m, &rep, &buf), AGILE_OK);
+    uint64_t off = rep.u.lease_grow_rep.offset;
+    assert_true(rep.u.lease_grow_rep.size >= bytes);
+    free(buf);
+    close(recv_fd(c));
+    return off;
+}
+
+static void test_tenant_window(void **state)
+{
+    conn a, b, o;
+    uint64_t step = W.cfg.dflt.lease_step;
+    (void)state;
+    open_conn(&a, 30);
+    open_conn(&b, 31);
+    open_conn_uid(&o, 32, (uint32_t)getuid() + 1);
+    uint64_t oa = lease_off(&a, 1 << 20), ob = lease_off(&b, 1 << 20), oa2 = lease_off(&a, 1);
+    agile__window *win = agile__twin_window(a.s, 0);
+    agile__tenant *t = a.s->tenant;
+    assert_non_null(win);
+    assert_ptr_equal(agile__twin_window(b.s, 0), win);
+    assert_true(oa + step <= ob || ob + step <= oa); /* one offset space: no overlap */
+    assert_true(oa2 + step <= ob || ob + step <= oa2);
+    assert_true(oa2 != oa);
+    assert_int_equal(t->sink[0], agile__window_sink_bytes(win));
+    assert_true(t->sink[0] > 0);
+    (void)lease_off(&o, 1);
+    assert_true(agile__twin_window(o.s, 0) != win); /* another tenant, another window */
+    close_conn(&a); /* its leases go, b's stay, the window stays */
+    assert_int_equal(t->leased[0], step);
+    assert_int_equal(t->sink[0], agile__window_sink_bytes(win));
+    assert_true(lease_off(&b, 1) != ob);
+    close_conn(&b);
+    assert_int_equal(t->leased[0], 0);
+    assert_int_equal(t->sink[0], 0); /* released with the last session */
+    close_conn(&o);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "cuda-mock") == 0) {
@@ -552,6 +600,7 @@ int main(int argc, char **argv)
             cmocka_unit_test(test_cuda_mock_memops),
             cmocka_unit_test(test_cuda_mock_fault_recovery),
             cmocka_unit_test(test_teardown_with_busy_ring),
+            cmocka_unit_test(test_tenant_window),
         };
         backend = AGILE_BACKEND_CUDA;
         return cmocka_run_group_tests(mock, setup, teardown);
@@ -562,6 +611,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_unguarded_is_test_only),
         cmocka_unit_test(test_malformed_slot_kills_only_its_session),
         cmocka_unit_test(test_teardown_with_busy_ring),
+        cmocka_unit_test(test_tenant_window),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -515,6 +515,13 @@ int main(int argc, char **argv)
     CHECK(agile__window_base(w64) % (64 * GiB) == 0);
     check_sink(w1, "1 GiB");
     check_sink(w64, "64 GiB");
+    /* what the sinks hold, as the worker counts it in the quota: a 64 GiB window has a 64 MiB
+     * chunk and a one-granule small sink, a 1 GiB one a single granule-sized chunk */
+    CHECK(agile__window_sink_bytes(w64) == agile__window_sink_bytes_for(be, 0, 64 * GiB));
+    CHECK(agile__window_sink_bytes(w64) > agile__window_sink_chunk(w64));
+    CHECK(agile__window_sink_bytes(w1) == agile__window_sink_bytes_for(be, 0, 1 * GiB));
+    printf("sinks: 1 GiB window %" PRIu64 " bytes, 64 GiB window %" PRIu64 " bytes\n",
+           agile__window_sink_bytes(w1), agile__window_sink_bytes(w64));
 
     /* timings: whole-chunk leases, and a small lease inside a big sink chunk (fragments) */
     time_leases(w64, off, len, "64 GiB window, on demand");

@@ -77,6 +77,9 @@ static void test_window_alignment(void **state)
         assert_int_equal(agile__window_gap(w), 2 * MiB);
         uint64_t c = agile__window_sink_chunk(w);
         assert_true(c >= 2 * MiB && c <= 64 * MiB && size / c <= 1024);
+        /* the host maps one sink chunk: that is what the tenant's quota counts */
+        assert_int_equal(agile__window_sink_bytes(w), c);
+        assert_int_equal(agile__window_sink_bytes_for(be, 0, size), c);
         agile__window_destroy(w);
     }
     /* not a power of two, below the granularity, gap larger than the window, bad dev */
