@@ -353,3 +353,297 @@ def test_stream_waiting_on_a_killed_worker_is_released(rundir):
 
 
 # ---- section: the guard's refusals (engineer "flt") -----------------------------------------
+#
+# The guard makes these faults impossible (guard/README.md, "No guarded kernel can fault"):
+# a second tenant (uid 65534) loads tests/data/ptx/hand/fault_attacks.ptx through the normal,
+# guarded route and launches each attack while the victim above runs FFTs and guarded Triton
+# launches. Nothing may fault: the worker counts no fault and no context reset, the victim
+# sees no error at all, a fresh tenant leases and runs FFTs; the attacker's barrier is clean
+# (its access was confined), or AGILE_EGUARD naming the kernel for the trap (reported, thread
+# ended), or its load is refused naming the instruction and the kernel (brkpt).
+
+EGUARD, EREJECT = 12, 13
+ATTACKS_PTX = os.path.join(ROOT, "tests", "data", "ptx", "hand", "fault_attacks.ptx")
+BRKPT_PTX = r"""
+.version 8.7
+.target sm_90
+.address_size 64
+
+.visible .entry brkpt_k(.param .u64 p)
+{
+    brkpt;
+    ret;
+}
+"""
+
+# The attacker through the guarded route: libagile through ctypes only. Prints one JSON line.
+GUARDED_ATTACKER = textwrap.dedent("""
+    import ctypes, json, sys, time
+    L = ctypes.CDLL(sys.argv[1])
+    V, U64, SZ, UI = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t, ctypes.c_uint
+    L.agile_malloc.restype = V
+    L.agile_malloc.argtypes = [SZ, ctypes.c_int, V]
+    L.agile_module_load.argtypes = [ctypes.c_char_p, SZ, UI, ctypes.POINTER(U64)]
+    L.agile_module_function.argtypes = [U64, ctypes.c_char_p, ctypes.POINTER(U64),
+                                        ctypes.POINTER(UI)]
+    L.agile_launch.argtypes = [U64, ctypes.POINTER(UI), ctypes.POINTER(UI), UI, V, V, SZ]
+    L.agile_barrier.argtypes = [V, ctypes.POINTER(U64)]
+    L.agile_last_error.restype = ctypes.c_char_p
+    class AErr(ctypes.Structure):
+        _fields_ = [("status", ctypes.c_int32), ("kernel", ctypes.c_uint32), ("seq", U64),
+                    ("site", U64), ("addr", U64)]
+    L.agile_last_async_error.argtypes = [ctypes.POINTER(AErr)]
+    ptx, kernel = sys.argv[2].encode(), sys.argv[3].encode()
+    p = L.agile_malloc(1 << 20, 0, None)
+    assert p, L.agile_last_error()
+    m, f = U64(), U64()
+    rv = L.agile_module_load(ptx, len(ptx), 0, ctypes.byref(m))       # guarded (the default)
+    if rv != 0:
+        print(json.dumps(dict(load=rv, err=L.agile_last_error().decode(errors="replace"))))
+        sys.exit(0)
+    assert L.agile_module_function(m, kernel, ctypes.byref(f), None) == 0, L.agile_last_error()
+    g, b, arg = (UI * 3)(2, 1, 1), (UI * 3)(128, 1, 1), U64(p)
+    t_launch = time.time()
+    rv_launch = L.agile_launch(f, g, b, 0, None, ctypes.byref(arg), 8)
+    seq = U64()
+    rv = L.agile_barrier(None, ctypes.byref(seq))
+    e = AErr()
+    L.agile_last_async_error(ctypes.byref(e))
+    print(json.dumps(dict(load=0, launch=rv_launch, barrier=rv, t_launch=t_launch,
+                          kernel=e.kernel, site=e.site, addr=e.addr,
+                          err=L.agile_last_error().decode(errors="replace"))), flush=True)
+""")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel", ["misaligned_v4", "shared_overflow", "local_overflow",
+                                    "trapper", "brkpt_k"])
+def test_guarded_attack_cannot_fault(shared_gpu_worker, kernel):
+    pytest.importorskip("triton")
+    w, d = shared_gpu_worker
+    ptx = BRKPT_PTX if kernel == "brkpt_k" else open(ATTACKS_PTX).read()
+    flag = os.path.join(d, "attacked")
+    victim = subprocess.Popen([sys.executable, _script(d, VICTIM.format(
+        root=ROOT, dir=w.dir, flag=flag, limit=90))], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        assert victim.stdout.readline().strip() == "ready", victim.stderr.read()
+        lib = os.path.join(os.path.dirname(binaries_for(NOBODY).worker), "..", "lib", "libagile.so")
+        att = subprocess.run([_python_for(NOBODY), _script(d, GUARDED_ATTACKER),
+                              os.path.abspath(lib), ptx, kernel], capture_output=True, text=True,
+                             timeout=120, env={"AGILE_RUNTIME_DIR": w.dir, "PATH": "/usr/bin:/bin"},
+                             preexec_fn=drop_to(NOBODY))
+        assert att.returncode == 0, att.stdout + att.stderr + w.logtext()
+        a = json.loads(att.stdout.strip().splitlines()[-1])
+        open(flag, "w").close()
+        o, e = communicate(victim, w, timeout=150)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    assert victim.returncode == 0, o + e + w.logtext()
+    v = json.loads(o.strip().splitlines()[-1])
+    log = w.logtext()
+    print(f"{kernel}: attacker {a}; victim rounds {len(v['log'])}, resets {len(v['resets'])}")
+
+    # the attacker: confined, reported or refused, with its kernel named
+    if kernel == "brkpt_k":
+        assert a["load"] == EREJECT, a
+        assert "brkpt" in a["err"] and "'brkpt_k'" in a["err"], a
+    elif kernel == "trapper":
+        assert a["launch"] == 0 and a["barrier"] == EGUARD, (a, log)
+        assert a["kernel"] == 3 and a["site"] == 0xFFFFFFFE, a        # 3rd entry, a trap
+        assert "kernel 3: trap at PTX line" in log, log
+    else:
+        assert a["load"] == 0 and a["launch"] == 0 and a["barrier"] == 0, (a, log)
+    # the worker: nothing faulted
+    dev = w.status()["devices"][0]
+    assert dev.get("faults", 0) == 0 and dev.get("context_resets", 0) == 0, (dev, log)
+    # the victim: every round ok, no error at all, its data intact
+    assert [k for _, _, k in v["log"]].count("ok") == len(v["log"]), (v["log"][-30:], log)
+    assert not v["resets"] and v["keep_ok"] and v["served"] > 0, v
+    # a fresh tenant leases and runs FFTs
+    p = subprocess.Popen([sys.executable, _script(d, FRESH.format(root=ROOT, dir=w.dir))],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    o, e = communicate(p, w, timeout=120)
+    assert p.returncode == 0, o + e + w.logtext()
+    f = json.loads(o.strip().splitlines()[-1])
+    assert f["ok"] and f["big"] == 64 << 20 and f["served"] > 0, f
+
+
+# One tenant, libagile's C API: the Inductor-style device assert (hand/inductor_assert.ptx)
+# and the shared-memory scrub.
+GUARD_CHILD = textwrap.dedent("""
+    import ctypes, json, struct, sys
+    sys.path.insert(0, {root!r})
+    import torch
+    import agile_torch
+    from agile_torch import _native
+    agile_torch.init(runtime_dir={dir!r}, backend="cuda")
+    torch.cuda.init()
+    L = _native.lib()
+    V, U64, SZ, UI = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t, ctypes.c_uint
+    L.agile_barrier.argtypes = [V, ctypes.POINTER(U64)]
+    L.agile_module_load.argtypes = [ctypes.c_char_p, SZ, UI, ctypes.POINTER(U64)]
+    L.agile_module_function.argtypes = [U64, ctypes.c_char_p, ctypes.POINTER(U64),
+                                        ctypes.POINTER(UI)]
+    L.agile_launch.argtypes = [U64, ctypes.POINTER(UI), ctypes.POINTER(UI), UI, V, V, SZ]
+    class AErr(ctypes.Structure):
+        _fields_ = [("status", ctypes.c_int32), ("kernel", ctypes.c_uint32), ("seq", U64),
+                    ("site", U64), ("addr", U64)]
+    L.agile_last_async_error.argtypes = [ctypes.POINTER(AErr)]
+
+    def load(ptx):
+        m = U64()
+        assert L.agile_module_load(ptx.encode(), len(ptx), 0, ctypes.byref(m)) == 0, \\
+            L.agile_last_error()
+        return m.value
+
+    def fn(m, name):
+        f = U64()
+        assert L.agile_module_function(m, name.encode(), ctypes.byref(f), None) == 0
+        return f.value
+
+    def launch(f, grid, block, args, shmem=0):
+        g, b = (UI * 3)(*grid), (UI * 3)(*block)
+        s = torch.cuda.current_stream().cuda_stream
+        return L.agile_launch(f, g, b, shmem, V(s), args, len(args))
+
+    def barrier():
+        seq, e = U64(), AErr()
+        rv = L.agile_barrier(None, ctypes.byref(seq))
+        L.agile_last_async_error(ctypes.byref(e))
+        return rv, e.kernel, e.site, e.addr
+""")
+
+SCRUB_PTX = r"""
+.version 8.7
+.target sm_90
+.address_size 64
+
+.extern .shared .align 16 .b8 smem[];
+
+// Fills its dynamic shared memory with 0xA5A5A5A5.
+.visible .entry writer(.param .u64 p, .param .u32 n)
+{
+    .reg .b32 %r<6>;
+    .reg .pred %p1;
+    ld.param.u32 %r1, [n];
+    mov.u32 %r2, %tid.x;
+    shl.b32 %r2, %r2, 2;
+    mov.u32 %r3, smem;
+    mov.u32 %r5, 0xA5A5A5A5;
+L:
+    setp.ge.u32 %p1, %r2, %r1;
+    @%p1 bra D;
+    add.u32 %r4, %r3, %r2;
+    st.shared.u32 [%r4], %r5;
+    add.u32 %r2, %r2, 512;
+    bra L;
+D:
+    ret;
+}
+
+// Reads its dynamic shared memory without writing it, ORs it into *p.
+.visible .entry reader(.param .u64 p, .param .u32 n)
+{
+    .reg .b32 %r<7>;
+    .reg .b64 %rd<2>;
+    .reg .pred %p1;
+    ld.param.u64 %rd1, [p];
+    ld.param.u32 %r1, [n];
+    mov.u32 %r2, %tid.x;
+    shl.b32 %r2, %r2, 2;
+    mov.u32 %r3, smem;
+    mov.u32 %r6, 0;
+L:
+    setp.ge.u32 %p1, %r2, %r1;
+    @%p1 bra D;
+    add.u32 %r4, %r3, %r2;
+    ld.shared.u32 %r5, [%r4];
+    or.b32 %r6, %r6, %r5;
+    add.u32 %r2, %r2, 512;
+    bra L;
+D:
+    atom.global.or.b32 %r5, [%rd1], %r6;
+    ret;
+}
+"""
+
+
+def _guard_child(worker, body, **fmt):
+    code = GUARD_CHILD.format(root=ROOT, dir=worker.dir) + textwrap.dedent(body).format(**fmt)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    o, e = communicate(p, worker, timeout=180)
+    assert p.returncode == 0, o + e + worker.logtext()
+    return json.loads(o.strip().splitlines()[-1])
+
+
+@pytest.mark.gpu
+def test_inductor_device_assert_is_reported_and_the_tenant_goes_on(rundir):
+    """Issue 12.10: the Inductor-style kernel runs guarded; an out-of-range index makes its
+    assert fail: the barrier says AGILE_EGUARD with site AGILE_GUARD_SITE_ASSERT and the PTX
+    line of the call (no fault, no trap), the worker logs it, and the same tenant's next
+    launches with valid indices run and give the right result."""
+    w = Worker(rundir, backend="cuda")
+    try:
+        r = _guard_child(w, """
+            ptx = open({path!r}).read()
+            f = fn(load(ptx), "triton_poi_fused_index_0")
+            n = 1024
+            with agile_torch.use_pool():
+                idx = torch.randint(0, 64, (n,), device="cuda", dtype=torch.int64)
+                tab = torch.randn(64, device="cuda")
+                out = torch.zeros(n, device="cuda")
+            args = struct.pack("QQQI", idx.data_ptr(), tab.data_ptr(), out.data_ptr(), n)
+            assert launch(f, (n // 128, 1, 1), (128, 1, 1), args) == 0
+            good = barrier()
+            ok1 = torch.equal(out, tab[idx])
+            idx[5] = 1000                                  # out of range: the assert fires
+            assert launch(f, (n // 128, 1, 1), (128, 1, 1), args) == 0
+            bad = barrier()
+            idx[5] = 3
+            out.zero_()
+            assert launch(f, (n // 128, 1, 1), (128, 1, 1), args) == 0
+            again = barrier()
+            torch.cuda.synchronize()
+            print(json.dumps(dict(good=good, bad=bad, again=again, ok1=bool(ok1),
+                                  ok2=bool(torch.equal(out, tab[idx])))))
+        """, path=os.path.join(ROOT, "tests", "data", "ptx", "hand", "inductor_assert.ptx"))
+        log = w.logtext()
+        dev = w.status()["devices"][0]
+    finally:
+        w.stop()
+    assert r["good"][0] == 0 and r["ok1"], r
+    assert r["bad"][0] == EGUARD and r["bad"][1] == 1 and r["bad"][2] == 0xFFFFFFFF, r
+    assert r["bad"][3] == 73, r                        # the PTX line of `call.uni`
+    assert "kernel 1: device assert failed at PTX line 73" in log, log
+    assert r["again"][0] == 0 and r["ok2"], r
+    assert dev.get("faults", 0) == 0, dev
+
+
+@pytest.mark.gpu
+def test_shared_memory_is_zeroed_between_kernels(rundir):
+    """Issue 12.8: a kernel that reads shared memory it never wrote sees zeros, after another
+    kernel filled the same SMs' shared memory with a pattern (many blocks, 48 KiB each)."""
+    w = Worker(rundir, backend="cuda")
+    try:
+        r = _guard_child(w, """
+            m = load({ptx!r})
+            fw, fr = fn(m, "writer"), fn(m, "reader")
+            n = 48 << 10
+            with agile_torch.use_pool():
+                acc = torch.zeros(1, device="cuda", dtype=torch.int32)
+            args = struct.pack("QI", acc.data_ptr(), n)
+            seen = 0
+            for _ in range(20):
+                assert launch(fw, (1024, 1, 1), (128, 1, 1), args, shmem=n) == 0
+                assert launch(fr, (1024, 1, 1), (128, 1, 1), args, shmem=n) == 0
+            rv = barrier()
+            torch.cuda.synchronize()
+            print(json.dumps(dict(rv=rv, acc=int(acc.item()))))
+        """, ptx=SCRUB_PTX)
+    finally:
+        w.stop()
+    assert r["rv"][0] == 0, r
+    assert r["acc"] == 0, f"a kernel read another kernel's shared memory: {r['acc']:#x}"
