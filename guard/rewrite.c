@@ -79,6 +79,7 @@ typedef struct rw {
     uint32_t frame_end; /* byte offset just past the frame's declaration; 0: not usable */
     /* rejection */
     uint32_t err_line;
+    uint32_t err_func; /* name token of the function it is in, or PTX_NONE */
     char err[256];
 } rw;
 
@@ -89,6 +90,7 @@ static int reject(rw *r, uint32_t line, const char *fmt, ...)
     va_list ap;
     if (r->err[0] == '\0') {
         r->err_line = line;
+        r->err_func = r->f ? r->f->name : PTX_NONE;
         va_start(ap, fmt);
         vsnprintf(r->err, sizeof(r->err), fmt, ap);
         va_end(ap);
@@ -1384,11 +1386,12 @@ static int do_func(rw *r, const ptx_func *f)
     unsigned first = r->site, n;
     uint32_t at;
 
+    r->f = f;
     if (!f->has_body) {
         if (f->entry || func_defined(r, f->name)) AGILE_TRY(add_params(r, f));
+        r->f = NULL;
         return AGILE_OK;
     }
-    r->f = f;
     r->fsite = 0;
     r->nregs = 0;
     r->bulk = false;
@@ -1655,7 +1658,12 @@ int agile_guard_ptx(const char *src, size_t len, const agile_guard_opts *o, agil
 out:
     if (rv == AGILE_EREJECT) {
         res->err_line = r.err_line;
-        snprintf(res->err, sizeof(res->err), "%s:%u: %s", r.file, r.err_line, r.err);
+        if (r.err_func != PTX_NONE) /* name the kernel or function the refusal is in */
+            snprintf(res->err, sizeof(res->err), "%s:%u: %s (in '%.*s')", r.file, r.err_line,
+                     r.err, (int)AGILE_MIN(r.m.toks[r.err_func].len, 64u),
+                     r.m.src + r.m.toks[r.err_func].off);
+        else
+            snprintf(res->err, sizeof(res->err), "%s:%u: %s", r.file, r.err_line, r.err);
     }
     if (rv == AGILE_OK || rv == AGILE_EREJECT) write_report(&r, res, rv);
     agile_guard_sb_fini(&out);
