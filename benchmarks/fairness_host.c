@@ -135,19 +135,19 @@ static int nop_mode(const char *dir, long n, long rounds)
     if (rounds) {
         uint64_t *lat = malloc((size_t)n * sizeof *lat);
         if (!lat) return fail("malloc", AGILE_ENOMEM);
-        for (long r = 0; r < rounds && fgets(line, sizeof line, stdin); r++) {
-            for (long i = 0; i < n; i++) {
+        for (long r = 0; r < rounds && !rv && fgets(line, sizeof line, stdin); r++) {
+            for (long i = 0; i < n && !rv; i++) {
                 uint64_t t0 = now_ns();
-                if ((rv = agile_ring_nop(c, 0, (uint64_t)i))) return fail("ring NOP", rv);
+                rv = agile_ring_nop(c, 0, (uint64_t)i);
                 lat[i] = now_ns() - t0;
             }
-            for (long i = 0; i < n; i++)
+            for (long i = 0; i < n && !rv; i++)
                 printf("%llu%c", (unsigned long long)lat[i], i + 1 < n ? ' ' : '\n');
             fflush(stdout);
         }
         free(lat);
         agile_disconnect(c);
-        return 0;
+        return rv ? fail("ring NOP", rv) : 0;
     }
     if (nops(c, n, &s)) return 1;
     agile_disconnect(c);
