@@ -1,7 +1,8 @@
 /* fuzz.c — libFuzzer target for the guard: parser, rewriter and verifier on untrusted
- * PTX. No crash or hang; a parse that succeeds prints back byte for byte; and whatever the
- * rewriter accepts, the independent verifier must accept too (abort otherwise: that would
- * be a hole in the guard or a gap between the two). */
+ * PTX. No crash or hang; a parse that succeeds prints back byte for byte; whatever the
+ * rewriter accepts is plain PTX text (no backslash, no byte ptxas could read otherwise) and
+ * the independent verifier accepts its output (abort otherwise: that would be a hole in the
+ * guard or a gap between the two). Seeded with the corpus, reject/lex_*.ptx included. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,19 @@
 #include "guard.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* The lexical rules (guard/README.md, "Lexing") a third time, at their simplest: whatever
+ * the rewriter accepts has only printable ASCII, tab and newline (carriage return before a
+ * newline) and no backslash, so that ptxas cannot read an escape or a continuation in it. */
+static bool lexically_plain(const uint8_t *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (d[i] == '\\' || (d[i] == '\r' && (i + 1 == n || d[i + 1] != '\n'))) return false;
+        if (d[i] != '\t' && d[i] != '\n' && d[i] != '\r' && (d[i] < 0x20 || d[i] > 0x7e))
+            return false;
+    }
+    return true;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -40,6 +54,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         vo.guard_gap = o.guard_gap;
         vo.window_bits = o.window_bits;
         rv = agile_guard_ptx((const char *)data, size, &o, &res);
+        if (rv == AGILE_OK && !lexically_plain(data, size)) {
+            fprintf(stderr, "the rewriter accepts text outside PTX's plain lexis\n");
+            abort();
+        }
         if (rv == AGILE_OK &&
             agile_guard_verify(res.ptx, res.ptx_len, &vo, err, sizeof(err)) != AGILE_OK) {
             fprintf(stderr, "verifier refuses guarded output: %s\n", err);
