@@ -9,7 +9,9 @@ guard accepts (mask mode, and strict with -s):
                                     dropped, one space between tokens, .file names and
                                     unknown pragmas neutralised; see guard/canon.c)
   3. ptxas -arch=<.target> on G and on C, and compare the cubins: the same set of
-     functions, and each function's machine code (.text.<name>) byte for byte.
+     functions, each function's machine code (.text.<name>) byte for byte, and every
+     other section (symbols, globals and their initialisers, constant banks, attributes)
+     except the line tables and the embedded PTX text (TEXT_DEPENDENT).
 Anything ptxas reads differently from the guard (a store hidden in a string or a comment,
 a line continuation, a whole extra .entry, a byte that ends ptxas's input) changes the set
 of functions or the code of one. A guarded text ptxas refuses is counted, not failed
@@ -26,6 +28,11 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ptxas_tool  # noqa: E402
+
+
+# Sections that record the PTX text itself or its .file names (line tables): the only ones
+# that differ between a text and its canonical form over the whole corpus.
+TEXT_DEPENDENT = {".debug_line", ".rela.debug_line", ".nv_debug_ptx_txt"}
 
 
 def run(cmd, **kw):
@@ -69,6 +76,10 @@ def check_text(guard, canon, ptx, strict=False, tmpdir=None):
             if fg[name] != fc[name]:
                 return "DIFF", "machine code of '%s' differs (%d vs %d bytes)" % (
                     name, len(fg[name]), len(fc[name]))
+        sg, sc = ptxas_tool.elf_sections(cg), ptxas_tool.elf_sections(cc)
+        for name in sorted(set(sg) | set(sc)):
+            if name not in TEXT_DEPENDENT and sg.get(name) != sc.get(name):
+                return "DIFF", "section '%s' differs" % name
         return "agree", "%d functions" % len(fg)
 
 
