@@ -769,10 +769,10 @@ static int confine_local(rw *r, const ptx_stmt *s, const ptx_opnd *op, const opp
             (uint64_t)a.imm % w == 0 && (uint64_t)a.imm <= v->size && w <= v->size - (uint64_t)a.imm)
             return AGILE_OK; /* inside a sized variable */
     }
-    if (r->frame[fi] >= PTX_NONE - 1)
+    fv = r->frame[fi] < PTX_NONE - 1 && r->m.vars ? &r->m.vars[r->frame[fi]] : NULL;
+    if (fv == NULL)
         return reject(r, line, "local access through an address in a function without exactly "
                                "one sized .local variable: cannot bound it");
-    fv = &r->m.vars[r->frame[fi]];
     if (r->frame_end == 0 || TOK(s->t0).off < r->frame_end)
         return reject(r, line, "local access through an address, but the frame '%.*s' is not "
                                "declared at the top of the body ahead of any instruction",
