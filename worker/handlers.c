@@ -5,10 +5,13 @@
 #include "modules.h"
 #include "twin.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 typedef struct {
@@ -361,6 +364,31 @@ static int admit(hctx *c, const agile__msg *m, int *admitted)
     return AGILE_OK;
 }
 
+/* Guard work (a module load: parse, fence, verify, compile) is the one request that can
+ * keep a CPU busy for seconds: it runs at the lowest priority (nice 19) below the rest of the
+ * control plane and the dispatcher, so that a uid's loads cannot slow other uids' connects,
+ * leases and rings. Only where the priority can be given back afterwards (root: a --shared
+ * worker for several users runs as root); a private worker serves its own uid alone. */
+#define LOAD_NICE 19
+
+static int nice_thread(int *old)
+{
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    if (geteuid() != 0)
+        return 0;
+    errno = 0;
+    *old = getpriority(PRIO_PROCESS, (id_t)tid);
+    if (errno || *old >= LOAD_NICE)
+        return 0;
+    return setpriority(PRIO_PROCESS, (id_t)tid, LOAD_NICE) == 0;
+}
+
+static void unnice_thread(int old)
+{
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), old) != 0)
+        agile__warn("cannot restore a request thread's priority: %s", strerror(errno));
+}
+
 static void unadmit(hctx *c, int admitted)
 {
     if (admitted & ADMIT_LOAD)
@@ -452,7 +480,13 @@ int agile__worker_handle(agile__worker *w, uint32_t pipe_id, uint32_t pipe_uid,
         case AGILE_MSG_LEASE_GROW: rv = h_lease_grow(&c); break;
         case AGILE_MSG_LEASE_RELEASE: rv = h_lease_release(&c); break;
         case AGILE_MSG_RING_ATTACH: rv = agile__dp_ring_attach(w, c.s, &m, &c.rep, c.errbuf, sizeof c.errbuf); break;
-        case AGILE_MSG_MODULE_LOAD: rv = agile__dp_module_load(w, c.s, &m, &c.rep, c.errbuf, sizeof c.errbuf); break;
+        case AGILE_MSG_MODULE_LOAD: {
+            int old = 0, niced = nice_thread(&old);
+            rv = agile__dp_module_load(w, c.s, &m, &c.rep, c.errbuf, sizeof c.errbuf);
+            if (niced)
+                unnice_thread(old);
+            break;
+        }
         case AGILE_MSG_MODULE_UNLOAD: rv = agile__dp_module_unload(w, c.s, &m, &c.rep, c.errbuf, sizeof c.errbuf); break;
         case AGILE_MSG_MODULE_FUNCTION: rv = agile__dp_module_function(w, c.s, &m, &c.rep, c.errbuf, sizeof c.errbuf); break;
         case AGILE_MSG_MOD_CTL: rv = agile__worker_mod_ctl(w, c.s, &m, &c.rep, c.errbuf, sizeof c.errbuf); break;

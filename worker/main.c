@@ -27,17 +27,21 @@ static const char usage[] =
     "  --shared          serve every local user: DIR is made 0755 and both sockets 0666, and\n"
     "                    each connecting uid is its own tenant with the config's policy; DIR\n"
     "                    must belong to the worker's uid and not be writable by group or\n"
-    "                    others (refused otherwise). Without it: 0700, the worker's uid only\n"
-    "  --config FILE     tenant policy (quota, modules, priority, time_limit_ms, lease_step);\n"
-    "                    defaults apply without one (see README, Configuration)\n"
+    "                    others (refused otherwise), and `agilectl status` shows a uid its\n"
+    "                    own tenant only. Without it: 0700, the worker's uid only. DIR is\n"
+    "                    never a symbolic link (refused)\n"
+    "  --config FILE     tenant policy (quota, modules, priority, time_limit_ms, lease_step)\n"
+    "                    and per-uid limits (max_sessions, max_pending, max_objects,\n"
+    "                    max_requests, max_module_loads, max_module_bytes); defaults apply\n"
+    "                    without one (see README, Configuration)\n"
     "  --foreground      stay attached to the terminal and log to stderr; otherwise the\n"
     "                    worker detaches once it is ready and logs to DIR/worker.log\n"
     "  --log-level L     overrides $AGILE_LOG\n"
     "  --version, --help\n"
     "\n"
     "Exit status: 0 after a clean shutdown (SIGTERM/SIGINT) or, detached, once the worker is\n"
-    "ready; 1 when it cannot start (another worker on DIR, no GPU with --backend cuda, ...);\n"
-    "2 on a usage error.\n";
+    "ready; 1 when it cannot start (DIR refused, no GPU with --backend cuda, ...), the reason\n"
+    "on stderr; 2 on a usage error; 3 when another worker already serves DIR.\n";
 
 static int parse_level(const char *s)
 {
@@ -130,13 +134,18 @@ int main(int argc, char **argv)
             }
             msg[n] = 0;
             fputs(msg + 1, msg[0] == '0' ? stdout : stderr);
-            return msg[0] == '0' ? 0 : 1;
+            return msg[0] == '0' ? 0 : msg[0] == '3' ? 3 : 1;
         }
         close(ready[0]);
         setsid();
         mkdir(dir, 0700);
         snprintf(logp, sizeof logp, "%s/worker.log", dir);
-        int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        /* Only in a dir that is ours and no symlink (the start refuses any other, saying
+         * why through the ready pipe): never create or follow a file in someone else's. */
+        struct stat dst;
+        int fd = lstat(dir, &dst) == 0 && S_ISDIR(dst.st_mode) && dst.st_uid == geteuid()
+                     ? open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600)
+                     : -1;
         int nul = open("/dev/null", O_RDWR);
         if (nul >= 0) {
             dup2(nul, 0);
@@ -161,13 +170,16 @@ int main(int argc, char **argv)
     if (rv != AGILE_OK) {
         agile__error("cannot start: %s", err);
         agile__worker_fini(&w);
+        /* 3: another worker serves the dir (a client that started us connects to that one);
+         * 1: anything else, which a client reports with our message */
+        int code = rv == AGILE_EBUSY ? 3 : 1;
         if (ready[1] >= 0) {
-            dprintf(ready[1], "1agile-worker: cannot start: %s\n", err);
+            dprintf(ready[1], "%dagile-worker: cannot start: %s\n", code, err);
             close(ready[1]);
         } else {
             fprintf(stderr, "agile-worker: cannot start: %s\n", err);
         }
-        return 1;
+        return code;
     }
     if (ready[1] >= 0) {
         dprintf(ready[1], "0agile-worker: pid %d, backend %s%s%s%s, runtime dir %s\n",

@@ -28,6 +28,15 @@ static int make_dir(const char *dir, int shared, char *err, size_t errcap)
         snprintf(err, errcap, "cannot create runtime dir %s: %s", dir, strerror(errno));
         return agile_err_sys(errno);
     }
+    /* A symlink in its place (another uid squatting /tmp/agile-UID) is refused, not
+     * followed: we would chmod and fill whatever it points to. */
+    if (lstat(dir, &st) == 0 && S_ISLNK(st.st_mode)) {
+        snprintf(err, errcap,
+                 "runtime dir %s is a symbolic link (made by uid %u): refusing it; remove it "
+                 "or give the real dir (--runtime-dir, AGILE_RUNTIME_DIR)",
+                 dir, (unsigned)st.st_uid);
+        return AGILE_EPERM;
+    }
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         snprintf(err, errcap, "runtime dir %s is not a directory", dir);
         return AGILE_EINVAL;
@@ -208,7 +217,8 @@ static void refuse(int fd, int err, uint32_t what, uint32_t limit)
     }
 }
 
-static void accept_one(agile__worker *w)
+/* 0: nothing (more) to accept. */
+static int accept_one(agile__worker *w)
 {
     struct ucred cred;
     socklen_t len = sizeof cred;
@@ -217,10 +227,10 @@ static void accept_one(agile__worker *w)
     uint32_t what = 0, limit = 0;
     int rv, fd = accept4(w->fd_listen, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0)
-        return;
+        return 0;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
         close(fd);
-        return;
+        return 1;
     }
     rv = agile__session_new_limited(w, fd, (uint32_t)cred.uid, cred.pid, &s, &what, &limit);
     if (rv != AGILE_OK) {
@@ -236,11 +246,12 @@ static void accept_one(agile__worker *w)
                            limit);
         refuse(fd, rv, what, limit);
         close(fd);
-        return;
+        return 1;
     }
     /* The one-time token ties the nng connection (HELLO) to these kernel credentials. */
     if (agile__session_send_fd(s, AGILE_FDREC_TOKEN, s->id, s->token[0], s->token[1], -1, &seq))
         agile__session_kill(s, "could not send its token");
+    return 1;
 }
 
 /* fd-socket thread: accepts, detects hang-ups (a client killed with SIGKILL closes both of
@@ -291,7 +302,10 @@ static void *fd_main(void *arg)
         int r = poll(pf, n, 200);
         if (r > 0) {
             if (pf[0].revents & POLLIN)
-                accept_one(w);
+                /* the whole backlog: a flood of one uid's connections ahead of another's
+                 * costs that one a poll round each otherwise */
+                for (int k = 0; k < 256 && accept_one(w); k++)
+                    ;
             if (pf[1].revents & POLLIN) {
                 char b[64];
                 while (read(w->wake[0], b, sizeof b) > 0)

@@ -348,13 +348,35 @@ static int start_worker(const agile_connect_opts *o, const char *dir)
     argv[argc++] = "--backend";
     argv[argc++] = o->backend ? o->backend : "auto";
     argv[argc] = NULL;
-    if (posix_spawn(&pid, path, NULL, NULL, (char *const *)argv, environ) != 0)
+    /* Its stderr comes to us: the reason when it cannot start (a refused runtime dir). */
+    int ep[2], rv = AGILE_OK;
+    posix_spawn_file_actions_t fa;
+    if (pipe2(ep, O_CLOEXEC | O_NONBLOCK) != 0)
         return agile_err_sys(errno);
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, ep[1], 2);
+    if ((rv = posix_spawn(&pid, path, &fa, NULL, (char *const *)argv, environ)) != 0)
+        rv = agile_err_sys(rv);
+    posix_spawn_file_actions_destroy(&fa);
+    close(ep[1]);
     /* The worker detaches once it listens (or says why it cannot). Another client may have
-     * started one at the same moment: then ours exits 1 and we connect to theirs. */
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+     * started one at the same moment: then ours exits 3 and we connect to theirs. */
+    while (rv == AGILE_OK && waitpid(pid, &st, 0) < 0 && errno == EINTR)
         ;
-    return AGILE_OK;
+    if (rv == AGILE_OK && !(WIFEXITED(st) && (WEXITSTATUS(st) == 0 || WEXITSTATUS(st) == 3))) {
+        char msg[1024], *last;
+        ssize_t n = read(ep[0], msg, sizeof msg - 1); /* written before it exited */
+        msg[n > 0 ? n : 0] = 0;
+        while (n > 0 && msg[n - 1] == '\n')
+            msg[--n] = 0;
+        last = strrchr(msg, '\n'); /* its last line says why (log lines may come first) */
+        last = last ? last + 1 : msg;
+        agile__set_last_error("the worker could not start on %s: %s", dir,
+                              last[0] ? last : "it exited without saying why");
+        rv = AGILE_ENOWORKER;
+    }
+    close(ep[0]);
+    return rv;
 }
 
 static atomic_uint g_fork_gen;
@@ -439,7 +461,7 @@ AGILE_API int agile_connect(const agile_connect_opts *opts, agile_client **out)
         /* the worker says why it will not take this connection */
         rv = (int)tok.a;
         agile__set_last_error(
-            "the worker refused this connection: %s (%s: %llu)", agile_strerror(rv),
+            "the worker refused this connection (%s: %llu)",
             tok.handle == AGILE_FDREFUSE_SESSIONS  ? "sessions per uid, max_sessions"
             : tok.handle == AGILE_FDREFUSE_PENDING ? "connections per uid not past HELLO, "
                                                      "max_pending"

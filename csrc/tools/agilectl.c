@@ -12,14 +12,19 @@ static const char usage[] =
     "\n"
     "Commands:\n"
     "  status [--json]    backend, GPUs (name, memory), tenants with leased bytes, quota,\n"
-    "                     object counts and protocol errors\n"
+    "                     object counts and protocol errors, and their limits (sessions,\n"
+    "                     pending connections, objects, requests and module loads in\n"
+    "                     flight: in use / maximum, refusals); on a --shared worker a uid\n"
+    "                     other than root and the worker's sees its own tenant only\n"
     "  ping [-n N]        N control-plane round trips; prints p50/p99 latency\n"
     "\n"
     "Options:\n"
     "  --runtime-dir DIR  the worker's runtime dir (default: as agile-worker)\n"
     "  --no-start         do not start a worker when none is running (exit 1 instead)\n"
     "\n"
-    "Exit status: 0 on success, 1 when the worker cannot be reached or refuses, 2 on usage.\n";
+    "Exit status: 0 on success, 1 when the worker cannot be reached or refuses (with the\n"
+    "reason: a limit of this uid, a runtime dir the worker would not start on, ...), 2 on\n"
+    "usage.\n";
 
 static int cmp_u64(const void *a, const void *b)
 {
