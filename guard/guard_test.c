@@ -291,6 +291,12 @@ static void test_local(void **state)
                               "__local_depot0;\n\tadd.u64 %agile_h4, %agile_fr, 60;\n\t"
                               "add.u64 %agile_h16, %agile_fr, 48;"));
     assert_non_null(strstr(p, "\tst.local.u32 [__local_depot0+60], %r1;"));
+    /* the frame is zeroed at entry (16-byte stores: .align 16, 64 bytes), before any tenant
+     * instruction */
+    assert_non_null(strstr(p, "add.u64 %agile_fe, %agile_fr, 64;"));
+    assert_non_null(strstr(p, "min.u64 %agile_fw, %agile_fz, %agile_h16;\n\tand.b64 %agile_fw, "
+                              "%agile_fw, -16;\n\tst.local.v4.b32 [%agile_fw], {%agile_fv, "));
+    assert_true(strstr(p, "__agile_fd:") < strstr(p, "mov.u64 %SPL, __local_depot0;"));
     assert_non_null(strstr(p, "add.s64 %agile_o0, %rd2, 1048576;\n\tmin.u64 %agile_o0, %agile_o0, "
                               "%agile_h4;\n\tand.b64 %agile_o0, %agile_o0, -4;"));
     assert_non_null(strstr(p, "min.u64 %agile_o1, %rd2, %agile_h16;\n\tand.b64 %agile_o1, "
@@ -305,6 +311,7 @@ static void test_local(void **state)
         {"add.u64 %agile_h16, %agile_fr, 48;", "add.u64 %agile_h16, %agile_fr, 64;"},
         {"[__local_depot0+60]", "[__local_depot0+64]"},
         {"[%agile_o1]", "[%rd2]"},
+        {"\n\tmin.u64 %agile_fw, %agile_fz, %agile_h16;", ""},
     };
     for (size_t i = 0; i < AGILE_ARRAY_LEN(m); i++) {
         q = mutate(p, m[i].from, m[i].to);

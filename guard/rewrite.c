@@ -77,6 +77,7 @@ typedef struct rw {
     uint32_t *frame;
     uint64_t llims; /* widths (bits) whose local-frame limit register the function needs */
     uint32_t frame_end; /* byte offset just past the frame's declaration; 0: not usable */
+    unsigned frame_w;   /* widest store that zeroes the frame aligned */
     /* rejection */
     uint32_t err_line;
     uint32_t err_func; /* name token of the function it is in, or PTX_NONE */
@@ -735,10 +736,46 @@ static void frame_decl(rw *r, const ptx_func *f)
         const ptx_stmt *s = &r->m.st[i];
         if (s->kind == PST_LABEL || s->kind == PST_INSTR) return;
         if (s->kind == PST_DIR && s->t0 <= r->m.vars[fv].name && r->m.vars[fv].name < s->t1) {
-            if (s->depth == 1) r->frame_end = s->end;
+            uint64_t al = 1, size = r->m.vars[fv].size;
+            if (s->depth != 1) return;
+            r->frame_end = s->end;
+            for (uint32_t t = s->op + 1; t + 1 < s->t1; t++)
+                if (agile_guard_tok_eq(&r->m, t, ".align") &&
+                    !agile_guard_parse_int(TSTR(t + 1), TOK(t + 1).len, &al))
+                    al = 1;
+            /* the widest store that keeps inside the frame when zeroing it */
+            r->frame_w = 16;
+            while (r->frame_w > 1 && (al % r->frame_w != 0 || size % r->frame_w != 0))
+                r->frame_w >>= 1;
             return;
         }
     }
+}
+
+/* Zero the frame at function entry, before any tenant instruction (issue 12.8: local
+ * memory holds what another tenant's kernel left there), with the widest aligned store,
+ * through the same clamp as every local access. */
+static int zero_frame(rw *r, const ptx_var *fv)
+{
+    const char *ty = r->frame_w == 16 ? "v4.b32"
+                     : r->frame_w == 8 ? "b64"
+                     : r->frame_w == 4 ? "b32"
+                     : r->frame_w == 2 ? "b16"
+                                       : "b8";
+    const char *val = r->frame_w == 16 ? "{%agile_fv, %agile_fv, %agile_fv, %agile_fv}" : "0";
+    return add_edit(r, r->frame_end, 0,
+                    "\n\t// agile guard: zero the frame (another kernel's data)"
+                    "\n\t.reg .b64 %%agile_fz, %%agile_fe, %%agile_fw;\n\t.reg .pred %%agile_fp;"
+                    "%s\n\tmov.u64 %%agile_fz, %%agile_fr;"
+                    "\n\tadd.u64 %%agile_fe, %%agile_fr, %" PRIu64 ";"
+                    "\n__agile_fl:\n\tsetp.ge.u64 %%agile_fp, %%agile_fz, %%agile_fe;"
+                    "\n\t@%%agile_fp bra __agile_fd;"
+                    "\n\tmin.u64 %%agile_fw, %%agile_fz, %%agile_h%u;"
+                    "\n\tand.b64 %%agile_fw, %%agile_fw, -%u;"
+                    "\n\tst.local.%s [%%agile_fw], %s;"
+                    "\n\tadd.u64 %%agile_fz, %%agile_fz, %u;\n\tbra __agile_fl;\n__agile_fd:",
+                    r->frame_w == 16 ? "\n\t.reg .b32 %agile_fv;\n\tmov.b32 %agile_fv, 0;" : "",
+                    fv->size, r->frame_w, r->frame_w, ty, val, r->frame_w);
 }
 
 /* Confine one explicit .local address below the end of the function's frame, aligned to
@@ -1399,6 +1436,7 @@ static int do_func(rw *r, const ptx_func *f)
     r->slims = 0;
     r->llims = 0;
     r->frame_end = 0;
+    r->frame_w = 1;
     r->fsites.n = 0;
     memset(r->counts, 0, sizeof(r->counts));
     if (f->entry) r->kidx = r->nentry++;
@@ -1409,6 +1447,7 @@ static int do_func(rw *r, const ptx_func *f)
             AGILE_TRY(collect_regs(r, s));
     }
     frame_decl(r, f);
+    if (r->frame_end) r->llims |= r->frame_w; /* the frame is zeroed through its clamp */
     AGILE_TRY(index_regs(r));
     for (uint32_t i = f->st0; i < f->st1; i++) {
         const ptx_stmt *s = &r->m.st[i];
@@ -1495,6 +1534,7 @@ static int do_func(rw *r, const ptx_func *f)
                 AGILE_TRY(add_edit(r, r->frame_end, 0,
                                    "\n\tadd.u64 %%agile_h%" PRIu64 ", %%agile_fr, %" PRIu64 ";", w,
                                    fv->size - w));
+        AGILE_TRY(zero_frame(r, fv));
     }
     if (r->rec) {
         if (f->entry)
