@@ -50,7 +50,11 @@ def check_text(guard, canon, ptx, strict=False, tmpdir=None):
             f.write(ptx)
         r = run([guard, "--no-verify"] + (["--strict"] if strict else []) + [src, "-o", out])
         if r.returncode != 0:
-            return "refused", r.stderr.decode("utf-8", "replace").strip()
+            msg = r.stderr.decode("utf-8", "replace").strip()
+            # a refusal is exit 1 with "file:line: reason"; anything else is a crash
+            if r.returncode == 1 and msg.startswith(src + ":") and "\n" not in msg:
+                return "refused", msg
+            return "DIFF", "the rewriter failed (exit %d): %s" % (r.returncode, msg[:500])
         v = run([guard, "--verify", out])
         if v.returncode != 0:
             return "DIFF", "the verifier refuses what the rewriter accepted: " + \
