@@ -978,6 +978,31 @@ static void host_fill(uint64_t d, uint32_t value, uint32_t es, uint64_t n)
     }
 }
 
+/* host_fill with non-temporal stores where the CPU has them (x86-64: SSE2): a large memset
+ * in steps keeps the bandwidth of one large memset (whose stores glibc makes non-temporal)
+ * instead of reading every line it overwrites. fill_fence() before the op's completion. */
+#if defined(__x86_64__)
+#include <emmintrin.h>
+static void host_fill_nt(uint64_t d, uint32_t value, uint32_t es, uint64_t n)
+{
+    uint32_t v = es == 1 ? value * 0x01010101u : es == 2 ? value * 0x00010001u : value;
+    uint64_t head = AGILE_MIN((16 - (d & 15)) & 15, n); /* a multiple of es: d is es-aligned */
+    uint64_t p = d + head, body = (n - head) & ~15ull;
+    __m128i x = _mm_set1_epi32((int)v); /* every es-aligned address has the same phase */
+    host_fill(d, value, es, head);
+    for (uint64_t i = 0; i < body; i += 16)
+        _mm_stream_si128((__m128i *)(uintptr_t)(p + i), x);
+    host_fill(p + body, value, es, n - head - body);
+}
+static void fill_fence(void)
+{
+    _mm_sfence();
+}
+#else
+#define host_fill_nt host_fill
+static void fill_fence(void) {}
+#endif
+
 /* A host op too large to run at once: the dispatcher runs it in pieces (hostop_step). */
 static void hostop_start(dp_ring *r, const agile__ring_cmd *cmd, uint64_t d, uint64_t s,
                          uint64_t n, uint32_t value, uint32_t es)
@@ -1328,20 +1353,20 @@ static int interrupt(agile__dp *dp, const dp_ring *self)
 
 /* Up to `piece` bytes of the ring's host op, in steps (multiples of 4, so of every element
  * size) of DP_HOST_STEP, more with many rings so that looking at them stays a small part
- * of a step; stops early when interrupt() says so (*why). Completes the op after its last
- * byte. Returns the bytes done. */
+ * of a step, the whole piece when no other ring could want a turn; stops early when
+ * interrupt() says so (*why). Completes the op after its last byte. Returns the bytes done. */
 static uint64_t hostop_step(agile__dp *dp, dp_ring *r, uint64_t piece, int *why)
 {
     dp_hostop *o = &r->op;
     uint64_t step = AGILE_MAX((uint64_t)DP_HOST_STEP, (uint64_t)dp->nsnap << 6), did = 0;
-    step = AGILE_ALIGN_UP(step, 4);
     piece = AGILE_MIN(piece, o->n - o->done);
+    step = dp->nsnap > 1 ? AGILE_ALIGN_UP(step, 4) : piece;
     *why = DP_GO_ON;
     while (did < piece && *why == DP_GO_ON) {
         uint64_t k = AGILE_MIN(step, piece - did);
         uint64_t at = o->backward ? o->n - o->done - k : o->done;
         if (o->opcode == AGILE_RING_OP_MEMSET)
-            host_fill(o->dst + at, o->value, o->es, k);
+            host_fill_nt(o->dst + at, o->value, o->es, k);
         else /* steps in copy order never overwrite a source byte not yet copied */
             memmove((void *)(uintptr_t)(o->dst + at), (const void *)(uintptr_t)(o->src + at), k);
         o->done += k;
@@ -1350,17 +1375,19 @@ static uint64_t hostop_step(agile__dp *dp, dp_ring *r, uint64_t piece, int *why)
     }
     if (o->done == o->n) {
         o->active = false;
+        fill_fence(); /* the stores are visible before the completion is */
         finish_ids(r, o->seq, o->tag, o->opcode, AGILE_OK, 0);
     }
     return did;
 }
 
 /* The next piece of a host op: what is left of the allowance, so that a turn not cut short
- * uses its share; at least DP_HOST_PIECE_MIN, at most DP_HOST_PIECE_MAX. */
-static uint64_t piece_bytes(uint32_t left)
+ * uses its share; at least DP_HOST_PIECE_MIN, at most DP_HOST_PIECE_MAX (that much at once
+ * when the ring is the only one: nobody waits, and large pieces set memory faster). */
+static uint64_t piece_bytes(const agile__dp *dp, uint32_t left)
 {
     uint64_t want = AGILE_MAX((uint64_t)left * DP_HOST_UNIT_BYTES, (uint64_t)DP_HOST_PIECE_MIN);
-    return AGILE_MIN(want, (uint64_t)DP_HOST_PIECE_MAX);
+    return dp->nsnap > 1 ? AGILE_MIN(want, (uint64_t)DP_HOST_PIECE_MAX) : DP_HOST_PIECE_MAX;
 }
 
 /* The dispatcher's pass over one tenant: up to `allowance` units, one command (or one piece
@@ -1384,7 +1411,7 @@ static bool pull(void *arg, uint32_t tenant, uint32_t allowance, uint32_t *used)
             if (r->uid != tenant || r->dead || r->closed) continue;
             if (r->op.active) {
                 int why;
-                uint64_t b = hostop_step(dp, r, piece_bytes(allowance - *used), &why);
+                uint64_t b = hostop_step(dp, r, piece_bytes(dp, allowance - *used), &why);
                 *used += (uint32_t)((b + DP_HOST_UNIT_BYTES - 1) / DP_HOST_UNIT_BYTES);
                 progress = true;
                 yield = why == DP_YIELD;

@@ -545,6 +545,64 @@ static int teardown(void **state)
     return 0;
 }
 
+/* Host ops above 16 KiB run in pieces and steps (non-temporal stores for memsets, copies in
+ * copy order): every element size, unaligned ends and overlapping copies both ways give
+ * what one memset/memmove would, the bytes around untouched; each completes as one command
+ * and the ring's next command sees all of it. */
+static void test_large_host_ops(void **state)
+{
+    conn c;
+    agile__ring_cmd cmd;
+    const uint64_t N = 6 << 20;
+    (void)state;
+    open_conn(&c, 40);
+    attach(&c);
+    lease(&c, N);
+    uint8_t *b = wbase(&c), *want = malloc(N);
+    assert_non_null(want);
+    for (uint64_t i = 0; i < N; i++)
+        b[i] = want[i] = (uint8_t)(i * 7 + 1);
+    static const struct {
+        uint32_t es, value;
+        uint64_t off, count;
+    } sets[] = {{1, 0x5a, 3, (1 << 20) + 5}, {2, 0xbeef, 2 * 3 + (1 << 21), 300001},
+                {4, 0x01020304, 4 * 5 + (3 << 20), 200003}, {1, 0, 17, 16385}};
+    for (size_t k = 0; k < sizeof sets / sizeof sets[0]; k++) {
+        cmd0(&cmd, AGILE_RING_OP_MEMSET);
+        cmd.u.memset.dst = sets[k].off;
+        cmd.u.memset.count = sets[k].count;
+        cmd.u.memset.value = sets[k].value;
+        cmd.u.memset.elem_size = sets[k].es;
+        assert_int_equal(run1(&c, &cmd), AGILE_OK);
+        for (uint64_t i = 0; i < sets[k].count * sets[k].es; i++)
+            want[sets[k].off + i] = (uint8_t)(sets[k].value >> (8 * (i % sets[k].es)));
+        assert_memory_equal(b, want, N);
+    }
+    static const struct {
+        uint64_t dst, src, n;
+    } cps[] = {{(1 << 20) + 1, 0, (2 << 20) + 3}, /* overlapping, destination above: backward */
+               {5, (1 << 20) + 9, (2 << 20) + 7}, /* overlapping, destination below */
+               {4 << 20, 1 << 20, (1 << 20) + 11}};
+    for (size_t k = 0; k < sizeof cps / sizeof cps[0]; k++) {
+        cmd0(&cmd, AGILE_RING_OP_MEMCPY);
+        cmd.u.memcpy.dst = cps[k].dst;
+        cmd.u.memcpy.src = cps[k].src;
+        cmd.u.memcpy.bytes = cps[k].n;
+        assert_int_equal(run1(&c, &cmd), AGILE_OK);
+        memmove(want + cps[k].dst, want + cps[k].src, cps[k].n);
+        assert_memory_equal(b, want, N);
+    }
+    /* out of the window: refused before a byte is set, as before */
+    cmd0(&cmd, AGILE_RING_OP_MEMSET);
+    cmd.u.memset.dst = agile__window_size(agile__twin_window(c.s, 0)) - 4096;
+    cmd.u.memset.count = 1 << 20;
+    cmd.u.memset.elem_size = 1;
+    assert_int_equal(run1(&c, &cmd), AGILE_EBOUNDS);
+    assert_memory_equal(b, want, N);
+    free(want);
+    close_conn(&c);
+}
+
 /* Windows per tenant (twin.h): a tenant's sessions share one window and sink, with disjoint
  * lease offsets; another uid has its own; the window goes with the tenant's last session.
  * On the host backend and on mockcuda (the cuda window and sink paths). */
@@ -612,6 +670,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_malformed_slot_kills_only_its_session),
         cmocka_unit_test(test_teardown_with_busy_ring),
         cmocka_unit_test(test_tenant_window),
+        cmocka_unit_test(test_large_host_ops),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
