@@ -327,6 +327,7 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
     m->dev = (int)q->device;
     m->strict = go.strict;
     atomic_init(&m->refs, 1);
+    pthread_mutex_init(&m->mu, NULL);
     tl_log[0] = 0;
     if (is_cuda(w)) {
         char arch[24], dir[PATH_MAX];
@@ -1604,7 +1605,8 @@ static void ring_recover(agile__dp *dp, dp_ring *r, int32_t status, uint32_t ker
     r->nstreams = 0;
     r->nev = 0;
     r->viol_armed = false;
-    if (r->viol && entered) /* the same address, contents lost */
+    r->viol_addr = agile__pmem_addr(r->viol); /* mapped again (contents lost) */
+    if (r->viol && entered)
         agile__backend_memset(w->be, r->dev, r->viol_addr, 0, AGILE_GUARD_VIOL_SIZE);
     r->gen = agile__backend_generation(w->be, r->dev);
     if (entered) agile__backend_leave(w->be);

@@ -108,6 +108,10 @@ ATTACKER = textwrap.dedent("""
     L.agile_barrier.argtypes = [V, ctypes.POINTER(U64)]
     L.agile_last_error.restype = ctypes.c_char_p
     ptx, kernel = sys.argv[2].encode(), sys.argv[3].encode()
+    cu = ctypes.CDLL("libcuda.so.1")          # launches order with this thread's context
+    ctx = V()
+    assert cu.cuInit(0) == 0 and cu.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), 0) == 0
+    assert cu.cuCtxSetCurrent(ctx) == 0
     p = L.agile_malloc(1 << 20, 0, None)
     assert p, L.agile_last_error()
     m, f = U64(), U64()
@@ -245,7 +249,8 @@ def test_victim_survives_a_fault_the_guard_cannot_prevent(shared_gpu_worker, ker
         lib = os.path.join(os.path.dirname(binaries_for(NOBODY).worker), "..", "lib", "libagile.so")
         att = subprocess.run([_python_for(NOBODY), _script(d, ATTACKER), os.path.abspath(lib),
                               ATTACK_PTX, kernel], capture_output=True, text=True, timeout=120,
-                             env={"AGILE_RUNTIME_DIR": w.dir, "PATH": "/usr/bin:/bin"},
+                             env={"AGILE_RUNTIME_DIR": w.dir, "PATH": "/usr/bin:/bin",
+                                  "LD_LIBRARY_PATH": os.environ.get("LD_LIBRARY_PATH", "")},
                              preexec_fn=drop_to(NOBODY))
         assert att.returncode == 0, att.stdout + att.stderr + w.logtext()
         a = json.loads(att.stdout.strip().splitlines()[-1])
@@ -303,11 +308,17 @@ STOPPED = textwrap.dedent("""
     with agile_torch.use_pool():
         x = torch.ones(64 << 20, dtype=torch.uint8, device="cuda")
     s = torch.cuda.Stream()
+    rv = L.agile_memset_async(x.data_ptr(), 1, 4096, V(s.cuda_stream))   # attaches the ring
+    seq = U64()
+    assert rv == 0 and L.agile_barrier(V(s.cuda_stream), ctypes.byref(seq)) == 0, rv
+    with torch.cuda.stream(s):   # loads the sum kernel now: a lazy load later would wait
+        x[:4096].sum(dtype=torch.int64)       # for the stream that waits on the stopped worker
     torch.cuda.synchronize()
     print("ready", flush=True)
     sys.stdin.readline()                       # the worker is stopped now
     with torch.cuda.stream(s):
-        assert L.agile_memset_async(x.data_ptr(), 0, x.numel(), V(s.cuda_stream)) == 0
+        rv = L.agile_memset_async(x.data_ptr(), 0, x.numel(), V(s.cuda_stream))
+        assert rv == 0, (rv, L.agile_last_error())
         total = x.sum(dtype=torch.int64)       # ordered after the memset on s
     print("posted", flush=True)
     sys.stdin.readline()                       # the worker is killed now

@@ -254,6 +254,11 @@ out:
     return rv;
 }
 
+uint64_t agile__pmem_addr(const agile__pmem *p)
+{
+    return p ? p->addr : 0;
+}
+
 void agile__pmem_free(agile__pmem *p)
 {
     if (!p) return;
@@ -286,12 +291,6 @@ void agile__backend_leave(agile__backend *be)
     be->ops->leave(be);
 }
 
-void *agile__backend_cuda_context(agile__backend *be, int dev)
-{
-    if (!dev_ok(be, dev)) return NULL;
-    return be->ops->cuda_context(be, dev);
-}
-
 int agile__backend_reset(agile__backend *be, int dev, uint64_t *ns)
 {
     uint64_t t = 0;
@@ -304,6 +303,12 @@ unsigned agile__backend_generation(agile__backend *be, int dev)
 {
     if (!be || !dev_ok(be, dev) || !be->ops->generation) return 0;
     return be->ops->generation(be, dev);
+}
+
+void *agile__backend_cuda_context(agile__backend *be, int dev)
+{
+    if (!dev_ok(be, dev)) return NULL;
+    return be->ops->cuda_context(be, dev);
 }
 
 /* ---- client side ------------------------------------------------------------------------ */

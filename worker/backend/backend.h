@@ -168,6 +168,8 @@ int agile__lease_pool_stats(agile__backend *be, int dev, agile__pool_stats *out)
 int agile__pmem_alloc(agile__backend *be, int dev, uint64_t size, agile__pmem **out,
                       uint64_t *addr);
 void agile__pmem_free(agile__pmem *p);
+/* The worker-side address of p now (a context reset may have moved it). */
+uint64_t agile__pmem_addr(const agile__pmem *p);
 
 /* ---- memory operations on worker-side addresses (in-window memcpy/memset commands) ------ */
 int agile__backend_memset(agile__backend *be, int dev, uint64_t addr, int value, uint64_t n);
@@ -184,15 +186,14 @@ void agile__backend_leave(agile__backend *be);
 /* The CUcontext (primary context) of dev as void *, NULL on host or a bad dev. */
 void *agile__backend_cuda_context(agile__backend *be, int dev);
 
-/* ---- client side -------------------------------------------------------------------------- */
-
-typedef struct agile__cwin agile__cwin;
 /* agile__backend_reset: after a sticky error (agile__cu_sticky) poisoned dev's context:
  * waits for every backend call on dev to end, resets the primary context (everything made
- * in it is gone), makes the device stream again, empties the lease pool and restores every
- * window (same base, sinks zeroed again, each lease re-imported from the fd kept at lease
- * time and mapped at its offset: the data survives, since clients and the kept fd hold the
- * memory) and every protected allocation (same address, contents lost). Other objects made
+ * in it is gone; if it will not reset, the worker goes on in a context of its own), makes
+ * the device stream again, empties the lease pool and restores every window (at the same
+ * base where the range is free again, sinks zeroed again, each lease re-imported from the fd
+ * kept at lease time and mapped at its offset: the data survives, since clients and the kept
+ * fd hold the memory) and every protected allocation (agile__pmem_addr: where it is now,
+ * contents lost). Other objects made
  * in the context (streams, events, modules, cuFFT plans) are the callers' to make again:
  * agile__backend_generation tells them. The caller must not be inside
  * agile__backend_enter. *ns: how long it took. AGILE_ENOTSUP on host. */
@@ -200,6 +201,9 @@ int agile__backend_reset(agile__backend *be, int dev, uint64_t *ns);
 /* Context resets of dev so far (0 on host). */
 unsigned agile__backend_generation(agile__backend *be, int dev);
 
+/* ---- client side -------------------------------------------------------------------------- */
+
+typedef struct agile__cwin agile__cwin;
 
 /* agile__cmem_reserve: in the client process, reserve a window of `size` aligned to
  * `size` for device dev of the given backend kind. On cuda this uses the client's own

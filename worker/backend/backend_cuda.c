@@ -50,7 +50,8 @@ typedef struct cuda_dev {
     CUcontext ctx; /* the primary context: the one PyTorch and the runtime use too */
     CUstream stream;
     uint64_t gran;
-    bool vmm; /* VMM + POSIX fd handles supported */
+    bool vmm;     /* VMM + POSIX fd handles supported */
+    bool own_ctx; /* ctx is the worker's own (a primary context that would not reset) */
     cuda_pool pool;
     /* Every call into the context holds rw shared (push/pop); a reset holds it exclusively,
      * so no call runs in a context while it is being replaced. glibc's default rwlock
@@ -178,7 +179,10 @@ static void cuda_close(agile__backend *be)
             agile__cu.cuStreamDestroy(d->stream);
             pop();
         }
-        if (d->ctx) agile__cu.cuDevicePrimaryCtxRelease(d->dev);
+        if (d->ctx && d->own_ctx && agile__cu.cuCtxDestroy)
+            agile__cu.cuCtxDestroy(d->ctx);
+        else if (d->ctx)
+            agile__cu.cuDevicePrimaryCtxRelease(d->dev);
     }
     for (int i = 0; i < cb->ndev; i++) {
         pthread_mutex_destroy(&cb->devs[i].pool.zmu);
@@ -1140,12 +1144,9 @@ static int pmem_map(cuda_dev *d, agile__pmem *p, uint64_t want)
     bool mapped = false;
 
     AGILE_TRY(CU(agile__cu.cuMemAddressReserve(&va, len, 0, want, 0)));
-    if (want && va != want) {
-        agile__error("cuda: protected memory at %#llx came back at %#llx",
-                     (unsigned long long)want, (unsigned long long)va);
-        rv = AGILE_EINTERNAL;
-        goto out;
-    }
+    if (want && va != want) /* the old range is still held (a context that was not reset) */
+        agile__warn("cuda: protected memory %#llx moved to %#llx", (unsigned long long)want,
+                    (unsigned long long)va);
     AGILE_TRY(CU(agile__cu.cuMemCreate(&h, len, &pr, 0)));
     AGILE_TRY(CU(agile__cu.cuMemMap(va, len, 0, h, 0)));
     mapped = true;
@@ -1272,12 +1273,10 @@ static int window_restore(cuda_dev *d, agile__window *w)
     for (agile__lease *l = w->leases; l; l = l->next)
         l->handle = 0;
     AGILE_TRY(CU(agile__cu.cuMemAddressReserve(&va, w->size + w->gap, w->size, w->base, 0)));
-    if (va != w->base) {
-        agile__cu.cuMemAddressFree(va, w->size + w->gap);
-        agile__error("cuda: window %#llx came back at %#llx", (unsigned long long)w->base,
-                     (unsigned long long)va);
-        rv = AGILE_EINTERNAL;
-        goto out;
+    if (va != w->base) { /* the old range is still held (a context that was not reset) */
+        agile__warn("cuda: window %#llx moved to %#llx", (unsigned long long)w->base,
+                    (unsigned long long)va);
+        w->base = va;
     }
     AGILE_TRY(CU(agile__cu.cuMemCreate(&h, w->chunk, &p, 0)));
     w->sink_big = h;
@@ -1319,6 +1318,53 @@ out:
     return rv;
 }
 
+/* One step of a reset, logged: on a GPU which step fails, and with what, is the whole story. */
+static int reset_step(int dev, CUresult r, const char *what)
+{
+    if (r != CUDA_SUCCESS) agile__warn("cuda: GPU %d: reset: %s: %s", dev, what, agile__cu_name(r));
+    return agile__cu_err(r, what);
+}
+
+/* A usable context for d after a sticky fault, pushed, with a new device stream: the primary
+ * context reset (tried three times), else a context of the worker's own (the primary one is
+ * left as it is; what it held is not reachable any more). */
+static int context_renew(cuda_dev *d, int dev)
+{
+    int rv = AGILE_ENOTSUP;
+    CUcontext ctx = NULL, old;
+    for (int attempt = 0; attempt < 3 && rv != AGILE_OK; attempt++) {
+        if (!agile__cu.cuDevicePrimaryCtxReset) break;
+        reset_step(dev, agile__cu.cuDevicePrimaryCtxReset(d->dev), "cuDevicePrimaryCtxReset");
+        /* Reset keeps our retain; take the (possibly new) handle, give the extra one back. */
+        rv = reset_step(dev, agile__cu.cuDevicePrimaryCtxRetain(&ctx, d->dev),
+                        "cuDevicePrimaryCtxRetain");
+        if (rv != AGILE_OK) continue;
+        agile__cu.cuDevicePrimaryCtxRelease(d->dev);
+        rv = reset_step(dev, agile__cu.cuCtxPushCurrent(ctx), "cuCtxPushCurrent");
+        if (rv != AGILE_OK) continue;
+        rv = reset_step(dev, agile__cu.cuStreamCreate(&d->stream, CU_STREAM_NON_BLOCKING),
+                        "cuStreamCreate");
+        if (rv != AGILE_OK) agile__cu.cuCtxPopCurrent(&old);
+    }
+    if (rv == AGILE_OK) {
+        d->ctx = ctx;
+        return rv;
+    }
+    d->stream = NULL;
+    rv = reset_step(dev, agile__cu.cuCtxCreate(&ctx, NULL, 0, d->dev), "cuCtxCreate");
+    if (rv != AGILE_OK) return rv;
+    agile__warn("cuda: GPU %d: the primary context could not be reset: the worker goes on in a "
+                "context of its own",
+                dev);
+    if (d->own_ctx && agile__cu.cuCtxDestroy) agile__cu.cuCtxDestroy(d->ctx); /* poisoned too */
+    d->own_ctx = true;
+    d->ctx = ctx; /* cuCtxCreate made it current: the push the caller pops */
+    rv = reset_step(dev, agile__cu.cuStreamCreate(&d->stream, CU_STREAM_NON_BLOCKING),
+                    "cuStreamCreate");
+    if (rv != AGILE_OK) agile__cu.cuCtxPopCurrent(&old);
+    return rv;
+}
+
 static int cuda_reset(agile__backend *be, int dev, uint64_t *ns)
 {
     cuda_backend *cb = CB(be);
@@ -1327,7 +1373,6 @@ static int cuda_reset(agile__backend *be, int dev, uint64_t *ns)
     uint64_t t0 = agile__now_ns();
     pool_chunk drop[AGILE_LEASE_POOL_MAX];
     unsigned nd = 0, nwin = 0, nlease = 0;
-    CUcontext ctx = NULL;
     int rv = AGILE_OK, r2;
 
     /* zmu before rw: the order of a refill (zmu, then push) */
@@ -1343,17 +1388,8 @@ static int cuda_reset(agile__backend *be, int dev, uint64_t *ns)
     pl->zsize = pl->zstuck_size = 0;
     pl->zstream = NULL;
     d->stream = NULL;
-    rv = CU(agile__cu.cuDevicePrimaryCtxReset ? agile__cu.cuDevicePrimaryCtxReset(d->dev)
-                                              : CUDA_ERROR_NOT_SUPPORTED);
+    rv = context_renew(d, dev);
     if (rv != AGILE_OK) goto unlock;
-    /* Reset keeps our retain; take the (possibly new) handle and give the extra one back. */
-    rv = CU(agile__cu.cuDevicePrimaryCtxRetain(&ctx, d->dev));
-    if (rv != AGILE_OK) goto unlock;
-    d->ctx = ctx;
-    agile__cu.cuDevicePrimaryCtxRelease(d->dev);
-    rv = CU(agile__cu.cuCtxPushCurrent(d->ctx));
-    if (rv != AGILE_OK) goto unlock;
-    rv = CU(agile__cu.cuStreamCreate(&d->stream, CU_STREAM_NON_BLOCKING));
     pthread_mutex_lock(&d->regmu);
     for (size_t i = 0; rv == AGILE_OK && i < d->npms; i++) {
         agile__pmem *p = d->pms[i];

@@ -36,6 +36,7 @@
     X(cuDevicePrimaryCtxRelease, 11000)                                                            \
     X(cuDevicePrimaryCtxReset, 11000)                                                              \
     X(cuCtxCreate, 12050)                                                                          \
+    X(cuCtxDestroy, 4000)                                                                          \
     X(cuCtxSetCurrent, 4000)                                                                       \
     X(cuCtxGetCurrent, 4000)                                                                       \
     X(cuCtxPushCurrent, 4000)                                                                      \
