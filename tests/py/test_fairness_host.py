@@ -1,8 +1,10 @@
 """Dispatch fairness by cost on the host backend (issue 12 item 7): one tenant flooding 1 GiB
 memsets must not stall another tenant's ring. The worker runs large host ops in pieces and
 serves a tenant that just got work between them, so the other tenant's NOP round trip stays
-within 2x of its round trip with nobody flooding (before: one memset held the dispatcher for
-the whole GiB, hundreds of ms per NOP).
+within 2x of its round trip with nobody flooding, per NOP (median) and per round of NOPs
+(median of the rounds' means). Before, each memset held the dispatcher for the whole GiB
+(0.1-0.3 s here): the median NOP hardly moved, since NOPs went through between memsets, but
+every round had a stall (round means 10x and more).
 
 Two real client processes (benchmarks/fairness_host.c's `flood` and `nop` modes): as root the
 flooder runs as uid 65534 against a --shared worker (two tenants); otherwise both are this
@@ -87,7 +89,7 @@ def test_memset_flood_does_not_stall_another_tenant(opendir):
                                stdout=subprocess.PIPE)
         procs.append(nop)
         nl = Lines(nop)
-        idle, loaded = [], []
+        idle, loaded, idle_means, loaded_means = [], [], [], []
         for r in range(ROUNDS):
             busy = r % 4 in (1, 2)  # U L L U U L L U ...: neither kind always goes first
             if busy:
@@ -97,16 +99,23 @@ def test_memset_flood_does_not_stall_another_tenant(opendir):
             lat = [int(x) / 1e3 for x in nl.get(ROUND_S, f"NOP round {r}").split()]
             assert len(lat) == NOPS
             (loaded if busy else idle).extend(lat)
+            (loaded_means if busy else idle_means).append(statistics.fmean(lat))
             if busy:
                 say(flood, "stop")
                 assert fl.get(ROUND_S, "flooder stop") == "stopped"
         m_idle, m_loaded = statistics.median(idle), statistics.median(loaded)
-        print(f"\nNOP round trip, {len(idle)} samples each: unloaded p50 {m_idle:.2f} us, "
-              f"while {'uid %d' % flooder_uid if flooder_uid is not None else 'another client'}"
-              f" floods 1 GiB memsets p50 {m_loaded:.2f} us ({m_loaded / m_idle:.2f}x); p99 "
-              f"{statistics.quantiles(idle, n=100)[98]:.1f} / "
-              f"{statistics.quantiles(loaded, n=100)[98]:.1f} us")
+        # A round's mean is what a stall shows in (one memset held the dispatcher for 0.1 s or
+        # more, after which the NOPs went through at full speed until the next: the median
+        # NOP alone hardly moved); the median over rounds keeps the machine's noise out.
+        r_idle, r_loaded = statistics.median(idle_means), statistics.median(loaded_means)
+        who = f"uid {flooder_uid}" if flooder_uid is not None else "another client"
+        print(f"\nNOP round trip while {who} floods 1 GiB memsets vs unloaded, {len(idle)} "
+              f"samples each: p50 {m_loaded:.2f} / {m_idle:.2f} us ({m_loaded / m_idle:.2f}x); "
+              f"median of round means {r_loaded:.2f} / {r_idle:.2f} us "
+              f"({r_loaded / r_idle:.2f}x); p99 {statistics.quantiles(loaded, n=100)[98]:.1f} / "
+              f"{statistics.quantiles(idle, n=100)[98]:.1f} us")
         assert m_loaded <= 2 * m_idle, (m_idle, m_loaded)
+        assert r_loaded <= 2 * r_idle, (r_idle, r_loaded)
         say(flood, "go")
         assert fl.get(ROUND_S, "flooder go") == "going"
         flood.stdin.close()  # end of input: it finishes its memset and ends
