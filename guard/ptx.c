@@ -373,18 +373,61 @@ static bool balanced(const ptx_module *m, uint32_t a, uint32_t b)
     return d == 0;
 }
 
-/* First token after the line-terminated directive at t. Such a line holds words, numbers,
- * strings and commas only ("1 12 5, function_name $L__info_string0, inlined_at 1 4 3"):
- * anything else (a brace, a ';') is refused rather than swallowed. */
+/* Are tokens [a, e) the operands of line directive d as the PTX ISA writes them? ptxas
+ * does not end these directives at the newline: a word after their operands starts an
+ * instruction for ptxas (".loc 1 5 0 trap" runs a trap) but would be one more operand for
+ * a reader that skips to the end of the line. So the operands must be exactly:
+ *   .version M.N | .address_size N | .target W {, W} | .file N "name" [, N, N]
+ *   .loc N N N [, function_name LABEL, inlined_at N N N] */
+static bool line_form_ok(const ptx_module *m, uint32_t d, uint32_t a, uint32_t e)
+{
+    static const char form_loc_inl[] = "nnn,ii,innn";
+    const char *form;
+    char kinds[16];
+    uint32_t n = e - a;
+    if (n >= sizeof(kinds)) return false;
+    for (uint32_t k = 0; k < n; k++) {
+        const ptx_tok *t = &m->toks[a + k];
+        kinds[k] = t->kind == PTK_NUM     ? 'n'
+                   : t->kind == PTK_STR   ? 's'
+                   : t->kind == PTK_IDENT ? 'i'
+                                          : ',';
+    }
+    kinds[n] = '\0';
+    if (agile_guard_tok_eq(m, d, ".version") || agile_guard_tok_eq(m, d, ".address_size"))
+        return strcmp(kinds, "n") == 0;
+    if (agile_guard_tok_eq(m, d, ".target")) {
+        for (uint32_t k = 0; k < n; k++)
+            if (kinds[k] != (k % 2 ? ',' : 'i')) return false;
+        return n % 2 == 1;
+    }
+    if (agile_guard_tok_eq(m, d, ".file"))
+        return strcmp(kinds, "ns") == 0 || strcmp(kinds, "ns,n,n") == 0;
+    form = n == 3 ? "nnn" : form_loc_inl;
+    return agile_guard_tok_eq(m, d, ".loc") && strcmp(kinds, form) == 0 &&
+           (n == 3 || (agile_guard_tok_eq(m, a + 4, "function_name") &&
+                       agile_guard_tok_eq(m, a + 7, "inlined_at")));
+}
+
+/* First token after the line-terminated directive at t (.version, .target, .address_size,
+ * .file, .loc), whose operands must have their PTX ISA form (line_form_ok). */
 static uint32_t skip_line(ptx_module *m, uint32_t t)
 {
-    uint32_t line = m->toks[t].line;
+    uint32_t line = m->toks[t].line, d = t;
+    t++;
     while (t < m->ntoks && m->toks[t].line == line) {
         if (m->toks[t].kind == PTK_PUNCT && !agile_guard_tok_punct(m, t, ',')) {
             fail(m, line, "unexpected '%c' in a line directive", m->src[m->toks[t].off]);
             return PTX_NONE;
         }
         t++;
+    }
+    if (!line_form_ok(m, d, d + 1, t)) {
+        fail(m, line,
+             "malformed '%.*s' line (ptxas would read what follows its operands as "
+             "code)",
+             (int)m->toks[d].len, ptx_tok_str(m, d));
+        return PTX_NONE;
     }
     return t;
 }

@@ -386,6 +386,57 @@ static bool line_directive(span t)
            sp_starts_word(t, ".loc");
 }
 
+/* A line directive's operands as the PTX ISA writes them (ptxas reads on past the newline:
+ * a word after them would be an instruction to it). The text is classified into words
+ * (n: starting with a digit, w: others), strings (s) and commas; the shape must be one of
+ * the forms below, by the directive. */
+static bool v_line_form_ok(span t)
+{
+    char shape[16];
+    size_t k = 0, i = 0;
+    span words[16];
+    while (i < t.n) {
+        char c = t.p[i];
+        size_t j = i + 1;
+        if (is_space(c)) {
+            i++;
+            continue;
+        }
+        if (k + 1 >= sizeof(shape)) return false;
+        if (c == '"') {
+            while (j < t.n && t.p[j] != '"')
+                j++;
+            if (j++ >= t.n) return false;
+            shape[k] = 's';
+        } else if (is_word(c)) {
+            while (j < t.n && is_word(t.p[j]))
+                j++;
+            shape[k] = c >= '0' && c <= '9' ? 'n' : 'w';
+        } else if (c == ',') {
+            shape[k] = ',';
+        } else {
+            return false;
+        }
+        words[k++] = (span){t.p + i, j - i};
+        i = j;
+    }
+    shape[k] = '\0';
+    if (k == 0) return false;
+    if (sp_eq(words[0], ".version") || sp_eq(words[0], ".address_size"))
+        return strcmp(shape, "wn") == 0;
+    if (sp_eq(words[0], ".file")) return strcmp(shape, "wns") == 0 || strcmp(shape, "wns,n,n") == 0;
+    if (sp_eq(words[0], ".loc"))
+        return strcmp(shape, "wnnn") == 0 ||
+               (strcmp(shape, "wnnn,ww,wnnn") == 0 && sp_eq(words[5], "function_name") &&
+                sp_eq(words[8], "inlined_at"));
+    if (sp_eq(words[0], ".target")) {
+        for (size_t x = 1; x < k; x++)
+            if (shape[x] != (x % 2 ? 'w' : ',')) return false;
+        return k % 2 == 0;
+    }
+    return false;
+}
+
 /* Split the text into statements. Comments are skipped; a statement's text is the source
  * from its first to its last character (comments inside long statements stay but never
  * matter: operands are checked by exact words). */
@@ -1600,6 +1651,10 @@ int agile_guard_verify(const char *ptx, size_t len, const agile_guard_vopts *o, 
     v.errcap = errcap;
     AGILE_TRY(v_lexical(&v, ptx, len));
     AGILE_TRY(scan(&v));
+    for (unsigned k = 0; k < v.nst; k++)
+        if (v.st[k].kind == VS_DIR && line_directive(v.st[k].text) && !v_line_form_ok(v.st[k].text))
+            AGILE_TRY(vfail(&v, v.st[k].line, "lexical: malformed line directive '%.*s'",
+                            (int)AGILE_MIN(v.st[k].text.n, 80u), v.st[k].text.p));
     AGILE_TRY(structure(&v));
     AGILE_TRY(v_index_vars(&v));
     for (unsigned f = 0; f < v.nfn; f++)

@@ -14,7 +14,7 @@ import os
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ptxas_tool  # noqa: E402
 
-HEAD = (b".version 8.0\n.target sm_90\n.address_size 64\n\n"
+HEAD = (b".version 8.0\n.target sm_90\n.address_size 64\n.file 1 \"a.cu\"\n\n"
         b".visible .entry k(.param .u64 p)\n{\n\t.reg .b64 %rd<4>;\n\t.reg .b32 %r<4>;\n"
         b"\tld.param.u64 %rd1, [p];\n\tmov.u32 %r1, 7;\n")
 TAIL = b"\n\tret;\n}\n"
@@ -44,6 +44,9 @@ PROBES = [
     ("a list of pragma strings", b'\t.pragma "nounroll", "foobar";', "plain", None),
     ("'#define'", b"#define X " + STORE + b"\n\tX", "error", None),
     ("allow-listed pragma", b'\t.pragma "nounroll";', "plain", None),
+    ("a word after .loc's operands", b"\t.loc 1 5 0 " + STORE, "store", None),
+    ("a word after .loc's operands, ';' below", b"\t.loc 1 5 0 st.global.u32 [%rd1], %r1\n;",
+     "store", None),
 ]
 
 
