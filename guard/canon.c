@@ -1,12 +1,15 @@
-/* canon.c — guard-canon FILE: the PTX text the guard believes it read, re-emitted from its
- * own token stream (for the ptxas differential check, tests/ptxas_differential.py).
+/* canon.c — guard-canon [--no-loc] FILE: the PTX text the guard believes it read,
+ * re-emitted from its own token stream (for the ptxas differential check,
+ * tests/ptxas_differential.py).
  *
  * Comments are gone (the tokenizer drops them), tokens are separated by one space, a token
  * on a later source line starts a new line (line-terminated directives keep their ends),
  * the file name of `.file` becomes "f", and a `.pragma` whose string is not one of the
  * allowed pragmas is dropped whole (ptxas ignores unknown pragmas). If ptxas compiles this
  * text and the original to different machine code, ptxas read something the guard did not:
- * code hidden in a string or a comment, a continuation, an extra function.
+ * code hidden in a string or a comment, a continuation, an extra function. --no-loc also
+ * drops every .loc line as the guard reads it (line information does not change machine
+ * code): an instruction hidden after a .loc's operands then shows.
  * Exit 0 with the text on stdout; 1 with the guard's reason on stderr. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,8 +44,11 @@ int main(int argc, char **argv)
     uint32_t line = 1;
     int rv;
 
-    if (argc != 2 || (f = fopen(argv[1], "rb")) == NULL) {
-        fprintf(stderr, "usage: guard-canon FILE.ptx\n");
+    bool no_loc = argc == 3 && strcmp(argv[1], "--no-loc") == 0;
+    const char *path = argv[argc - 1];
+
+    if ((argc != 2 && !no_loc) || (f = fopen(path, "rb")) == NULL) {
+        fprintf(stderr, "usage: guard-canon [--no-loc] FILE.ptx\n");
         return 2;
     }
     do {
@@ -61,7 +67,7 @@ int main(int argc, char **argv)
     fclose(f);
     rv = agile_guard_ptx_parse(&m, src, len);
     if (rv != AGILE_OK) {
-        fprintf(stderr, "%s:%u: %s\n", argv[1], m.err_line, m.err[0] ? m.err : agile_err_name(rv));
+        fprintf(stderr, "%s:%u: %s\n", path, m.err_line, m.err[0] ? m.err : agile_err_name(rv));
         agile_guard_ptx_fini(&m);
         free(src);
         return 1;
@@ -72,6 +78,11 @@ int main(int argc, char **argv)
             m.toks[t + 1].kind == PTK_STR && agile_guard_tok_punct(&m, t + 2, ';') &&
             !pragma_kept(&m, t + 1)) {
             t += 2;
+            continue;
+        }
+        if (no_loc && agile_guard_tok_eq(&m, t, ".loc")) { /* all the guard reads as its line */
+            while (t + 1 < m.ntoks && m.toks[t + 1].line == k->line)
+                t++;
             continue;
         }
         if (k->line != line) {

@@ -11,7 +11,10 @@ guard accepts (mask mode, and strict with -s):
   3. ptxas -arch=<.target> on G and on C, and compare the cubins: the same set of
      functions, each function's machine code (.text.<name>) byte for byte, and every
      other section (symbols, globals and their initialisers, constant banks, attributes)
-     except the line tables and the embedded PTX text (TEXT_DEPENDENT).
+     except the line tables and the embedded PTX text (TEXT_DEPENDENT);
+  4. guard-canon --no-loc G (every .loc line, as far as the guard reads it, dropped): the
+     machine code must still be the same (line information does not change it; an
+     instruction ptxas reads after a .loc's operands does).
 Anything ptxas reads differently from the guard (a store hidden in a string or a comment,
 a line continuation, a whole extra .entry, a byte that ends ptxas's input) changes the set
 of functions or the code of one. A guarded text ptxas refuses is counted, not failed
@@ -80,6 +83,13 @@ def check_text(guard, canon, ptx, strict=False, tmpdir=None):
             if fg[name] != fc[name]:
                 return "DIFF", "machine code of '%s' differs (%d vs %d bytes)" % (
                     name, len(fg[name]), len(fc[name]))
+        c2 = run([canon, "--no-loc", out])
+        r2, m2, cn = ptxas_tool.compile_ptx(c2.stdout, arch)
+        if c2.returncode != 0 or r2 != 0:
+            return "DIFF", "ptxas refuses the guard's reading without .loc lines: " + m2.strip()[:300]
+        if ptxas_tool.functions(cn) != fg:
+            return "DIFF", "machine code differs without the .loc lines the guard read: code " \
+                "after a .loc's operands"
         sg, sc = ptxas_tool.elf_sections(cg), ptxas_tool.elf_sections(cc)
         for name in sorted(set(sg) | set(sc)):
             if name not in TEXT_DEPENDENT and sg.get(name) != sc.get(name):
