@@ -1597,7 +1597,8 @@ static int check_func(vctx *v, unsigned fidx)
             continue;
         }
         if (s->kind != VS_INSTR) continue;
-        for (unsigned r = 0; r < 3 && memmem(s->text.p, s->text.n, "%agile_", 7) != NULL; r++) {
+        bool guard_regs = memmem(s->text.p, s->text.n, "%agile_", 7) != NULL;
+        for (unsigned r = 0; r < 3 && guard_regs; r++) {
             span reg = {regs[r], strlen(regs[r])};
             bool uses = sp_has_word(s->text, regs[r]);
             if (writes(s, reg)) {
@@ -1612,8 +1613,8 @@ static int check_func(vctx *v, unsigned fidx)
                 return vfail(v, s->line, "%s used before it is loaded", regs[r]);
             }
         }
-        if (check_entry_regs(v, s, &aligned, labelled, loaded[0]) != AGILE_OK ||
-            check_local_regs(v, fidx, s, &aligned, &frame, labelled) != AGILE_OK)
+        if (guard_regs && (check_entry_regs(v, s, &aligned, labelled, loaded[0]) != AGILE_OK ||
+                           check_local_regs(v, fidx, s, &aligned, &frame, labelled) != AGILE_OK))
             return AGILE_EGUARD;
         if (root_is(s->op, "call")) {
             if (check_call(v, fidx, i) != AGILE_OK) return AGILE_EGUARD;
