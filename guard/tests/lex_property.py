@@ -3,7 +3,8 @@
 
 Generates lexical forms — strings holding quotes, backslashes, comment markers, newlines
 and code; line and block comments (nested, holding quotes); backslash-newline; odd bytes
-(NUL, controls, DEL, >= 0x80, '#'); pragmas, allowed and not; a global store; a whole
+(NUL, controls, DEL, >= 0x80, '#'); pragmas, allowed and not; words after a .loc's
+operands; a global store; a whole
 extra .entry, or one that closes the current body first — and splices them into a real
 nvcc kernel (tests/data/ptx/basic.ptx) in its body or at module level. For each text:
 either the rewriter refuses it, or the independent verifier accepts the guarded output AND
@@ -44,7 +45,8 @@ def strategies():
                                                     b'"used_bytes_mask 0xf"', b'"foobar"']))
     piece = st.one_of(
         st.sampled_from([b" ", b"\t", b"\n", b"\r\n", b"\r", b"\\\n", b"\\", b";"]),
-        st.sampled_from([STORE, b"mov.u32 %r3, 1;", ENTRY,
+        st.sampled_from([STORE, b"mov.u32 %r3, 1;", ENTRY, b".loc 1 4 0 ", b".loc 1 4 0\n",
+                         b"trap", b"mov.u32 %r3, 1", b"\n;",
                          b"ret; } " + ENTRY + b" .visible .entry k2() {"]),
         pragma_str.map(lambda s: b".pragma " + s + b";"),
         string,
