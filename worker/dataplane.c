@@ -325,7 +325,7 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
     }
     m->w = w;
     m->dev = (int)q->device;
-    m->strict = go.strict;
+    m->strict = go.strict || gr.record; /* the entries take the violation record */
     atomic_init(&m->refs, 1);
     pthread_mutex_init(&m->mu, NULL);
     tl_log[0] = 0;
@@ -1252,9 +1252,14 @@ static int32_t check_violation(dp_ring *r, dp_pend *p)
     memcpy(&addr, rec + 8, 8);
     if (!kernel) return AGILE_OK;
     agile__backend_memset(r->w->be, r->dev, r->viol_addr, 0, sizeof rec);
-    agile__log(AGILE_LOG_WARN, (long)r->uid,
-               "guard violation: kernel %u, site %u, address %#llx (skipped)", kernel, site,
-               (unsigned long long)addr);
+    if (site == AGILE_GUARD_SITE_ASSERT || site == AGILE_GUARD_SITE_TRAP)
+        agile__log(AGILE_LOG_WARN, (long)r->uid, "kernel %u: %s at PTX line %llu (thread ended)",
+                   kernel, site == AGILE_GUARD_SITE_ASSERT ? "device assert failed" : "trap",
+                   (unsigned long long)addr);
+    else
+        agile__log(AGILE_LOG_WARN, (long)r->uid,
+                   "guard violation: kernel %u, site %u, address %#llx (skipped)", kernel, site,
+                   (unsigned long long)addr);
     p->tag = (uint64_t)kernel << 32 | site;
     p->result = addr;
     return AGILE_EGUARD;
