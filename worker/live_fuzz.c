@@ -4,8 +4,8 @@
  * STATUS) within a bound. Every request it sends and waits for must get a reply: a malformed
  * request is answered with an error, never left without an answer.
  *
- *   worker_live_fuzz [--seconds N] [--seed S] [--storm CONNS MSGS] [--runtime-dir DIR]
- *                    [--worker PATH]
+ *   worker_live_fuzz [--seconds N] [--seed S] [--storm CONNS MSGS] [--hold CONNS]
+ *                    [--runtime-dir DIR] [--worker PATH]
  *
  * Without --runtime-dir it starts `PATH --foreground --backend host` (default: agile-worker
  * beside this binary's ../bin) in a fresh temporary dir and stops it at the end (its exit
@@ -13,7 +13,8 @@
  * issue-12 attack instead of the random bursts: CONNS connections, each sending MSGS
  * malformed messages and closing, then one probe; it prints how long each part took.
  * Exit status 0: the worker stayed responsive throughout; 1: it did not (with the seed and
- * the worker's log). */
+ * the worker's log). --hold CONNS opens CONNS control connections that never send anything,
+ * prints "holding" and keeps them until stdin closes (a tenant hoarding connections). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -475,7 +476,7 @@ int main(int argc, char **argv)
     const char *env = getenv("AGILE_FUZZ_SECONDS"), *worker = NULL;
     double seconds = env && *env ? atof(env) : 10;
     uint64_t seed = 0;
-    int storm_conns = 0, storm_msgs = 0;
+    int storm_conns = 0, storm_msgs = 0, hold = 0;
     static uint8_t buf[64 << 10];
     char self[PATH_MAX], wpath[PATH_MAX];
 
@@ -487,13 +488,15 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--storm") && i + 2 < argc) {
             storm_conns = atoi(argv[++i]);
             storm_msgs = atoi(argv[++i]);
-        } else if (!strcmp(argv[i], "--runtime-dir") && i + 1 < argc)
+        } else if (!strcmp(argv[i], "--hold") && i + 1 < argc)
+            hold = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--runtime-dir") && i + 1 < argc)
             snprintf(g_dir, sizeof g_dir, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--worker") && i + 1 < argc)
             worker = argv[++i];
         else {
             fprintf(stderr, "usage: worker_live_fuzz [--seconds N] [--seed S] [--storm CONNS "
-                            "MSGS] [--runtime-dir DIR] [--worker PATH]\n");
+                            "MSGS] [--hold CONNS] [--runtime-dir DIR] [--worker PATH]\n");
             return 2;
         }
     }
@@ -514,6 +517,21 @@ int main(int argc, char **argv)
             worker = wpath;
         }
         start_worker(worker);
+    }
+    if (hold > 0) {
+        nng_socket *held = calloc((size_t)hold, sizeof *held);
+        char c;
+        for (int i = 0; held && i < hold; i++)
+            if (nng_connect(&held[i]) != 0)
+                die("--hold: cannot dial connection %d", i);
+        printf("holding\n");
+        fflush(stdout);
+        while (read(0, &c, 1) > 0)
+            ;
+        for (int i = 0; held && i < hold; i++)
+            nng_close(held[i]);
+        free(held);
+        return 0;
     }
     probe(buf, sizeof buf, "start");
     if (storm_conns > 0) {

@@ -11,7 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-static agile__tenant *tenant_get_locked(agile__worker *w, uint32_t uid)
+agile__tenant *agile__tenant_get_locked(agile__worker *w, uint32_t uid)
 {
     agile__tenant *t;
     for (t = w->tenants; t; t = t->next)
@@ -66,7 +66,7 @@ int agile__session_new_limited(agile__worker *w, int fd, uint32_t uid, pid_t pid
     pthread_mutex_lock(&w->mu);
     for (agile__session *p = w->sessions; p; p = p->next)
         n++;
-    t = tenant_get_locked(w, uid);
+    t = agile__tenant_get_locked(w, uid);
     if (!t)
         rv = AGILE_ENOMEM;
     else if (n >= AGILE_MAX_SESSIONS)

@@ -69,8 +69,8 @@ typedef struct {
     uint64_t timelimit_exceeded;
     uint32_t objs[AGILE_OBJ_MAX_];
     /* per-uid limits: the policy's, what is in use, what they refused */
-    uint32_t pending, requests, loads;
-    uint64_t session_refusals, pending_refusals, object_refusals, request_refusals,
+    uint32_t pending, requests, loads, pipes;
+    uint64_t pipe_refusals, session_refusals, pending_refusals, object_refusals, request_refusals,
         module_size_refusals;
     agile__policy pol;
 } tsnap;
@@ -105,6 +105,8 @@ static size_t snapshot(agile__worker *w, uint32_t viewer, tsnap **out)
             v[i].protected_bytes = t->protected_bytes;
             v[i].timelimit_exceeded = t->timelimit_exceeded;
             v[i].pending = t->pending;
+            v[i].pipes = t->pipes;
+            v[i].pipe_refusals = t->pipe_refusals;
             v[i].requests = atomic_load(&t->requests_inflight);
             v[i].loads = atomic_load(&t->loads_inflight);
             v[i].session_refusals = t->session_refusals;
@@ -222,13 +224,14 @@ char *agile__worker_status(agile__worker *w, int json, uint32_t viewer)
             }
             sb_printf(&b, "},\"object_count\":%u,", all);
             sb_printf(&b,
-                      "\"pending_sessions\":%u,\"requests_in_flight\":%u,"
+                      "\"pending_sessions\":%u,\"connections\":%u,\"requests_in_flight\":%u,"
                       "\"module_loads_in_flight\":%u,\"refusals\":{\"sessions\":%llu,"
-                      "\"pending\":%llu,\"objects\":%llu,\"requests\":%llu,"
-                      "\"module_bytes\":%llu},",
-                      t[i].pending, t[i].requests, t[i].loads,
+                      "\"pending\":%llu,\"connections\":%llu,\"objects\":%llu,"
+                      "\"requests\":%llu,\"module_bytes\":%llu},",
+                      t[i].pending, t[i].pipes, t[i].requests, t[i].loads,
                       (unsigned long long)t[i].session_refusals,
                       (unsigned long long)t[i].pending_refusals,
+                      (unsigned long long)t[i].pipe_refusals,
                       (unsigned long long)t[i].object_refusals,
                       (unsigned long long)t[i].request_refusals,
                       (unsigned long long)t[i].module_size_refusals);
@@ -271,18 +274,19 @@ char *agile__worker_status(agile__worker *w, int json, uint32_t viewer)
             sb_printf(&b, "(no tenants)\n");
         else
             sb_printf(&b, "\nTENANT(uid)  LIMITS IN USE/MAX: SESSIONS  PENDING  OBJECTS        "
-                          "REQUESTS  LOADS   REFUSED: SESS PEND OBJ REQ MODSIZE\n");
+                          "REQUESTS  LOADS   REFUSED: SESS PEND CONN OBJ REQ MODSIZE\n");
         for (size_t i = 0; i < nt; i++) {
             uint32_t all = 0; /* max_objects counts the sessions' own handles too */
             for (unsigned ty = AGILE_OBJ_SESSION; ty < AGILE_OBJ_MAX_; ty++)
                 all += t[i].objs[ty];
-            sb_printf(&b, "%-12u %9u/%-5u %4u/%-4u %7u/%-7u %4u/%-4u %3u/%-3u %12llu %4llu %3llu "
-                          "%3llu %7llu\n",
+            sb_printf(&b, "%-12u %9u/%-5u %4u/%-4u %7u/%-7u %4u/%-4u %3u/%-3u %12llu %4llu %4llu "
+                          "%3llu %3llu %7llu\n",
                       t[i].uid, t[i].sessions, t[i].pol.max_sessions, t[i].pending,
                       t[i].pol.max_pending, all, t[i].pol.max_objects, t[i].requests,
                       t[i].pol.max_requests, t[i].loads, t[i].pol.max_module_loads,
                       (unsigned long long)t[i].session_refusals,
                       (unsigned long long)t[i].pending_refusals,
+                      (unsigned long long)t[i].pipe_refusals,
                       (unsigned long long)t[i].object_refusals,
                       (unsigned long long)t[i].request_refusals,
                       (unsigned long long)t[i].module_size_refusals);

@@ -129,11 +129,46 @@ static int listen_fd_socket(agile__worker *w, char *err, size_t errcap)
     return AGILE_OK;
 }
 
+/* nng connections per uid: one per session and one per connection about to say HELLO is
+ * all a uid needs; more (connections that never send anything hold a socket and nng state
+ * each) are closed as they arrive. A pipe closed at ADD_PRE gets no further events. */
 static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
     agile__worker *w = arg;
-    if (ev == NNG_PIPE_EV_REM_POST)
+    uint64_t uid = UINT32_MAX;
+    if (nng_pipe_get_uint64(p, NNG_OPT_IPC_PEER_UID, &uid) != 0)
+        uid = UINT32_MAX;
+    if (ev == NNG_PIPE_EV_ADD_PRE) {
+        int refuse = 0;
+        uint32_t max = 0;
+        pthread_mutex_lock(&w->mu);
+        agile__tenant *t = agile__tenant_get_locked(w, (uint32_t)uid);
+        if (t) {
+            max = t->pol.max_sessions + t->pol.max_pending;
+            refuse = t->pipes >= max;
+            if (refuse)
+                t->pipe_refusals++;
+            else
+                t->pipes++;
+        }
+        pthread_mutex_unlock(&w->mu);
+        if (refuse) {
+            agile__log_limited(AGILE_LOG_WARN, (long)uid,
+                               "closing a control connection: %u open already (max_sessions + "
+                               "max_pending)",
+                               max);
+            nng_pipe_close(p);
+        }
+        return;
+    }
+    if (ev == NNG_PIPE_EV_REM_POST) {
+        pthread_mutex_lock(&w->mu);
+        agile__tenant *t = agile__tenant_get_locked(w, (uint32_t)uid);
+        if (t && t->pipes)
+            t->pipes--;
+        pthread_mutex_unlock(&w->mu);
         agile__session_kill_pipe(w, nng_pipe_id(p));
+    }
 }
 
 /* One thread per nng context: receive, handle, reply. A slow request (a GPU call) holds
@@ -423,6 +458,7 @@ int agile__worker_start(agile__worker *w, const agile__worker_opts *o, char *err
     }
     w->sock_open = 1;
     nng_socket_set_size(w->sock, NNG_OPT_RECVMAXSZ, AGILE_WIRE_HDR_SIZE + AGILE_WIRE_MAX_BODY);
+    nng_pipe_notify(w->sock, NNG_PIPE_EV_ADD_PRE, pipe_cb, w);
     nng_pipe_notify(w->sock, NNG_PIPE_EV_REM_POST, pipe_cb, w);
     if ((rv = nng_listen(w->sock, w->url, NULL, 0)) != 0) {
         snprintf(err, errcap, "cannot listen on %s: %s", w->url, nng_strerror(rv));

@@ -40,6 +40,8 @@ typedef struct agile__tenant {
     /* Per-uid limits (policy max_*) and what they refused; under w->mu, except objs (the
      * object table's lock) and the in-flight counts (atomic). */
     uint32_t pending;           /* sessions not past HELLO */
+    uint32_t pipes;             /* nng connections: at most max_sessions + max_pending */
+    uint64_t pipe_refusals;     /* nng connections closed at once by that limit */
     uint64_t session_refusals;  /* connections refused: max_sessions */
     uint64_t pending_refusals;  /* connections refused: max_pending */
     agile__hacct objs;          /* handles of all its sessions; limit = max_objects */
@@ -144,6 +146,9 @@ void agile__worker_fini(agile__worker *w);
  * AGILE_ELIMIT (*what: 1 sessions, 2 pending; *limit: the limit), past the worker's
  * AGILE_MAX_SESSIONS AGILE_EBUSY. */
 #define AGILE_MAX_SESSIONS 4096
+/* The tenant of uid, made (with the config's policy) on first use; w->mu held. NULL: no
+ * memory. */
+agile__tenant *agile__tenant_get_locked(agile__worker *w, uint32_t uid);
 int agile__session_new(agile__worker *w, int fd, uint32_t uid, pid_t pid, agile__session **out);
 int agile__session_new_limited(agile__worker *w, int fd, uint32_t uid, pid_t pid,
                                agile__session **out, uint32_t *what, uint32_t *limit);

@@ -75,6 +75,23 @@ def tenants(d, user=None):
     return {t["uid"]: t for t in json.loads(out.stdout)["tenants"]}
 
 
+def limited_worker(d, tmp_path, sessions, pending):
+    """A --shared worker whose uids get `sessions` sessions and `pending` pending ones."""
+    return Worker(d, "--shared", config=config(tmp_path, f"""
+        [default]
+        max_sessions = {sessions}
+        max_pending = {pending}
+    """))
+
+
+def live_fuzz_for_others(attack_dir):
+    """worker_live_fuzz copied where another uid can run it."""
+    exe = os.path.join(attack_dir, "worker_live_fuzz")
+    shutil.copy2(LIVE_FUZZ, exe)
+    os.chmod(exe, 0o755)
+    return exe
+
+
 def fd_connect(d):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(os.path.join(d, "agile.fd.sock"))
@@ -138,12 +155,7 @@ def test_session_and_pending_limits_per_uid(opendir, lib, tmp_path):
     """A uid past max_sessions / max_pending is refused with AGILE_ELIMIT naming the limit;
     refusals are counted and their log lines rate-limited. Before: no per-uid limit (one uid
     could take all 4096 sessions) and one unthrottled log line per refusal."""
-    cfg = config(tmp_path, """
-        [default]
-        max_sessions = 4
-        max_pending = 2
-    """)
-    w = Worker(opendir, "--shared", config=cfg)
+    w = limited_worker(opendir, tmp_path, 4, 2)
     held, socks = [], []
     try:
         for _ in range(4):
@@ -203,12 +215,7 @@ def test_session_and_pending_limits_per_uid(opendir, lib, tmp_path):
 
 @as_root
 def test_one_uid_at_its_session_limit_leaves_others_served(opendir, tmp_path):
-    cfg = config(tmp_path, """
-        [default]
-        max_sessions = 3
-        max_pending = 3
-    """)
-    w = Worker(opendir, "--shared", config=cfg)
+    w = limited_worker(opendir, tmp_path, 3, 3)
     try:
         hog = subprocess.Popen([python_for(NOBODY), "-c", ATTACK_PRELUDE + textwrap.dedent("""
             held = []
@@ -227,6 +234,33 @@ def test_one_uid_at_its_session_limit_leaves_others_served(opendir, tmp_path):
         assert tenants(opendir)[NOBODY]["refusals"]["sessions"] == 1
         hog.stdin.close()
         hog.wait(60)
+    finally:
+        assert w.stop() == 0
+
+
+@as_root
+def test_control_connections_per_uid_are_bounded(opendir, tmp_path, attack_dir):
+    """nng connections that never send anything: a uid gets max_sessions + max_pending of them,
+    the rest are closed as they come (counted); other uids are served meanwhile."""
+    w = limited_worker(opendir, tmp_path, 4, 2)
+    try:
+        p = subprocess.Popen([live_fuzz_for_others(attack_dir), "--runtime-dir", opendir,
+                              "--hold", "50"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             preexec_fn=drop_to(NOBODY), cwd="/")
+        try:
+            p.stdout.readline()  # the seed
+            assert p.stdout.readline().strip() == "holding"
+
+            def hoarded():
+                t = tenants(opendir).get(NOBODY)
+                return t and t["connections"] == 6 and t["refusals"]["connections"] >= 44
+            assert wait_for(hoarded, 60) is not None, tenants(opendir)
+        finally:
+            p.stdin.close()
+            p.wait(60)
+        assert wait_for(lambda: tenants(opendir)[NOBODY]["connections"] == 0, 60) is not None
+        assert "closing a control connection" in w.logtext()
     finally:
         assert w.stop() == 0
 
@@ -527,11 +561,8 @@ def attack_dir():
 def start_attack(name, d, attack_dir, tmp_path):
     libdir = libdir_for(NOBODY)
     if name == "malformed":
-        exe = os.path.join(attack_dir, "worker_live_fuzz")
-        shutil.copy2(LIVE_FUZZ, exe)
-        os.chmod(exe, 0o755)
         # the storm starts with its first connection: nothing to wait for
-        return subprocess.Popen([exe, "--runtime-dir", d, "--storm", "1000000", "8"],
+        return subprocess.Popen([live_fuzz_for_others(attack_dir), "--runtime-dir", d, "--storm", "1000000", "8"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 preexec_fn=drop_to(NOBODY), cwd="/")
     script = os.path.join(attack_dir, name + ".py")
