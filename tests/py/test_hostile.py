@@ -562,7 +562,8 @@ def start_attack(name, d, attack_dir, tmp_path):
     libdir = libdir_for(NOBODY)
     if name == "malformed":
         # the storm starts with its first connection: nothing to wait for
-        return subprocess.Popen([live_fuzz_for_others(attack_dir), "--runtime-dir", d, "--storm", "1000000", "8"],
+        return subprocess.Popen([live_fuzz_for_others(attack_dir), "--runtime-dir", d,
+                                 "--storm", "1000000", "8"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 preexec_fn=drop_to(NOBODY), cwd="/")
     script = os.path.join(attack_dir, name + ".py")
