@@ -18,6 +18,7 @@
 
 #include "backend/fdpass.h"
 #include "dataplane.h"
+#include "guard.h"
 #include "ring/ring.h"
 #include "twin.h"
 #include "worker.h"
@@ -495,6 +496,72 @@ static void test_cuda_mock_fault_recovery(void **state)
     dlclose(lib);
 }
 
+/* A guarded kernel's failed device assert (issue 12.10) on mockcuda: the guard gives a
+ * module with a trap or __assertfail the violation record in mask mode too; the worker arms
+ * it for the launch and the tenant's next barrier says AGILE_EGUARD with (kernel, assert
+ * site) in the tag and the PTX line as result; the tenant goes on, nothing faulted. */
+static const char assert_ptx[] = ".version 8.7\n.target sm_90\n.address_size 64\n"
+                                 ".visible .entry assertfail_k()\n{\n\ttrap;\n\tret;\n}\n"
+                                 ".visible .entry fine_k()\n{\n\tret;\n}\n";
+
+static uint64_t load_fn(conn *c, const char *ptx, const char *name)
+{
+    agile__msg m, rep;
+    uint8_t *buf = NULL;
+    memset(&m, 0, sizeof m);
+    m.h.type = AGILE_MSG_MODULE_LOAD;
+    m.u.module_load_req.ptx = agile__blob_of(ptx, strlen(ptx));
+    assert_int_equal(call(c, &m, &rep, &buf), AGILE_OK);
+    uint64_t mod = rep.u.module_load_rep.handle;
+    free(buf);
+    memset(&m, 0, sizeof m);
+    m.h.type = AGILE_MSG_MODULE_FUNCTION;
+    m.u.module_function_req.module = mod;
+    m.u.module_function_req.name = agile__blob_of(name, strlen(name));
+    assert_int_equal(call(c, &m, &rep, &buf), AGILE_OK);
+    free(buf);
+    return rep.u.module_function_rep.handle;
+}
+
+static void test_cuda_mock_device_assert(void **state)
+{
+    conn a;
+    agile__ring_cmd cmd;
+    agile__ring_cpl cpl;
+    agile__dp_faults f;
+    uint64_t seq, faults0;
+    (void)state;
+    agile__dp_faults_get(&W, 0, &f);
+    faults0 = f.faults;
+    open_conn_uid(&a, 15, 50005);
+    lease(&a, 2 << 20);
+    attach(&a);
+    uint64_t fa = load_fn(&a, assert_ptx, "assertfail_k"), ff = load_fn(&a, assert_ptx, "fine_k");
+    cmd0(&cmd, AGILE_RING_OP_LAUNCH);
+    cmd.u.launch.function = fa;
+    cmd.u.launch.grid_x = cmd.u.launch.grid_y = cmd.u.launch.grid_z = 1;
+    cmd.u.launch.block_x = cmd.u.launch.block_y = cmd.u.launch.block_z = 1;
+    assert_int_equal(run1(&a, &cmd), AGILE_OK); /* the launch itself is fine */
+    cmd0(&cmd, AGILE_RING_OP_BARRIER);
+    assert_int_equal(agile__ring_submit(&a.rc, &cmd, 0, NS, &seq), AGILE_OK);
+    do
+        assert_int_equal(agile__ring_wait(&a.rc, &cpl, NS), AGILE_OK);
+    while (cpl.seq != seq);
+    assert_int_equal(cpl.status, AGILE_EGUARD);
+    assert_int_equal(cpl.tag, (uint64_t)1 << 32 | AGILE_GUARD_SITE_ASSERT);
+    assert_int_equal(cpl.result, 42);
+    a.rc.err_status = AGILE_OK; /* reported: as agile__ring_barrier clears it */
+    cmd0(&cmd, AGILE_RING_OP_LAUNCH); /* the tenant goes on */
+    cmd.u.launch.function = ff;
+    cmd.u.launch.grid_x = cmd.u.launch.grid_y = cmd.u.launch.grid_z = 1;
+    cmd.u.launch.block_x = cmd.u.launch.block_y = cmd.u.launch.block_z = 1;
+    assert_int_equal(run1(&a, &cmd), AGILE_OK);
+    assert_int_equal(agile__ring_barrier(&a.rc, 0, NS, NULL), AGILE_OK);
+    agile__dp_faults_get(&W, 0, &f);
+    assert_int_equal(f.faults, faults0); /* not a fault */
+    close_conn(&a);
+}
+
 /* The test-only unguarded load: refused unless the worker's environment names the uid. */
 static void test_unguarded_is_test_only(void **state)
 {
@@ -657,6 +724,7 @@ int main(int argc, char **argv)
         const struct CMUnitTest mock[] = {
             cmocka_unit_test(test_cuda_mock_memops),
             cmocka_unit_test(test_cuda_mock_fault_recovery),
+            cmocka_unit_test(test_cuda_mock_device_assert),
             cmocka_unit_test(test_teardown_with_busy_ring),
             cmocka_unit_test(test_tenant_window),
         };

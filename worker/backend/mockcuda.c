@@ -640,7 +640,8 @@ API CUresult cuEventDestroy(CUevent e)
 
 /* Modules and launches: a module is its image's bytes, a function its name. A launch runs
  * nothing, except that a kernel whose name starts with "fault" raises a sticky
- * CUDA_ERROR_LAUNCH_FAILED (seen at the next completion), as a trap does on a GPU. */
+ * CUDA_ERROR_LAUNCH_FAILED (seen at the next completion), as a trap does on a GPU, and one
+ * whose name starts with "assertfail" reports a device assert as a guarded kernel does. */
 typedef struct mfunc {
     unsigned magic;
     char name[128];
@@ -689,6 +690,17 @@ API CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
     NEED_CTX();
     if (!fn || fn->magic != FN_MAGIC) return bad("cuLaunchKernel of no function");
     if (strncmp(fn->name, "fault", 5) == 0) poison_armed = CUDA_ERROR_LAUNCH_FAILED;
+    /* "assertfail*" (no parameters of its own): what a guarded kernel's failed device assert
+     * does, (kernel 1, AGILE_GUARD_SITE_ASSERT, PTX line 42) into its violation record, the
+     * hidden parameter after __agile_mask and __agile_base */
+    if (strncmp(fn->name, "assertfail", 10) == 0 && params && params[2]) {
+        uint8_t *rec = (uint8_t *)(uintptr_t) * (const uint64_t *)params[2];
+        uint32_t kernel = 1, site = 0xffffffffu;
+        uint64_t line = 42;
+        memcpy(rec, &kernel, 4);
+        memcpy(rec + 4, &site, 4);
+        memcpy(rec + 8, &line, 8);
+    }
     return CUDA_SUCCESS;
 }
 API CUresult cuStreamWriteValue32(CUstream s, CUdeviceptr addr, cuuint32_t v, unsigned f)
