@@ -1632,7 +1632,7 @@ static void recover(agile__dp *dp)
     pthread_mutex_lock(&dp->mu);
     for (dp_ring *r = dp->rings; r; r = r->next)
         cap++;
-    rs = calloc(cap ? cap : 1, sizeof *rs);
+    rs = calloc(cap ? cap : 1, sizeof(dp_ring *));
     for (dp_ring *r = dp->rings; rs && r; r = r->next) {
         if (r->dev != dev || r->gone) continue;
         r->busy = true; /* kept until recovered: a teardown waits */

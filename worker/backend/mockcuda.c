@@ -225,8 +225,8 @@ API CUresult cuDevicePrimaryCtxReset(CUdevice d)
     LOCK();
     if (!inited) return CUDA_ERROR_NOT_INITIALIZED;
     for (int j = 0; j < nmaps; j++) {
-        mmap((void *)(uintptr_t)maps[j].va, maps[j].size, PROT_NONE,
-             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+        (void)mmap((void *)(uintptr_t)maps[j].va, maps[j].size, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
         unref(maps[j].a);
     }
     nmaps = 0;
@@ -667,8 +667,9 @@ API CUresult cuModuleGetFunction(CUfunction *f, CUmodule m, const char *name)
 {
     LOCK();
     NEED_CTX();
+    if (!m) return bad("cuModuleGetFunction of no module");
     mfunc *fn = calloc(1, sizeof *fn);
-    if (!fn || !m) return CUDA_ERROR_INVALID_VALUE;
+    if (!fn) return CUDA_ERROR_OUT_OF_MEMORY;
     fn->magic = FN_MAGIC;
     snprintf(fn->name, sizeof fn->name, "%s", name);
     ctxobj_add(fn); /* functions go with the context (and their module) */
