@@ -168,8 +168,8 @@ static pid_t start_flooder(const char *self, const char *dir, uint64_t bytes, in
         dup2(fds[1], 1);
         close(fds[0]);
         close(fds[1]);
-        if (uid >= 0 && (setgroups(0, NULL) != 0 || setgid((gid_t)uid) != 0 ||
-                         setuid((uid_t)uid) != 0))
+        if (uid >= 0 &&
+            (setgroups(0, NULL) != 0 || setgid((gid_t)uid) != 0 || setuid((uid_t)uid) != 0))
             _exit(126);
         execl(self, self, "flood", "--runtime-dir", dir, "--bytes", b, (char *)NULL);
         _exit(127);
@@ -194,8 +194,7 @@ static int start_shared_worker(const char *self, const char *tmp, const char *rt
     snprintf(worker, sizeof worker, "%.*s/agile-worker", (int)(slash - self), self);
     pid_t pid = fork();
     if (pid == 0) {
-        execl(worker, worker, "--runtime-dir", rt, "--backend", "host", "--shared",
-              (char *)NULL);
+        execl(worker, worker, "--runtime-dir", rt, "--backend", "host", "--shared", (char *)NULL);
         _exit(127);
     }
     return pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
@@ -226,12 +225,9 @@ int main(int argc, char **argv)
     int paced = 0;
     uint64_t bytes = 1ull << 30;
     int json = 0, ch, rv;
-    static const struct option o[] = {{"runtime-dir", 1, 0, 'd'},
-                                      {"json", 0, 0, 'j'},
-                                      {"bytes", 1, 0, 'b'},
-                                      {"paced", 0, 0, 'p'},
-                                      {"rounds", 1, 0, 'r'},
-                                      {0, 0, 0, 0}};
+    static const struct option o[] = {{"runtime-dir", 1, 0, 'd'}, {"json", 0, 0, 'j'},
+                                      {"bytes", 1, 0, 'b'},       {"paced", 0, 0, 'p'},
+                                      {"rounds", 1, 0, 'r'},      {0, 0, 0, 0}};
     if (argc > 1 && argv[1][0] != '-') {
         mode = argv[1];
         argc--;
@@ -253,8 +249,8 @@ int main(int argc, char **argv)
         else
             return 2;
     }
-    if (n < 100 || bytes == 0 || (mode && (!dir || (strcmp(mode, "flood") != 0 &&
-                                                    strcmp(mode, "nop") != 0)))) {
+    if (n < 100 || bytes == 0 ||
+        (mode && (!dir || (strcmp(mode, "flood") != 0 && strcmp(mode, "nop") != 0)))) {
         fprintf(stderr, "usage: fairness-host-bench [flood [--paced]|nop [--rounds R]] "
                         "[--runtime-dir DIR] [-n N>=100] [--bytes B] [--json]\n");
         return 2;
@@ -298,8 +294,8 @@ int main(int argc, char **argv)
                "mean us");
         printf("%-46s %10.2f %10.2f %10.2f\n", "nobody else working (before)", idle1.p50, idle1.p99,
                idle1.mean);
-        printf("%-46s %10.2f %10.2f %10.2f\n", "tenant A flooding memsets", loaded.p50,
-               loaded.p99, loaded.mean);
+        printf("%-46s %10.2f %10.2f %10.2f\n", "tenant A flooding memsets", loaded.p50, loaded.p99,
+               loaded.mean);
         printf("%-46s %10.2f %10.2f %10.2f\n", "nobody else working (after)", idle2.p50, idle2.p99,
                idle2.mean);
         printf("loaded / unloaded p50: %.2fx; flooder (%s): %s\n", ratio,

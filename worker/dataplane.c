@@ -32,8 +32,8 @@
 #define DP_SLOT_SIZE 512u /* launch params up to ~420 bytes fit one slot */
 #define DP_MAX_RINGS_PER_SESSION 8u
 #define DP_MAX_PARAMS 256u
-#define DP_MAX_STREAMS 1024u     /* worker streams per ring */
-#define DP_BUDGET 1024u          /* cost units per scheduling pass */
+#define DP_MAX_STREAMS 1024u /* worker streams per ring */
+#define DP_BUDGET 1024u      /* cost units per scheduling pass */
 /* Cost units (what the scheduler shares by weight): one unit is about what the dispatcher
  * spends on a NOP. Host: bytes set or copied, measured by benchmarks/fairness_host.py; cuda:
  * an estimate of GPU time (~1 TB/s copies; a launch or module op as 16 units). */
@@ -1005,8 +1005,8 @@ static void fill_fence(void) {}
 #endif
 
 /* A host op too large to run at once: the dispatcher runs it in pieces (hostop_step). */
-static void hostop_start(dp_ring *r, const agile__ring_cmd *cmd, uint64_t d, uint64_t s,
-                         uint64_t n, uint32_t value, uint32_t es)
+static void hostop_start(dp_ring *r, const agile__ring_cmd *cmd, uint64_t d, uint64_t s, uint64_t n,
+                         uint32_t value, uint32_t es)
 {
     dp_hostop *o = &r->op;
     memset(o, 0, sizeof *o);
@@ -1448,8 +1448,7 @@ static bool pull(void *arg, uint32_t tenant, uint32_t allowance, uint32_t *used)
         more = r->uid == tenant && !r->dead && !r->closed &&
                (r->op.active ||
                 (agile__ring_pending(&r->rw) &&
-                 !(r->pcount &&
-                   r->pend[(r->phead + r->pcount - 1) % r->pcap].kind == P_HOSTWAIT)));
+                 !(r->pcount && r->pend[(r->phead + r->pcount - 1) % r->pcap].kind == P_HOSTWAIT)));
     }
     return more;
 }

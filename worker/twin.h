@@ -23,8 +23,7 @@
 int agile__twin_lease(agile__worker *w, agile__session *s, int dev, uint64_t W, uint64_t size,
                       uint64_t quota, agile__lease **l, uint64_t *off, int *fd);
 /* agile__twin_unlease: destroy a lease of agile__twin_lease; its range is free again. */
-void agile__twin_unlease(agile__session *s, int dev, agile__lease *l, uint64_t off,
-                         uint64_t size);
+void agile__twin_unlease(agile__session *s, int dev, agile__lease *l, uint64_t off, uint64_t size);
 /* The tenant window s has joined on dev, NULL before its first lease there. */
 agile__window *agile__twin_window(const agile__session *s, int dev);
 /* agile__twin_session_end: from the session's last release; the last session of a tenant

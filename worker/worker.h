@@ -4,7 +4,8 @@
  * only its own context); one fd-socket thread (accept, SO_PEERCRED, token hand-out, hang-up
  * detection); one reaper thread that tears down dead sessions off the request path.
  * Locks: w->mu guards the session and tenant lists and tenant counters, and is never held
- * across a backend (GPU) call; a tenant's window lock (twin.c) serialises its window/lease operations.
+ * across a backend (GPU) call; a tenant's window lock (twin.c) serialises its window/lease
+ * operations.
  */
 #ifndef AGILE_WORKER_H
 #define AGILE_WORKER_H

@@ -21,9 +21,9 @@
 typedef struct {
     uint64_t backlog[NT];
     uint32_t cost[NT];
-    uint32_t mix[NT];       /* nonzero: each command costs 1 + rnd % mix (cost[] ignored) */
-    bool pieces[NT]; /* the worker's large host ops: a piece takes what is left of the
-                      * allowance, at least 4 and at most 256 units (16 KiB .. 1 MiB) */
+    uint32_t mix[NT]; /* nonzero: each command costs 1 + rnd % mix (cost[] ignored) */
+    bool pieces[NT];  /* the worker's large host ops: a piece takes what is left of the
+                       * allowance, at least 4 and at most 256 units (16 KiB .. 1 MiB) */
     uint64_t rng;
     uint64_t units[NT];
     uint64_t pulls[NT];
