@@ -62,6 +62,24 @@ static int verify(const char *p, unsigned bits, uint64_t gap, char *err)
     return agile_guard_verify(p, strlen(p), &v, err ? err : e, 300);
 }
 
+typedef struct mutation {
+    const char *from, *to;
+} mutation;
+
+/* Each mutation of the guarded output p (the first `from` replaced by `to`) must be refused
+ * by the verifier. */
+static void expect_refused(const char *p, const mutation *m, size_t n, const char *what)
+{
+    for (size_t i = 0; i < n; i++) {
+        char err[300];
+        char *q = mutate(p, m[i].from, m[i].to);
+        if (q == NULL) fail_msg("%s mutation %zu: pattern not found", what, i);
+        if (verify(q, 0, 0, err) != AGILE_EGUARD)
+            fail_msg("%s mutation %zu accepted:\n%s", what, i, q);
+        free(q);
+    }
+}
+
 static void test_global_fence(void **state)
 {
     int rv;
@@ -101,12 +119,31 @@ static void test_generic_fence(void **state)
     char *p = guard(k_generic, false, 0, 0, &rv, NULL);
     (void)state;
     assert_int_equal(rv, AGILE_OK);
+    /* global side fenced; shared side clamped into the CTA's allocation; others aligned */
     assert_non_null(strstr(
-        p, "isspacep.global %agile_p0, %rd1;\n\tand.b64 %agile_g0, %rd1, -4;\n"
+        p, "isspacep.global %agile_p0, %rd1;\n\tisspacep.shared %agile_q0, %rd1;\n"
+           "\tcvta.to.shared.u64 %agile_y0, %rd1;\n\tcvt.u32.u64 %agile_u0, %agile_y0;\n"
+           "\tmin.u32 %agile_u0, %agile_u0, %agile_l4;\n\tand.b32 %agile_u0, %agile_u0, -4;\n"
+           "\tcvt.u64.u32 %agile_y0, %agile_u0;\n\tcvta.shared.u64 %agile_y0, %agile_y0;\n"
+           "\tand.b64 %agile_g0, %rd1, -4;\n"
+           "\tselp.b64 %agile_g0, %agile_y0, %agile_g0, %agile_q0;\n"
            "\tand.b64 %agile_t0, %rd1, %agile_m4;\n"
            "\tor.b64 %agile_t0, %agile_t0, %agile_base;\n"
            "\tselp.b64 %agile_a0, %agile_t0, %agile_g0, %agile_p0;\n\t@%p1 ld.u32 %r1, "
            "[%agile_a0];"));
+    {
+        static const mutation m[] = {
+            {"\tmin.u32 %agile_u0, %agile_u0, %agile_l4;\n", ""},
+            {"isspacep.shared %agile_q0, %rd1;", "isspacep.local %agile_q0, %rd1;"},
+            {"cvta.to.shared.u64 %agile_y0, %rd1;", "cvta.to.shared.u64 %agile_y0, %rd2;"},
+            {"selp.b64 %agile_g0, %agile_y0, %agile_g0, %agile_q0;",
+             "selp.b64 %agile_g0, %agile_g0, %agile_y0, %agile_q0;"},
+            {"min.u32 %agile_u0, %agile_u0, %agile_l4;", "min.u32 %agile_u0, %agile_u0, %agile_l2;"},
+            {"\tcvta.shared.u64 %agile_y0, %agile_y0;\n",
+             "\tcvta.shared.u64 %agile_y0, %agile_y0;\n\tadd.s64 %agile_y0, %agile_y0, 8;\n"},
+        };
+        expect_refused(p, m, AGILE_ARRAY_LEN(m), "generic");
+    }
     /* generic + offset: the offset is part of the tested address */
     assert_non_null(
         strstr(p, "add.s64 %agile_x1, %rd1, 4;\n\tisspacep.global %agile_p1, %agile_x1;"));
@@ -183,9 +220,7 @@ static void test_alignment(void **state)
                               "%agile_p7, 0, 0;\n\t@%agile_p7 mbarrier.init.b64 [%agile_g7], %r1;"));
     assert_int_equal(verify(p, 0, 0, NULL), AGILE_OK);
     /* the verifier refuses each alignment broken by hand */
-    static const struct {
-        const char *from, *to;
-    } m[] = {
+    static const mutation m[] = {
         {"%agile_x0, %agile_m16;", "%agile_x0, %agile_m8;"},
         {"[%agile_a1+32]", "[%agile_a1+36]"},
         {"and.b32 %agile_s6, %agile_s6, -16;", "and.b32 %agile_s6, %agile_s6, -8;"},
@@ -203,13 +238,7 @@ static void test_alignment(void **state)
         {"[%agile_u4], [%agile_a5]", "[%r1], [%agile_a5]"},
         {"and.b64 %agile_m16, %agile_mask, -16;", "and.b64 %agile_m16, %agile_mask, -8;"},
     };
-    for (size_t i = 0; i < AGILE_ARRAY_LEN(m); i++) {
-        char err[300];
-        q = mutate(p, m[i].from, m[i].to);
-        if (q == NULL) fail_msg("alignment mutation %zu: pattern not found", i);
-        if (verify(q, 0, 0, err) != AGILE_EGUARD) fail_msg("alignment mutation %zu accepted:\n%s", i, q);
-        free(q);
-    }
+    expect_refused(p, m, AGILE_ARRAY_LEN(m), "alignment");
     free(p);
     /* immediate window masks clear the low bits too */
     p = guard(src, false, 24, 0, &rv, NULL);
@@ -283,7 +312,7 @@ static void test_local(void **state)
             "\t.local .align 8 .b8 a[16];\n\t.local .align 8 .b8 b[16];\n\t.reg .b64 %rd<3>;\n"
             "\tld.param.u64 %rd1, [k_param_0];\n\tst.local.u64 [%rd1], %rd1;\n\tret;\n}\n";
     int rv;
-    char err[320], *q;
+    char err[320];
     char *p = guard(src, false, 0, 0, &rv, err);
     (void)state;
     assert_int_equal(rv, AGILE_OK);
@@ -302,9 +331,7 @@ static void test_local(void **state)
     assert_non_null(strstr(p, "min.u64 %agile_o1, %rd2, %agile_h16;\n\tand.b64 %agile_o1, "
                               "%agile_o1, -16;\n\tld.local.v4.u32"));
     assert_int_equal(verify(p, 0, 0, NULL), AGILE_OK);
-    static const struct {
-        const char *from, *to;
-    } m[] = {
+    static const mutation m[] = {
         {"\tmin.u64 %agile_o1, %rd2, %agile_h16;\n", ""},
         {"min.u64 %agile_o1, %rd2, %agile_h16;", "min.u64 %agile_o1, %rd2, %agile_h4;"},
         {"and.b64 %agile_o1, %agile_o1, -16;", "and.b64 %agile_o1, %agile_o1, -4;"},
@@ -313,12 +340,7 @@ static void test_local(void **state)
         {"[%agile_o1]", "[%rd2]"},
         {"\n\tmin.u64 %agile_fw, %agile_fz, %agile_h16;", ""},
     };
-    for (size_t i = 0; i < AGILE_ARRAY_LEN(m); i++) {
-        q = mutate(p, m[i].from, m[i].to);
-        if (q == NULL) fail_msg("local mutation %zu: pattern not found", i);
-        if (verify(q, 0, 0, err) != AGILE_EGUARD) fail_msg("local mutation %zu accepted", i);
-        free(q);
-    }
+    expect_refused(p, m, AGILE_ARRAY_LEN(m), "local");
     free(p);
     p = guard(two, false, 0, 0, &rv, err);
     assert_null(p);

@@ -71,6 +71,7 @@ typedef struct rw {
      * __assertfail (its asserts report through the record). */
     bool rec;
     uint64_t slims; /* widths (bits) whose shared-memory limit register the function needs */
+    bool generic;   /* the function has generic accesses (their shared-side registers) */
     bool scrub;     /* entries zero the CTA's shared memory first (the module can read it) */
     /* per function: its one sized .local variable (the frame), PTX_NONE if none, or
      * PTX_NONE - 1 if several */
@@ -263,6 +264,8 @@ static bool opnd_is_bracket(const rw *r, const ptx_opnd *op)
 static const char *faulting(const opparts *o)
 {
     if (part_is(o, 0, "brkpt")) return "brkpt raises a fault outside a debugger";
+    /* a bare "trap;" is replaced by a report before this; any other form would fault */
+    if (part_is(o, 0, "trap")) return "trap with operands or suffixes raises a fault";
     if (part_is(o, 0, "setmaxnreg"))
         return "setmaxnreg faults unless every warp of the warpgroup agrees";
     if (part_is(o, 0, "alloca") || part_is(o, 0, "stackrestore") || part_is(o, 0, "stacksave"))
@@ -982,13 +985,30 @@ static int fence_opnd(rw *r, const ptx_stmt *s, const ptx_opnd *op, ptx_space sp
             x, m, i, i));
     } else {
         /* the non-global side is aligned too (shared/local accesses fault when misaligned) */
-        AGILE_TRY(add_edit(r, at, 0, "isspacep.global %%agile_p%u, %s;\n\t", i, x));
-        if (al > 1) {
-            AGILE_TRY(add_edit(r, at, 0, "and.b64 %%agile_g%u, %s, -%" PRIu64 ";\n\t", i, x, al));
-            snprintf(g, sizeof(g), "%%agile_g%u", i);
-        } else {
-            snprintf(g, sizeof(g), "%s", x);
-        }
+        /* A generic address in the shared window is clamped into the CTA's allocation
+         * like an explicit shared one (past it, it faults); others are only aligned. */
+        if (!has_aggr_smem(r))
+            return reject(r, line, "generic accesses need .version 8.1 or later (the guard "
+                                   "bounds their shared side by %%aggr_smem_size)");
+        AGILE_TRY(add_edit(r, at, 0,
+                           "isspacep.global %%agile_p%u, %s;\n\tisspacep.shared %%agile_q%u, %s;"
+                           "\n\tcvta.to.shared.u64 %%agile_y%u, %s;\n\tcvt.u32.u64 %%agile_u%u, "
+                           "%%agile_y%u;\n\tmin.u32 %%agile_u%u, %%agile_u%u, %%agile_l%" PRIu64
+                           ";\n\tand.b32 %%agile_u%u, %%agile_u%u, -%" PRIu64 ";\n\t"
+                           "cvt.u64.u32 %%agile_y%u, %%agile_u%u;\n\tcvta.shared.u64 %%agile_y%u, "
+                           "%%agile_y%u;\n\t",
+                           i, x, i, x, i, x, i, i, i, i, al, i, i, al, i, i, i, i));
+        r->slims |= al;
+        r->generic = true;
+        if (al > 1)
+            AGILE_TRY(add_edit(r, at, 0, "and.b64 %%agile_g%u, %s, -%" PRIu64 ";\n\t"
+                                         "selp.b64 %%agile_g%u, %%agile_y%u, %%agile_g%u, %%agile_q%u;"
+                                         "\n\t", i, x, al, i, i, i, i));
+        else
+            AGILE_TRY(add_edit(r, at, 0,
+                               "selp.b64 %%agile_g%u, %%agile_y%u, %s, %%agile_q%u;\n\t", i, i,
+                               x, i));
+        snprintf(g, sizeof(g), "%%agile_g%u", i);
         AGILE_TRY(add_edit(r, at, 0,
                            "and.b64 %%agile_t%u, %s, %s;\n\t"
                            "or.b64 %%agile_t%u, %%agile_t%u, %%agile_base;\n\t"
@@ -1434,6 +1454,7 @@ static int do_func(rw *r, const ptx_func *f)
     r->bulk = false;
     r->aligns = 0;
     r->slims = 0;
+    r->generic = false;
     r->llims = 0;
     r->frame_end = 0;
     r->frame_w = 1;
@@ -1495,6 +1516,9 @@ static int do_func(rw *r, const ptx_func *f)
         if (r->aligns & al) AGILE_TRY(add_edit(r, at, 0, "\n\t.reg .b64 %%agile_m%" PRIu64 ";", al));
     if (r->slims) {
         AGILE_TRY(add_edit(r, at, 0, "\n\t.reg .b32 %%agile_u<%u>, %%agile_sh;", n));
+        if (r->generic)
+            AGILE_TRY(add_edit(r, at, 0, "\n\t.reg .b64 %%agile_y<%u>;\n\t.reg .pred %%agile_q<%u>;",
+                               n, n));
         for (uint64_t w = 1; w <= r->slims; w <<= 1)
             if (r->slims & w)
                 AGILE_TRY(add_edit(r, at, 0, "\n\t.reg .b32 %%agile_l%" PRIu64 ";", w));

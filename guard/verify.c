@@ -881,35 +881,75 @@ static uint64_t fenced(const vctx *v, unsigned s0, unsigned i, span reg)
     return is_def(a, "and.b64", 3) ? mask_ok(v, a->ops[2]) : 0;
 }
 
-/* selp.b64 R, F, G, P with F fenced, isspacep.global P, X and G = X, or G from
- * and.b64 G, X, imm after the test (the non-global side, aligned), X unchanged in between.
- * The alignment both sides prove, 0 if not. */
+/* The last definition of reg before i is `op reg, ...` with n operands (unpredicated):
+ * its index, else UINT32_MAX. */
+static unsigned def_is(const vctx *v, unsigned s0, unsigned i, span reg, const char *op,
+                       unsigned n)
+{
+    unsigned j = last_def(v, s0, i, reg);
+    return j != UINT32_MAX && is_def(&v->st[j], op, n) && sp_same(v->st[j].ops[0], reg)
+               ? j
+               : UINT32_MAX;
+}
+
+/* The shared side of a generic access (the address is clamped into the CTA's allocation
+ * when it is in the shared window):
+ *     isspacep.shared Q, X;  cvta.to.shared.u64 Y0, X;  cvt.u32.u64 V, Y0;
+ *     min.u32 U1, V, %agile_lN;  and.b32 U, U1, imm;  cvt.u64.u32 Y1, U;
+ *     cvta.shared.u64 Y, Y1;  [G0 = X | and.b64 G0, X, imm];  selp.b64 G, Y, G0, Q
+ * The alignment it proves (at most N), 0 if not; *first gets the first statement that
+ * reads X. */
+static uint64_t generic_side(const vctx *v, unsigned s0, unsigned i, span G, span X,
+                             unsigned *first)
+{
+    unsigned g = def_is(v, s0, i, G, "selp.b64", 4), q, y, y1, u, u1, vv, y0, g0 = UINT32_MAX;
+    uint64_t ag = 1, au, n;
+    int64_t imm;
+    if (g == UINT32_MAX) return 0;
+    const vst *sel = &v->st[g];
+    if ((q = def_is(v, s0, g, sel->ops[3], "isspacep.shared", 2)) == UINT32_MAX ||
+        !sp_same(v->st[q].ops[1], X) ||
+        (y = def_is(v, s0, g, sel->ops[1], "cvta.shared.u64", 2)) == UINT32_MAX ||
+        (y1 = def_is(v, s0, y, v->st[y].ops[1], "cvt.u64.u32", 2)) == UINT32_MAX ||
+        (u = def_is(v, s0, y1, v->st[y1].ops[1], "and.b32", 3)) == UINT32_MAX ||
+        !v_int(v->st[u].ops[2], &imm) ||
+        (u1 = def_is(v, s0, u, v->st[u].ops[1], "min.u32", 3)) == UINT32_MAX ||
+        !sp_starts(v->st[u1].ops[2], "%agile_l") ||
+        (n = reg_number(v->st[u1].ops[2], 8, 1)) == 0 ||
+        (vv = def_is(v, s0, u1, v->st[u1].ops[1], "cvt.u32.u64", 2)) == UINT32_MAX ||
+        (y0 = def_is(v, s0, vv, v->st[vv].ops[1], "cvta.to.shared.u64", 2)) == UINT32_MAX ||
+        !sp_same(v->st[y0].ops[1], X))
+        return 0;
+    au = AGILE_MIN(imm_align(imm), n);
+    if (!sp_same(sel->ops[2], X)) {
+        if ((g0 = def_is(v, s0, g, sel->ops[2], "and.b64", 3)) == UINT32_MAX ||
+            !sp_same(v->st[g0].ops[1], X) || !v_int(v->st[g0].ops[2], &imm))
+            return 0;
+        ag = imm_align(imm);
+    }
+    *first = AGILE_MIN(AGILE_MIN(q, y0), g0);
+    return AGILE_MIN(au, ag);
+}
+
+/* selp.b64 R, F, G, P with F fenced, isspacep.global P, X and G the shared side of X
+ * (generic_side), X unchanged from its first use to the select. The alignment both sides
+ * prove, 0 if not. */
 static uint64_t generic_fenced(const vctx *v, unsigned s0, unsigned i, span reg)
 {
-    unsigned j = last_def(v, s0, i, reg), k, x, g = UINT32_MAX;
-    const vst *sel, *isp;
-    uint64_t af, ag = 1;
-    int64_t imm;
+    unsigned j = last_def(v, s0, i, reg), k, x, first = UINT32_MAX;
+    const vst *sel;
+    uint64_t af, ag;
     span X;
     if (j == UINT32_MAX) return 0;
     sel = &v->st[j];
     if (!is_def(sel, "selp.b64", 4)) return 0;
     if (!(af = fenced(v, s0, j, sel->ops[1]))) return 0;
-    k = last_def(v, s0, j, sel->ops[3]);
-    if (k == UINT32_MAX) return 0;
-    isp = &v->st[k];
-    if (!is_def(isp, "isspacep.global", 2)) return 0;
-    X = isp->ops[1];
-    if (!sp_same(sel->ops[2], X)) {
-        g = last_def(v, s0, j, sel->ops[2]);
-        if (g == UINT32_MAX || g < k || !is_def(&v->st[g], "and.b64", 3) ||
-            !sp_same(v->st[g].ops[1], X) || !v_int(v->st[g].ops[2], &imm))
-            return 0;
-        ag = imm_align(imm);
-    }
-    /* X must not change between the test and its use */
-    x = last_def(v, s0, g == UINT32_MAX ? j : g, X);
-    if (x != UINT32_MAX && x >= k) return 0;
+    if ((k = def_is(v, s0, j, sel->ops[3], "isspacep.global", 2)) == UINT32_MAX) return 0;
+    X = v->st[k].ops[1];
+    if (!(ag = generic_side(v, s0, j, sel->ops[2], X, &first))) return 0;
+    /* X must not change between its first use and the select */
+    x = last_def(v, s0, j, X);
+    if (x != UINT32_MAX && x >= AGILE_MIN(k, first)) return 0;
     return AGILE_MIN(af, ag);
 }
 

@@ -428,7 +428,7 @@ GUARDED_ATTACKER = textwrap.dedent("""
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("kernel", ["misaligned_v4", "shared_overflow", "local_overflow",
-                                    "trapper", "brkpt_k"])
+                                    "generic_shared_overflow", "trapper", "brkpt_k"])
 def test_guarded_attack_cannot_fault(shared_gpu_worker, kernel):
     pytest.importorskip("triton")
     w, d = shared_gpu_worker
