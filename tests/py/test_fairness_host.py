@@ -1,10 +1,10 @@
 """Dispatch fairness by cost on the host backend (issue 12 item 7): one tenant flooding 1 GiB
 memsets must not stall another tenant's ring. The worker runs large host ops in pieces and
 serves a tenant that just got work between them, so the other tenant's NOP round trip stays
-within 2x of its round trip with nobody flooding, per NOP (median) and per round of NOPs
-(median of the rounds' means). Before, each memset held the dispatcher for the whole GiB
-(0.1-0.3 s here): the median NOP hardly moved, since NOPs went through between memsets, but
-every round had a stall (round means 10x and more).
+within 2x of its round trip with nobody flooding (median NOP), and a round of NOPs is never
+held up by a memset (median of the rounds' means within 10x). Before, each memset held the
+dispatcher for the whole GiB (0.1-0.3 s here): the median NOP hardly moved, since NOPs went
+through between memsets, but every round had a stall (round means 386x).
 
 Two real client processes (benchmarks/fairness_host.c's `flood` and `nop` modes): as root the
 flooder runs as uid 65534 against a --shared worker (two tenants); otherwise both are this
@@ -115,7 +115,10 @@ def test_memset_flood_does_not_stall_another_tenant(opendir):
               f"({r_loaded / r_idle:.2f}x); p99 {statistics.quantiles(loaded, n=100)[98]:.1f} / "
               f"{statistics.quantiles(idle, n=100)[98]:.1f} us")
         assert m_loaded <= 2 * m_idle, (m_idle, m_loaded)
-        assert r_loaded <= 2 * r_idle, (r_idle, r_loaded)
+        # 10x, not 2x: the memsets are CPU work, and on a loaded machine the dispatcher doing
+        # them is preempted for milliseconds now and then (1.5-2.6x seen at load 11 on two
+        # cores); a memset holding the dispatcher is two orders of magnitude (386x)
+        assert r_loaded <= 10 * r_idle, (r_idle, r_loaded)
         say(flood, "go")
         assert fl.get(ROUND_S, "flooder go") == "going"
         flood.stdin.close()  # end of input: it finishes its memset and ends
