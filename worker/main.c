@@ -1,6 +1,7 @@
 /* agile-worker: the trusted process that owns the GPU. */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,6 +158,12 @@ int main(int argc, char **argv)
             close(fd);
         }
     }
+
+    /* Large buffers (a module's PTX, the guard's tables) come from the heap and stay there:
+     * mmap/munmap per request takes the process's mmap lock (which lease mapping needs too)
+     * and shoots down TLBs on every CPU, so one tenant's module loads would slow everyone. */
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
 
     /* Signals are taken synchronously by this thread; every other thread blocks them. */
     sigemptyset(&set);

@@ -532,11 +532,14 @@ VICTIM = textwrap.dedent("""
         assert p, lib.agile_last_error()
         lib.agile_free(p, 64 << 20, 0, None)
         assert lib.agile_empty_cache() == 0
+        lease.append(time.perf_counter() - t1)
+        # the ring: one NOP, which wakes the dispatcher (it sleeps when idle, and the connect
+        # and lease above left it idle). Back-to-back NOPs are bimodal (a few us while both
+        # sides spin, tens when a loaded machine preempts a spinner), so they would compare
+        # scheduler luck, not the worker
         t2 = time.perf_counter()
-        for k in range(10):
-            assert lib.agile_ring_nop(c.h, 0, i) == 0
-        t3 = time.perf_counter()
-        conn.append(t1 - t0); lease.append(t2 - t1); ring.append((t3 - t2) / 10)
+        assert lib.agile_ring_nop(c.h, 0, i) == 0
+        conn.append(t1 - t0); ring.append(time.perf_counter() - t2)
     print(json.dumps({{"connect": conn, "lease": lease, "ring": ring}}), flush=True)
 """)
 
@@ -586,13 +589,6 @@ def start_attack(name, d, attack_dir, tmp_path):
     return p
 
 
-# Where this 2-core test machine does not meet 2x, the bound that it meets, said here rather
-# than loosened silently. Module loads: the guard runs at nice 19, yet 32 attacking threads
-# sending 2-7 MiB messages keep nng's I/O threads (normal priority) copying megabytes, and on
-# two cores root's connect and lease (several thread hand-offs each) measured 1.6-2.3x.
-BOUND = {("loads", "connect"): 3.0, ("loads", "lease"): 3.0}
-
-
 def idle(d):
     t = tenants(d).get(NOBODY)
     return t is None or (t["sessions"] == 0 and t["requests_in_flight"] == 0
@@ -610,7 +606,7 @@ def test_two_uids_attacks_leave_root_within_2x(opendir, attack, attack_dir, tmp_
     2x of their medians with nobody attacking, measured in alternating rounds of the same
     test (a machine whose load drifts affects both alike)."""
     w = Worker(opendir, "--shared")
-    rounds, base, loaded = 3, {"connect": [], "lease": [], "ring": []}, \
+    rounds, base, loaded = 4, {"connect": [], "lease": [], "ring": []}, \
         {"connect": [], "lease": [], "ring": []}
     try:
         victim(opendir, n=10)  # warm up: the first lease maps the window
@@ -636,6 +632,4 @@ def test_two_uids_attacks_leave_root_within_2x(opendir, attack, attack_dir, tmp_
                                     f"({l / b:.2f}x)" for k, (b, l) in figures.items()))
     print(f"{attack}: attacker's refusals {st.get(NOBODY, {}).get('refusals')}")
     for k, (b, l) in figures.items():
-        bound = BOUND.get((attack, k), 2.0)
-        assert l <= bound * b, \
-            f"{attack}: root's {k} {l:.0f} us vs {b:.0f} us unloaded (> {bound}x)"
+        assert l <= 2 * b, f"{attack}: root's {k} {l:.0f} us vs {b:.0f} us unloaded (> 2x)"
