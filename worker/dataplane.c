@@ -1586,6 +1586,16 @@ static void kill_tenants(agile__worker *w, const uint32_t *uids, uint32_t n, con
     }
 }
 
+/* The counter's worker address after a reset: the same offset in the window, whose base may
+ * have moved (agile__backend_reset). */
+static uint64_t xlate_again(dp_ring *r, uint64_t addr)
+{
+    agile__window *win = agile__twin_window(r->s, r->dev);
+    if (!win) return addr;
+    uint64_t W = agile__window_size(win);
+    return agile__window_base(win) | (addr & (W - 1));
+}
+
 /* Post ring r's queued completions with `status` (earlier errors of their own stay), write
  * its SIGNAL counters in the fresh context and give it new streams. */
 static void ring_recover(agile__dp *dp, dp_ring *r, int32_t status, uint32_t kernel_id)
@@ -1595,8 +1605,13 @@ static void ring_recover(agile__dp *dp, dp_ring *r, int32_t status, uint32_t ker
     while (r->pcount) {
         dp_pend *p = &r->pend[r->phead];
         if (p->kind == P_EVENT && p->addr && entered) {
-            uint32_t v = p->val; /* the window is back at its base: the address holds */
-            agile__backend_memcpy(w->be, r->dev, p->addr, (uint64_t)(uintptr_t)&v, 4);
+            uint32_t v = p->val; /* worker address of the counter: its window came back */
+            CUresult cr = agile__cu.cuMemcpyHtoD(xlate_again(r, p->addr), &v, 4);
+            if (cr != CUDA_SUCCESS)
+                agile__log(AGILE_LOG_ERROR, (long)r->uid,
+                           "cannot write a stream-order counter after the reset (%s): the "
+                           "client releases it itself",
+                           agile__cu_name(cr));
         }
         if (p->status == AGILE_OK) p->status = p->kind == P_BARRIER ? AGILE_OK : status;
         if (status == AGILE_EFAULT && p->launch && p->fresh) p->tag = (uint64_t)kernel_id << 32;
