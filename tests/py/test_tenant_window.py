@@ -83,7 +83,8 @@ def test_many_sessions_share_one_window(opendir, lib):
             assert release(c, h) == 0
         n = maps(w.proc.pid) - base
         print(f"{SESSIONS} sessions of one uid: {n} mappings (one window: {one_window})")
-        assert n <= one_window + 64, (n, one_window)
+        # one window's worth, not 64 (threads' malloc arenas may add a few dozen lines)
+        assert n < one_window * 3 // 2, (n, one_window)
         assert mine(w)["sessions"] >= SESSIONS  # (agilectl status is a session too)
         # another tenant (uid 65534 as root, else this uid in another process) still leases
         ok, err = other_tenant_leases(w, NOBODY if root else None)
@@ -117,6 +118,8 @@ def test_window_released_with_the_last_session(rundir, lib):
         base = maps(w.proc.pid)
         a, b = agilec.Client(lib, rundir), agilec.Client(lib, rundir)
         assert lease(a, 1)[0] == 0 and lease(b, 1)[0] == 0
+        peak = maps(w.proc.pid)
+        assert peak - base > 512  # the window's sink mappings
         sink = mine(w)["sink_bytes_per_gpu"][0]
         assert sink > 0
         a.close()
@@ -124,7 +127,8 @@ def test_window_released_with_the_last_session(rundir, lib):
         assert mine(w)["sink_bytes_per_gpu"][0] == sink  # b still holds the window
         b.close()
         assert wait_for(lambda: mine(w)["sink_bytes_per_gpu"][0] == 0, 60) is not None
-        assert wait_for(lambda: maps(w.proc.pid) <= base + 8, 60) is not None
+        # its mappings are gone (other lines may come and go: threads' malloc arenas)
+        assert wait_for(lambda: maps(w.proc.pid) <= base + (peak - base) // 4, 60) is not None
     finally:
         w.stop()
 
