@@ -305,14 +305,13 @@ static int encode_reply(hctx *c, int status, uint8_t **rep, size_t *replen)
 
 /* Requests that may take long (they call the backend, the guard or a module): a uid may
  * have max_requests of them in flight, max_module_loads of them loads, so that one uid's
- * burst cannot hold every request context while other uids wait for a HELLO. */
+ * burst cannot hold every request context while other uids wait for a HELLO. Releases are
+ * not limited: refusing one would keep what it frees. */
 static int slow_request(unsigned type)
 {
     switch (type) {
     case AGILE_MSG_LEASE_GROW:
-    case AGILE_MSG_LEASE_RELEASE:
     case AGILE_MSG_MODULE_LOAD:
-    case AGILE_MSG_MODULE_UNLOAD:
     case AGILE_MSG_MODULE_FUNCTION:
     case AGILE_MSG_MOD_CTL:
     case AGILE_MSG_RING_ATTACH: return 1;
