@@ -1,11 +1,15 @@
-/* bench_stats.h — what the C benchmarks share: a monotonic clock and latency summaries
- * (p50, p99 and mean in microseconds of samples in nanoseconds). Header-only. */
+/* bench_stats.h — what the C benchmarks share: a monotonic clock, latency summaries (p50,
+ * p99 and mean in microseconds of samples in nanoseconds) and stopping a worker they started
+ * in a temporary directory. Header-only. */
 #ifndef AGILE_BENCH_STATS_H
 #define AGILE_BENCH_STATS_H
 
+#include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 static inline uint64_t now_ns(void)
 {
@@ -38,6 +42,25 @@ static inline summ summarize(uint64_t *v, long n)
     s.mean = sum / (double)n / 1e3;
     s.n = n;
     return s;
+}
+
+/* SIGTERM to the worker of runtime dir `dir` (its agile.pid), then remove dir (the worker
+ * removes its files as it exits; up to 5 s) and its parent `tmp`. */
+static inline void stop_own_worker(const char *dir, const char *tmp)
+{
+    char path[4096], buf[32] = "";
+    snprintf(path, sizeof path, "%s/agile.pid", dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fgets(buf, sizeof buf, f) && atoi(buf) > 0) kill(atoi(buf), SIGTERM);
+        fclose(f);
+    }
+    for (int i = 0; i < 250 && rmdir(dir) != 0; i++) {
+        snprintf(path, sizeof path, "%s/worker.log", dir);
+        unlink(path);
+        usleep(20000);
+    }
+    rmdir(tmp);
 }
 
 #endif

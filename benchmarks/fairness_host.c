@@ -200,23 +200,6 @@ static int start_shared_worker(const char *self, const char *tmp, const char *rt
     return pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
-static void stop_worker(const char *dir, const char *tmp)
-{
-    char path[160], buf[32] = "";
-    snprintf(path, sizeof path, "%s/agile.pid", dir);
-    FILE *f = fopen(path, "r");
-    if (f) {
-        if (fgets(buf, sizeof buf, f) && atoi(buf) > 0) kill(atoi(buf), SIGTERM);
-        fclose(f);
-    }
-    for (int i = 0; i < 250 && rmdir(dir) != 0; i++) { /* the worker removes its files */
-        snprintf(path, sizeof path, "%s/worker.log", dir);
-        unlink(path);
-        usleep(20000);
-    }
-    rmdir(tmp);
-}
-
 int main(int argc, char **argv)
 {
     const char *dir = NULL, *mode = NULL;
@@ -286,7 +269,7 @@ int main(int argc, char **argv)
     waitpid(fp, NULL, 0);
     if (rv || nops(c, n, &idle2)) return 1;
     agile_disconnect(c);
-    if (own) stop_worker(dir, tmp);
+    if (own) stop_own_worker(dir, tmp);
 
     double base = (idle1.p50 + idle2.p50) / 2, ratio = loaded.p50 / base;
     if (!json) {

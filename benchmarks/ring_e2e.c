@@ -122,22 +122,7 @@ int main(int argc, char **argv)
     double secs = (double)(now_ns() - t0) / 1e9;
     double mops = (double)(agile_ring_completed(c, 0) - c0) / secs / 1e6;
     agile_disconnect(c);
-    if (own) {
-        char path[128], buf[32] = "";
-        snprintf(path, sizeof path, "%s/agile.pid", dir);
-        FILE *f = fopen(path, "r");
-        if (f) {
-            if (fgets(buf, sizeof buf, f) && atoi(buf) > 0) kill(atoi(buf), SIGTERM);
-            fclose(f);
-        }
-        /* the worker removes its files as it exits */
-        for (int i = 0; i < 100 && rmdir(dir) != 0; i++) {
-            snprintf(path, sizeof path, "%s/worker.log", dir);
-            unlink(path);
-            usleep(20000);
-        }
-        rmdir(tmp);
-    }
+    if (own) stop_own_worker(dir, tmp);
 
     if (!json) {
         printf("%-40s %10s %10s %10s %8s\n", "client -> worker round trip", "p50 us", "p99 us",
