@@ -54,6 +54,45 @@ static int fail(const char *what, int rv)
     return 1;
 }
 
+/* Warm-up, then n ring NOPs and n PINGs one at a time (latencies into lat, plat), then the
+ * back-to-back NOP rate (*mops). Returns 0 or fail()'s 1. */
+static int measure(const agile_connect_opts *co, int own, const char *dir, long n, uint64_t *lat,
+                   uint64_t *plat, double *mops, int *pinned)
+{
+    agile_client *c;
+    int rv;
+    if ((rv = agile_connect(co, &c))) return fail("connect", rv);
+    if ((rv = agile_ring_open(c, 0))) return fail("ring open", rv);
+    *pinned = own && pin(dir); /* after ring open: the dispatcher thread exists now */
+    for (long i = 0; i < 2000; i++) {
+        if ((rv = agile_ring_nop(c, 0, (uint64_t)i)) || (rv = agile_ping(c)))
+            return fail("warm-up", rv);
+    }
+    /* One after the other: interleaving would let the dispatcher fall asleep during every
+     * PING and measure its futex wake-up instead of the ring (both figures are reported by
+     * the worker's own design: spin briefly, then sleep). */
+    for (long i = 0; i < n; i++) {
+        uint64_t t0 = now_ns();
+        if ((rv = agile_ring_nop(c, 0, (uint64_t)i))) return fail("ring NOP", rv);
+        lat[i] = now_ns() - t0;
+    }
+    for (long i = 0; i < n; i++) {
+        uint64_t t0 = now_ns();
+        if ((rv = agile_ping(c))) return fail("PING", rv);
+        plat[i] = now_ns() - t0;
+    }
+    /* Throughput: n * 10 NOPs back to back, then a barrier. */
+    long nt = n * 10;
+    uint64_t c0 = agile_ring_completed(c, 0), t0 = now_ns();
+    for (long i = 0; i < nt; i++)
+        if ((rv = agile_ring_nop_async(c, 0))) return fail("async NOP", rv);
+    if ((rv = agile_ring_barrier(c, 0, NULL, NULL))) return fail("barrier", rv);
+    double secs = (double)(now_ns() - t0) / 1e9;
+    *mops = (double)(agile_ring_completed(c, 0) - c0) / secs / 1e6;
+    agile_disconnect(c);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *dir = NULL, *backend = "host";
@@ -85,44 +124,20 @@ int main(int argc, char **argv)
         snprintf(rt, sizeof rt, "%s/rt", tmp);
         dir = rt;
     }
-    uint64_t *lat = malloc((size_t)n * sizeof *lat);
     agile_connect_opts co = {.runtime_dir = dir, .no_autostart = !own, .backend = backend};
-    agile_client *c;
-    if (!lat) return 1;
-    if ((rv = agile_connect(&co, &c))) return fail("connect", rv);
-    if ((rv = agile_ring_open(c, 0))) return fail("ring open", rv);
-    int pinned = own && pin(dir); /* after ring open: the dispatcher thread exists now */
-    for (long i = 0; i < 2000; i++) {
-        if ((rv = agile_ring_nop(c, 0, (uint64_t)i)) || (rv = agile_ping(c)))
-            return fail("warm-up", rv);
+    uint64_t *lat = malloc((size_t)n * sizeof *lat), *plat = malloc((size_t)n * sizeof *plat);
+    double mops = 0;
+    int pinned = 0;
+    rv = lat && plat ? measure(&co, own, dir, n, lat, plat, &mops, &pinned) : 1;
+    summ ring = {0}, ping = {0};
+    if (!rv) {
+        ring = summarize(lat, n);
+        ping = summarize(plat, n);
     }
-    /* One after the other: interleaving would let the dispatcher fall asleep during every
-     * PING and measure its futex wake-up instead of the ring (both figures are reported by
-     * the worker's own design: spin briefly, then sleep). */
-    uint64_t *plat = malloc((size_t)n * sizeof *plat);
-    if (!plat) return 1;
-    for (long i = 0; i < n; i++) {
-        uint64_t t0 = now_ns();
-        if ((rv = agile_ring_nop(c, 0, (uint64_t)i))) return fail("ring NOP", rv);
-        lat[i] = now_ns() - t0;
-    }
-    for (long i = 0; i < n; i++) {
-        uint64_t t0 = now_ns();
-        if ((rv = agile_ping(c))) return fail("PING", rv);
-        plat[i] = now_ns() - t0;
-    }
-    summ ring = summarize(lat, n), ping = summarize(plat, n);
-
-    /* Throughput: n * 10 NOPs back to back, then a barrier. */
-    long nt = n * 10;
-    uint64_t c0 = agile_ring_completed(c, 0), t0 = now_ns();
-    for (long i = 0; i < nt; i++)
-        if ((rv = agile_ring_nop_async(c, 0))) return fail("async NOP", rv);
-    if ((rv = agile_ring_barrier(c, 0, NULL, NULL))) return fail("barrier", rv);
-    double secs = (double)(now_ns() - t0) / 1e9;
-    double mops = (double)(agile_ring_completed(c, 0) - c0) / secs / 1e6;
-    agile_disconnect(c);
+    free(lat);
+    free(plat);
     if (own) stop_own_worker(dir, tmp);
+    if (rv) return rv;
 
     if (!json) {
         printf("%-40s %10s %10s %10s %8s\n", "client -> worker round trip", "p50 us", "p99 us",
@@ -140,7 +155,5 @@ int main(int argc, char **argv)
         "\"speedup_p50\":%.2f,\"nop_throughput_mops\":%.3f,\"pinned\":%s}\n",
         ping.p50, ping.p99, ping.mean, ping.n, ring.p50, ring.p99, ring.mean, ring.n,
         ping.p50 / ring.p50, mops, pinned ? "true" : "false");
-    free(lat);
-    free(plat);
     return 0;
 }
