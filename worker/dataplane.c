@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -1702,9 +1703,21 @@ static void recover(agile__dp *dp)
         agile__info("GPU %d: recovered in %.1f ms (context reset %.1f ms): %u rings on the "
                     "device, %u tenants' work in flight lost",
                     dev, (double)ns / 1e6, (double)reset_ns / 1e6, n, victims);
-    else
+    else if (agile__cu_sticky_err(rv)) {
+        /* Measured on an H200 (driver 580.159.04): after a sticky error even a successful
+         * cuDevicePrimaryCtxReset leaves cuDevicePrimaryCtxRetain and cuCtxCreate failing with
+         * it: the process's CUDA state is lost ("the process must be terminated and
+         * relaunched", cuda.h). Staying up would fail every lease for everyone: the worker
+         * ends itself the way SIGTERM ends it; clients are released (AGILE_EWORKER) and the
+         * next one to connect starts a fresh worker (a --shared worker's supervisor does). */
+        agile__error("GPU %d: the driver keeps this process's CUDA state lost after the fault "
+                     "(%s): the worker exits so that a fresh one can serve",
+                     dev, agile__cu_name((CUresult)(rv & AGILE_ERR_CODE_MASK)));
+        kill(getpid(), SIGTERM);
+    } else {
         agile__error("GPU %d: the context reset failed (%s): the device is unusable", dev,
                      agile_strerror(rv));
+    }
 }
 
 /* The driver wrapper saw a sticky error off the data plane (a lease, a blocking module

@@ -137,7 +137,7 @@ VICTIM = textwrap.dedent("""
     import triton.language as tl
     import agile_torch
     import agile_torch.fft as afft
-    from agile_torch import GPUReset
+    from agile_torch import AgileError, GPUReset
     agile_torch.init(runtime_dir={dir!r}, backend="cuda")
     assert afft.enable_fft()
 
@@ -160,7 +160,7 @@ VICTIM = textwrap.dedent("""
     keep_sum = float(keep.double().sum())
     served0 = afft.fft_stats()["served"]
     print("ready", flush=True)
-    log, resets, msgs, after = [], [], [], None
+    log, resets, msgs, after, gone = [], [], [], None, None
     t_stop = time.time() + {limit}
     while time.time() < t_stop:
         t0 = time.time()
@@ -175,12 +175,15 @@ VICTIM = textwrap.dedent("""
         except GPUReset as e:   # recoverable: this round's work was lost, not the memory
             resets.append(time.time())
             msgs.append(str(e))
+        except AgileError as e:  # the worker went away (WorkerGone, ECLOSED): no more rounds
+            gone = (time.time(), e.code, str(e))
+            break
         if after is None and os.path.exists({flag!r}):
             after = time.time()
         if after is not None and sum(1 for s, _, k in log if k == "ok" and s > after) >= 20:
             break
-    torch.cuda.synchronize()
-    print(json.dumps(dict(log=log, resets=resets, msgs=msgs[:3], flag=after,
+    torch.cuda.synchronize()                  # no hang: nothing waits on the worker unbounded
+    print(json.dumps(dict(log=log, resets=resets, msgs=msgs[:3], flag=after, gone=gone,
                           keep_ok=float(keep.double().sum()) == keep_sum,
                           served=afft.fft_stats()["served"] - served0)), flush=True)
 """)
@@ -266,29 +269,47 @@ def test_victim_survives_a_fault_the_guard_cannot_prevent(shared_gpu_worker, ker
     # the attacker: a clear error naming the fault, its session ended
     assert a["launch"] == 0 and a["barrier"] == EFAULT, (a, log)
     assert "faulted the GPU" in a["err"], a
-    # the worker: it noticed, named tenant and kernel, reset the context, recovered
-    st = w.status()
-    dev = st["devices"][0]
-    assert dev["faults"] == 1 and dev["context_resets"] == 1, (dev, log)
-    assert dev["last_fault"]["uid"] == NOBODY and dev["last_fault"]["kernel"] == kernel, dev
-    assert dev["last_fault"]["error"].startswith("CUDA_ERROR_"), dev
-    assert f"kernel {kernel} faulted the context" in log and "recovered in" in log, log
-    # the victim: no wrong result, data intact, at most a recoverable error, going on in 1 s
+    # the worker noticed and named tenant and kernel
+    assert f"[tenant {NOBODY}] GPU 0: kernel {kernel} faulted the context (CUDA_ERROR_" in log, log
+    # the victim: no wrong result, its data intact, no hang, at most a recoverable error
     kinds = [k for _, _, k in v["log"]]
     assert "wrong" not in kinds, (v["log"][-30:], log)
     assert v["keep_ok"], v
     assert v["served"] > 0, v          # its FFTs went through the worker
-    ok_after = [end for s, end, k in v["log"] if k == "ok" and s >= a["t_launch"]]
-    assert ok_after, (v, log)
-    gap = min(ok_after) - a["t_launch"]
-    print(f"{kernel}: victim resets {len(v['resets'])}, back in {gap * 1000:.0f} ms after the "
-          f"launch; worker: {dev['last_fault']}")
-    assert gap < 1.0, (gap, v["resets"], v["msgs"], log)
-    assert all("reset" in m or "ERESET" in m for m in v["msgs"]), v["msgs"]
-    # a fresh process leases and runs FFTs in the recovered context
+    assert all("reset" in m for m in v["msgs"]), v["msgs"]
+    if "recovered in" in log:
+        # the context came back in the worker: status counts it, the victim goes on in 1 s
+        dev = w.status()["devices"][0]
+        assert dev["faults"] == 1 and dev["context_resets"] == 1, (dev, log)
+        assert dev["last_fault"]["uid"] == NOBODY and dev["last_fault"]["kernel"] == kernel, dev
+        assert v["gone"] is None, v
+        ok_after = [end for s, end, k in v["log"] if k == "ok" and s >= a["t_launch"]]
+        assert ok_after, (v, log)
+        gap = min(ok_after) - a["t_launch"]
+        print(f"{kernel}: recovered in the worker; victim resets {len(v['resets'])}, back in "
+              f"{gap * 1000:.0f} ms after the launch; worker: {dev['last_fault']}")
+        assert gap < 1.0, (gap, v["resets"], v["msgs"], log)
+    else:
+        # the driver kept the process's CUDA state lost (H200, driver 580): the worker ended
+        # itself; the victim was told (WorkerGone / closed), promptly, and did not hang
+        assert "the worker exits so that a fresh one can serve" in log, log
+        assert w.proc.wait(60) == 0, log
+        assert v["gone"] is not None and v["gone"][1] in (EWORKER, 8), v   # 8: AGILE_ECLOSED
+        print(f"{kernel}: worker exited; victim told {v['gone'][1]} "
+              f"{(v['gone'][0] - a['t_launch']) * 1000:.0f} ms after the launch")
+        assert v["gone"][0] - a["t_launch"] < 5.0, (v["gone"], a)
+    # a fresh process leases and runs FFTs (in the recovered worker, or a fresh one it starts)
     p = subprocess.Popen([sys.executable, _script(d, FRESH.format(root=ROOT, dir=w.dir))],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    o, e = communicate(p, w, timeout=120)
+    try:
+        o, e = communicate(p, w, timeout=120)
+    finally:
+        pid = os.path.join(w.dir, "agile.pid")   # an autostarted worker goes with the test
+        if w.proc.poll() is not None and os.path.exists(pid):
+            try:
+                os.kill(int(open(pid).read().split()[0]), signal.SIGTERM)
+            except (ValueError, ProcessLookupError):
+                pass
     assert p.returncode == 0, o + e + w.logtext()
     f = json.loads(o.strip().splitlines()[-1])
     assert f["ok"] and f["big"] == 64 << 20 and f["served"] > 0, f
