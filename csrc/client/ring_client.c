@@ -328,6 +328,23 @@ static bool peer_gone(struct agile__cring *r)
            agile__ring_peer_alive(&r->rc.peer) != AGILE_OK;
 }
 
+/* agile_last_error() for the fault codes (issue 13); false for any other status. */
+static bool fault_message(int32_t status, uint64_t seq)
+{
+    if (status == AGILE_EFAULT)
+        agile__set_last_error("a kernel of this tenant (command %llu) faulted the GPU; the "
+                              "worker ended this session (agilectl status names the kernel)",
+                              (unsigned long long)seq);
+    else if (status == AGILE_ERESET)
+        agile__set_last_error("another tenant's kernel faulted the GPU: this tenant's commands "
+                              "in flight (from %llu on) were lost, their outputs unwritten; its "
+                              "memory is intact",
+                              (unsigned long long)seq);
+    else
+        return false;
+    return true;
+}
+
 /* Reap completions without blocking (the sticky error is kept by the ring). */
 static void reap(struct agile__cring *r)
 {
@@ -572,11 +589,7 @@ AGILE_API int agile_ring_barrier(agile_client *c, int device, void *stream, agil
             e.status = rv;
             goto unlock;
         }
-        if (e.status == AGILE_EFAULT)
-            agile__set_last_error("a kernel of this tenant (command %llu) faulted the GPU; the "
-                                  "worker ended this session (agilectl status names the kernel)",
-                                  (unsigned long long)sseq);
-        else
+        if (!fault_message(e.status, sseq))
             agile__set_last_error("the worker's side of the ring is gone (worker exited or "
                                   "ended this session); streams waiting on it were released");
         r->rc.err_status = AGILE_OK; /* reported; later calls see AGILE_ECLOSED */
@@ -601,6 +614,7 @@ AGILE_API int agile_ring_barrier(agile_client *c, int device, void *stream, agil
         }
         r->rc.err_status = AGILE_OK; /* reported now: the next barrier starts clean */
         r->rc.err_seq = 0;
+        fault_message(e.status, e.seq);
         rv = e.status;
     } else {
         e.status = rv;
