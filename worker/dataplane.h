@@ -63,7 +63,9 @@ void agile__dataplane_fini(struct agile__worker *w);
  * and AGILE_ERESET on everyone else's in-flight commands on that device (writing their
  * stream-order SIGNAL counters so the clients' streams go on), ends the suspects' sessions,
  * resets the context (agile__backend_reset: windows, leases and their data kept) and gives
- * the other rings new streams; modules and cuFFT plans are made again on first use. */
+ * the other rings new streams; modules and cuFFT plans are made again on first use. Where the
+ * driver keeps the process's CUDA state lost after the fault (H200, driver 580: retain and
+ * create fail with the fault's error), the worker ends itself the way SIGTERM does. */
 typedef struct agile__dp_faults {
     uint64_t faults;       /* sticky errors recovered from */
     uint64_t resets;       /* context resets that succeeded */
