@@ -177,6 +177,44 @@ def binaries_for(uid):
     return Binaries(os.path.join(_copies["dir"], "bin"))
 
 
+def python_for(uid):
+    """An interpreter uid can run (for scripts that need only the standard library)."""
+    for exe in (sys.executable, "/usr/bin/python3"):
+        if os.path.exists(exe) and _others_can_reach(exe):
+            return exe
+    pytest.skip(f"no Python interpreter that uid {uid} can run")
+
+
+def run_as(uid, script, *args, runtime_dir, timeout=120):
+    """Run the Python text `script` (standard library + ctypes) as uid, with libagile's path as
+    argv[1] and args after it, against the worker of runtime_dir; returns CompletedProcess."""
+    lib = os.path.join(os.path.dirname(binaries_for(uid).worker), "..", "lib", "libagile.so")
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False,
+                                     dir=os.path.dirname(runtime_dir)) as f:
+        f.write(script)
+    os.chmod(f.name, 0o644)
+    env = {"AGILE_RUNTIME_DIR": runtime_dir, "PATH": "/usr/bin:/bin",
+           "LD_LIBRARY_PATH": os.environ.get("LD_LIBRARY_PATH", "")}
+    return subprocess.run([python_for(uid), f.name, os.path.abspath(lib), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=env,
+                          preexec_fn=drop_to(uid))
+
+
+@pytest.fixture
+def shared_cuda_worker():
+    """A --shared worker on the cuda backend in a folder every uid can traverse: (worker, dir).
+    For tests where uid 65534 plays another tenant (needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("another tenant runs as uid 65534: needs root")
+    with tempfile.TemporaryDirectory(prefix="agile-s") as d:
+        os.chmod(d, 0o755)
+        w = Worker(os.path.join(d, "rt"), "--shared", backend="cuda")
+        try:
+            yield w, d
+        finally:
+            w.stop()
+
+
 def pytest_sessionfinish(session, exitstatus):
     if "dir" in _copies:
         shutil.rmtree(_copies.pop("dir"), ignore_errors=True)

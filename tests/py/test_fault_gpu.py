@@ -463,7 +463,8 @@ def test_guarded_attack_cannot_fault(shared_gpu_worker, kernel):
         lib = os.path.join(os.path.dirname(binaries_for(NOBODY).worker), "..", "lib", "libagile.so")
         att = subprocess.run([_python_for(NOBODY), _script(d, GUARDED_ATTACKER),
                               os.path.abspath(lib), ptx, kernel], capture_output=True, text=True,
-                             timeout=120, env={"AGILE_RUNTIME_DIR": w.dir, "PATH": "/usr/bin:/bin"},
+                             timeout=120, env={"AGILE_RUNTIME_DIR": w.dir, "PATH": "/usr/bin:/bin",
+                                                   "LD_LIBRARY_PATH": os.environ.get("LD_LIBRARY_PATH", "")},
                              preexec_fn=drop_to(NOBODY))
         assert att.returncode == 0, att.stdout + att.stderr + w.logtext()
         a = json.loads(att.stdout.strip().splitlines()[-1])

@@ -1,7 +1,7 @@
 """Guarded Triton kernels through the worker (issue 5), on a GPU: elementwise, softmax and
 matmul (no TMA) give the same results as native Triton launches, interleaved with PyTorch ops
 on the same stream without explicit synchronisation; an adversarial kernel writing far outside
-its tensor leaves another session's canary intact; two clients flooding launches get
+its tensor leaves another tenant's canary intact; two clients flooding launches get
 throughputs within 10% of each other. Skipped without a GPU (and without triton).
 
 Triton needs the kernels' source file, so each scenario is written to a file and run as a
@@ -16,10 +16,12 @@ import time
 
 import pytest
 
-from conftest import Worker, communicate
+from conftest import Worker, communicate, run_as, shared_cuda_worker  # noqa: F401
 
 pytestmark = pytest.mark.gpu
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+NOBODY = 65534
+SCRIBBLE_PTX = os.path.join(ROOT, "tests", "data", "ptx", "hand", "scribble.ptx")
 
 PRELUDE = textwrap.dedent("""
     import json, os, sys, time
@@ -163,8 +165,42 @@ def test_interleaved_with_torch_ops_without_sync(gworker):
     assert r["ok"]
 
 
-def test_adversarial_kernel_leaves_other_sessions_canary(gworker):
-    victim = run(gworker, """
+# Another tenant (uid 65534, a C-ABI client) launches a guarded wild writer aimed at this
+# tenant's tensor and across its whole window. (Sessions of one uid are one tenant and share
+# its window: only another tenant is outside it.)
+SCRIBBLER = textwrap.dedent("""
+    import ctypes, json, sys
+    L = ctypes.CDLL(sys.argv[1])
+    V, U64, SZ, UI = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t, ctypes.c_uint
+    L.agile_malloc.restype = V
+    L.agile_malloc.argtypes = [SZ, ctypes.c_int, V]
+    L.agile_module_load.argtypes = [ctypes.c_char_p, SZ, UI, ctypes.POINTER(U64)]
+    L.agile_module_function.argtypes = [U64, ctypes.c_char_p, ctypes.POINTER(U64),
+                                        ctypes.POINTER(UI)]
+    L.agile_launch.argtypes = [U64, ctypes.POINTER(UI), ctypes.POINTER(UI), UI, V, V, SZ]
+    L.agile_barrier.argtypes = [V, ctypes.POINTER(U64)]
+    L.agile_last_error.restype = ctypes.c_char_p
+    target, ptx = int(sys.argv[2]), open(sys.argv[3], "rb").read()
+    p = L.agile_malloc(1 << 20, 0, None)
+    assert p, L.agile_last_error()
+    m, f = U64(), U64()
+    assert L.agile_module_load(ptx, len(ptx), 0, ctypes.byref(m)) == 0, L.agile_last_error()
+    assert L.agile_module_function(m, b"scribble", ctypes.byref(f), None) == 0
+    W = 1 << 40
+    rvs = []
+    for far in (target - p, -(1 << 40), 1 << 40, W, -W):
+        args = (ctypes.c_uint64 * 3)(p, far & (2**64 - 1), 16 * 256)
+        rvs.append(L.agile_launch(f, (UI * 3)(16, 1, 1), (UI * 3)(256, 1, 1), 0, None,
+                                  ctypes.byref(args), 20))
+    # its writes land in its own window (anywhere in it): errors are its own problem
+    print(json.dumps(dict(launches=rvs, barrier=L.agile_barrier(None, ctypes.byref(U64())))))
+""")
+
+
+def test_adversarial_kernel_leaves_another_tenants_canary(shared_cuda_worker):
+    pytest.importorskip("triton")
+    w, _ = shared_cuda_worker
+    victim = run(w, """
         with agile_torch.use_pool():
             c = torch.full((1 << 20,), 0x5A5A5A5A, dtype=torch.int32, device="cuda")
         torch.cuda.synchronize()
@@ -174,24 +210,10 @@ def test_adversarial_kernel_leaves_other_sessions_canary(gworker):
         out(intact=bool((c == 0x5A5A5A5A).all()))
     """, wait=False)
     ptr = json.loads(victim.stdout.readline())["ptr"]
-    r = run(gworker, """
-        with agile_torch.use_pool():
-            mine = torch.zeros(1 << 10, dtype=torch.int32, device="cuda")
-        base, W = agile_torch.pool_window()
-        # aim at the victim's address, and far before and after our tensor
-        for far in ({ptr} - mine.data_ptr(), -(1 << 40), 1 << 40, W, -W):
-            at.launch(scribble_kernel, (16,), mine, far, 16 * 256, BLOCK=256)
-        # The fence confines the writes to our own window, which they may hit anywhere (our
-        # stream-order counters included): errors here are the attacker's own problem.
-        try:
-            at.synchronize()
-            torch.cuda.synchronize()
-        except Exception as e:
-            print("attacker:", e, file=sys.stderr)
-        out(done=True)
-    """, ptr=ptr)
-    assert r["done"]
-    o, e = communicate(victim, gworker, stdin="\n")
+    att = run_as(NOBODY, SCRIBBLER, ptr, SCRIBBLE_PTX, runtime_dir=w.dir)
+    assert att.returncode == 0, att.stdout + att.stderr + w.logtext()
+    assert json.loads(att.stdout.strip().splitlines()[-1])["launches"] == [0] * 5, att.stdout
+    o, e = communicate(victim, w, stdin="\n")
     assert victim.returncode == 0, o + e
     assert json.loads(o.strip().splitlines()[-1])["intact"]
 
