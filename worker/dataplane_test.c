@@ -15,6 +15,7 @@
 
 #include <dlfcn.h>
 #include <pthread.h>
+#include <signal.h>
 
 #include "backend/fdpass.h"
 #include "dataplane.h"
@@ -381,12 +382,25 @@ static void test_cuda_mock_memops(void **state)
 static const char fault_ptx[] = ".version 8.0\n.target sm_90\n.address_size 64\n"
                                 ".visible .entry fault_k()\n{\n\tret;\n}\n";
 
+static uint64_t load_fn(conn *c, const char *ptx, const char *name);
+
+/* A one-thread launch of fn on c's ring; its seq. */
+static uint64_t launch1(conn *c, uint64_t fn)
+{
+    agile__ring_cmd cmd;
+    uint64_t seq = 0;
+    cmd0(&cmd, AGILE_RING_OP_LAUNCH);
+    cmd.u.launch.function = fn;
+    cmd.u.launch.grid_x = cmd.u.launch.grid_y = cmd.u.launch.grid_z = 1;
+    cmd.u.launch.block_x = cmd.u.launch.block_y = cmd.u.launch.block_z = 1;
+    assert_int_equal(agile__ring_submit(&c->rc, &cmd, 0, NS, &seq), AGILE_OK);
+    return seq;
+}
+
 static void test_cuda_mock_fault_recovery(void **state)
 {
     conn a, b, c;
-    agile__msg m, rep;
     agile__ring_cmd cmd;
-    uint8_t *buf = NULL;
     uint64_t seq_set = 0, seq_sig = 0, seq_l = 0, err_seq = 0;
     int32_t st = -1;
     agile__dp_faults f;
@@ -412,19 +426,7 @@ static void test_cuda_mock_fault_recovery(void **state)
     cmd.u.memset.elem_size = 1;
     assert_int_equal(run1(&a, &cmd), AGILE_OK);
 
-    memset(&m, 0, sizeof m);
-    m.h.type = AGILE_MSG_MODULE_LOAD;
-    m.u.module_load_req.ptx = agile__blob_of(fault_ptx, strlen(fault_ptx));
-    assert_int_equal(call(&b, &m, &rep, &buf), AGILE_OK);
-    uint64_t mod = rep.u.module_load_rep.handle;
-    free(buf);
-    memset(&m, 0, sizeof m);
-    m.h.type = AGILE_MSG_MODULE_FUNCTION;
-    m.u.module_function_req.module = mod;
-    m.u.module_function_req.name = agile__blob_of("fault_k", 7);
-    assert_int_equal(call(&b, &m, &rep, &buf), AGILE_OK);
-    uint64_t fn = rep.u.module_function_rep.handle;
-    free(buf);
+    uint64_t fn = load_fn(&b, fault_ptx, "fault_k");
 
     sticky_busy(1); /* A's GPU work stays in flight until the fault */
     cmd0(&cmd, AGILE_RING_OP_MEMSET);
@@ -438,11 +440,7 @@ static void test_cuda_mock_fault_recovery(void **state)
     cmd.u.signal.value = 7;
     assert_int_equal(agile__ring_submit(&a.rc, &cmd, 0, NS, &seq_sig), AGILE_OK);
     wa[8192] = 0; /* the mock wrote it at once; the recovery must write it again */
-    cmd0(&cmd, AGILE_RING_OP_LAUNCH);
-    cmd.u.launch.function = fn;
-    cmd.u.launch.grid_x = cmd.u.launch.grid_y = cmd.u.launch.grid_z = 1;
-    cmd.u.launch.block_x = cmd.u.launch.block_y = cmd.u.launch.block_z = 1;
-    assert_int_equal(agile__ring_submit(&b.rc, &cmd, 0, NS, &seq_l), AGILE_OK);
+    seq_l = launch1(&b, fn);
 
     assert_int_equal(agile__ring_wait_seq(&b.rc, seq_l, 6 * NS, &st), AGILE_OK);
     assert_int_equal(st, AGILE_EFAULT);
@@ -563,6 +561,54 @@ static void test_cuda_mock_device_assert(void **state)
     agile__dp_faults_get(&W, 0, &f);
     assert_int_equal(f.faults, faults0); /* not a fault */
     close_conn(&a);
+}
+
+/* The H200's case (driver 580): after the fault the process's CUDA state stays lost, even
+ * across a context reset. The suspect still gets AGILE_EFAULT, and the worker ends itself
+ * the way SIGTERM ends it (caught here). */
+static volatile sig_atomic_t got_term;
+static void on_term(int sig)
+{
+    (void)sig;
+    got_term = 1;
+}
+
+static void test_cuda_mock_fault_process_lost(void **state)
+{
+    conn b;
+    uint64_t seq_l = 0, ns = 0;
+    int32_t st = -1;
+    void (*process)(int), *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+    struct sigaction sa, old;
+    (void)state;
+    assert_non_null(lib);
+    *(void **)&process = dlsym(lib, "mockcuda_sticky_process");
+    assert_non_null(process);
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_term;
+    assert_int_equal(sigaction(SIGTERM, &sa, &old), 0);
+    got_term = 0;
+    process(1);
+
+    open_conn_uid(&b, 22, 50022);
+    lease(&b, 2 << 20);
+    attach(&b);
+    uint64_t fn = load_fn(&b, fault_ptx, "fault_k");
+    seq_l = launch1(&b, fn);
+    assert_int_equal(agile__ring_wait_seq(&b.rc, seq_l, 6 * NS, &st), AGILE_OK);
+    assert_int_equal(st, AGILE_EFAULT);
+    for (int i = 0; i < 6000 && !got_term; i++) /* posted before the worker ends itself */
+        usleep(1000);
+    assert_true(got_term);
+
+    /* the rest of this process goes on: the mock's state comes back with a real reset */
+    process(0);
+    assert_int_equal(agile__backend_reset(W.be, 0, &ns), AGILE_OK);
+    agile__ring_client_fini(&b.rc);
+    agile__sessions_reap(&W);
+    close(b.sock);
+    assert_int_equal(sigaction(SIGTERM, &old, NULL), 0);
+    dlclose(lib);
 }
 
 /* The test-only unguarded load: refused unless the worker's environment names the uid. */
@@ -727,6 +773,7 @@ int main(int argc, char **argv)
         const struct CMUnitTest mock[] = {
             cmocka_unit_test(test_cuda_mock_memops),
             cmocka_unit_test(test_cuda_mock_fault_recovery),
+            cmocka_unit_test(test_cuda_mock_fault_process_lost),
             cmocka_unit_test(test_cuda_mock_device_assert),
             cmocka_unit_test(test_teardown_with_busy_ring),
             cmocka_unit_test(test_tenant_window),

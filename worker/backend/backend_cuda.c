@@ -1351,6 +1351,7 @@ static int context_renew(cuda_dev *d, int dev)
         return rv;
     }
     d->stream = NULL;
+    if (!agile__cu.cuCtxCreate) return rv;
     rv = reset_step(dev, agile__cu.cuCtxCreate(&ctx, NULL, 0, d->dev), "cuCtxCreate");
     if (rv != AGILE_OK) return rv;
     agile__warn("cuda: GPU %d: the primary context could not be reset: the worker goes on in a "

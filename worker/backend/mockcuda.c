@@ -88,11 +88,20 @@ static int fail_n;
  * resets (events of an older context are refused). */
 static CUresult poison, poison_armed;
 static int ctx_gen, resets;
+static int poison_process; /* mockcuda_sticky_process: a reset does not clear the poison */
 
 API void mockcuda_sticky(int code)
 {
     LOCK();
     poison_armed = (CUresult)code;
+}
+
+/* As the H200's driver (580) does: after a sticky error the process's CUDA state is lost; a
+ * reset succeeds but every later call (retain and context creation included) fails. */
+API void mockcuda_sticky_process(int on)
+{
+    LOCK();
+    poison_process = on;
 }
 
 API int mockcuda_resets(void)
@@ -210,7 +219,9 @@ API CUresult cuDeviceGetAttribute(int *v, CUdevice_attribute a, CUdevice d)
 }
 API CUresult cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d)
 {
+    LOCK();
     if (!inited) return CUDA_ERROR_NOT_INITIALIZED;
+    if (poison) return poison;
     *c = (CUcontext)&ctx_token;
     return CUDA_SUCCESS;
 }
@@ -243,10 +254,17 @@ API CUresult cuDevicePrimaryCtxReset(CUdevice d)
     for (int i = 0; i < nctxobjs; i++)
         free(ctxobjs[i]);
     nctxobjs = 0;
-    poison = poison_armed = CUDA_SUCCESS;
+    if (!poison_process) poison = poison_armed = CUDA_SUCCESS;
     ctx_gen++;
     resets++;
     return CUDA_SUCCESS;
+}
+API CUresult cuCtxCreate(CUcontext *c, CUctxCreateParams *p, unsigned int f, CUdevice d)
+{
+    LOCK();
+    if (!inited) return CUDA_ERROR_NOT_INITIALIZED;
+    if (poison) return poison;
+    return bad("cuCtxCreate: the mock has one context");
 }
 API CUresult cuCtxSetCurrent(CUcontext c)
 {
