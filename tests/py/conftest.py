@@ -185,6 +185,33 @@ def python_for(uid):
     pytest.skip(f"no Python interpreter that uid {uid} can run")
 
 
+# The start of a script that uses libagile through ctypes only (a client running as another
+# uid cannot import torch from a root-only checkout): L is libagile (argv[1]) with the
+# signatures it needs, V/U64/SZ/UI the ctypes types, AErr agile_last_async_error's record, and
+# this thread has device 0's primary CUDA context current (launches order with it).
+CABI_PRELUDE = """\
+import ctypes, json, sys, time
+L = ctypes.CDLL(sys.argv[1])
+V, U64, SZ, UI = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t, ctypes.c_uint
+L.agile_malloc.restype = V
+L.agile_malloc.argtypes = [SZ, ctypes.c_int, V]
+L.agile_module_load.argtypes = [ctypes.c_char_p, SZ, UI, ctypes.POINTER(U64)]
+L.agile_module_function.argtypes = [U64, ctypes.c_char_p, ctypes.POINTER(U64),
+                                    ctypes.POINTER(UI)]
+L.agile_launch.argtypes = [U64, ctypes.POINTER(UI), ctypes.POINTER(UI), UI, V, V, SZ]
+L.agile_barrier.argtypes = [V, ctypes.POINTER(U64)]
+L.agile_last_error.restype = ctypes.c_char_p
+class AErr(ctypes.Structure):
+    _fields_ = [("status", ctypes.c_int32), ("kernel", ctypes.c_uint32), ("seq", U64),
+                ("site", U64), ("addr", U64)]
+L.agile_last_async_error.argtypes = [ctypes.POINTER(AErr)]
+cu = ctypes.CDLL("libcuda.so.1")
+ctx = V()
+assert cu.cuInit(0) == 0 and cu.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), 0) == 0
+assert cu.cuCtxSetCurrent(ctx) == 0
+"""
+
+
 def run_as(uid, script, *args, runtime_dir, timeout=120):
     """Run the Python text `script` (standard library + ctypes) as uid, with libagile's path as
     argv[1] and args after it, against the worker of runtime_dir; returns CompletedProcess."""

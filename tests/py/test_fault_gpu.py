@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-from conftest import Worker, _others_can_reach, binaries_for, communicate, drop_to
+from conftest import CABI_PRELUDE, Worker, binaries_for, communicate, drop_to, python_for
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 NOBODY = 65534
@@ -95,23 +95,8 @@ ATTACK_PTX = r"""
 
 # The attacker: libagile through ctypes only (it runs as uid 65534, which cannot import torch
 # from a root-only checkout). Prints one JSON line.
-ATTACKER = textwrap.dedent("""
-    import ctypes, json, sys, time
-    L = ctypes.CDLL(sys.argv[1])
-    V, U64, SZ, UI = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t, ctypes.c_uint
-    L.agile_malloc.restype = V
-    L.agile_malloc.argtypes = [SZ, ctypes.c_int, V]
-    L.agile_module_load.argtypes = [ctypes.c_char_p, SZ, UI, ctypes.POINTER(U64)]
-    L.agile_module_function.argtypes = [U64, ctypes.c_char_p, ctypes.POINTER(U64),
-                                        ctypes.POINTER(UI)]
-    L.agile_launch.argtypes = [U64, ctypes.POINTER(UI), ctypes.POINTER(UI), UI, V, V, SZ]
-    L.agile_barrier.argtypes = [V, ctypes.POINTER(U64)]
-    L.agile_last_error.restype = ctypes.c_char_p
+ATTACKER = CABI_PRELUDE + textwrap.dedent("""
     ptx, kernel = sys.argv[2].encode(), sys.argv[3].encode()
-    cu = ctypes.CDLL("libcuda.so.1")          # launches order with this thread's context
-    ctx = V()
-    assert cu.cuInit(0) == 0 and cu.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), 0) == 0
-    assert cu.cuCtxSetCurrent(ctx) == 0
     p = L.agile_malloc(1 << 20, 0, None)
     assert p, L.agile_last_error()
     m, f = U64(), U64()
@@ -207,14 +192,6 @@ FRESH = textwrap.dedent("""
 """)
 
 
-def _python_for(uid):
-    """An interpreter uid can run (the attacker needs only the standard library)."""
-    for exe in (sys.executable, "/usr/bin/python3"):
-        if os.path.exists(exe) and _others_can_reach(exe):
-            return exe
-    pytest.skip(f"no Python interpreter that uid {uid} can run")
-
-
 def _script(dirname, text):
     f = tempfile.NamedTemporaryFile("w", suffix=".py", delete=False, dir=dirname)
     f.write(text)
@@ -250,7 +227,7 @@ def test_victim_survives_a_fault_the_guard_cannot_prevent(shared_gpu_worker, ker
         assert victim.stdout.readline().strip() == "ready", victim.stderr.read()
         time.sleep(1.0)   # let the victim settle into its loop (rounds before the attack)
         lib = os.path.join(os.path.dirname(binaries_for(NOBODY).worker), "..", "lib", "libagile.so")
-        att = subprocess.run([_python_for(NOBODY), _script(d, ATTACKER), os.path.abspath(lib),
+        att = subprocess.run([python_for(NOBODY), _script(d, ATTACKER), os.path.abspath(lib),
                               ATTACK_PTX, kernel], capture_output=True, text=True, timeout=120,
                              env={"AGILE_RUNTIME_DIR": w.dir, "PATH": "/usr/bin:/bin",
                                   "LD_LIBRARY_PATH": os.environ.get("LD_LIBRARY_PATH", "")},
@@ -409,22 +386,7 @@ BRKPT_PTX = r"""
 """
 
 # The attacker through the guarded route: libagile through ctypes only. Prints one JSON line.
-GUARDED_ATTACKER = textwrap.dedent("""
-    import ctypes, json, sys, time
-    L = ctypes.CDLL(sys.argv[1])
-    V, U64, SZ, UI = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t, ctypes.c_uint
-    L.agile_malloc.restype = V
-    L.agile_malloc.argtypes = [SZ, ctypes.c_int, V]
-    L.agile_module_load.argtypes = [ctypes.c_char_p, SZ, UI, ctypes.POINTER(U64)]
-    L.agile_module_function.argtypes = [U64, ctypes.c_char_p, ctypes.POINTER(U64),
-                                        ctypes.POINTER(UI)]
-    L.agile_launch.argtypes = [U64, ctypes.POINTER(UI), ctypes.POINTER(UI), UI, V, V, SZ]
-    L.agile_barrier.argtypes = [V, ctypes.POINTER(U64)]
-    L.agile_last_error.restype = ctypes.c_char_p
-    class AErr(ctypes.Structure):
-        _fields_ = [("status", ctypes.c_int32), ("kernel", ctypes.c_uint32), ("seq", U64),
-                    ("site", U64), ("addr", U64)]
-    L.agile_last_async_error.argtypes = [ctypes.POINTER(AErr)]
+GUARDED_ATTACKER = CABI_PRELUDE + textwrap.dedent("""
     ptx, kernel = sys.argv[2].encode(), sys.argv[3].encode()
     p = L.agile_malloc(1 << 20, 0, None)
     assert p, L.agile_last_error()
@@ -461,7 +423,7 @@ def test_guarded_attack_cannot_fault(shared_gpu_worker, kernel):
     try:
         assert victim.stdout.readline().strip() == "ready", victim.stderr.read()
         lib = os.path.join(os.path.dirname(binaries_for(NOBODY).worker), "..", "lib", "libagile.so")
-        att = subprocess.run([_python_for(NOBODY), _script(d, GUARDED_ATTACKER),
+        att = subprocess.run([python_for(NOBODY), _script(d, GUARDED_ATTACKER),
                               os.path.abspath(lib), ptx, kernel], capture_output=True, text=True,
                              timeout=120, env={"AGILE_RUNTIME_DIR": w.dir, "PATH": "/usr/bin:/bin",
                                                    "LD_LIBRARY_PATH": os.environ.get("LD_LIBRARY_PATH", "")},

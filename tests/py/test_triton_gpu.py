@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import Worker, communicate, run_as, shared_cuda_worker  # noqa: F401
+from conftest import CABI_PRELUDE, Worker, communicate, run_as
 
 pytestmark = pytest.mark.gpu
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -168,18 +168,7 @@ def test_interleaved_with_torch_ops_without_sync(gworker):
 # Another tenant (uid 65534, a C-ABI client) launches a guarded wild writer aimed at this
 # tenant's tensor and across its whole window. (Sessions of one uid are one tenant and share
 # its window: only another tenant is outside it.)
-SCRIBBLER = textwrap.dedent("""
-    import ctypes, json, sys
-    L = ctypes.CDLL(sys.argv[1])
-    V, U64, SZ, UI = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t, ctypes.c_uint
-    L.agile_malloc.restype = V
-    L.agile_malloc.argtypes = [SZ, ctypes.c_int, V]
-    L.agile_module_load.argtypes = [ctypes.c_char_p, SZ, UI, ctypes.POINTER(U64)]
-    L.agile_module_function.argtypes = [U64, ctypes.c_char_p, ctypes.POINTER(U64),
-                                        ctypes.POINTER(UI)]
-    L.agile_launch.argtypes = [U64, ctypes.POINTER(UI), ctypes.POINTER(UI), UI, V, V, SZ]
-    L.agile_barrier.argtypes = [V, ctypes.POINTER(U64)]
-    L.agile_last_error.restype = ctypes.c_char_p
+SCRIBBLER = CABI_PRELUDE + textwrap.dedent("""
     target, ptx = int(sys.argv[2]), open(sys.argv[3], "rb").read()
     p = L.agile_malloc(1 << 20, 0, None)
     assert p, L.agile_last_error()
