@@ -1,6 +1,6 @@
 """The GPU demo's Triton parts (imported only where torch and triton are): a guarded add
 kernel timed against the same kernel launched natively, and a wild writer run as another
-process against this one's tensor (`python3 -m agile_torch._demo_gpu ADDR RUNTIME_DIR`)."""
+process (`python3 -m agile_torch._demo_gpu OFFSET RUNTIME_DIR`)."""
 from __future__ import annotations
 
 import json
@@ -65,12 +65,17 @@ def guarded_add(bar) -> dict:
     return {"equal": ok, "launches": iters + 1, "native_us": nat, "guarded_us": agl}
 
 
-def attack(target: int, runtime_dir: str) -> dict:
-    """Run in another process: aim a strict-mode guarded store at `target` (the demo's tensor,
-    outside this process's window) and report what the worker says."""
+def attack(offset: int, runtime_dir: str) -> dict:
+    """Run in another process of the same uid (the same tenant: it shares the demo's window):
+    aim a strict-mode guarded store one window past the demo's tensor (`offset` into the
+    window), i.e. outside the tenant's window, where other tenants' and the worker's memory
+    lie. A masking fence would wrap it onto the tensor (its own tenant's memory); strict mode
+    skips it and reports it. Returns what the worker says."""
     agile_torch.init(runtime_dir=runtime_dir)
     with agile_torch.use_pool():
         mine = torch.zeros(1 << 16, dtype=torch.int32, device="cuda")
+    base, size = agile_torch.pool_window()
+    target = base + offset + size
     at.launch(scribble_kernel, (1,), mine, (target - mine.data_ptr()) // 4, BLOCK=32, strict=True)
     try:
         at.synchronize()

@@ -219,11 +219,13 @@ def gpu_demo(runtime_dir: str) -> None:
         rows.append(("launch+sync (guarded/nat)", f"{r['guarded_us'] / r['native_us']:.2f}x",
                      f"{r['guarded_us']:.1f} us vs {r['native_us']:.1f} us"))
 
-        print("\n[contain] another process aims a guarded store at this process's tensor")
+        print("\n[contain] another process of this tenant aims a strict guarded store one window "
+              "past this process's tensor (outside the tenant's window)")
         with agile_torch.use_pool():
             canary = torch.full((1 << 16,), 0x5A5A5A5A, dtype=torch.int32, device="cuda")
         torch.cuda.synchronize()
-        p = subprocess.run([sys.executable, "-m", "agile_torch._demo_gpu", str(canary.data_ptr()),
+        base, _ = agile_torch.pool_window()
+        p = subprocess.run([sys.executable, "-m", "agile_torch._demo_gpu", str(canary.data_ptr() - base),
                             runtime_dir], capture_output=True, text=True, timeout=300,
                            cwd=ROOT)
         rep = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {}
