@@ -69,14 +69,16 @@ class AgileError(RuntimeError):
 
 class GPUFault(AgileError):
     """AGILE_EFAULT: a kernel of this process faulted the GPU in the worker (a trap, an illegal
-    or misaligned address the guard could not prevent); the worker reset the device and ended
-    this process's session. `agilectl status` names the kernel."""
+    or misaligned address the guard could not prevent); the worker ended this process's session
+    and reset its GPU context, or, where the driver refuses that (the H200's driver 580 did),
+    exited. `agilectl status` (or the worker's log) names the kernel."""
 
 
 class GPUReset(AgileError):
     """AGILE_ERESET: another tenant's fault reset the worker's GPU context; this process's
-    commands in flight then were lost (their outputs unwritten), its memory was not. Later
-    calls work: recoverable."""
+    commands in flight then were lost (their outputs unwritten), its memory was not. Where the
+    reset succeeded later calls work; where the worker had to exit instead, they fail with
+    WorkerGone or a closed connection (libagile does not reconnect yet)."""
 
 
 class WorkerGone(AgileError):

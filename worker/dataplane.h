@@ -67,7 +67,7 @@ void agile__dataplane_fini(struct agile__worker *w);
  * driver keeps the process's CUDA state lost after the fault (H200, driver 580: retain and
  * create fail with the fault's error), the worker ends itself the way SIGTERM does. */
 typedef struct agile__dp_faults {
-    uint64_t faults;       /* sticky errors recovered from */
+    uint64_t faults;       /* sticky errors seen (whether or not the reset then succeeded) */
     uint64_t resets;       /* context resets that succeeded */
     uint64_t recovery_ns;  /* the last recovery, fault seen to rings served again */
     uint64_t at_unix_ms;   /* when the last fault was seen */

@@ -89,7 +89,8 @@ AGILE_API int agile_last_async_error(agile_async_error *out);
 #define AGILE_MODULE_STRICT 0x1u /* report out-of-window accesses (AGILE_EGUARD) */
 /* TEST ONLY (fault-containment tests): load the PTX as it is, without the guard. The worker
  * refuses it (AGILE_EPERM) unless it was started with AGILE_TEST_UNGUARDED_UID=<the caller's
- * uid> in its environment, which no production deployment sets (the worker warns at start). */
+ * uid> in its environment, which no production deployment sets (the worker logs a warning at each
+ * such load). */
 #define AGILE_MODULE_TEST_UNGUARDED 0x2u
 #define AGILE_MODULE_DEVICE(d) ((unsigned)(d) << 8)
 
