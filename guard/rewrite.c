@@ -642,6 +642,38 @@ static bool has_aggr_smem(const rw *r)
     return maj > 8 || (maj == 8 && min >= 1);
 }
 
+/* The clamp shared by confine_shared and confine_local: reg = min(src [+ imm], bound_W) & -W,
+ * then the operand becomes [reg]. 32-bit for shared (%agile_uN, %agile_lW), 64-bit for local
+ * (%agile_oN, %agile_hW). */
+typedef struct {
+    char reg, bound;              /* %agile_<reg>N, %agile_<bound>W */
+    const char *add, *min, *and_; /* the instructions at that width */
+} clamp_form;
+
+static const clamp_form SHARED_CLAMP = {'u', 'l', "add.u32", "min.u32", "and.b32"};
+static const clamp_form LOCAL_CLAMP = {'o', 'h', "add.s64", "min.u64", "and.b64"};
+
+static int emit_clamp(rw *r, uint32_t at, const ptx_opnd *op, unsigned i, const char *src,
+                      int64_t imm, uint64_t w, const clamp_form *f)
+{
+    int rv = AGILE_OK;
+    char sum[48];
+    if (imm != 0) {
+        AGILE_TRY(add_edit(r, at, 0, "%s %%agile_%c%u, %s, %" PRId64 ";\n\t", f->add, f->reg, i,
+                           src, imm));
+        snprintf(sum, sizeof(sum), "%%agile_%c%u", f->reg, i);
+        src = sum;
+    }
+    AGILE_TRY(add_edit(r, at, 0,
+                       "%s %%agile_%c%u, %s, %%agile_%c%" PRIu64 ";\n\t"
+                       "%s %%agile_%c%u, %%agile_%c%u, -%" PRIu64 ";\n\t",
+                       f->min, f->reg, i, src, f->bound, w, f->and_, f->reg, i, f->reg, i, w));
+    AGILE_TRY(add_edit(r, TOK(op->t0).off, TOK(op->t1 - 1).off + 1 - TOK(op->t0).off,
+                       "[%%agile_%c%u]", f->reg, i));
+out:
+    return rv;
+}
+
 /* Confine one explicit .shared (CTA) address to the CTA's shared allocation, aligned to
  * the access width W: addresses past it fault. The allocation is [0, %aggr_smem_size)
  * (static + dynamic + reserved, read at entry into %agile_sh; %agile_lW = it - W):
@@ -697,17 +729,8 @@ static int confine_shared(rw *r, const ptx_stmt *s, const ptx_opnd *op, const op
         snprintf(src, sizeof(src), "%%agile_u%u", i);
         a.imm = 0;
     }
-    if (a.imm != 0) {
-        AGILE_TRY(add_edit(r, at, 0, "add.u32 %%agile_u%u, %s, %" PRId64 ";\n\t", i, src, a.imm));
-        snprintf(src, sizeof(src), "%%agile_u%u", i);
-    }
-    AGILE_TRY(add_edit(r, at, 0,
-                       "min.u32 %%agile_u%u, %s, %%agile_l%" PRIu64 ";\n\t"
-                       "and.b32 %%agile_u%u, %%agile_u%u, -%" PRIu64 ";\n\t",
-                       i, src, w, i, i, w));
+    AGILE_TRY(emit_clamp(r, at, op, i, src, a.imm, w, &SHARED_CLAMP));
     r->slims |= w;
-    AGILE_TRY(add_edit(r, TOK(op->t0).off, TOK(op->t1 - 1).off + 1 - TOK(op->t0).off,
-                       "[%%agile_u%u]", i));
 out:
     return rv;
 }
@@ -839,17 +862,8 @@ static int confine_local(rw *r, const ptx_stmt *s, const ptx_opnd *op, const opp
             snprintf(src, sizeof(src), "%.*s", TLEN(a.base), TSTR(a.base));
         }
     }
-    if (a.imm != 0) {
-        AGILE_TRY(add_edit(r, at, 0, "add.s64 %%agile_o%u, %s, %" PRId64 ";\n\t", i, src, a.imm));
-        snprintf(src, sizeof(src), "%%agile_o%u", i);
-    }
-    AGILE_TRY(add_edit(r, at, 0,
-                       "min.u64 %%agile_o%u, %s, %%agile_h%" PRIu64 ";\n\t"
-                       "and.b64 %%agile_o%u, %%agile_o%u, -%" PRIu64 ";\n\t",
-                       i, src, w, i, i, w));
+    AGILE_TRY(emit_clamp(r, at, op, i, src, a.imm, w, &LOCAL_CLAMP));
     r->llims |= w;
-    AGILE_TRY(add_edit(r, TOK(op->t0).off, TOK(op->t1 - 1).off + 1 - TOK(op->t0).off,
-                       "[%%agile_o%u]", i));
 out:
     return rv;
 }

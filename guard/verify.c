@@ -1076,41 +1076,23 @@ static int check_addr(vctx *v, unsigned fidx, unsigned i, span a, int space, uin
                  (int)s->op.n, s->op.p, space == 'g' ? "global" : "generic", (int)base.n, base.p);
 }
 
-/* An explicit shared (CTA) address: a sized shared variable named with an aligned offset
- * inside it, or [R] with R from and.b32 R, T, imm (imm clears the low bits the width needs)
- * over min.u32 T, _, %agile_lN (N >= width): below %aggr_smem_size - width, so inside the
- * CTA's allocation. */
-static int check_shared(vctx *v, unsigned fidx, unsigned i, span a, uint64_t width)
-{
-    const vst *s = &v->st[i];
-    unsigned s0 = v->fn[fidx].s0, j, k;
-    span base;
-    int64_t off, imm;
-    if (!split_addr(a, &base, &off))
-        return vfail(v, s->line, "unrecognised address '%.*s'", (int)a.n, a.p);
-    if (base.p[0] != '%') {
-        const vvar *x = v_find_var(v, base, fidx);
-        if (x && x->space == 's' && x->size > 0 && off >= 0 && (uint64_t)off % width == 0 &&
-            (uint64_t)off <= x->size && width <= x->size - (uint64_t)off)
-            return AGILE_OK;
-    } else if (off == 0 && (j = last_def(v, s0, i, base)) != UINT32_MAX &&
-               is_def(&v->st[j], "and.b32", 3) && v_int(v->st[j].ops[2], &imm) &&
-               imm_align(imm) >= width &&
-               (k = last_def(v, s0, j, v->st[j].ops[1])) != UINT32_MAX &&
-               is_def(&v->st[k], "min.u32", 3) && sp_starts(v->st[k].ops[2], "%agile_l") &&
-               reg_number(v->st[k].ops[2], 8, 1) >= width) {
-        return AGILE_OK;
-    }
-    return vfail(v, s->line, "'%.*s' addresses shared memory through '%.*s', which is not "
-                 "confined to the allocation for %" PRIu64 "-byte accesses in this block",
-                 (int)s->op.n, s->op.p, (int)a.n, a.p, width);
-}
+/* How an explicit shared or local address must be confined: by a sized variable of that
+ * space, or by the clamp the guard emits (and.<bits> R, T, imm over min.<bits> T, _, %agile_xN
+ * with N >= width): shared below %aggr_smem_size - width (the CTA's allocation, 32-bit), local
+ * at most the frame's end - width (the thread's allocation, 64-bit). */
+typedef struct {
+    char space;               /* the variables' state space ('s', 'l') */
+    const char *and_op, *min_op, *bound; /* the clamp's instructions and bound register */
+    const char *what, *within; /* for the refusal */
+} confine_rule;
 
-/* An explicit local address: a sized local variable named with an aligned offset inside
- * it, or [R] with R from and.b64 R, T, imm (imm clears the bits the width needs) over
- * min.u64 T, _, %agile_hN (N >= width): at most the frame's end - width, inside the
- * thread's local allocation. */
-static int check_local(vctx *v, unsigned fidx, unsigned i, span a, uint64_t width)
+static const confine_rule SHARED_RULE = {'s', "and.b32", "min.u32", "%agile_l", "shared memory",
+                                         "the allocation"};
+static const confine_rule LOCAL_RULE = {'l', "and.b64", "min.u64", "%agile_h", "local memory",
+                                        "the frame"};
+
+static int check_confined(vctx *v, unsigned fidx, unsigned i, span a, uint64_t width,
+                          const confine_rule *r)
 {
     const vst *s = &v->st[i];
     unsigned s0 = v->fn[fidx].s0, j, k;
@@ -1120,20 +1102,21 @@ static int check_local(vctx *v, unsigned fidx, unsigned i, span a, uint64_t widt
         return vfail(v, s->line, "unrecognised address '%.*s'", (int)a.n, a.p);
     if (base.p[0] != '%') {
         const vvar *x = v_find_var(v, base, fidx);
-        if (x && x->space == 'l' && x->size > 0 && off >= 0 && (uint64_t)off % width == 0 &&
-            (uint64_t)off <= x->size && width <= x->size - (uint64_t)off)
+        if (x && x->space == r->space && x->size > 0 && off >= 0 &&
+            (uint64_t)off % width == 0 && (uint64_t)off <= x->size &&
+            width <= x->size - (uint64_t)off)
             return AGILE_OK;
     } else if (off == 0 && (j = last_def(v, s0, i, base)) != UINT32_MAX &&
-               is_def(&v->st[j], "and.b64", 3) && v_int(v->st[j].ops[2], &imm) &&
+               is_def(&v->st[j], r->and_op, 3) && v_int(v->st[j].ops[2], &imm) &&
                imm_align(imm) >= width &&
                (k = last_def(v, s0, j, v->st[j].ops[1])) != UINT32_MAX &&
-               is_def(&v->st[k], "min.u64", 3) && sp_starts(v->st[k].ops[2], "%agile_h") &&
+               is_def(&v->st[k], r->min_op, 3) && sp_starts(v->st[k].ops[2], r->bound) &&
                reg_number(v->st[k].ops[2], 8, 1) >= width) {
         return AGILE_OK;
     }
-    return vfail(v, s->line, "'%.*s' addresses local memory through '%.*s', which is not "
-                 "confined to the frame for %" PRIu64 "-byte accesses in this block",
-                 (int)s->op.n, s->op.p, (int)a.n, a.p, width);
+    return vfail(v, s->line, "'%.*s' addresses %s through '%.*s', which is not confined to %s "
+                 "for %" PRIu64 "-byte accesses in this block",
+                 (int)s->op.n, s->op.p, r->what, (int)a.n, a.p, r->within, width);
 }
 
 /* A generic mbarrier address: a shared variable named with an 8-aligned offset inside
@@ -1350,11 +1333,11 @@ static int check_mem(vctx *v, unsigned fidx, unsigned i)
                    !sp_starts(op, "st.async") && !sp_starts(op, "red.async")) {
             uint64_t w = access_align(s, op);
             if (w == 0) return vfail(v, s->line, "cannot tell the width of '%.*s'", (int)op.n, op.p);
-            if (check_shared(v, fidx, i, a, w) != AGILE_OK) return AGILE_EGUARD;
+            if (check_confined(v, fidx, i, a, w, &SHARED_RULE) != AGILE_OK) return AGILE_EGUARD;
         } else if (space == 'l') {
             uint64_t w = access_align(s, op);
             if (w == 0) return vfail(v, s->line, "cannot tell the width of '%.*s'", (int)op.n, op.p);
-            if (check_local(v, fidx, i, a, w) != AGILE_OK) return AGILE_EGUARD;
+            if (check_confined(v, fidx, i, a, w, &LOCAL_RULE) != AGILE_OK) return AGILE_EGUARD;
         }
     }
     if (bulk && fenced_global) return check_bulk_size(v, fidx, i);
