@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-from conftest import CABI_PRELUDE, Worker, binaries_for, communicate, drop_to, python_for
+from conftest import CABI_PRELUDE, Worker, communicate, run_as
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 NOBODY = 65534
@@ -200,6 +200,29 @@ def _script(dirname, text):
     return f.name
 
 
+def _attack_beside_victim(w, d, script, ptx, kernel, settle=0.0):
+    """Start the victim (VICTIM: FFTs and guarded launches in a loop), run `script` as uid
+    65534 with (ptx, kernel), then let the victim finish its rounds. Returns (attacker's JSON,
+    victim's JSON, worker log)."""
+    flag = os.path.join(d, "attacked")
+    victim = subprocess.Popen([sys.executable, _script(d, VICTIM.format(
+        root=ROOT, dir=w.dir, flag=flag, limit=90))], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        assert victim.stdout.readline().strip() == "ready", victim.stderr.read()
+        time.sleep(settle)   # rounds of the victim's loop before the attack
+        att = run_as(NOBODY, script, ptx, kernel, runtime_dir=w.dir)
+        assert att.returncode == 0, att.stdout + att.stderr + w.logtext()
+        a = json.loads(att.stdout.strip().splitlines()[-1])
+        open(flag, "w").close()
+        o, e = communicate(victim, w, timeout=150)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    assert victim.returncode == 0, o + e + w.logtext()
+    return a, json.loads(o.strip().splitlines()[-1]), w.logtext()
+
+
 @pytest.fixture
 def shared_gpu_worker(monkeypatch):
     if os.geteuid() != 0:
@@ -219,29 +242,7 @@ def shared_gpu_worker(monkeypatch):
 def test_victim_survives_a_fault_the_guard_cannot_prevent(shared_gpu_worker, kernel):
     pytest.importorskip("triton")
     w, d = shared_gpu_worker
-    flag = os.path.join(d, "attacked")
-    victim = subprocess.Popen([sys.executable, _script(d, VICTIM.format(
-        root=ROOT, dir=w.dir, flag=flag, limit=90))], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-    try:
-        assert victim.stdout.readline().strip() == "ready", victim.stderr.read()
-        time.sleep(1.0)   # let the victim settle into its loop (rounds before the attack)
-        lib = os.path.join(os.path.dirname(binaries_for(NOBODY).worker), "..", "lib", "libagile.so")
-        att = subprocess.run([python_for(NOBODY), _script(d, ATTACKER), os.path.abspath(lib),
-                              ATTACK_PTX, kernel], capture_output=True, text=True, timeout=120,
-                             env={"AGILE_RUNTIME_DIR": w.dir, "PATH": "/usr/bin:/bin",
-                                  "LD_LIBRARY_PATH": os.environ.get("LD_LIBRARY_PATH", "")},
-                             preexec_fn=drop_to(NOBODY))
-        assert att.returncode == 0, att.stdout + att.stderr + w.logtext()
-        a = json.loads(att.stdout.strip().splitlines()[-1])
-        open(flag, "w").close()
-        o, e = communicate(victim, w, timeout=150)
-    finally:
-        if victim.poll() is None:
-            victim.kill()
-    assert victim.returncode == 0, o + e + w.logtext()
-    v = json.loads(o.strip().splitlines()[-1])
-    log = w.logtext()
+    a, v, log = _attack_beside_victim(w, d, ATTACKER, ATTACK_PTX, kernel, settle=1.0)
 
     # the attacker: a clear error naming the fault, its session ended
     assert a["launch"] == 0 and a["barrier"] == EFAULT, (a, log)
@@ -416,28 +417,7 @@ def test_guarded_attack_cannot_fault(shared_gpu_worker, kernel):
     pytest.importorskip("triton")
     w, d = shared_gpu_worker
     ptx = BRKPT_PTX if kernel == "brkpt_k" else open(ATTACKS_PTX).read()
-    flag = os.path.join(d, "attacked")
-    victim = subprocess.Popen([sys.executable, _script(d, VICTIM.format(
-        root=ROOT, dir=w.dir, flag=flag, limit=90))], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-    try:
-        assert victim.stdout.readline().strip() == "ready", victim.stderr.read()
-        lib = os.path.join(os.path.dirname(binaries_for(NOBODY).worker), "..", "lib", "libagile.so")
-        att = subprocess.run([python_for(NOBODY), _script(d, GUARDED_ATTACKER),
-                              os.path.abspath(lib), ptx, kernel], capture_output=True, text=True,
-                             timeout=120, env={"AGILE_RUNTIME_DIR": w.dir, "PATH": "/usr/bin:/bin",
-                                                   "LD_LIBRARY_PATH": os.environ.get("LD_LIBRARY_PATH", "")},
-                             preexec_fn=drop_to(NOBODY))
-        assert att.returncode == 0, att.stdout + att.stderr + w.logtext()
-        a = json.loads(att.stdout.strip().splitlines()[-1])
-        open(flag, "w").close()
-        o, e = communicate(victim, w, timeout=150)
-    finally:
-        if victim.poll() is None:
-            victim.kill()
-    assert victim.returncode == 0, o + e + w.logtext()
-    v = json.loads(o.strip().splitlines()[-1])
-    log = w.logtext()
+    a, v, log = _attack_beside_victim(w, d, GUARDED_ATTACKER, ptx, kernel)
     print(f"{kernel}: attacker {a}; victim rounds {len(v['log'])}, resets {len(v['resets'])}")
 
     # the attacker: confined, reported or refused, with its kernel named
