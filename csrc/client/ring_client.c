@@ -302,7 +302,15 @@ static void sigs_seen(struct agile__cring *r, const agile__ring_cpl *c, uint32_t
             r->shead++;
         }
     }
-    if (r->shead == r->nsig) r->shead = r->nsig = 0;
+    if (r->shead == r->nsig) {
+        r->shead = r->nsig = 0;
+    } else if (r->shead >= 64 && r->shead * 2 >= r->nsig) {
+        /* A stream that never drains would otherwise grow the array for ever: drop the seen
+         * half (amortised O(1) per signal). */
+        memmove(r->sigs, r->sigs + r->shead, (size_t)(r->nsig - r->shead) * sizeof *r->sigs);
+        r->nsig -= r->shead;
+        r->shead = 0;
+    }
 }
 
 /* The worker's side is gone (it died, or ended this session: its ring is closed): release
