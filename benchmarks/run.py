@@ -131,6 +131,15 @@ def py(script, *args, backend="cuda", worker_args=()):
     return f
 
 
+def script(path):
+    """A Python benchmark that starts its own workers."""
+    def f(gpu):
+        env = dict(os.environ, AGILE_BUILD_DIR=BUILD,
+                   PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        return run_cmd([sys.executable, os.path.join(ROOT, path)], env=env)
+    return f
+
+
 # name: (needs a GPU, runner, what it compares)
 BENCHES = {
     "ctl": (False, b_ctl, "control-plane PING/HELLO through the worker vs raw nng req/rep"),
@@ -141,6 +150,8 @@ BENCHES = {
     "ring_e2e": (False, simple("ring-e2e-bench", "--json"), "ring NOP round trip through the worker vs PING"),
     "fairness_host": (False, simple("fairness-host-bench", "--json"),
                       "ring NOP round trip while another tenant floods 1 GiB host memsets vs unloaded"),
+    "hostile": (False, script("benchmarks/hostile.py"),
+                "root's connect/lease/ring NOP while uid 65534 attacks vs unattacked (needs root)"),
     "ctl_gpu": (True, b_ctl, "control plane on the cuda backend vs raw nng"),
     "torch_alloc": (True, py("benchmarks/torch_alloc.py"), "torch.empty(4 MiB)+del via agile vs native; lease growth"),
     "training": (True, py("benchmarks/training.py"), "training steps with agile vs without"),

@@ -1422,6 +1422,8 @@ static bool pull(void *arg, uint32_t tenant, uint32_t allowance, uint32_t *used)
                 *used += (uint32_t)((b + DP_HOST_UNIT_BYTES - 1) / DP_HOST_UNIT_BYTES);
                 progress = true;
                 yield = why == DP_YIELD;
+                if (why != DP_GO_ON && r->op.active)
+                    atomic_fetch_add(&r->s->tenant->host_op_pauses, 1);
                 continue;
             }
             /* A host WAIT holds back the ring's later commands (they are ordered after it). */

@@ -66,7 +66,7 @@ typedef struct {
     uint64_t quota, leased[AGILE_MAX_DEV], proto_errors, quota_refusals;
     uint64_t sink[AGILE_MAX_DEV]; /* its windows' sinks, counted in the quota (twin.h) */
     uint64_t protected_bytes;
-    uint64_t timelimit_exceeded;
+    uint64_t timelimit_exceeded, host_op_pauses;
     uint32_t objs[AGILE_OBJ_MAX_];
     /* per-uid limits: the policy's, what is in use, what they refused */
     uint32_t pending, requests, loads, pipes;
@@ -104,6 +104,7 @@ static size_t snapshot(agile__worker *w, uint32_t viewer, tsnap **out)
             v[i].quota_refusals = t->quota_refusals;
             v[i].protected_bytes = t->protected_bytes;
             v[i].timelimit_exceeded = t->timelimit_exceeded;
+            v[i].host_op_pauses = atomic_load(&t->host_op_pauses);
             v[i].pending = t->pending;
             v[i].pipes = t->pipes;
             v[i].pipe_refusals = t->pipe_refusals;
@@ -210,11 +211,12 @@ char *agile__worker_status(agile__worker *w, int json, uint32_t viewer)
                 sb_printf(&b, "%s%llu", d ? "," : "", (unsigned long long)t[i].sink[d]);
             sb_printf(&b, "],\"leased_bytes\":%llu,\"protocol_errors\":%llu,"
                           "\"quota_refusals\":%llu,\"protected_bytes\":%llu,"
-                          "\"timelimit_exceeded\":%llu,\"objects\":{",
+                          "\"timelimit_exceeded\":%llu,\"host_op_pauses\":%llu,\"objects\":{",
                       (unsigned long long)total, (unsigned long long)t[i].proto_errors,
                       (unsigned long long)t[i].quota_refusals,
                       (unsigned long long)t[i].protected_bytes,
-                      (unsigned long long)t[i].timelimit_exceeded);
+                      (unsigned long long)t[i].timelimit_exceeded,
+                      (unsigned long long)t[i].host_op_pauses);
             int first = 1;
             uint32_t all = 0;
             for (unsigned ty = AGILE_OBJ_LEASE; ty < AGILE_OBJ_MAX_; ty++) {

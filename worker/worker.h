@@ -35,6 +35,9 @@ typedef struct agile__tenant {
     uint64_t proto_errors;
     uint64_t quota_refusals;
     uint64_t timelimit_exceeded; /* data-plane ops past policy time_limit_ms (dataplane.c) */
+    /* Times one of its large host ops paused between pieces so that other work (another
+     * tenant's, or its own other ring's) went first (dataplane.c): dispatch fairness, seen. */
+    _Atomic uint64_t host_op_pauses;
     uint64_t protected_bytes; /* module work areas etc. (worker/modules.c), all devices */
     uint64_t sink[AGILE_MAX_DEV]; /* its windows' sinks (twin.c), counted in the quota */
     struct agile__twin *twin;     /* its windows, one per device, shared by its sessions */
