@@ -9,6 +9,7 @@
  * becomes a single call.
  */
 #include "dataplane.h"
+#include "guardproc.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -256,18 +257,12 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
                           agile__msg *rep, char *err, size_t errcap)
 {
     const struct agile__rec_module_load_req *q = &req->u.module_load_req;
-    agile_guard_opts go;
-    agile_guard_vopts vo;
-    agile_guard_result gr;
+    agile__guard_job gj;
     dp_module *m = NULL;
-    void *image = NULL;
-    size_t image_len = 0;
-    bool hit = false;
     uint32_t allowed;
     int rv = AGILE_OK;
-    char vlog[320];
 
-    memset(&gr, 0, sizeof gr);
+    memset(&gj, 0, sizeof gj);
     if ((int)q->device >= w->ndev || q->device >= AGILE_MAX_DEV)
         return efail(err, errcap, AGILE_EINVAL, "device %u does not exist", q->device);
     if (q->flags & ~(AGILE_MODULE_LOAD_STRICT | AGILE_MODULE_LOAD_TEST_UNGUARDED))
@@ -288,28 +283,41 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
                      s->uid);
     if (q->ptx.n == 0) return efail(err, errcap, AGILE_EINVAL, "empty PTX");
 
-    agile_guard_opts_init(&go);
-    go.strict = !raw && (q->flags & AGILE_MODULE_LOAD_STRICT) != 0;
-    go.guard_gap = AGILE_GUARD_GAP;
-    go.skip_verify = true; /* verified below, with our own message and log line */
-    rv = raw ? AGILE_OK : agile_guard_ptx((const char *)q->ptx.p, q->ptx.n, &go, &gr);
-    if (rv == AGILE_EREJECT) {
-        efail(err, errcap, rv, "%s", gr.err);
-        goto out;
+    /* Guard, verify and (cuda) compile in a child process: guardproc.h says why. */
+    char dir[PATH_MAX], arch[24];
+    gj.ptx = (const char *)q->ptx.p;
+    gj.len = q->ptx.n;
+    gj.strict = !raw && (q->flags & AGILE_MODULE_LOAD_STRICT) != 0;
+    gj.raw = raw;
+    gj.guard_gap = AGILE_GUARD_GAP;
+    gj.nice = geteuid() == 0; /* a --shared worker: one uid's loads below everyone's requests */
+    if (is_cuda(w)) {
+        snprintf(arch, sizeof arch, "sm_%d%d", w->dev[q->device].cc_major,
+                 w->dev[q->device].cc_minor);
+        gj.arch = arch;
+        gj.cache_dir = cache_dir(w, dir, sizeof dir) == AGILE_OK ? dir : NULL;
     }
+    rv = agile__guard_job_run(&gj);
     if (rv != AGILE_OK) {
-        efail(err, errcap, rv, "guard failed: %s", agile_strerror(rv));
-        goto out;
-    }
-    /* The verifier re-reads the output independently: a rewriter bug must not reach a GPU. */
-    memset(&vo, 0, sizeof vo);
-    vo.guard_gap = AGILE_GUARD_GAP;
-    vlog[0] = 0;
-    rv = raw ? AGILE_OK : agile_guard_verify(gr.ptx, gr.ptx_len, &vo, vlog, sizeof vlog);
-    if (rv != AGILE_OK) {
-        agile__log(AGILE_LOG_ERROR, (long)s->uid, "guard output failed verification: %s", vlog);
-        efail(err, errcap, AGILE_EREJECT, "guarded PTX failed verification: %s", vlog);
-        rv = AGILE_EREJECT;
+        switch (gj.stage) {
+        case AGILE_GJ_GUARD:
+            if (rv == AGILE_EREJECT)
+                efail(err, errcap, rv, "%s", gj.msg);
+            else
+                efail(err, errcap, rv, "guard failed: %s", agile_strerror(rv));
+            break;
+        case AGILE_GJ_VERIFY:
+            agile__log(AGILE_LOG_ERROR, (long)s->uid, "guard output failed verification: %s",
+                       gj.msg);
+            rv = efail(err, errcap, AGILE_EREJECT, "guarded PTX failed verification: %s", gj.msg);
+            break;
+        case AGILE_GJ_COMPILE:
+            efail(err, errcap, rv, "compiling the guarded PTX failed: %s", gj.msg);
+            break;
+        default:
+            agile__log(AGILE_LOG_ERROR, (long)s->uid, "module load: %s", gj.msg);
+            efail(err, errcap, rv, "%s", gj.msg);
+        }
         goto out;
     }
     if (!(m = calloc(1, sizeof *m)) || !(m->ptx = malloc(q->ptx.n + 1))) {
@@ -319,43 +327,22 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
     memcpy(m->ptx, q->ptx.p, q->ptx.n);
     m->ptx[q->ptx.n] = 0;
     m->ptx_len = q->ptx.n;
-    if (raw) { /* the test-only route: what runs is the tenant's PTX itself */
+    if (raw) /* the test-only route: what runs is the tenant's PTX itself */
         agile__log(AGILE_LOG_WARN, (long)s->uid, "loading UNGUARDED PTX (AGILE_TEST_UNGUARDED_UID)");
-        gr.ptx = m->ptx;
-        gr.ptx_len = m->ptx_len;
-    }
     m->w = w;
     m->dev = (int)q->device;
-    m->strict = go.strict || gr.record; /* the entries take the violation record */
+    m->strict = gj.strict || gj.record; /* the entries take the violation record */
     atomic_init(&m->refs, 1);
     pthread_mutex_init(&m->mu, NULL);
-    tl_log[0] = 0;
     if (is_cuda(w)) {
-        char arch[24], dir[PATH_MAX];
-        agile_guard_compile_opts co;
-        memset(&co, 0, sizeof co);
-        snprintf(arch, sizeof arch, "sm_%d%d", w->dev[q->device].cc_major,
-                 w->dev[q->device].cc_minor);
-        /* Triton targets the architecture-specific variant (".target sm_90a"): PTX for it
-         * only compiles for exactly that arch. */
-        char want[48];
-        snprintf(want, sizeof want, ".target %sa", arch);
-        if (strstr(gr.ptx, want)) strcat(arch, "a");
-        co.arch = arch;
-        co.cache_dir = cache_dir(w, dir, sizeof dir) == AGILE_OK ? dir : NULL;
-        rv = agile_guard_compile(gr.ptx, gr.ptx_len, &co, &image, &image_len, &hit, tl_log,
-                                 sizeof tl_log);
-        if (rv != AGILE_OK) {
-            efail(err, errcap, rv, "compiling the guarded PTX failed: %s", tl_log);
-            goto out;
-        }
+        snprintf(tl_log, sizeof tl_log, "%s", gj.msg);
         AGILE_TRY(agile__backend_enter(w->be, m->dev));
         m->gen = agile__backend_generation(w->be, m->dev);
-        CUresult r = agile__cu.cuModuleLoadData ? agile__cu.cuModuleLoadData(&m->cumod, image)
+        CUresult r = agile__cu.cuModuleLoadData ? agile__cu.cuModuleLoadData(&m->cumod, gj.image)
                                                 : CUDA_ERROR_NOT_SUPPORTED;
         agile__backend_leave(w->be);
-        m->image = image; /* kept: a context reset loads it again */
-        image = NULL;
+        m->image = gj.image; /* kept: a context reset loads it again */
+        gj.image = NULL;
         if (r != CUDA_SUCCESS) {
             m->cumod = NULL;
             rv = efail(err, errcap, agile__cu_err(r, "cuModuleLoadData"), "cuModuleLoadData: %s",
@@ -371,13 +358,11 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
                               &rep->u.module_load_rep.handle));
     m = NULL;
     rep->u.module_load_rep.log = agile__blob_of(tl_log, strlen(tl_log));
-    agile__log(AGILE_LOG_DEBUG, (long)s->uid, "module loaded: %u sites, %s%s", gr.nsites,
-               go.strict ? "strict" : "mask", hit ? ", image from the cache" : "");
+    agile__log(AGILE_LOG_DEBUG, (long)s->uid, "module loaded: %u sites, %s%s", gj.nsites,
+               gj.strict ? "strict" : "mask", gj.hit ? ", image from the cache" : "");
 out:
-    if (raw) gr.ptx = NULL; /* m's copy, not the guard's */
     if (m) module_rele(m);
-    free(image);
-    agile_guard_result_fini(&gr);
+    agile__guard_job_fini(&gj);
     return rv;
 }
 

@@ -8,6 +8,7 @@ import ctypes
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -384,6 +385,56 @@ def test_module_size_cap_and_concurrent_loads_per_tenant(opendir, tmp_path):
         me = tenants(opendir)[os.geteuid()]
         assert me["refusals"]["module_bytes"] == 1 and me["refusals"]["requests"] >= 1
         assert me["module_loads_in_flight"] == 0 and me["requests_in_flight"] <= 1
+    finally:
+        assert w.stop() == 0
+
+
+def guard_children(worker_pid):
+    """The worker's guard processes (worker/guardproc.h): its children named agile-guard-job."""
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                name = f.read().split(b"\0")[0]
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == worker_pid and name == b"agile-guard-job":
+            found.append(int(pid))
+    return found
+
+
+def test_a_crashed_guard_process_fails_its_load_only(opendir, tmp_path):
+    """Guard work runs in a child process: one that crashes (here: killed with SIGSEGV while
+    it guards a 3.5 MiB module) fails that load with AGILE_EGUARD naming the signal, and the
+    worker goes on serving (a load after it succeeds, status answers)."""
+    w = Worker(opendir)
+    try:
+        big = tmp_path / "big.ptx"
+        big.write_bytes(big_ptx(7 << 19, regs=20000))
+        small = tmp_path / "small.ptx"
+        small.write_bytes(big_ptx(4 << 10))
+        for _ in range(5):  # the kill must land while the child works: retried if it was done
+            p = subprocess.Popen([sys.executable, "-c", MODULE_CHILD.format(
+                here=HERE, dir=opendir, ptx=str(big), n=1, big=True)], stdout=subprocess.PIPE,
+                text=True)
+            kids = []
+            assert wait_for(lambda: kids.extend(guard_children(w.proc.pid)) or kids or
+                            p.poll() is not None, 120) is not None
+            for k in kids:
+                os.kill(k, signal.SIGSEGV)
+            o, _ = communicate(p, timeout=300)
+            assert p.returncode == 0, o
+            r = json.loads(o)
+            if kids:
+                break
+        assert kids, "the guard process was never seen working"
+        assert r["res"] == ["AGILE_EGUARD"], r
+        assert "guard process failed: signal 11" in r["msgs"][0], r
+        assert module_child(opendir, str(small))["res"] == ["AGILE_OK"]
+        assert tenants(opendir)[os.geteuid()]["module_loads_in_flight"] == 0
+        assert "guard process failed" in w.logtext()
     finally:
         assert w.stop() == 0
 
