@@ -36,7 +36,7 @@ extern char **environ;
 /* Bounds: the child's CPU time (guarding a 4 MiB module takes seconds; compiling it with
  * nvJitLink tens of seconds), the parent's wait, and what either side believes of a length. */
 #define GJ_CPU_S 120
-#define GJ_WALL_MS (300 * 1000)
+#define GJ_WALL_MS 300000LL
 #define GJ_MAX_PTX (1ull << 30)
 #define GJ_MAX_IMAGE (1ull << 30)
 #define GJ_MAX_STR 4096u
@@ -203,7 +203,7 @@ static char **child_env(void)
     char **env = calloc(n + 2, sizeof *env);
     if (!env) return NULL;
     for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], GJ_ENV "=", sizeof GJ_ENV)) env[k++] = environ[i];
+        if (strncmp(environ[i], GJ_ENV "=", sizeof GJ_ENV) != 0) env[k++] = environ[i];
     env[k++] = (char *)GJ_ENV "=1";
     env[k] = NULL;
     return env;
