@@ -21,12 +21,6 @@
 
 #define AGILE_MODULE_ABI 1u
 
-/* mod_ctl_req.op with this bit set: run data-plane op (op & ~AGILE_MODULE_CTL_EXEC)
- * synchronously over the control plane, payload = the op's args. The worker serves it
- * through the same entry point as the ring (agile__worker_mod_exec) and replies once the
- * op is complete. Until the data plane exists this is how clients run module ops. */
-#define AGILE_MODULE_CTL_EXEC 0x80000000u
-
 struct agile__htab;
 
 /* A tenant's window on one device, as the worker knows it. size is W = 2^k; a client

@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "../modules/fft/fft.h"
-#include "backend/cudadrv.h"
+#include "cudadrv.h"
 #include "guard.h"
 #include "modules.h"
 #include "ptx.h"

@@ -17,7 +17,7 @@
 #include <pthread.h>
 #include <signal.h>
 
-#include "backend/fdpass.h"
+#include "fdpass.h"
 #include "dataplane.h"
 #include "guard.h"
 #include "ring/ring.h"

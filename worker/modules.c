@@ -7,7 +7,7 @@
 
 #include "../modules/fft/fft.h"
 #include "../modules/module.h"
-#include "backend/cudadrv.h"
+#include "cudadrv.h"
 #include "twin.h"
 #include "worker.h"
 

@@ -1,7 +1,7 @@
 /* Sessions: one per client connection (fd socket + nng pipe), owned by a tenant (uid). */
 #include "worker.h"
 
-#include "backend/fdpass.h"
+#include "fdpass.h"
 #include "modules.h"
 #include "twin.h"
 

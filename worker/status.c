@@ -1,6 +1,6 @@
 /* `agilectl status`: the worker's state as JSON or as a table for people. */
 #include "worker.h"
-#include "backend/cudadrv.h"
+#include "cudadrv.h"
 #include "dataplane.h"
 
 #include <stdarg.h>

@@ -1,6 +1,6 @@
 /* libagile fft: plans and execs of the worker's fft module over the control plane.
  *
- * The desc is validated here with the module's own codec (modules/fft/plan.c, linked in),
+ * The desc is validated here with the module's own codec (proto/fft_plan.c),
  * so a malformed request fails before a round trip with the same rule the worker applies;
  * the worker validates again, as it does for any untrusted client. */
 #include "client_int.h"
@@ -8,11 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../modules/fft/fft.h"
 #include "agile/fft.h"
 #include "agile/ring.h"
-#include "backend/backend.h"
-#include "backend/cudadrv.h"
+#include "cudadrv.h"
+#include "fft_plan.h"
 
 #define FFT_MODULE 0u /* config.h AGILE_MODULE_LIST: fft = bit 0 */
 #define NBUCKET 256u
@@ -195,7 +194,7 @@ AGILE_API int agile_fft_exec(agile_handle_t plan, const void *in, void *out, int
         return AGILE_EBOUNDS;
     }
     AGILE_TRY(agile_default_client(&c));
-    if (c->info.backend == AGILE_BACKEND_CUDA && agile__cu.cuStreamSynchronize) {
+    if (c->info.backend == AGILE_BACKEND_KIND_CUDA && agile__cu.cuStreamSynchronize) {
         /* The worker reads `in` from its own context: what the stream queued must be done. */
         CUresult r = agile__cu.cuStreamSynchronize((CUstream)stream);
         if (r != CUDA_SUCCESS) {

@@ -8,9 +8,8 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "cwin.h"
 #include "evpool.h"
-#include "backend/backend.h"
-#include "backend/cudadrv.h"
 
 #define MAX_DEV 16
 #define ALIGNMENT 512
@@ -208,7 +207,7 @@ static int dev_get(int device, cl_dev **out)
     AGILE_TRY(agile__cmem_reserve((int)g_client->info.backend, device, d->size, &d->cw));
     d->base = agile__cmem_base(d->cw);
     rv = agile__arena_init(&d->arena,
-                           g_client->info.backend == AGILE_BACKEND_CUDA ? &cuda_ops : &host_ops,
+                           g_client->info.backend == AGILE_BACKEND_KIND_CUDA ? &cuda_ops : &host_ops,
                            d, d->base, d->size, ALIGNMENT, 0);
     if (rv != AGILE_OK) {
         agile__cmem_release(d->cw);

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "agile/ring.h"
-#include "backend/cudadrv.h"
+#include "cudadrv.h"
 #include "ring/ring.h"
 
 #define MAX_DEV 16

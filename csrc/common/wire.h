@@ -120,6 +120,10 @@ static inline agile__blob agile__blob_of(const void *p, size_t n)
 #define AGILE_REC_module_function_rep(F) F(U64, handle) F(U32, nparams) F(BLOB, param_sizes)
 #define AGILE_REC_mod_ctl_req(F) F(U32, module) F(U32, op) F(U32, device) F(BLOB, payload)
 #define AGILE_REC_mod_ctl_rep(F) F(U64, handle) F(BLOB, payload)
+/* mod_ctl_req.op with this bit set: run data-plane op (op & ~AGILE_MODULE_CTL_EXEC)
+ * synchronously over the control plane, payload = the op's args. The worker serves it
+ * through the same entry point as the ring and replies once the op is complete. */
+#define AGILE_MODULE_CTL_EXEC 0x80000000u
 #define AGILE_REC_ring_attach_req(F) F(U32, slots) F(U32, flags)
 #define AGILE_REC_ring_attach_rep(F) F(U64, handle) F(U64, fd_seq) F(U32, nfds) F(U32, flags)
 

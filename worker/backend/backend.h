@@ -9,8 +9,8 @@
  * leases are scrubbed before their memory can reach anyone else. Protected memory is
  * the worker's own and never exported.
  *
- * Client side (agile__cmem_*): the same window size reserved in the client, leases
- * imported from their fds and mapped at the same offsets. The two bases may differ.
+ * Client side: the same window size reserved in the client, leases imported from their fds
+ * and mapped at the same offsets (csrc/platform/cwin.h, agile__cmem_*).
  *
  * Threads: a backend's functions may be called from any thread; calls on one window are
  * serialised by the caller (the worker's per-session lock). No function holds a global
@@ -38,10 +38,10 @@
  *   - Scrubbing happens when memory is handed out (lease_create), which covers every reuse
  *     of physical memory; lease_destroy does not zero memory a client may still map.
  *   - Limits stated: window size <= 2^46, guard_gap <= size (rounded up to granularity);
- *     agile__cmem_unmap takes exactly a range earlier mapped; backends are closed only
+ *     backends are closed only
  *     after their windows and protected memory are gone.
- *   - Beside this header: fdpass.h (agile__fd_send/agile__fd_recv, SCM_RIGHTS) and
- *     cudadrv.h (the driver table agile__cu, agile__cuda_load, agile__cu_err(r, what)).
+ *   - csrc/platform: fdpass.h (agile__fd_send/agile__fd_recv, SCM_RIGHTS) and cudadrv.h
+ *     (the driver table agile__cu, agile__cuda_load, agile__cu_err(r, what)).
  *   - Lease pool (agile__lease_pool_*): on cuda, lease_create of exactly the pool's chunk
  *     size takes a chunk that was created, zeroed and exported ahead of time by a refill
  *     thread, so the hot path is sink unmap + map + access (DESIGN.md measured ~2 ms for
@@ -200,23 +200,5 @@ void *agile__backend_cuda_context(agile__backend *be, int dev);
 int agile__backend_reset(agile__backend *be, int dev, uint64_t *ns);
 /* Context resets of dev so far (0 on host). */
 unsigned agile__backend_generation(agile__backend *be, int dev);
-
-/* ---- client side -------------------------------------------------------------------------- */
-
-typedef struct agile__cwin agile__cwin;
-
-/* agile__cmem_reserve: in the client process, reserve a window of `size` aligned to
- * `size` for device dev of the given backend kind. On cuda this uses the client's own
- * CUDA context (the primary context of dev, retained until agile__cmem_release). On host
- * the range stays reserved PROT_NONE wherever nothing is mapped. */
-int agile__cmem_reserve(int kind, int dev, uint64_t size, agile__cwin **out);
-/* Import the lease fd (the callee takes ownership of fd on success and failure) and map it
- * at `offset`, readable and writable by the client. */
-int agile__cmem_map(agile__cwin *w, int fd, uint64_t offset, uint64_t size);
-/* Unmap exactly a range earlier mapped with agile__cmem_map (same offset and size). */
-int agile__cmem_unmap(agile__cwin *w, uint64_t offset, uint64_t size);
-uint64_t agile__cmem_base(const agile__cwin *w);
-/* Unmaps whatever is still mapped and frees the reservation. */
-void agile__cmem_release(agile__cwin *w);
 
 #endif

@@ -156,16 +156,6 @@ static CUmemAllocationProp alloc_prop(CUdevice dev, bool exportable)
     return p;
 }
 
-static int set_access(CUdevice dev, uint64_t va, uint64_t len)
-{
-    CUmemAccessDesc d;
-    memset(&d, 0, sizeof d);
-    d.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-    d.location.id = dev;
-    d.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-    return CU(agile__cu.cuMemSetAccess(va, len, &d, 1));
-}
-
 static void pool_close(cuda_backend *cb);
 static void pool_arm(cuda_backend *cb, int dev);
 
@@ -449,7 +439,7 @@ static void repair(agile__window *w, uint64_t a0, uint64_t a1)
         for (uint64_t g = a0; g < a1; g++)
             if (w->gmap[g] == G_NONE && sink_map(w, g, g + 1) != AGILE_OK) goto broken;
     }
-    if (set_access(CB(w->be)->devs[w->dev].dev, gva(w, a0), (a1 - a0) * w->gran) == AGILE_OK)
+    if (agile__cu_set_access(CB(w->be)->devs[w->dev].dev, gva(w, a0), (a1 - a0) * w->gran) == AGILE_OK)
         return;
 broken:
     agile__error("cuda: window %#llx: cannot restore the sink; the window is unusable",
@@ -513,7 +503,7 @@ static int cuda_window_create(agile__window *w)
         rv = CU(agile__cu.cuMemMap(w->base, w->gran, 0, w->sink_small, 0));
         if (rv != AGILE_OK) goto popout;
         w->gmap[0] = G_SMALL; /* so a failure below unmaps it */
-        rv = set_access(d->dev, w->base, w->gran);
+        rv = agile__cu_set_access(d->dev, w->base, w->gran);
         if (rv == AGILE_OK) rv = CU(agile__cu.cuMemsetD8Async(w->base, 0, w->gran, d->stream));
         if (rv == AGILE_OK) rv = CU(agile__cu.cuStreamSynchronize(d->stream));
         if (rv != AGILE_OK) goto popout;
@@ -522,7 +512,7 @@ static int cuda_window_create(agile__window *w)
         w->gmap[0] = G_NONE;
     }
     rv = sink_map(w, 0, ng);
-    if (rv == AGILE_OK) rv = set_access(d->dev, w->base, w->size + w->gap);
+    if (rv == AGILE_OK) rv = agile__cu_set_access(d->dev, w->base, w->size + w->gap);
     if (rv == AGILE_OK) rv = CU(agile__cu.cuMemsetD8Async(w->base, 0, w->chunk, d->stream));
     if (rv == AGILE_OK) rv = CU(agile__cu.cuStreamSynchronize(d->stream));
     if (rv == AGILE_OK) rv = reg_add(&d->regmu, (void ***)&d->wins, &d->nwins, &d->capwins, w);
@@ -664,7 +654,7 @@ static int chunk_make(cuda_dev *d, uint64_t size, pool_chunk *out, steps *sp)
     AGILE_TRY(CU(agile__cu.cuMemMap(pl->zva, size, 0, h, 0)));
     mapped = true;
     step(sp, "cuMemMap");
-    AGILE_TRY(set_access(d->dev, pl->zva, size));
+    AGILE_TRY(agile__cu_set_access(d->dev, pl->zva, size));
     step(sp, "cuMemSetAccess");
     /* Fresh physical memory is not guaranteed zero; the synchronize makes the zeros land
      * before the chunk can reach a client context, which is not ordered after our stream. */
@@ -1038,7 +1028,7 @@ static int cuda_lease_create(agile__lease *l, int *fdp)
     step(&sp, "cuMemMap");
     /* Only the lease and any sink pieces sink_unmap re-made: with chunk-aligned leases that
      * is exactly the lease, never the window. */
-    rv = set_access(d->dev, gva(w, a0), (a1 - a0) * w->gran);
+    rv = agile__cu_set_access(d->dev, gva(w, a0), (a1 - a0) * w->gran);
     if (rv != AGILE_OK) goto popout;
     step(&sp, "cuMemSetAccess");
     if (!pooled) {
@@ -1114,7 +1104,7 @@ static void cuda_lease_destroy(agile__lease *l)
         uint64_t a0 = g0, a1 = g1;
         rv = sink_map(w, g0, g1);
         if (rv == AGILE_OK) rv = sink_coalesce(w, g0, g1, &a0, &a1);
-        if (rv == AGILE_OK) rv = set_access(d->dev, gva(w, a0), (a1 - a0) * w->gran);
+        if (rv == AGILE_OK) rv = agile__cu_set_access(d->dev, gva(w, a0), (a1 - a0) * w->gran);
         if (rv != AGILE_OK) repair(w, a0, a1);
     } else {
         /* Still mapped: keep the memory rather than free it under a live mapping; the
@@ -1150,7 +1140,7 @@ static int pmem_map(cuda_dev *d, agile__pmem *p, uint64_t want)
     AGILE_TRY(CU(agile__cu.cuMemCreate(&h, len, &pr, 0)));
     AGILE_TRY(CU(agile__cu.cuMemMap(va, len, 0, h, 0)));
     mapped = true;
-    AGILE_TRY(set_access(d->dev, va, len));
+    AGILE_TRY(agile__cu_set_access(d->dev, va, len));
     p->addr = va;
     p->rsv = len;
     p->handle = h;
@@ -1245,7 +1235,7 @@ static int zero_handle(cuda_dev *d, CUmemGenericAllocationHandle h, uint64_t siz
     AGILE_TRY(CU(agile__cu.cuMemAddressReserve(&va, size, 0, 0, 0)));
     AGILE_TRY(CU(agile__cu.cuMemMap(va, size, 0, h, 0)));
     mapped = true;
-    AGILE_TRY(set_access(d->dev, va, size));
+    AGILE_TRY(agile__cu_set_access(d->dev, va, size));
     AGILE_TRY(CU(agile__cu.cuMemsetD8Async(va, 0, size, d->stream)));
     AGILE_TRY(CU(agile__cu.cuStreamSynchronize(d->stream)));
 out:
@@ -1312,7 +1302,7 @@ static int window_restore(cuda_dev *d, agile__window *w)
             e++;
         g = e;
     }
-    AGILE_TRY(set_access(d->dev, w->base, w->size + w->gap));
+    AGILE_TRY(agile__cu_set_access(d->dev, w->base, w->size + w->gap));
 out:
     if (rv != AGILE_OK) w->broken = true;
     return rv;
@@ -1476,108 +1466,3 @@ const agile__backend_ops agile__cuda_ops = {
     .reset = cuda_reset,
     .generation = cuda_generation,
 };
-
-/* ---- client side ------------------------------------------------------------------------ */
-
-static int cpush(agile__cwin *w)
-{
-    return CU(agile__cu.cuCtxPushCurrent((CUcontext)w->ctx));
-}
-
-int agile__cuda_cmem_reserve(agile__cwin *w)
-{
-    int rv = AGILE_OK;
-    CUdevice dev;
-    CUcontext ctx = NULL;
-    CUdeviceptr va = 0;
-
-    AGILE_TRY(agile__cuda_load(NULL, 0));
-    AGILE_TRY(CU(agile__cu.cuDeviceGet(&dev, w->dev)));
-    /* The primary context is the one PyTorch runs in, so its kernels see the window. */
-    AGILE_TRY(CU(agile__cu.cuDevicePrimaryCtxRetain(&ctx, dev)));
-    w->ctx = ctx;
-    AGILE_TRY(cpush(w));
-    rv = CU(agile__cu.cuMemAddressReserve(&va, w->size, w->size, 0, 0));
-    pop();
-    w->base = va;
-out:
-    if (rv != AGILE_OK && ctx) {
-        agile__cu.cuDevicePrimaryCtxRelease(dev);
-        w->ctx = NULL;
-    }
-    return rv;
-}
-
-int agile__cuda_cmem_map(agile__cwin *w, int fd, uint64_t offset, uint64_t size)
-{
-    int rv = AGILE_OK;
-    CUmemGenericAllocationHandle h = 0;
-    CUdevice dev;
-    bool pushed = false, mapped = false;
-    steps sp = {0};
-
-    if (w->nmaps == w->capmaps) {
-        size_t cap = w->capmaps ? w->capmaps * 2 : 16;
-        agile__cmap *m = realloc(w->maps, cap * sizeof *m);
-        if (!m) {
-            rv = AGILE_ENOMEM;
-            goto out;
-        }
-        w->maps = m;
-        w->capmaps = cap;
-    }
-    steps_begin(&sp);
-    AGILE_TRY(CU(agile__cu.cuDeviceGet(&dev, w->dev)));
-    AGILE_TRY(cpush(w));
-    pushed = true;
-    AGILE_TRY(CU(agile__cu.cuMemImportFromShareableHandle(
-        &h, (void *)(uintptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)));
-    close(fd); /* the import holds the memory */
-    fd = -1;
-    step(&sp, "cuMemImportFromShareableHandle");
-    AGILE_TRY(CU(agile__cu.cuMemMap(w->base + offset, size, 0, h, 0)));
-    mapped = true;
-    step(&sp, "cuMemMap");
-    AGILE_TRY(set_access(dev, w->base + offset, size));
-    step(&sp, "cuMemSetAccess");
-    w->maps[w->nmaps++] = (agile__cmap){offset, size};
-out:
-    if (rv != AGILE_OK && mapped) agile__cu.cuMemUnmap(w->base + offset, size);
-    /* The mapping keeps the memory alive; unmapping then frees our side of it. */
-    if (h) agile__cu.cuMemRelease(h);
-    if (pushed) pop();
-    if (fd >= 0) close(fd);
-    steps_log(&sp, rv, "cuda: client: map lease %llu MiB at offset %#llx",
-              (unsigned long long)(size >> 20), (unsigned long long)offset);
-    return rv;
-}
-
-int agile__cuda_cmem_unmap(agile__cwin *w, uint64_t offset, uint64_t size)
-{
-    int rv = AGILE_OK;
-    size_t i;
-
-    for (i = 0; i < w->nmaps; i++)
-        if (w->maps[i].offset == offset && w->maps[i].size == size) break;
-    if (i == w->nmaps) return AGILE_EINVAL;
-    AGILE_TRY(cpush(w));
-    rv = CU(agile__cu.cuMemUnmap(w->base + offset, size));
-    pop();
-    if (rv == AGILE_OK) w->maps[i] = w->maps[--w->nmaps];
-out:
-    return rv;
-}
-
-void agile__cuda_cmem_release(agile__cwin *w)
-{
-    CUdevice dev;
-    if (cpush(w) == AGILE_OK) {
-        for (size_t i = 0; i < w->nmaps; i++)
-            agile__cu.cuMemUnmap(w->base + w->maps[i].offset, w->maps[i].size);
-        w->nmaps = 0;
-        agile__cu.cuMemAddressFree(w->base, w->size);
-        pop();
-    }
-    if (agile__cu.cuDeviceGet(&dev, w->dev) == CUDA_SUCCESS)
-        agile__cu.cuDevicePrimaryCtxRelease(dev);
-}

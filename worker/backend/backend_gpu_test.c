@@ -10,6 +10,7 @@
 #include "backend.h"
 #include "core.h"
 #include "cudadrv.h"
+#include "cwin.h"
 #include "fdpass.h"
 
 #include <fcntl.h>

@@ -1,6 +1,7 @@
 /* backend_host.c — windows in host memory: memfd leases mapped into a PROT_NONE
  * reservation. The same API and tests as cuda on machines without a GPU. */
 #include "backend_int.h"
+#include "cwin.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,7 +12,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define HOST_GRAN (2ull << 20) /* like the GPUs, so tests exercise the same geometry */
 
 static agile__backend host_backend = {.ops = &agile__host_ops, .kind = AGILE_BACKEND_HOST};
 
@@ -41,28 +41,13 @@ static int host_device_info(agile__backend *be, int dev, agile__devinfo *out)
     snprintf(out->uuid, sizeof out->uuid, "host");
     out->total_mem = agile__host_phys_mem();
     out->free_mem = (uint64_t)sysconf(_SC_AVPHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
-    out->granularity = HOST_GRAN;
+    out->granularity = AGILE_HOST_GRAN;
     return AGILE_OK;
 }
 
 static uint64_t host_granularity(agile__backend *be, int dev)
 {
-    return HOST_GRAN;
-}
-
-/* Reserve len bytes of PROT_NONE address space aligned to align (a power of two). */
-static int reserve_aligned(uint64_t len, uint64_t align, uint64_t *base)
-{
-    uint64_t span = len + align, start, b;
-    void *p = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) return agile_err_sys(errno);
-    start = (uint64_t)(uintptr_t)p;
-    b = AGILE_ALIGN_UP(start, align);
-    /* Trim the head and tail: only [b, b + len) stays reserved. */
-    if (b > start) munmap(p, b - start);
-    if (start + span > b + len) munmap((void *)(uintptr_t)(b + len), start + span - (b + len));
-    *base = b;
-    return AGILE_OK;
+    return AGILE_HOST_GRAN;
 }
 
 /* Map the sink over window offsets [off, off + len): pieces split at chunk boundaries, so
@@ -86,7 +71,7 @@ static int host_window_create(agile__window *w)
     int rv = AGILE_OK;
 
     w->rsv_len = w->size + w->gap;
-    AGILE_TRY(reserve_aligned(w->rsv_len, w->size, &w->base));
+    AGILE_TRY(agile__va_reserve(w->rsv_len, w->size, &w->base));
     /* The sink is never exported, so it needs no seals; fresh memfd pages are zero. */
     w->sink_fd = memfd_create("agile-sink", MFD_CLOEXEC);
     if (w->sink_fd < 0) {
@@ -216,55 +201,3 @@ const agile__backend_ops agile__host_ops = {
     .leave = host_leave,
     .cuda_context = host_cuda_context,
 };
-
-/* ---- client side ------------------------------------------------------------------------ */
-
-int agile__host_cmem_reserve(agile__cwin *w)
-{
-    return reserve_aligned(w->size, w->size, &w->base);
-}
-
-int agile__host_cmem_map(agile__cwin *w, int fd, uint64_t offset, uint64_t size)
-{
-    int rv = AGILE_OK;
-    struct stat st;
-    void *p;
-
-    if ((offset | size) & (HOST_GRAN - 1)) {
-        rv = AGILE_EINVAL;
-        goto out;
-    }
-    /* Touching a page past the end of a file is SIGBUS: never map more than it holds. */
-    if (fstat(fd, &st) != 0) {
-        rv = agile_err_sys(errno);
-        goto out;
-    }
-    if ((uint64_t)st.st_size < size) {
-        rv = AGILE_EINVAL;
-        goto out;
-    }
-    p = mmap((void *)(uintptr_t)(w->base + offset), size, PROT_READ | PROT_WRITE,
-             MAP_SHARED | MAP_FIXED, fd, 0);
-    if (p == MAP_FAILED) {
-        rv = agile_err_sys(errno);
-        /* Keep the range reserved whatever the failed MAP_FIXED left behind. */
-        mmap((void *)(uintptr_t)(w->base + offset), size, PROT_NONE,
-             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
-    }
-out:
-    close(fd); /* the mapping holds the memory */
-    return rv;
-}
-
-int agile__host_cmem_unmap(agile__cwin *w, uint64_t offset, uint64_t size)
-{
-    /* Replace rather than munmap: the VA stays reserved, so nothing else lands there. */
-    void *p = mmap((void *)(uintptr_t)(w->base + offset), size, PROT_NONE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
-    return p == MAP_FAILED ? agile_err_sys(errno) : AGILE_OK;
-}
-
-void agile__host_cmem_release(agile__cwin *w)
-{
-    munmap((void *)(uintptr_t)w->base, w->size);
-}

@@ -7,6 +7,7 @@
 
 #include "backend.h"
 #include "core.h"
+#include "cwin.h"
 #include "fdpass.h"
 
 #include <dirent.h>

@@ -86,28 +86,6 @@ extern const agile__backend_ops agile__cuda_ops;
 int agile__host_open(agile__backend **out, char *why, size_t whycap);
 int agile__cuda_open(agile__backend **out, char *why, size_t whycap);
 
-/* Client side, per kind. */
-int agile__host_cmem_reserve(agile__cwin *w);
-int agile__host_cmem_map(agile__cwin *w, int fd, uint64_t offset, uint64_t size);
-int agile__host_cmem_unmap(agile__cwin *w, uint64_t offset, uint64_t size);
-void agile__host_cmem_release(agile__cwin *w);
-int agile__cuda_cmem_reserve(agile__cwin *w);
-int agile__cuda_cmem_map(agile__cwin *w, int fd, uint64_t offset, uint64_t size);
-int agile__cuda_cmem_unmap(agile__cwin *w, uint64_t offset, uint64_t size);
-void agile__cuda_cmem_release(agile__cwin *w);
-
-typedef struct agile__cmap {
-    uint64_t offset, size;
-} agile__cmap;
-
-struct agile__cwin {
-    int kind, dev;
-    uint64_t base, size;
-    void *ctx;         /* cuda: the retained primary context */
-    agile__cmap *maps; /* cuda: live mappings, so release can unmap them */
-    size_t nmaps, capmaps;
-};
-
 /* Host physical memory in bytes (sysconf), 0 when unknown. */
 uint64_t agile__host_phys_mem(void);
 

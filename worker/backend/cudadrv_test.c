@@ -10,6 +10,7 @@
 #include "backend.h"
 #include "core.h"
 #include "cudadrv.h"
+#include "cwin.h"
 
 #include <fcntl.h>
 #include <pthread.h>

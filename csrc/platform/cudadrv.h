@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -104,6 +105,10 @@ int agile__cuda_load(char *why, size_t cap);
 
 /* agile__cu_err: wrap r (agile_err_cuda) and log its name at debug level with `what`. */
 int agile__cu_err(CUresult r, const char *what);
+
+/* agile__cu_set_access: make [va, va + len) readable and writable from device dev (a
+ * cuMemSetAccess of mapped VMM memory, in the calling thread's current context). */
+int agile__cu_set_access(CUdevice dev, uint64_t va, uint64_t len);
 
 /* agile__cu_name: "CUDA_ERROR_..." for r, also when the driver is a stub or absent. */
 const char *agile__cu_name(CUresult r);

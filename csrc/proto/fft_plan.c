@@ -1,6 +1,6 @@
-/* plan.c — fft plan descriptions: validation/normalisation, wire codec, extents, bounds.
+/* fft_plan.c — fft plan descriptions: validation/normalisation, wire codec, extents, bounds.
  * Everything here runs on untrusted input: no arithmetic may wrap, every product is checked. */
-#include "fft.h"
+#include "fft_plan.h"
 
 #include <string.h>
 

@@ -80,6 +80,17 @@ int agile__cu_err(CUresult r, const char *what)
     return agile_err_cuda((int)r);
 }
 
+int agile__cu_set_access(CUdevice dev, uint64_t va, uint64_t len)
+{
+    CUmemAccessDesc d;
+    memset(&d, 0, sizeof d);
+    d.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    d.location.id = dev;
+    d.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    return agile__cu_err(agile__cu.cuMemSetAccess(va, len, &d, 1),
+                        "agile__cu.cuMemSetAccess(va, len, &d, 1)");
+}
+
 bool agile__cu_sticky(CUresult r)
 {
     switch (r) {
