@@ -22,7 +22,6 @@
 #include <unistd.h>
 
 #include "../modules/fft/fft.h"
-#include "cudadrv.h"
 #include "guard.h"
 #include "modules.h"
 #include "ptx.h"
@@ -67,9 +66,13 @@ static int efail(char *err, size_t cap, int rv, const char *fmt, ...)
     return rv;
 }
 
-static bool is_cuda(const agile__worker *w)
+/* What the backend's queues can do (backend.h): queued (commands run on streams, complete by
+ * events), or the dispatcher does in-window work itself. */
+static agile__queue_caps caps(const agile__worker *w)
 {
-    return agile__backend_kind(w->be) == AGILE_BACKEND_CUDA;
+    agile__queue_caps c;
+    agile__backend_queue_caps(w->be, &c);
+    return c;
 }
 
 /* ---- modules and functions ------------------------------------------------------------- */
@@ -79,24 +82,24 @@ typedef struct dp_module {
     agile__worker *w;
     int dev;
     bool strict;
-    CUmodule cumod; /* NULL on host */
+    agile__kmodule *kmod; /* NULL where the backend runs no kernels */
     char *ptx;      /* the tenant's PTX, for the entries' parameters */
     size_t ptx_len;
-    /* cuda: the compiled image, loaded again after a context reset (mu: cumod, gen) */
+    /* the compiled image, loaded again after a context reset (mu: kmod, gen) */
     void *image;
     pthread_mutex_t mu;
-    unsigned gen; /* the backend generation cumod was loaded in */
+    unsigned gen; /* the backend generation kmod was loaded in */
     /* bit (kernel_id - 1) % 64: a launch of that kernel completed without error */
     _Atomic uint64_t ok_kernels;
 } dp_module;
 
 typedef struct dp_function {
     dp_module *mod;
-    CUfunction cufn; /* NULL: cannot launch (host) */
+    agile__kfunc *kfn; /* NULL: cannot launch (no kernels on this backend) */
     uint32_t nparams, argsize, kernel_id;
     uint32_t size[DP_MAX_PARAMS], off[DP_MAX_PARAMS];
     _Atomic uint32_t dyn_smem; /* the largest dynamic shared memory allowed so far */
-    unsigned gen;              /* dispatcher: the generation of cufn */
+    unsigned gen;              /* dispatcher: the generation of kfn */
     char name[128];
 } dp_function;
 
@@ -104,9 +107,9 @@ static void module_rele(dp_module *m)
 {
     if (atomic_fetch_sub(&m->refs, 1) != 1) return;
     /* a module of a context that was reset went with it */
-    if (m->cumod && agile__backend_enter(m->w->be, m->dev) == AGILE_OK) {
+    if (m->kmod && agile__backend_enter(m->w->be, m->dev) == AGILE_OK) {
         if (m->gen == agile__backend_generation(m->w->be, m->dev))
-            agile__cu.cuModuleUnload(m->cumod);
+            agile__kmodule_unload(m->w->be, m->kmod);
         agile__backend_leave(m->w->be);
     }
     pthread_mutex_destroy(&m->mu);
@@ -291,7 +294,7 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
     gj.raw = raw;
     gj.guard_gap = AGILE_GUARD_GAP;
     gj.nice = geteuid() == 0; /* a --shared worker: one uid's loads below everyone's requests */
-    if (is_cuda(w)) {
+    if (caps(w).kernels) {
         snprintf(arch, sizeof arch, "sm_%d%d", w->dev[q->device].cc_major,
                  w->dev[q->device].cc_minor);
         gj.arch = arch;
@@ -334,19 +337,17 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
     m->strict = gj.strict || gj.record; /* the entries take the violation record */
     atomic_init(&m->refs, 1);
     pthread_mutex_init(&m->mu, NULL);
-    if (is_cuda(w)) {
+    if (caps(w).kernels) {
         snprintf(tl_log, sizeof tl_log, "%s", gj.msg);
         AGILE_TRY(agile__backend_enter(w->be, m->dev));
         m->gen = agile__backend_generation(w->be, m->dev);
-        CUresult r = agile__cu.cuModuleLoadData ? agile__cu.cuModuleLoadData(&m->cumod, gj.image)
-                                                : CUDA_ERROR_NOT_SUPPORTED;
+        rv = agile__kmodule_load(w->be, gj.image, &m->kmod);
         agile__backend_leave(w->be);
         m->image = gj.image; /* kept: a context reset loads it again */
         gj.image = NULL;
-        if (r != CUDA_SUCCESS) {
-            m->cumod = NULL;
-            rv = efail(err, errcap, agile__cu_err(r, "cuModuleLoadData"), "cuModuleLoadData: %s",
-                       agile__cu_name(r));
+        if (rv != AGILE_OK) {
+            m->kmod = NULL;
+            efail(err, errcap, rv, "cuModuleLoadData: %s", agile__backend_err_name(rv));
             goto out;
         }
     } else {
@@ -395,7 +396,7 @@ int agile__dp_module_function(agile__worker *w, agile__session *s, const agile__
     }
     AGILE_TRY(entry_params(m, name, f, err, errcap));
     snprintf(f->name, sizeof f->name, "%s", name);
-    if (m->cumod) {
+    if (m->kmod) {
         AGILE_TRY(agile__backend_enter(w->be, m->dev));
         f->mod = m;
         f->gen = agile__backend_generation(w->be, m->dev) - 1; /* not looked up yet */
@@ -438,7 +439,7 @@ typedef struct dp_pend {
     uint64_t seq, tag, result;
     uint64_t addr;    /* host WAIT, cuda SIGNAL: worker address of the counter */
     uint64_t head_ns; /* when it reached the head of the queue (0: not yet) */
-    CUevent ev;
+    agile__event *ev;
     int32_t status;
     uint32_t val, cond;
     uint16_t opcode;
@@ -465,7 +466,7 @@ typedef struct dp_hostop {
 
 typedef struct dp_stream {
     uint64_t tag;
-    CUstream cu;
+    agile__stream *st;
 } dp_stream;
 
 typedef struct dp_ring {
@@ -483,7 +484,7 @@ typedef struct dp_ring {
     uint32_t pcap, phead, pcount;
     dp_stream *streams;
     uint32_t nstreams;
-    CUevent *evpool;
+    agile__event **evpool;
     uint32_t nev;
     agile__pmem *viol;
     uint64_t viol_addr;
@@ -601,13 +602,14 @@ static void dp_remove(agile__dp *dp, dp_ring *r)
 
 static bool gpu_idle(dp_ring *r, uint64_t deadline)
 {
+    agile__backend *be = r->w->be;
     for (;;) {
         bool idle = true;
         for (uint32_t i = 0; i < r->nstreams; i++) {
-            /* a driver without cuStreamQuery (mockcuda): wait, it cannot hang on a mock */
-            CUresult q = agile__cu.cuStreamQuery ? agile__cu.cuStreamQuery(r->streams[i].cu)
-                                                 : agile__cu.cuStreamSynchronize(r->streams[i].cu);
-            if (q == CUDA_ERROR_NOT_READY) idle = false;
+            /* a driver that cannot query a stream (mockcuda): wait, it cannot hang on a mock */
+            int q = agile__stream_query(be, r->streams[i].st);
+            if (q == AGILE_ENOTSUP) q = agile__stream_sync(be, r->streams[i].st);
+            if (q == AGILE_EBUSY) idle = false;
         }
         if (idle) return true;
         if (agile__now_ns() > deadline) return false;
@@ -628,7 +630,7 @@ static void ring_fini(void *obj)
     agile__worker *w = r->w;
     bool leak = false;
     if (w->dp) dp_remove(w->dp, r);
-    if (is_cuda(w) && agile__backend_enter(w->be, r->dev) == AGILE_OK) {
+    if (caps(w).queued && agile__backend_enter(w->be, r->dev) == AGILE_OK) {
         /* The window must outlive every GPU operation on it. A stream that does not drain
          * (a WAIT for a value the client never wrote, a kernel past its limit) keeps the
          * session, and with it the window, alive: a leak, never a fault or a hang. */
@@ -641,13 +643,13 @@ static void ring_fini(void *obj)
         bool live = r->gen == agile__backend_generation(w->be, r->dev);
         for (uint32_t i = 0; r->pend && i < r->pcount; i++) {
             dp_pend *p = &r->pend[(r->phead + i) % r->pcap];
-            if (p->ev && live) agile__cu.cuEventDestroy(p->ev);
+            if (p->ev && live) agile__event_destroy(w->be, p->ev);
             pend_retire(p);
         }
         for (uint32_t i = 0; live && i < r->nev; i++)
-            agile__cu.cuEventDestroy(r->evpool[i]);
+            agile__event_destroy(w->be, r->evpool[i]);
         for (uint32_t i = 0; live && i < r->nstreams; i++)
-            agile__cu.cuStreamDestroy(r->streams[i].cu);
+            agile__stream_destroy(w->be, r->streams[i].st);
         agile__backend_leave(w->be);
     }
     if (r->viol && !leak) agile__pmem_free(r->viol);
@@ -702,7 +704,7 @@ int agile__dp_ring_attach(agile__worker *w, agile__session *s, const agile__msg 
         ring_fini(r);
         return AGILE_ENOMEM;
     }
-    if (is_cuda(w)) {
+    if (caps(w).queued) {
         rv = agile__pmem_alloc(w->be, r->dev, AGILE_GUARD_VIOL_SIZE, &r->viol, &r->viol_addr);
         if (rv == AGILE_OK)
             rv = agile__backend_memset(w->be, r->dev, r->viol_addr, 0, AGILE_GUARD_VIOL_SIZE);
@@ -800,11 +802,12 @@ static int xlate(dp_ring *r, uint64_t client, uint64_t n, uint64_t *out)
     return AGILE_OK;
 }
 
-static int worker_stream(dp_ring *r, uint64_t tag, CUstream *out)
+static int worker_stream(dp_ring *r, uint64_t tag, agile__stream **out)
 {
+    int rv;
     for (uint32_t i = 0; i < r->nstreams; i++) {
         if (r->streams[i].tag == tag) {
-            *out = r->streams[i].cu;
+            *out = r->streams[i].st;
             return AGILE_OK;
         }
     }
@@ -812,26 +815,26 @@ static int worker_stream(dp_ring *r, uint64_t tag, CUstream *out)
     dp_stream *n = realloc(r->streams, (r->nstreams + 1) * sizeof *n);
     if (!n) return AGILE_ENOMEM;
     r->streams = n;
-    CUresult cr = agile__cu.cuStreamCreate(&n[r->nstreams].cu, CU_STREAM_NON_BLOCKING);
-    if (cr != CUDA_SUCCESS) return agile__cu_err(cr, "cuStreamCreate");
+    if ((rv = agile__stream_create(r->w->be, &n[r->nstreams].st)) != AGILE_OK) return rv;
     n[r->nstreams].tag = tag;
-    *out = n[r->nstreams++].cu;
+    *out = n[r->nstreams++].st;
     return AGILE_OK;
 }
 
 /* After a GPU op on stream: its completion waits for an event. DP_QUEUED on success. */
-static int gpu_queue(dp_ring *r, const agile__ring_cmd *cmd, CUstream st, bool launch)
+static int gpu_queue(dp_ring *r, const agile__ring_cmd *cmd, agile__stream *st, bool launch)
 {
+    agile__backend *be = r->w->be;
     dp_pend p;
-    CUresult cr;
+    int rv;
     memset(&p, 0, sizeof p);
     if (r->nev)
         p.ev = r->evpool[--r->nev];
-    else if ((cr = agile__cu.cuEventCreate(&p.ev, CU_EVENT_DISABLE_TIMING)) != CUDA_SUCCESS)
-        return agile__cu_err(cr, "cuEventCreate");
-    if ((cr = agile__cu.cuEventRecord(p.ev, st)) != CUDA_SUCCESS) {
-        agile__cu.cuEventDestroy(p.ev);
-        return agile__cu_err(cr, "cuEventRecord");
+    else if ((rv = agile__event_create(be, &p.ev)) != AGILE_OK)
+        return rv;
+    if ((rv = agile__event_record(be, p.ev, st)) != AGILE_OK) {
+        agile__event_destroy(be, p.ev);
+        return rv;
     }
     p.seq = cmd->seq;
     p.tag = cmd->tag;
@@ -842,14 +845,14 @@ static int gpu_queue(dp_ring *r, const agile__ring_cmd *cmd, CUstream st, bool l
     return DP_QUEUED;
 }
 
-static void ev_put(dp_ring *r, CUevent ev)
+static void ev_put(dp_ring *r, agile__event *ev)
 {
-    CUevent *n;
+    agile__event **n;
     if (r->nev < 64 && (n = realloc(r->evpool, (r->nev + 1) * sizeof *n))) {
         r->evpool = n;
         r->evpool[r->nev++] = ev;
     } else {
-        agile__cu.cuEventDestroy(ev);
+        agile__event_destroy(r->w->be, ev);
     }
 }
 
@@ -859,20 +862,20 @@ static int function_current(agile__worker *w, dp_function *f)
 {
     dp_module *m = f->mod;
     unsigned gen = agile__backend_generation(w->be, m->dev);
-    CUresult cr = CUDA_SUCCESS;
+    int rv = AGILE_OK;
     if (f->gen == gen) return AGILE_OK;
     pthread_mutex_lock(&m->mu);
     if (m->gen != gen) {
-        CUmodule nm = NULL;
-        cr = agile__cu.cuModuleLoadData(&nm, m->image);
-        if (cr == CUDA_SUCCESS) {
-            m->cumod = nm;
+        agile__kmodule *nm = NULL;
+        rv = agile__kmodule_load(w->be, m->image, &nm);
+        if (rv == AGILE_OK) {
+            m->kmod = nm;
             m->gen = gen;
         }
     }
-    if (cr == CUDA_SUCCESS) cr = agile__cu.cuModuleGetFunction(&f->cufn, m->cumod, f->name);
+    if (rv == AGILE_OK) rv = agile__kmodule_function(w->be, m->kmod, f->name, &f->kfn);
     pthread_mutex_unlock(&m->mu);
-    if (cr != CUDA_SUCCESS) return agile__cu_err(cr, "reloading a module after a reset");
+    if (rv != AGILE_OK) return rv;
     atomic_store(&f->dyn_smem, 0);
     f->gen = gen;
     return AGILE_OK;
@@ -886,15 +889,14 @@ static int exec_launch(dp_ring *r, const agile__ring_cmd *cmd)
     void *pp[DP_MAX_PARAMS + 3];
     uint64_t args[(AGILE_RING_MAX_PAYLOAD + 7) / 8];
     uint64_t mask, base, viol;
-    CUstream st = NULL;
-    CUresult cr;
+    agile__stream *st = NULL;
     int rv = AGILE_OK;
 
-    if (!is_cuda(w) || !agile__cu.cuLaunchKernel) return AGILE_ENOTSUP;
+    if (!caps(w).kernels) return AGILE_ENOTSUP;
     if ((rv = agile__htab_hold(&w->objs, l->function, AGILE_OBJ_FUNCTION, r->s->id, (void **)&f)))
         return rv;
-    if (!f->cufn || f->mod->dev != r->dev) {
-        rv = f->cufn ? AGILE_EINVAL : AGILE_ENOTSUP;
+    if (!f->kfn || f->mod->dev != r->dev) {
+        rv = f->kfn ? AGILE_EINVAL : AGILE_ENOTSUP;
         goto out;
     }
     AGILE_TRY(function_current(w, f));
@@ -920,20 +922,13 @@ static int exec_launch(dp_ring *r, const agile__ring_cmd *cmd)
     pp[f->nparams + 2] = &viol;
     AGILE_TRY(worker_stream(r, cmd->tag, &st));
     if (l->shmem > 48u * 1024u && l->shmem > atomic_load(&f->dyn_smem)) {
-        cr = agile__cu.cuFuncSetAttribute(f->cufn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                          (int)l->shmem);
-        if (cr != CUDA_SUCCESS) {
-            rv = agile__cu_err(cr, "cuFuncSetAttribute");
-            goto out;
-        }
+        AGILE_TRY(agile__kfunc_set_dyn_smem(w->be, f->kfn, l->shmem));
         atomic_store(&f->dyn_smem, l->shmem);
     }
-    cr = agile__cu.cuLaunchKernel(f->cufn, l->grid_x, l->grid_y, l->grid_z, l->block_x, l->block_y,
-                                  l->block_z, l->shmem, st, pp, NULL);
-    if (cr != CUDA_SUCCESS) {
-        rv = agile__cu_err(cr, "cuLaunchKernel");
-        goto out;
-    }
+    const agile__launch_dims dims = {{l->grid_x, l->grid_y, l->grid_z},
+                                     {l->block_x, l->block_y, l->block_z},
+                                     l->shmem};
+    AGILE_TRY(agile__launch(w->be, st, f->kfn, &dims, pp));
     if (f->mod->strict) r->viol_armed = true;
     rv = gpu_queue(r, cmd, st, true);
     if (rv == DP_QUEUED) {
@@ -1017,7 +1012,7 @@ static int exec_memcpy(dp_ring *r, const agile__ring_cmd *cmd)
     AGILE_TRY(xlate(r, m->dst, m->bytes, &d));
     AGILE_TRY(xlate(r, m->src, m->bytes, &s));
     if (!m->bytes) return AGILE_OK;
-    if (!is_cuda(r->w)) {
+    if (!caps(r->w).queued) {
         if (m->bytes <= DP_HOST_PIECE_MIN) {
             memmove((void *)(uintptr_t)d, (const void *)(uintptr_t)s, m->bytes);
             return AGILE_OK;
@@ -1025,10 +1020,9 @@ static int exec_memcpy(dp_ring *r, const agile__ring_cmd *cmd)
         hostop_start(r, cmd, d, s, m->bytes, 0, 1);
         return DP_QUEUED;
     }
-    CUstream st = NULL;
+    agile__stream *st = NULL;
     AGILE_TRY(worker_stream(r, cmd->tag, &st));
-    CUresult cr = agile__cu.cuMemcpyAsync(d, s, m->bytes, st);
-    if (cr != CUDA_SUCCESS) return agile__cu_err(cr, "cuMemcpyAsync");
+    AGILE_TRY(agile__stream_memcpy(r->w->be, st, d, s, m->bytes));
     rv = gpu_queue(r, cmd, st, false);
 out:
     return rv;
@@ -1047,7 +1041,7 @@ static int exec_memset(dp_ring *r, const agile__ring_cmd *cmd)
     AGILE_TRY(xlate(r, m->dst, n, &d));
     if (!n) return AGILE_OK;
     if (d % es) return AGILE_EINVAL;
-    if (!is_cuda(r->w)) {
+    if (!caps(r->w).queued) {
         if (n <= DP_HOST_PIECE_MIN) {
             host_fill(d, m->value, es, n);
             return AGILE_OK;
@@ -1055,14 +1049,13 @@ static int exec_memset(dp_ring *r, const agile__ring_cmd *cmd)
         hostop_start(r, cmd, d, 0, n, m->value, es);
         return DP_QUEUED;
     }
-    /* The driver table has the byte form only: wider patterns must repeat one byte. */
+    /* Streams fill bytes only: wider patterns must repeat one byte. */
     uint8_t b = (uint8_t)m->value;
     for (uint32_t i = 1; i < es; i++)
         if ((uint8_t)(m->value >> (8 * i)) != b) return AGILE_ENOTSUP;
-    CUstream st = NULL;
+    agile__stream *st = NULL;
     AGILE_TRY(worker_stream(r, cmd->tag, &st));
-    CUresult cr = agile__cu.cuMemsetD8Async(d, b, n, st);
-    if (cr != CUDA_SUCCESS) return agile__cu_err(cr, "cuMemsetD8Async");
+    AGILE_TRY(agile__stream_memset8(r->w->be, st, d, b, n));
     rv = gpu_queue(r, cmd, st, false);
 out:
     return rv;
@@ -1086,7 +1079,8 @@ static int exec_sigwait(dp_ring *r, const agile__ring_cmd *cmd)
         (wait ? cmd->u.wait.cond > AGILE_WAIT_EQ : cmd->u.signal.flags != 0))
         return AGILE_EINVAL;
     AGILE_TRY(xlate(r, counter, 4, &a));
-    if (!is_cuda(r->w)) {
+    agile__queue_caps qc = caps(r->w);
+    if (!qc.queued) {
         if (!wait) {
             __atomic_store_n((uint32_t *)(uintptr_t)a, (uint32_t)value, __ATOMIC_RELEASE);
             return AGILE_OK;
@@ -1104,18 +1098,15 @@ static int exec_sigwait(dp_ring *r, const agile__ring_cmd *cmd)
         queue(r, &p);
         return DP_QUEUED;
     }
-    CUstream st = NULL;
-    CUresult cr;
-    if (!agile__cu.cuStreamWaitValue32 || !agile__cu.cuStreamWriteValue32) return AGILE_ENOTSUP;
+    agile__stream *st = NULL;
+    if (!qc.values) return AGILE_ENOTSUP;
     AGILE_TRY(worker_stream(r, cmd->tag, &st));
     if (wait)
-        cr = agile__cu.cuStreamWaitValue32(
-            st, a, (uint32_t)value,
-            cmd->u.wait.cond == AGILE_WAIT_EQ ? CU_STREAM_WAIT_VALUE_EQ : CU_STREAM_WAIT_VALUE_GEQ);
+        AGILE_TRY(agile__stream_wait32(r->w->be, st, a, (uint32_t)value,
+                                       cmd->u.wait.cond == AGILE_WAIT_EQ ? AGILE_STREAM_WAIT_EQ
+                                                                         : AGILE_STREAM_WAIT_GEQ));
     else
-        cr = agile__cu.cuStreamWriteValue32(st, a, (uint32_t)value, 0);
-    if (cr != CUDA_SUCCESS)
-        return agile__cu_err(cr, wait ? "cuStreamWaitValue32" : "cuStreamWriteValue32");
+        AGILE_TRY(agile__stream_write32(r->w->be, st, a, (uint32_t)value));
     rv = gpu_queue(r, cmd, st, false);
     if (rv == DP_QUEUED && !wait) { /* a reset writes it, so the client's stream goes on */
         last_pend(r)->addr = a;
@@ -1128,20 +1119,17 @@ out:
 static int exec_mod_op(dp_ring *r, const agile__ring_cmd *cmd)
 {
     const struct agile__ring_rec_mod_op *m = &cmd->u.mod_op;
-    void *st = NULL;
+    agile__stream *st = NULL;
     int rv = AGILE_OK;
     if (m->op > 0xffffu) return AGILE_EINVAL;
-    if (is_cuda(r->w)) {
-        CUstream cs = NULL;
-        AGILE_TRY(worker_stream(r, cmd->tag, &cs));
-        st = cs;
-    }
+    if (caps(r->w).queued) AGILE_TRY(worker_stream(r, cmd->tag, &st));
     uint32_t op = AGILE_MOD_EXEC_OP(m->op, r->dev); /* the device of the op's addresses */
-    rv = agile__worker_mod_exec(r->w, r->s, m->module, op, m->args.p, m->args.n, st);
-    if (rv != AGILE_OK && st && agile__cu.cuStreamQuery) {
+    rv = agile__worker_mod_exec(r->w, r->s, m->module, op, m->args.p, m->args.n,
+                                st ? agile__stream_handle(st) : NULL);
+    if (rv != AGILE_OK && st) {
         /* cuFFT says CUFFT_EXEC_FAILED or the like; the stream says whether the context died */
-        CUresult q = agile__cu.cuStreamQuery((CUstream)st);
-        if (agile__cu_sticky(q)) rv = agile__cu_err(q, "module op");
+        int q = agile__stream_query(r->w->be, st);
+        if (agile__backend_err_lost(q)) rv = agile__backend_err_note(q, "module op");
     }
     if (rv == AGILE_OK && st) /* ordered on the worker stream: complete with its event */
         rv = gpu_queue(r, cmd, st, false);
@@ -1154,7 +1142,7 @@ out:
  * charged by its pieces as they run, so starting it costs one unit. */
 static uint32_t cmd_cost(const dp_ring *r, const agile__ring_cmd *cmd)
 {
-    bool cuda = is_cuda(r->w);
+    bool cuda = caps(r->w).queued;
     uint64_t bytes = 0;
     if (cmd->opcode == AGILE_RING_OP_MEMCPY)
         bytes = cmd->u.memcpy.bytes;
@@ -1212,7 +1200,7 @@ static uint32_t exec(dp_ring *r, const agile__ring_cmd *cmd)
     }
     /* GPU ops and host WAITs queued their completion, a large host op completes after its
      * last piece; everything else completes now. */
-    if (rv != DP_QUEUED && agile__cu_sticky_err(rv)) { /* the context died before it ran */
+    if (rv != DP_QUEUED && agile__backend_err_lost(rv)) { /* the context died before it ran */
         fault_note(r, rv, cmd->opcode == AGILE_RING_OP_LAUNCH ? "launch" : "command");
         rv = AGILE_ERESET;
     }
@@ -1228,8 +1216,8 @@ static int32_t check_violation(dp_ring *r, dp_pend *p)
     if (!r->viol_armed || !r->viol) return AGILE_OK;
     if (r->rw.err_status != AGILE_OK)
         return AGILE_OK; /* an earlier error goes first; the record waits for the next one */
-    CUresult cr = agile__cu.cuMemcpyDtoH(rec, r->viol_addr, sizeof rec);
-    if (cr != CUDA_SUCCESS) return agile__cu_err(cr, "reading the violation record");
+    int rv = agile__backend_read(r->w->be, r->dev, rec, r->viol_addr, sizeof rec);
+    if (rv != AGILE_OK) return agile__backend_err_note(rv, "reading the violation record");
     r->viol_armed = false;
     uint32_t kernel, site;
     uint64_t addr;
@@ -1266,8 +1254,8 @@ static bool drain(dp_ring *r, uint64_t now)
         dp_pend *p = &r->pend[r->phead];
         if (!p->head_ns) p->head_ns = now;
         if (p->kind == P_EVENT) {
-            CUresult q = agile__cu.cuEventQuery(p->ev);
-            if (q == CUDA_ERROR_NOT_READY) {
+            int q = agile__event_query(r->w->be, p->ev);
+            if (q == AGILE_EBUSY) {
                 /* Timed from when the op reached the head of the queue, i.e. roughly when
                  * the GPU could start it. The policy's limit is for launches; copies, the
                  * stream-order WAIT/SIGNAL (which wait for the client's own stream) and
@@ -1283,14 +1271,14 @@ static bool drain(dp_ring *r, uint64_t now)
                 agile__log(AGILE_LOG_WARN, (long)r->uid, "%s seq %llu exceeded %llu ms",
                            agile__ring_op_name(p->opcode), (unsigned long long)p->seq,
                            (unsigned long long)(lim / 1000000));
-                agile__cu.cuEventDestroy(p->ev); /* released once it fires */
-            } else if (agile__cu_sticky(q)) {
+                agile__event_destroy(r->w->be, p->ev); /* released once it fires */
+            } else if (agile__backend_err_lost(q)) {
                 /* the context is lost: this and everything after it is recovery's to post */
-                fault_note(r, agile__cu_err(q, "asynchronous error"), p->what);
+                fault_note(r, agile__backend_err_note(q, "asynchronous error"), p->what);
                 break;
             } else {
-                if (q != CUDA_SUCCESS) p->status = agile__cu_err(q, "asynchronous error");
-                if (q == CUDA_SUCCESS && p->mod) /* the kernel has run: not a first suspect */
+                if (q != AGILE_OK) p->status = agile__backend_err_note(q, "asynchronous error");
+                if (q == AGILE_OK && p->mod) /* the kernel has run: not a first suspect */
                     atomic_fetch_or(&p->mod->ok_kernels, 1ull << ((p->kernel_id - 1) % 64));
                 ev_put(r, p->ev);
             }
@@ -1303,9 +1291,9 @@ static bool drain(dp_ring *r, uint64_t now)
             }
         } else if (p->kind == P_BARRIER) {
             p->status = check_violation(r, p);
-            if (agile__cu_sticky_err(p->status)) {
+            if (agile__backend_err_lost(p->status)) {
                 p->status = AGILE_OK;
-                fault_note(r, agile__cu_err(CUDA_ERROR_LAUNCH_FAILED, NULL), "barrier");
+                fault_note(r, agile__backend_err_kernel_fault(), "barrier");
                 break;
             }
         }
@@ -1414,8 +1402,7 @@ static bool pull(void *arg, uint32_t tenant, uint32_t allowance, uint32_t *used)
             /* A host WAIT holds back the ring's later commands (they are ordered after it). */
             if (r->pcount && r->pend[(r->phead + r->pcount - 1) % r->pcap].kind == P_HOSTWAIT)
                 continue;
-            bool cuda = is_cuda(r->w);
-            if (cuda && agile__backend_enter(r->w->be, r->dev) != AGILE_OK) continue;
+            if (agile__backend_enter(r->w->be, r->dev) != AGILE_OK) continue;
             int rv = agile__ring_next(&r->rw, cmd, &got);
             if (rv != AGILE_OK) {
                 r->dead = true;
@@ -1428,7 +1415,7 @@ static bool pull(void *arg, uint32_t tenant, uint32_t allowance, uint32_t *used)
                 *used += exec(r, cmd);
                 progress = true;
             }
-            if (cuda) agile__backend_leave(r->w->be);
+            agile__backend_leave(r->w->be);
         }
     }
     for (uint32_t k = 0; k < n && !more; k++) {
@@ -1488,10 +1475,9 @@ static bool drain_all(agile__dp *dp, bool *gpu_out)
     for (uint32_t i = 0; i < dp->nsnap; i++) {
         dp_ring *r = dp->snap[i];
         if (!r->pcount || r->dead) continue;
-        bool cuda = is_cuda(r->w);
-        if (cuda && agile__backend_enter(r->w->be, r->dev) != AGILE_OK) continue;
+        if (agile__backend_enter(r->w->be, r->dev) != AGILE_OK) continue;
         progress |= drain(r, now);
-        if (cuda) agile__backend_leave(r->w->be);
+        agile__backend_leave(r->w->be);
         if (r->pcount)
             *gpu_out = true; /* GPU work or a host WAIT outstanding: poll, do not sleep long */
     }
@@ -1594,12 +1580,12 @@ static void ring_recover(agile__dp *dp, dp_ring *r, int32_t status, uint32_t ker
         dp_pend *p = &r->pend[r->phead];
         if (p->kind == P_EVENT && p->addr && entered) {
             uint32_t v = p->val; /* worker address of the counter: its window came back */
-            CUresult cr = agile__cu.cuMemcpyHtoD(xlate_again(r, p->addr), &v, 4);
-            if (cr != CUDA_SUCCESS)
+            int wr = agile__backend_write(w->be, r->dev, xlate_again(r, p->addr), &v, 4);
+            if (wr != AGILE_OK)
                 agile__log(AGILE_LOG_ERROR, (long)r->uid,
                            "cannot write a stream-order counter after the reset (%s): the "
                            "client releases it itself",
-                           agile__cu_name(cr));
+                           agile__backend_err_name(wr));
         }
         if (p->status == AGILE_OK) p->status = p->kind == P_BARRIER ? AGILE_OK : status;
         if (status == AGILE_EFAULT && p->launch && p->fresh) p->tag = (uint64_t)kernel_id << 32;
@@ -1630,7 +1616,7 @@ static void recover(agile__dp *dp)
     int rv;
 
     dp->fault = false;
-    atomic_store(&agile__cu_sticky_seen, 0);
+    agile__backend_fault_take(w->be); /* this fault's, seen already */
     pthread_mutex_lock(&dp->mu);
     for (dp_ring *r = dp->rings; r; r = r->next)
         cap++;
@@ -1653,7 +1639,7 @@ static void recover(agile__dp *dp)
         }
     agile__log(AGILE_LOG_ERROR, nsus ? (long)sus[0] : AGILE_NO_TENANT,
                "GPU %d: kernel %s faulted the context (%s)%s; %s", dev, what,
-               agile__cu_name((CUresult)(dp->fault_err & AGILE_ERR_CODE_MASK)),
+               agile__backend_err_name(dp->fault_err),
                nsus > 1 ? " with other tenants' kernels in flight" : "",
                nsus ? "ending the tenant's sessions and resetting the context"
                     : "no tenant kernel was in flight; resetting the context");
@@ -1690,7 +1676,7 @@ static void recover(agile__dp *dp)
         agile__info("GPU %d: recovered in %.1f ms (context reset %.1f ms): %u rings on the "
                     "device, %u tenants' work in flight lost",
                     dev, (double)ns / 1e6, (double)reset_ns / 1e6, n, victims);
-    else if (agile__cu_sticky_err(rv)) {
+    else if (agile__backend_err_lost(rv)) {
         /* Measured on an H200 (driver 580.159.04): after a sticky error even a successful
          * cuDevicePrimaryCtxReset leaves cuDevicePrimaryCtxRetain and cuCtxCreate failing with
          * it: the process's CUDA state is lost ("the process must be terminated and
@@ -1699,7 +1685,7 @@ static void recover(agile__dp *dp)
          * next one to connect starts a fresh worker (a --shared worker's supervisor does). */
         agile__error("GPU %d: the driver keeps this process's CUDA state lost after the fault "
                      "(%s): the worker exits so that a fresh one can serve",
-                     dev, agile__cu_name((CUresult)(rv & AGILE_ERR_CODE_MASK)));
+                     dev, agile__backend_err_name(rv));
         kill(getpid(), SIGTERM);
     } else {
         agile__error("GPU %d: the context reset failed (%s): the device is unusable", dev,
@@ -1712,19 +1698,16 @@ static void recover(agile__dp *dp)
 static void fault_probe(agile__dp *dp)
 {
     agile__worker *w = dp->w;
-    if (!is_cuda(w) || !atomic_load(&agile__cu_sticky_seen)) return;
-    atomic_store(&agile__cu_sticky_seen, 0);
+    if (!agile__backend_fault_take(w->be)) return;
     for (int d = 0; d < w->ndev && !dp->fault; d++) {
-        CUevent ev = NULL;
-        CUresult cr;
+        int pr;
         if (agile__backend_enter(w->be, d) != AGILE_OK) continue;
-        cr = agile__cu.cuEventCreate(&ev, CU_EVENT_DISABLE_TIMING);
-        if (cr == CUDA_SUCCESS) agile__cu.cuEventDestroy(ev);
+        pr = agile__backend_probe(w->be);
         agile__backend_leave(w->be);
-        if (agile__cu_sticky(cr)) {
+        if (agile__backend_err_lost(pr)) {
             dp->fault = true;
             dp->fault_dev = d;
-            dp->fault_err = agile_err_cuda((int)cr);
+            dp->fault_err = pr;
             dp->fault_uid = UINT32_MAX;
             snprintf(dp->fault_what, sizeof dp->fault_what, "work outside the data plane");
         }

@@ -7,7 +7,6 @@
 
 #include "../modules/fft/fft.h"
 #include "../modules/module.h"
-#include "cudadrv.h"
 #include "twin.h"
 #include "worker.h"
 
@@ -34,8 +33,8 @@ struct agile__modules {
      * that session is in flight when the modules drop its state (see session_gone). */
     pthread_rwlock_t calls;
     pthread_mutex_t stream_mu;
-    CUstream ctl_stream[AGILE_MAX_DEV]; /* cuda: MOD_CTL execs, created on first use */
-    unsigned ctl_gen[AGILE_MAX_DEV];    /* the backend generation it was made in */
+    agile__stream *ctl_stream[AGILE_MAX_DEV]; /* MOD_CTL execs, made on first use */
+    unsigned ctl_gen[AGILE_MAX_DEV];          /* the backend generation it was made in */
 };
 
 /* Protected memory handed to a module: the tenant it is counted in travels with it (the
@@ -87,9 +86,12 @@ static void prot_free(void *ctx, uint32_t tenant, int device, void *handle, uint
     free(r);
 }
 
-static int is_cuda(agile__worker *w)
+/* Whether module ops run queued on streams (backend.h), so a MOD_CTL exec waits for its own. */
+static bool queued(agile__worker *w)
 {
-    return agile__backend_kind(w->be) == AGILE_BACKEND_CUDA;
+    agile__queue_caps c;
+    agile__backend_queue_caps(w->be, &c);
+    return c.queued;
 }
 
 int agile__worker_modules_init(agile__worker *w)
@@ -146,7 +148,7 @@ void agile__worker_modules_fini(agile__worker *w)
     for (int d = 0; d < AGILE_MAX_DEV; d++) {
         if (ms->ctl_stream[d] && ms->ctl_gen[d] == agile__backend_generation(w->be, d) &&
             agile__backend_enter(w->be, d) == AGILE_OK) {
-            agile__cu.cuStreamDestroy(ms->ctl_stream[d]);
+            agile__stream_destroy(w->be, ms->ctl_stream[d]);
             agile__backend_leave(w->be);
         }
     }
@@ -265,7 +267,7 @@ out:
     return rv;
 }
 
-static int ctl_stream(agile__worker *w, int dev, CUstream *out)
+static int ctl_stream(agile__worker *w, int dev, agile__stream **out)
 {
     agile__modules *ms = w->mods;
     int rv = AGILE_OK;
@@ -275,11 +277,10 @@ static int ctl_stream(agile__worker *w, int dev, CUstream *out)
     if (!ms->ctl_stream[dev]) {
         AGILE_TRY(agile__backend_enter(w->be, dev));
         ms->ctl_gen[dev] = agile__backend_generation(w->be, dev);
-        CUresult r = agile__cu.cuStreamCreate(&ms->ctl_stream[dev], CU_STREAM_NON_BLOCKING);
+        rv = agile__stream_create(w->be, &ms->ctl_stream[dev]);
         agile__backend_leave(w->be);
-        if (r != CUDA_SUCCESS) {
+        if (rv != AGILE_OK) {
             ms->ctl_stream[dev] = NULL;
-            rv = agile__cu_err(r, "cuStreamCreate (module stream)");
             goto out;
         }
     }
@@ -293,15 +294,15 @@ out:
 static int ctl_exec(agile__worker *w, agile__session *s, mod_slot *m, uint32_t op, int dev,
                     const void *args, size_t len)
 {
-    CUstream st = NULL;
+    agile__stream *st = NULL;
     int rv = AGILE_OK;
-    if (is_cuda(w)) AGILE_TRY(ctl_stream(w, dev, &st));
-    AGILE_TRY(exec_locked(w, s, m, op, dev, args, len, st));
+    if (queued(w)) AGILE_TRY(ctl_stream(w, dev, &st));
+    AGILE_TRY(exec_locked(w, s, m, op, dev, args, len, st ? agile__stream_handle(st) : NULL));
     if (st) {
         AGILE_TRY(agile__backend_enter(w->be, dev));
-        CUresult r = agile__cu.cuStreamSynchronize(st);
+        rv = agile__stream_sync(w->be, st);
         agile__backend_leave(w->be);
-        if (r != CUDA_SUCCESS) rv = agile__cu_err(r, "cuStreamSynchronize (module exec)");
+        if (rv != AGILE_OK) rv = agile__backend_err_note(rv, "cuStreamSynchronize (module exec)");
     }
 out:
     return rv;

@@ -1,6 +1,5 @@
 /* `agilectl status`: the worker's state as JSON or as a table for people. */
 #include "worker.h"
-#include "cudadrv.h"
 #include "dataplane.h"
 
 #include <stdarg.h>
@@ -149,7 +148,7 @@ static void fault_json(sbuf *b, agile__worker *w, int d, uint32_t viewer)
         sb_printf(b, "{\"uid\":null,\"kernel\":");
     sb_json_str(b, f.kernel);
     sb_printf(b, ",\"error\":");
-    sb_json_str(b, agile__cu_name((CUresult)(f.err & AGILE_ERR_CODE_MASK)));
+    sb_json_str(b, agile__backend_err_name(f.err));
     sb_printf(b, ",\"at_unix_ms\":%llu,\"recovery_ms\":%.1f,\"victims\":%u}",
               (unsigned long long)f.at_unix_ms, (double)f.recovery_ns / 1e6, f.victims);
 }
@@ -160,8 +159,7 @@ static void fault_text(sbuf *b, agile__worker *w, int d, uint32_t viewer)
     agile__dp_faults_get(w, d, &f);
     if (!f.faults) return;
     sb_printf(b, "     faults %llu, context resets %llu; last: %s by ", (unsigned long long)f.faults,
-              (unsigned long long)f.resets,
-              agile__cu_name((CUresult)(f.err & AGILE_ERR_CODE_MASK)));
+              (unsigned long long)f.resets, agile__backend_err_name(f.err));
     if (f.uid != UINT32_MAX && visible(w, viewer, f.uid))
         sb_printf(b, "tenant %u", f.uid);
     else

@@ -1,5 +1,6 @@
 /* backend.c — argument checks, bookkeeping shared by both backends, dispatch. */
 #include "backend_int.h"
+#include "cudadrv.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -309,4 +310,182 @@ void *agile__backend_cuda_context(agile__backend *be, int dev)
 {
     if (!dev_ok(be, dev)) return NULL;
     return be->ops->cuda_context(be, dev);
+}
+
+int agile__backend_read(agile__backend *be, int dev, void *dst, uint64_t src, uint64_t n)
+{
+    if (!dev_ok(be, dev) || (!dst && n)) return AGILE_EINVAL;
+    if (n == 0) return AGILE_OK;
+    return be->ops->read(be, dev, dst, src, n);
+}
+
+int agile__backend_write(agile__backend *be, int dev, uint64_t dst, const void *src, uint64_t n)
+{
+    if (!dev_ok(be, dev) || (!src && n)) return AGILE_EINVAL;
+    if (n == 0) return AGILE_OK;
+    return be->ops->write(be, dev, dst, src, n);
+}
+
+/* ---- queues ----------------------------------------------------------------------------- */
+
+void agile__backend_queue_caps(const agile__backend *be, agile__queue_caps *out)
+{
+    memset(out, 0, sizeof *out);
+    if (be->ops->queue) be->ops->queue->caps(out);
+}
+
+/* Q(be): the backend's queue operations, or AGILE_ENOTSUP from the calling function. */
+#define Q(be)                                                                                      \
+    const agile__queue_ops *q = (be)->ops->queue;                                                  \
+    if (!q) return AGILE_ENOTSUP
+
+int agile__stream_create(agile__backend *be, agile__stream **out)
+{
+    Q(be);
+    if (!out) return AGILE_EINVAL;
+    return q->stream_create(out);
+}
+
+void agile__stream_destroy(agile__backend *be, agile__stream *s)
+{
+    if (s && be->ops->queue) be->ops->queue->stream_destroy(s);
+}
+
+int agile__stream_query(agile__backend *be, agile__stream *s)
+{
+    Q(be);
+    return q->stream_query(s);
+}
+
+int agile__stream_sync(agile__backend *be, agile__stream *s)
+{
+    Q(be);
+    return q->stream_sync(s);
+}
+
+void *agile__stream_handle(agile__stream *s)
+{
+    return s;
+}
+
+int agile__stream_memcpy(agile__backend *be, agile__stream *s, uint64_t dst, uint64_t src,
+                         uint64_t n)
+{
+    Q(be);
+    return q->memcpy(s, dst, src, n);
+}
+
+int agile__stream_memset8(agile__backend *be, agile__stream *s, uint64_t dst, uint8_t value,
+                          uint64_t n)
+{
+    Q(be);
+    return q->memset8(s, dst, value, n);
+}
+
+int agile__stream_wait32(agile__backend *be, agile__stream *s, uint64_t addr, uint32_t value,
+                         int cond)
+{
+    Q(be);
+    if (cond != AGILE_STREAM_WAIT_GEQ && cond != AGILE_STREAM_WAIT_EQ) return AGILE_EINVAL;
+    return q->wait32(s, addr, value, cond);
+}
+
+int agile__stream_write32(agile__backend *be, agile__stream *s, uint64_t addr, uint32_t value)
+{
+    Q(be);
+    return q->write32(s, addr, value);
+}
+
+int agile__event_create(agile__backend *be, agile__event **out)
+{
+    Q(be);
+    if (!out) return AGILE_EINVAL;
+    return q->event_create(out);
+}
+
+int agile__event_record(agile__backend *be, agile__event *e, agile__stream *s)
+{
+    Q(be);
+    return q->event_record(e, s);
+}
+
+int agile__event_query(agile__backend *be, agile__event *e)
+{
+    Q(be);
+    return q->event_query(e);
+}
+
+void agile__event_destroy(agile__backend *be, agile__event *e)
+{
+    if (e && be->ops->queue) be->ops->queue->event_destroy(e);
+}
+
+int agile__kmodule_load(agile__backend *be, const void *image, agile__kmodule **out)
+{
+    Q(be);
+    if (!image || !out) return AGILE_EINVAL;
+    return q->kmodule_load(image, out);
+}
+
+void agile__kmodule_unload(agile__backend *be, agile__kmodule *m)
+{
+    if (m && be->ops->queue) be->ops->queue->kmodule_unload(m);
+}
+
+int agile__kmodule_function(agile__backend *be, agile__kmodule *m, const char *name,
+                            agile__kfunc **out)
+{
+    Q(be);
+    if (!m || !name || !out) return AGILE_EINVAL;
+    return q->kmodule_function(m, name, out);
+}
+
+int agile__kfunc_set_dyn_smem(agile__backend *be, agile__kfunc *f, uint32_t bytes)
+{
+    Q(be);
+    if (!f || bytes > INT32_MAX) return AGILE_EINVAL;
+    return q->kfunc_set_dyn_smem(f, bytes);
+}
+
+int agile__launch(agile__backend *be, agile__stream *s, agile__kfunc *f,
+                  const agile__launch_dims *d, void **params)
+{
+    Q(be);
+    if (!f || !d) return AGILE_EINVAL;
+    return q->launch(s, f, d, params);
+}
+
+int agile__backend_probe(agile__backend *be)
+{
+    return be->ops->queue ? be->ops->queue->probe() : AGILE_OK;
+}
+
+bool agile__backend_fault_take(agile__backend *be)
+{
+    return be->ops->queue && be->ops->queue->fault_take();
+}
+
+#undef Q
+
+bool agile__backend_err_lost(int err)
+{
+    return agile__cu_sticky_err(err);
+}
+
+int agile__backend_err_note(int err, const char *what)
+{
+    if (agile_err_class(err) != AGILE_ECUDA) return err;
+    return agile__cu_err((CUresult)(err & AGILE_ERR_CODE_MASK), what);
+}
+
+const char *agile__backend_err_name(int err)
+{
+    if (agile_err_class(err) == AGILE_ECUDA)
+        return agile__cu_name((CUresult)(err & AGILE_ERR_CODE_MASK));
+    return agile_strerror(err);
+}
+
+int agile__backend_err_kernel_fault(void)
+{
+    return agile__cu_err(CUDA_ERROR_LAUNCH_FAILED, NULL);
 }

@@ -52,6 +52,7 @@
 #ifndef AGILE_BACKEND_H
 #define AGILE_BACKEND_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -176,6 +177,101 @@ int agile__backend_memset(agile__backend *be, int dev, uint64_t addr, int value,
 int agile__backend_memcpy(agile__backend *be, int dev, uint64_t dst, uint64_t src, uint64_t n);
 /* Both block until the operation is complete (a backend-owned stream per device on cuda).
  * Addresses are not checked: callers validate them against the tenant's window. */
+
+/* agile__backend_read / agile__backend_write: n bytes from worker-side address src into the
+ * caller's buffer dst / from src into worker-side address dst; block until done. Unlike the
+ * calls above they return the device's error as it is: not logged, and not noted as a lost
+ * context (a caller that treats it as one calls agile__backend_err_note). */
+int agile__backend_read(agile__backend *be, int dev, void *dst, uint64_t src, uint64_t n);
+int agile__backend_write(agile__backend *be, int dev, uint64_t dst, const void *src, uint64_t n);
+
+/* ---- queues: streams, events, kernels (the data plane) ------------------------------------
+ * What a backend's queues can do. On cuda, work is queued on streams and completes later, in
+ * stream order; an event recorded after it says when. The host backend has no queues: its
+ * callers do in-window work on their own thread (worker-side addresses are host addresses),
+ * and every call of this section except the error helpers gives AGILE_ENOTSUP there.
+ *
+ * Every call below runs in the context of the device the caller entered
+ * (agile__backend_enter) and makes no context current itself. Calls that make or enqueue
+ * something return errors wrapped and noted (a lost context is seen by
+ * agile__backend_fault_take); queries (stream and event queries, agile__backend_probe) return
+ * the device's error as it is, for the caller to judge. Objects made in a context go with it
+ * at a reset (agile__backend_generation): they must not be used or destroyed afterwards. */
+typedef struct agile__queue_caps {
+    bool queued;  /* memory operations and kernels run queued on streams (cuda) */
+    bool kernels; /* compiled device code can be loaded and launched */
+    bool values;  /* a stream can wait for, and write, a 32-bit value in device memory */
+} agile__queue_caps;
+void agile__backend_queue_caps(const agile__backend *be, agile__queue_caps *out);
+
+typedef struct agile__stream agile__stream; /* cuda: the CUstream itself */
+typedef struct agile__event agile__event;   /* cuda: the CUevent itself */
+typedef struct agile__kmodule agile__kmodule;
+typedef struct agile__kfunc agile__kfunc;
+
+/* A stream that does not synchronise with the device's default stream. */
+int agile__stream_create(agile__backend *be, agile__stream **out);
+void agile__stream_destroy(agile__backend *be, agile__stream *s);
+/* AGILE_OK: everything queued on s has completed; AGILE_EBUSY: not yet; AGILE_ENOTSUP: the
+ * driver cannot say without waiting (agile__stream_sync then); else the error as it is. */
+int agile__stream_query(agile__backend *be, agile__stream *s);
+/* Waits until everything queued on s has completed; the error as it is. */
+int agile__stream_sync(agile__backend *be, agile__stream *s);
+/* The driver's handle of s (a CUstream), for modules that queue work on it themselves. */
+void *agile__stream_handle(agile__stream *s);
+
+/* Queue a copy of n bytes (worker-side addresses) / a fill of n bytes with `value`. */
+int agile__stream_memcpy(agile__backend *be, agile__stream *s, uint64_t dst, uint64_t src,
+                         uint64_t n);
+int agile__stream_memset8(agile__backend *be, agile__stream *s, uint64_t dst, uint8_t value,
+                          uint64_t n);
+/* Queue a wait until the 32-bit value at addr is >= value (cyclic: (int32_t)(v - value) >= 0)
+ * or, with eq, equal to it; queue a write of value to addr (agile__queue_caps.values). */
+enum { AGILE_STREAM_WAIT_GEQ = 0, AGILE_STREAM_WAIT_EQ = 1 };
+int agile__stream_wait32(agile__backend *be, agile__stream *s, uint64_t addr, uint32_t value,
+                         int cond);
+int agile__stream_write32(agile__backend *be, agile__stream *s, uint64_t addr, uint32_t value);
+
+/* Events without timing. Query: AGILE_OK (fired), AGILE_EBUSY (not yet) or the error of
+ * the work before it, as it is. */
+int agile__event_create(agile__backend *be, agile__event **out);
+int agile__event_record(agile__backend *be, agile__event *e, agile__stream *s);
+int agile__event_query(agile__backend *be, agile__event *e);
+void agile__event_destroy(agile__backend *be, agile__event *e);
+
+/* Kernels: a module from a compiled image (the image stays the caller's), a kernel of it by
+ * name, the dynamic shared memory a kernel may use (bytes), a launch on a stream. params:
+ * one pointer per kernel parameter, to its value. */
+int agile__kmodule_load(agile__backend *be, const void *image, agile__kmodule **out);
+void agile__kmodule_unload(agile__backend *be, agile__kmodule *m);
+int agile__kmodule_function(agile__backend *be, agile__kmodule *m, const char *name,
+                            agile__kfunc **out);
+int agile__kfunc_set_dyn_smem(agile__backend *be, agile__kfunc *f, uint32_t bytes);
+typedef struct agile__launch_dims {
+    uint32_t grid[3], block[3];
+    uint32_t shmem; /* dynamic shared memory, bytes */
+} agile__launch_dims;
+int agile__launch(agile__backend *be, agile__stream *s, agile__kfunc *f,
+                  const agile__launch_dims *d, void **params);
+
+/* agile__backend_probe: a trivial call in the entered context: AGILE_OK, or the error that
+ * says the context is lost (agile__backend_err_lost), as it is. */
+int agile__backend_probe(agile__backend *be);
+/* agile__backend_fault_take: whether an error of a lost context was noted anywhere in the
+ * process (by any backend call, on any thread) since the last call; clears it. */
+bool agile__backend_fault_take(agile__backend *be);
+
+/* Errors of the calls above. agile__backend_err_lost: whether err means the context it
+ * happened in is lost (every later call there fails until agile__backend_reset).
+ * agile__backend_err_note: log err at debug level with `what` and, when it is such an error,
+ * note it for agile__backend_fault_take; returns err. agile__backend_err_name: the device's
+ * name of err ("CUDA_ERROR_..."), else agile_strerror's. agile__backend_err_kernel_fault:
+ * the error a kernel fault is reported as when it was found without an error of its own
+ * (cuda: CUDA_ERROR_LAUNCH_FAILED), noted. */
+bool agile__backend_err_lost(int err);
+int agile__backend_err_note(int err, const char *what);
+const char *agile__backend_err_name(int err);
+int agile__backend_err_kernel_fault(void);
 
 /* ---- contexts ------------------------------------------------------------------------------ */
 

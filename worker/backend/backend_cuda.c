@@ -1443,6 +1443,186 @@ static void *cuda_context(agile__backend *be, int dev)
     return CB(be)->devs[dev].ctx;
 }
 
+static int cuda_read(agile__backend *be, int dev, void *dst, uint64_t src, uint64_t n)
+{
+    int rv = AGILE_OK;
+    AGILE_TRY(push(be, dev));
+    rv = agile_err_cuda(agile__cu.cuMemcpyDtoH(dst, src, n));
+    pop();
+out:
+    return rv;
+}
+
+static int cuda_write(agile__backend *be, int dev, uint64_t dst, const void *src, uint64_t n)
+{
+    int rv = AGILE_OK;
+    AGILE_TRY(push(be, dev));
+    rv = agile_err_cuda(agile__cu.cuMemcpyHtoD(dst, src, n));
+    pop();
+out:
+    return rv;
+}
+
+/* ---- queues: the driver's streams, events, modules and functions, in the current context.
+ * agile__stream and the others are the driver's handles themselves (no allocation). */
+
+static void cuda_caps(agile__queue_caps *out)
+{
+    out->queued = true;
+    out->kernels = true;
+    out->values = agile__cu.cuStreamWaitValue32 && agile__cu.cuStreamWriteValue32;
+}
+
+/* A query's CUresult: AGILE_EBUSY while the work is not done, else as it is. */
+static int query_rv(CUresult r)
+{
+    return r == CUDA_ERROR_NOT_READY ? AGILE_EBUSY : agile_err_cuda((int)r);
+}
+
+static int q_stream_create(agile__stream **out)
+{
+    CUstream s = NULL;
+    int rv = CU(agile__cu.cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+    *out = (agile__stream *)s;
+    return rv;
+}
+
+static void q_stream_destroy(agile__stream *s)
+{
+    agile__cu.cuStreamDestroy((CUstream)s);
+}
+
+static int q_stream_query(agile__stream *s)
+{
+    /* mockcuda has no cuStreamQuery */
+    if (!agile__cu.cuStreamQuery) return AGILE_ENOTSUP;
+    return query_rv(agile__cu.cuStreamQuery((CUstream)s));
+}
+
+static int q_stream_sync(agile__stream *s)
+{
+    return agile_err_cuda(agile__cu.cuStreamSynchronize((CUstream)s));
+}
+
+static int q_memcpy(agile__stream *s, uint64_t dst, uint64_t src, uint64_t n)
+{
+    return CU(agile__cu.cuMemcpyAsync(dst, src, n, (CUstream)s));
+}
+
+static int q_memset8(agile__stream *s, uint64_t dst, uint8_t value, uint64_t n)
+{
+    return CU(agile__cu.cuMemsetD8Async(dst, value, n, (CUstream)s));
+}
+
+static int q_wait32(agile__stream *s, uint64_t addr, uint32_t value, int cond)
+{
+    if (!agile__cu.cuStreamWaitValue32) return AGILE_ENOTSUP;
+    return CU(agile__cu.cuStreamWaitValue32(
+        (CUstream)s, addr, value,
+        cond == AGILE_STREAM_WAIT_EQ ? CU_STREAM_WAIT_VALUE_EQ : CU_STREAM_WAIT_VALUE_GEQ));
+}
+
+static int q_write32(agile__stream *s, uint64_t addr, uint32_t value)
+{
+    if (!agile__cu.cuStreamWriteValue32) return AGILE_ENOTSUP;
+    return CU(agile__cu.cuStreamWriteValue32((CUstream)s, addr, value, 0));
+}
+
+static int q_event_create(agile__event **out)
+{
+    CUevent e = NULL;
+    int rv = CU(agile__cu.cuEventCreate(&e, CU_EVENT_DISABLE_TIMING));
+    *out = (agile__event *)e;
+    return rv;
+}
+
+static int q_event_record(agile__event *e, agile__stream *s)
+{
+    return CU(agile__cu.cuEventRecord((CUevent)e, (CUstream)s));
+}
+
+static int q_event_query(agile__event *e)
+{
+    return query_rv(agile__cu.cuEventQuery((CUevent)e));
+}
+
+static void q_event_destroy(agile__event *e)
+{
+    agile__cu.cuEventDestroy((CUevent)e);
+}
+
+static int q_kmodule_load(const void *image, agile__kmodule **out)
+{
+    CUmodule m = NULL;
+    int rv = CU(agile__cu.cuModuleLoadData ? agile__cu.cuModuleLoadData(&m, image)
+                                           : CUDA_ERROR_NOT_SUPPORTED);
+    *out = rv == AGILE_OK ? (agile__kmodule *)m : NULL;
+    return rv;
+}
+
+static void q_kmodule_unload(agile__kmodule *m)
+{
+    agile__cu.cuModuleUnload((CUmodule)m);
+}
+
+static int q_kmodule_function(agile__kmodule *m, const char *name, agile__kfunc **out)
+{
+    CUfunction f = NULL;
+    int rv = CU(agile__cu.cuModuleGetFunction(&f, (CUmodule)m, name));
+    if (rv == AGILE_OK) *out = (agile__kfunc *)f;
+    return rv;
+}
+
+static int q_kfunc_set_dyn_smem(agile__kfunc *f, uint32_t bytes)
+{
+    return CU(agile__cu.cuFuncSetAttribute(
+        (CUfunction)f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)bytes));
+}
+
+static int q_launch(agile__stream *s, agile__kfunc *f, const agile__launch_dims *d, void **params)
+{
+    if (!agile__cu.cuLaunchKernel) return AGILE_ENOTSUP;
+    return CU(agile__cu.cuLaunchKernel((CUfunction)f, d->grid[0], d->grid[1], d->grid[2],
+                                       d->block[0], d->block[1], d->block[2], d->shmem,
+                                       (CUstream)s, params, NULL));
+}
+
+static int q_probe(void)
+{
+    CUevent ev = NULL;
+    CUresult cr = agile__cu.cuEventCreate(&ev, CU_EVENT_DISABLE_TIMING);
+    if (cr == CUDA_SUCCESS) agile__cu.cuEventDestroy(ev);
+    return agile_err_cuda((int)cr);
+}
+
+static bool q_fault_take(void)
+{
+    return atomic_exchange(&agile__cu_sticky_seen, 0) != 0;
+}
+
+static const agile__queue_ops cuda_queue_ops = {
+    .caps = cuda_caps,
+    .stream_create = q_stream_create,
+    .stream_destroy = q_stream_destroy,
+    .stream_query = q_stream_query,
+    .stream_sync = q_stream_sync,
+    .memcpy = q_memcpy,
+    .memset8 = q_memset8,
+    .wait32 = q_wait32,
+    .write32 = q_write32,
+    .event_create = q_event_create,
+    .event_record = q_event_record,
+    .event_query = q_event_query,
+    .event_destroy = q_event_destroy,
+    .kmodule_load = q_kmodule_load,
+    .kmodule_unload = q_kmodule_unload,
+    .kmodule_function = q_kmodule_function,
+    .kfunc_set_dyn_smem = q_kfunc_set_dyn_smem,
+    .launch = q_launch,
+    .probe = q_probe,
+    .fault_take = q_fault_take,
+};
+
 const agile__backend_ops agile__cuda_ops = {
     .name = "cuda",
     .close = cuda_close,
@@ -1465,4 +1645,7 @@ const agile__backend_ops agile__cuda_ops = {
     .pool_stats = cuda_pool_stats,
     .reset = cuda_reset,
     .generation = cuda_generation,
+    .read = cuda_read,
+    .write = cuda_write,
+    .queue = &cuda_queue_ops,
 };

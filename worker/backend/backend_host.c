@@ -171,6 +171,18 @@ static int host_memcpy(agile__backend *be, int dev, uint64_t dst, uint64_t src, 
     return AGILE_OK;
 }
 
+static int host_read(agile__backend *be, int dev, void *dst, uint64_t src, uint64_t n)
+{
+    memcpy(dst, (const void *)(uintptr_t)src, n);
+    return AGILE_OK;
+}
+
+static int host_write(agile__backend *be, int dev, uint64_t dst, const void *src, uint64_t n)
+{
+    memcpy((void *)(uintptr_t)dst, src, n);
+    return AGILE_OK;
+}
+
 static int host_enter(agile__backend *be, int dev)
 {
     return AGILE_OK;
@@ -200,4 +212,8 @@ const agile__backend_ops agile__host_ops = {
     .enter = host_enter,
     .leave = host_leave,
     .cuda_context = host_cuda_context,
+    .read = host_read,
+    .write = host_write,
+    /* no queues: the caller's thread does in-window work (worker-side = host addresses) */
+    .queue = NULL,
 };

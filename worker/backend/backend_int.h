@@ -30,7 +30,35 @@ typedef struct agile__backend_ops {
     /* context reset after a sticky fault; NULL: the backend has no context to lose */
     int (*reset)(agile__backend *be, int dev, uint64_t *ns);
     unsigned (*generation)(agile__backend *be, int dev);
+    int (*read)(agile__backend *be, int dev, void *dst, uint64_t src, uint64_t n);
+    int (*write)(agile__backend *be, int dev, uint64_t dst, const void *src, uint64_t n);
+    /* streams, events and kernels; NULL: the backend has no queues (backend.h) */
+    const struct agile__queue_ops *queue;
 } agile__backend_ops;
+
+/* The queue operations of backend.h, one per call; backend.c checks the arguments. */
+typedef struct agile__queue_ops {
+    void (*caps)(agile__queue_caps *out);
+    int (*stream_create)(agile__stream **out);
+    void (*stream_destroy)(agile__stream *s);
+    int (*stream_query)(agile__stream *s);
+    int (*stream_sync)(agile__stream *s);
+    int (*memcpy)(agile__stream *s, uint64_t dst, uint64_t src, uint64_t n);
+    int (*memset8)(agile__stream *s, uint64_t dst, uint8_t value, uint64_t n);
+    int (*wait32)(agile__stream *s, uint64_t addr, uint32_t value, int cond);
+    int (*write32)(agile__stream *s, uint64_t addr, uint32_t value);
+    int (*event_create)(agile__event **out);
+    int (*event_record)(agile__event *e, agile__stream *s);
+    int (*event_query)(agile__event *e);
+    void (*event_destroy)(agile__event *e);
+    int (*kmodule_load)(const void *image, agile__kmodule **out);
+    void (*kmodule_unload)(agile__kmodule *m);
+    int (*kmodule_function)(agile__kmodule *m, const char *name, agile__kfunc **out);
+    int (*kfunc_set_dyn_smem)(agile__kfunc *f, uint32_t bytes);
+    int (*launch)(agile__stream *s, agile__kfunc *f, const agile__launch_dims *d, void **params);
+    int (*probe)(void);
+    bool (*fault_take)(void);
+} agile__queue_ops;
 
 struct agile__backend {
     const agile__backend_ops *ops;
