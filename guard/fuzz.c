@@ -65,6 +65,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         agile_guard_result_fini(&res);
     }
+    /* the launcher's parameter layout of the first kernel named in the input */
+    {
+        static const char entry[] = ".entry";
+        const uint8_t *at = memmem(data, size, entry, sizeof entry - 1);
+        char name[128];
+        size_t n = 0;
+        agile_guard_entry e;
+        if (at) {
+            const uint8_t *p = at + sizeof entry - 1, *end = data + size;
+            while (p < end && (*p == ' ' || *p == '\t'))
+                p++;
+            while (p < end && n + 1 < sizeof name && *p > ' ' && *p != '(' && *p != '{')
+                name[n++] = (char)*p++;
+        }
+        name[n] = 0;
+        if (agile_guard_entry_params((const char *)data, size, name, &e, err, sizeof(err)) ==
+                AGILE_OK &&
+            (e.kernel_id == 0 || e.nparams > AGILE_GUARD_MAX_PARAMS))
+            abort();
+    }
     /* the verifier alone, on raw input */
     {
         agile_guard_vopts vo = {0, 0, gates, 1};

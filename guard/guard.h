@@ -126,6 +126,27 @@ typedef struct agile_guard_vopts {
 int agile_guard_verify(const char *ptx, size_t len, const agile_guard_vopts *o, char *err,
                        size_t errcap);
 
+/* agile_guard_entry_params: the parameters of kernel `name` (an .entry with a body) of the
+ * tenant's PTX src[0..len) as the launcher lays them out in CUDA's parameter buffer: per
+ * parameter its size (element size times array count) and its offset (aligned to its
+ * .align, else to its element size); argsize is the buffer's length. The hidden parameters
+ * the guard appends come after these and are not counted. kernel_id: the entry's place
+ * among the module's defined entries, from 1, as guarded code reports it in a violation
+ * record. AGILE_EREJECT (the text does not parse), AGILE_ENOENT (no such kernel),
+ * AGILE_EINVAL (a parameter declaration it does not understand), AGILE_ETOOBIG (more than
+ * AGILE_GUARD_MAX_PARAMS), AGILE_ENOMEM; err (may be NULL) says which for a person. Does
+ * not block; thread-safe. */
+#define AGILE_GUARD_MAX_PARAMS 256u
+typedef struct agile_guard_entry {
+    uint32_t kernel_id;
+    uint32_t nparams;
+    uint32_t argsize;
+    uint32_t size[AGILE_GUARD_MAX_PARAMS];
+    uint32_t offset[AGILE_GUARD_MAX_PARAMS];
+} agile_guard_entry;
+int agile_guard_entry_params(const char *src, size_t len, const char *name,
+                             agile_guard_entry *out, char *err, size_t errcap);
+
 /* agile_guard_sha256: SHA-256 of several buffers, one after another. */
 void agile_guard_sha256(const void *const *bufs, const size_t *lens, size_t n, uint8_t out[32]);
 

@@ -691,6 +691,67 @@ static void test_report(void **state)
     agile_guard_result_fini(&res);
 }
 
+/* agile_guard_entry_params: CUDA's parameter layout of a kernel of the tenant's PTX. */
+static void test_entry_params(void **state)
+{
+    static const char ptx[] =
+        ".version 8.0\n.target sm_90\n.address_size 64\n"
+        ".visible .entry first()\n{\n\tret;\n}\n"
+        ".visible .func helper(.param .u64 p)\n{\n\tret;\n}\n"
+        ".visible .entry declared_only(.param .u32 a);\n"
+        ".visible .entry k(.param .u8 c, .param .u64 .ptr .global .align 16 p,\n"
+        "\t.param .align 16 .b8 s[24], .param .f16 h, .param .b32 v[3])\n{\n\tret;\n}\n"
+        ".visible .entry bad(.param .pred q)\n{\n\tret;\n}\n";
+    agile_guard_entry e;
+    char err[200];
+    (void)state;
+
+    assert_int_equal(agile_guard_entry_params(ptx, strlen(ptx), "k", &e, err, sizeof err),
+                     AGILE_OK);
+    assert_int_equal(e.kernel_id, 2); /* `first` is 1; a declaration is no kernel */
+    assert_int_equal(e.nparams, 5);
+    /* u8 at 0; u64 aligned to 8 (.align after .ptr is the pointee's); 24 bytes aligned to 16;
+     * f16 at 48; three b32 aligned to 4 */
+    const uint32_t size[] = {1, 8, 24, 2, 12}, offset[] = {0, 8, 16, 40, 44};
+    for (uint32_t i = 0; i < 5; i++) {
+        assert_int_equal(e.size[i], size[i]);
+        assert_int_equal(e.offset[i], offset[i]);
+    }
+    assert_int_equal(e.argsize, 56);
+
+    assert_int_equal(agile_guard_entry_params(ptx, strlen(ptx), "first", &e, err, sizeof err),
+                     AGILE_OK);
+    assert_int_equal(e.kernel_id, 1);
+    assert_int_equal(e.nparams, 0);
+    assert_int_equal(e.argsize, 0);
+
+    assert_int_equal(agile_guard_entry_params(ptx, strlen(ptx), "helper", &e, err, sizeof err),
+                     AGILE_ENOENT); /* a .func is not a kernel */
+    assert_string_equal(err, "no kernel (.entry) named 'helper' in the module");
+    assert_int_equal(
+        agile_guard_entry_params(ptx, strlen(ptx), "declared_only", &e, err, sizeof err),
+        AGILE_ENOENT);
+    assert_int_equal(agile_guard_entry_params(ptx, strlen(ptx), "bad", &e, err, sizeof err),
+                     AGILE_EINVAL);
+    assert_string_equal(err, "kernel 'bad': parameter 0 not understood");
+    assert_int_equal(agile_guard_entry_params("garbage", 7, "k", &e, err, sizeof err),
+                     AGILE_EREJECT);
+    assert_non_null(strstr(err, "module PTX does not parse: "));
+    assert_int_equal(agile_guard_entry_params(ptx, strlen(ptx), "k", &e, NULL, 0), AGILE_OK);
+
+    /* more parameters than a launch can carry */
+    size_t cap = 64 + (AGILE_GUARD_MAX_PARAMS + 1) * 24;
+    char *many = malloc(cap);
+    size_t n = (size_t)snprintf(many, cap, ".version 8.0\n.target sm_90\n.entry m(");
+    for (uint32_t i = 0; i <= AGILE_GUARD_MAX_PARAMS; i++)
+        n += (size_t)snprintf(many + n, cap - n, "%s.param .u8 p%u", i ? ", " : "", i);
+    n += (size_t)snprintf(many + n, cap - n, ")\n{\n\tret;\n}\n");
+    assert_true(n < cap);
+    assert_int_equal(agile_guard_entry_params(many, n, "m", &e, err, sizeof err), AGILE_ETOOBIG);
+    assert_string_equal(err, "kernel 'm' has more than 256 parameters");
+    free(many);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -702,6 +763,7 @@ int main(void)
         cmocka_unit_test(test_reject),        cmocka_unit_test(test_verifier_breaks),
         cmocka_unit_test(test_calls),         cmocka_unit_test(test_sha256),
         cmocka_unit_test(test_compile_cache), cmocka_unit_test(test_report),
+        cmocka_unit_test(test_entry_params),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

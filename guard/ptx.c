@@ -8,6 +8,7 @@
  * optional guard predicate. Anything else is refused with a line and a reason.
  */
 #include "ptx.h"
+#include "guard.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -838,4 +839,116 @@ void agile_guard_ptx_fini(ptx_module *m)
     m->opnds = NULL;
     m->funcs = NULL;
     m->vars = NULL;
+}
+
+/* ---- kernel parameters (guard.h agile_guard_entry_params) ------------------------------- */
+
+/* Element size of a kernel parameter's type token, 0 if it is none: the types of type_size
+ * that a variable can have (not .pred, nor the formats only instructions name). */
+static uint32_t param_type_size(const ptx_module *m, uint32_t t)
+{
+    if (agile_guard_tok_eq(m, t, ".pred") || agile_guard_tok_eq(m, t, ".e4m3") ||
+        agile_guard_tok_eq(m, t, ".e5m2") || agile_guard_tok_eq(m, t, ".tf32"))
+        return 0;
+    return (uint32_t)type_size(m, t);
+}
+
+static int param_fail(char *err, size_t cap, int rv, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int param_fail(char *err, size_t cap, int rv, const char *fmt, ...)
+{
+    va_list ap;
+    if (!err || !cap) return rv;
+    va_start(ap, fmt);
+    vsnprintf(err, cap, fmt, ap);
+    va_end(ap);
+    return rv;
+}
+
+/* Parameter declarations in tokens (open, close): `.param <type> [.align N] name [count]`,
+ * split at commas; a later .align belongs to .ptr (the pointee) and changes nothing here. */
+static int lay_out_params(const ptx_module *m, const ptx_func *e, const char *name,
+                          agile_guard_entry *out, char *err, size_t cap)
+{
+    uint32_t off = 0;
+    out->nparams = 0;
+    if (e->params_open != PTX_NONE && e->params_close > e->params_open + 1) {
+        uint32_t t = e->params_open + 1;
+        while (t < e->params_close) {
+            uint32_t elem = 0, align = 0, count = 1;
+            bool named = false;
+            for (; t < e->params_close && !agile_guard_tok_punct(m, t, ','); t++) {
+                const char *s = ptx_tok_str(m, t);
+                if (!elem && agile_guard_tok_eq(m, t, ".align") && t + 1 < e->params_close) {
+                    uint64_t a;
+                    if (agile_guard_parse_int(ptx_tok_str(m, t + 1), m->toks[t + 1].len, &a) &&
+                        a && a <= 256)
+                        align = (uint32_t)a;
+                    t++;
+                } else if (!elem && (elem = param_type_size(m, t)) != 0) {
+                    /* the type */
+                } else if (elem && !named && m->toks[t].kind == PTK_IDENT && s[0] != '.') {
+                    named = true;
+                } else if (named && agile_guard_tok_punct(m, t, '[') && t + 1 < e->params_close) {
+                    uint64_t c;
+                    if (agile_guard_parse_int(ptx_tok_str(m, t + 1), m->toks[t + 1].len, &c) &&
+                        c && c <= 4096)
+                        count = (uint32_t)c;
+                }
+            }
+            if (t < e->params_close) t++; /* the comma */
+            if (!elem || !named)
+                return param_fail(err, cap, AGILE_EINVAL, "kernel '%s': parameter %u not understood",
+                                  name, out->nparams);
+            if (out->nparams == AGILE_GUARD_MAX_PARAMS)
+                return param_fail(err, cap, AGILE_ETOOBIG, "kernel '%s' has more than %u parameters",
+                                  name, AGILE_GUARD_MAX_PARAMS);
+            if (!align) align = elem;
+            off = AGILE_ALIGN_UP(off, align);
+            out->offset[out->nparams] = off;
+            out->size[out->nparams] = elem * count;
+            off += elem * count;
+            out->nparams++;
+        }
+    }
+    out->argsize = off;
+    return AGILE_OK;
+}
+
+int agile_guard_entry_params(const char *src, size_t len, const char *name,
+                             agile_guard_entry *out, char *err, size_t errcap)
+{
+    ptx_module pm;
+    const ptx_func *e = NULL;
+    uint32_t kidx = 0;
+    size_t nlen = name ? strlen(name) : 0;
+    int rv;
+
+    if (!src || !name || !out) return AGILE_EINVAL;
+    memset(out, 0, sizeof *out);
+    rv = agile_guard_ptx_parse(&pm, src, len);
+    if (rv != AGILE_OK) {
+        param_fail(err, errcap, rv, "module PTX does not parse: %s", pm.err);
+        goto out;
+    }
+    /* kernel ids count the defined entries in order, as the rewriter numbers them */
+    for (uint32_t i = 0; i < pm.nfuncs && !e; i++) {
+        const ptx_func *fn = &pm.funcs[i];
+        if (!fn->entry || !fn->has_body) continue;
+        const ptx_tok *t = &pm.toks[fn->name];
+        if (t->len == nlen && memcmp(pm.src + t->off, name, nlen) == 0)
+            e = fn;
+        else
+            kidx++;
+    }
+    if (!e) {
+        rv = param_fail(err, errcap, AGILE_ENOENT, "no kernel (.entry) named '%s' in the module",
+                        name);
+        goto out;
+    }
+    out->kernel_id = kidx + 1;
+    rv = lay_out_params(&pm, e, name, out, err, errcap);
+out:
+    agile_guard_ptx_fini(&pm);
+    return rv;
 }
