@@ -23,7 +23,8 @@ import pytest
 import agilec
 from conftest import Worker, binaries_for, communicate, drop_to
 from test_shared import opendir  # noqa: F401 (a fixture: a runtime dir every uid can reach)
-from test_worker import wait_for
+from test_fairness_host import bench_for
+from test_worker import HDR, MAGIC, wait_for
 
 NOBODY = 65534
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching uids needs root")
@@ -546,6 +547,31 @@ ATTACKS = {
                 pass
             lib.agile_disconnect(h)
     """,
+    # item 3: 64 sessions, each leasing a byte and releasing it, closed and opened again
+    "windows": """
+        import struct
+        HDR = struct.Struct(sys.argv[3])
+        lib.agile_raw_request.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
+                                          ctypes.POINTER(ctypes.c_void_p),
+                                          ctypes.POINTER(ctypes.c_size_t)]
+        def raw(h, typ, body):
+            rep, n = ctypes.c_void_p(), ctypes.c_size_t()
+            data = HDR.pack(int(sys.argv[4]), 1, 0, typ, 0, len(body), 7, 0, 0) + body
+            if lib.agile_raw_request(h, data, len(data), ctypes.byref(rep), ctypes.byref(n)):
+                return None
+            out = ctypes.string_at(rep, n.value)
+            lib.agile_free_string(rep)
+            return out
+        print("attacking", flush=True)
+        while True:
+            hs = [connect() for _ in range(64)]
+            for h in hs:
+                rep = raw(h, 7, struct.pack("<IIQ", 0, 0, 1))  # LEASE_GROW of 1 byte
+                if rep and HDR.unpack_from(rep)[7] == 0:
+                    raw(h, 8, rep[HDR.size:HDR.size + 8])      # LEASE_RELEASE of it
+            for h in hs:
+                lib.agile_disconnect(h)
+    """,
     # item 6: module loads from many threads, some over the size cap
     "loads": """
         ptx = open(sys.argv[3], "rb").read()
@@ -628,11 +654,23 @@ def start_attack(name, d, attack_dir):
                                  "--storm", "1000000", "8"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 preexec_fn=attacker_preexec, cwd="/")
+    if name == "memsets":
+        # item 7: 256 MiB memsets in a loop (benchmarks/fairness_host.c's flooder)
+        p = subprocess.Popen([bench_for(NOBODY), "flood", "--runtime-dir", d, "--bytes",
+                              str(256 << 20)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, preexec_fn=attacker_preexec, cwd="/")
+        line = p.stdout.readline()
+        if line.strip() != "flooding":
+            p.kill()
+            raise AssertionError(f"attack {name} did not start: {line!r} {p.communicate()}")
+        return p
     script = os.path.join(attack_dir, name + ".py")
     with open(script, "w") as f:
         f.write(ATTACK_PRELUDE + textwrap.dedent(ATTACKS[name]))
     os.chmod(script, 0o644)
     args = [python_for(NOBODY), script, libdir, d]
+    if name == "windows":
+        args += [HDR.format, str(MAGIC)]
     if name == "loads":
         ptx = os.path.join(attack_dir, "big.ptx")
         with open(ptx, "wb") as f:
@@ -659,13 +697,17 @@ def med(xs):
 
 
 # What each attack leaves in the worker's counters (whole status, the attacker's row): its
-# excess was refused, not served. Malformed messages come before a session names its uid, so
+# excess was refused, not served, or its work was shared out. Malformed messages come before a session names its uid, so
 # they count in the worker's total only.
 REFUSED = {
     "malformed": lambda s, t: s["protocol_errors"] > 0,
     "sessions": lambda s, t: t["refusals"]["sessions"] + t["refusals"]["pending"] > 0,
     "objects": lambda s, t: t["refusals"]["objects"] > 0,
     "loads": lambda s, t: t["refusals"]["module_bytes"] > 0,
+    # served, not refused: the window stays one (its sink counted once), the memsets pause
+    # for other work
+    "windows": lambda s, t: t["sink_bytes_per_gpu"][0] > 0,
+    "memsets": lambda s, t: t["host_op_pauses"] > 0,
 }
 
 
@@ -712,11 +754,13 @@ def status(d):
 def measure_under_attack(d, attack, attack_dir, rounds=4, n=60, until=None):
     """Root's connect, lease and ring round trip (median us) with nobody attacking and while
     uid 65534 runs `attack`, in alternating rounds (a machine whose load drifts affects both
-    alike), and the worker's status (agilectl status --json) afterwards. With `until`, each
-    attack runs on after root's round until until(status) holds (the attacker runs at nice 19
-    and may get little CPU on a busy machine). Fails if root is not served, the attack stopped
-    on its own, or the worker does not come back to idle."""
+    alike), and the worker's status (agilectl status --json): with `until`, the one in which
+    until(status) held (each attack runs on after root's round until it does: the attacker
+    runs at nice 19 and may get little CPU on a busy machine), else the one at the end. Fails
+    if root is not served, the attack stopped on its own, or the worker does not come back to
+    idle."""
     base, loaded = {"connect": [], "lease": [], "ring": []}, {"connect": [], "lease": [], "ring": []}
+    during = None
     for _ in range(rounds):
         for k, v in victim(d, n).items():
             base[k] += v
@@ -725,7 +769,10 @@ def measure_under_attack(d, attack, attack_dir, rounds=4, n=60, until=None):
             for k, v in victim(d, n).items():
                 loaded[k] += v
             if until is not None:
-                assert wait_for(lambda: until(status(d)), 120) is not None, status(d)
+                seen = []
+                assert wait_for(lambda: until(seen.append(status(d)) or seen[-1]), 120) \
+                    is not None, seen[-1]
+                during = seen[-1]
             assert p.poll() is None, p.stderr.read()
         finally:
             p.kill()
@@ -733,4 +780,4 @@ def measure_under_attack(d, attack, attack_dir, rounds=4, n=60, until=None):
         # the next unloaded round starts once the worker has finished the attacker's work
         # (a module load in progress runs to its end, a session's teardown too)
         assert wait_for(lambda: idle(d), 120) is not None, tenants(d)
-    return {k: (med(base[k]) * 1e6, med(loaded[k]) * 1e6) for k in base}, status(d)
+    return {k: (med(base[k]) * 1e6, med(loaded[k]) * 1e6) for k in base}, during or status(d)
