@@ -1,4 +1,4 @@
-/* libagile: connection, HELLO, worker autostart, control-plane calls. */
+/* libagile: connection, HELLO, worker autostart, control-plane calls, the default client. */
 #include "client_int.h"
 
 #include <dlfcn.h>
@@ -422,6 +422,13 @@ AGILE_API int agile_connect(const agile_connect_opts *opts, agile_client **out)
     c->timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : 10000;
     pthread_mutex_init(&c->fd_mu, NULL);
     pthread_mutex_init(&c->ring_mu, NULL);
+    for (int i = 0; i < AGILE__CL_MAX_DEV; i++) {
+        pthread_mutex_init(&c->dev[i].mu, NULL);
+        c->dev[i].dev = i;
+        c->dev[i].c = c;
+        agile__evpool_init(&c->dev[i].evpool);
+    }
+    agile__objtab_init(&c->objs);
     if (o.runtime_dir)
         snprintf(c->dir, sizeof c->dir, "%s", o.runtime_dir);
     else if ((rv = agile__runtime_dir(c->dir, sizeof c->dir)) != AGILE_OK)
@@ -512,20 +519,22 @@ fail:
     if (c->fd >= 0)
         close(c->fd);
     pthread_mutex_destroy(&c->fd_mu);
+    pthread_mutex_destroy(&c->ring_mu);
+    for (int i = 0; i < AGILE__CL_MAX_DEV; i++) {
+        pthread_mutex_destroy(&c->dev[i].mu);
+        agile__evpool_fini(&c->dev[i].evpool);
+    }
+    agile__objtab_fini(&c->objs);
     free(c);
     return rv;
 }
 
-AGILE_API void agile_disconnect(agile_client *c)
+void agile__conn_close(agile_client *c)
 {
     agile__msg m, rep;
     uint8_t *buf = NULL;
-    if (!c)
-        return;
     memset(&m, 0, sizeof m);
     m.h.type = AGILE_MSG_BYE;
-    c->timeout_ms = c->timeout_ms > 1000 ? 1000 : c->timeout_ms;
-    agile__rings_close(c);
     /* In a forked child the session is the parent's: drop this copy without a BYE, and
      * leave nng's socket alone (nng is not fork-safe). */
     if (c->fork_gen == agile__fork_gen()) {
@@ -542,8 +551,43 @@ AGILE_API void agile_disconnect(agile_client *c)
         free(s);
     }
     pthread_mutex_destroy(&c->fd_mu);
-    pthread_mutex_destroy(&c->ring_mu);
-    free(c);
+}
+
+/* ---- the default client ------------------------------------------------------------------ */
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static agile_client *g_client;
+
+agile_client *agile__default_peek(void)
+{
+    return __atomic_load_n(&g_client, __ATOMIC_ACQUIRE);
+}
+
+void agile__default_forget(agile_client *c)
+{
+    pthread_mutex_lock(&g_mu);
+    if (g_client == c)
+        __atomic_store_n(&g_client, NULL, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&g_mu);
+}
+
+AGILE_API int agile_init(const agile_connect_opts *opts)
+{
+    int rv = AGILE_OK;
+    agile_client *c;
+    pthread_mutex_lock(&g_mu);
+    if (!g_client && (rv = agile_connect(opts, &c)) == AGILE_OK)
+        __atomic_store_n(&g_client, c, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&g_mu);
+    return rv;
+}
+
+AGILE_API int agile_default_client(agile_client **out)
+{
+    int rv = agile_init(NULL);
+    if (rv == AGILE_OK)
+        *out = agile__default_peek();
+    return rv;
 }
 
 AGILE_API int agile_session_info_get(agile_client *c, agile_session_info *out)

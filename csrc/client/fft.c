@@ -14,37 +14,18 @@
 #include "fft_plan.h"
 
 #define FFT_MODULE 0u /* config.h AGILE_MODULE_LIST: fft = bit 0 */
-#define NBUCKET 256u
-#define MAX_DEV 16
 
-/* What this process knows about its plans: the device (to pick the window) and extents. */
+/* What the default client knows about its plans (c->objs, AGILE_OBJ_PLAN): the device (to
+ * pick the window) and extents. */
 typedef struct cl_plan {
-    agile_handle_t h;
     int dev;
     uint64_t in_bytes, out_bytes;
-    struct cl_plan *next;
 } cl_plan;
-
-static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
-static cl_plan *g_plans[NBUCKET];
-
-static unsigned bucket(agile_handle_t h)
-{
-    return (unsigned)((h ^ (h >> 32)) * 0x9e3779b1u) % NBUCKET;
-}
 
 static int plan_find(agile_handle_t h, cl_plan *out)
 {
-    int found = 0;
-    pthread_mutex_lock(&g_mu);
-    for (cl_plan *p = g_plans[bucket(h)]; p; p = p->next)
-        if (p->h == h) {
-            *out = *p;
-            found = 1;
-            break;
-        }
-    pthread_mutex_unlock(&g_mu);
-    return found;
+    agile_client *c = agile__default_peek();
+    return c && agile__objtab_get(&c->objs, h, AGILE_OBJ_PLAN, out, sizeof *out);
 }
 
 static int mod_ctl(uint32_t op, int dev, const uint8_t *payload, size_t len, uint64_t *handle,
@@ -92,9 +73,11 @@ AGILE_API int agile_fft_plan_many(int device, int rank, const long long *n,
     uint64_t nn[3] = {0, 0, 0}, h = 0, bt;
     size_t rlen = 0;
     cl_plan *p = NULL;
+    agile_client *c;
     int rv = AGILE_OK;
 
-    if (!plan || !n || rank < 1 || rank > 3 || device < 0 || device >= MAX_DEV || batch < 0) {
+    if (!plan || !n || rank < 1 || rank > 3 || device < 0 || device >= AGILE__CL_MAX_DEV ||
+        batch < 0) {
         agile__set_last_error("agile_fft_plan_many: bad arguments (rank 1..3, n and plan "
                               "non-NULL, batch >= 0)");
         return AGILE_EINVAL;
@@ -126,16 +109,13 @@ AGILE_API int agile_fft_plan_many(int device, int rank, const long long *n,
         rv = AGILE_ENOMEM;
         goto out;
     }
+    AGILE_TRY(agile_default_client(&c)); /* the plan's owner; mod_ctl asks it */
     AGILE_TRY(mod_ctl(AGILE_FFT_OP_PLAN_CREATE, device, enc, w.len, &h, rbuf, sizeof rbuf, &rlen));
     r = (agile__rbuf){rbuf, rlen, 0, 0};
-    p->h = h;
     p->dev = device;
     p->in_bytes = agile__get_u64(&r);
     p->out_bytes = agile__get_u64(&r);
-    pthread_mutex_lock(&g_mu);
-    p->next = g_plans[bucket(h)];
-    g_plans[bucket(h)] = p;
-    pthread_mutex_unlock(&g_mu);
+    AGILE_TRY(agile__objtab_add(&c->objs, h, AGILE_OBJ_PLAN, p, NULL));
     p = NULL;
     *plan = h;
 out:
@@ -184,7 +164,7 @@ AGILE_API int agile_fft_exec(agile_handle_t plan, const void *in, void *out, int
         dev = p.dev;
     } else {
         /* Not one of ours: let the worker say so (EHANDLE), on the buffer's device. */
-        for (int d = 0; d < MAX_DEV && dev < 0; d++)
+        for (int d = 0; d < AGILE__CL_MAX_DEV && dev < 0; d++)
             if (in_window(d, in)) dev = d;
     }
     if (dev < 0 || !in_window(dev, in) || !in_window(dev, out)) {
@@ -239,29 +219,19 @@ AGILE_API int agile_fft_exec_async(agile_handle_t plan, const void *in, void *ou
     return agile_ring_mod_op(NULL, p.dev, FFT_MODULE, AGILE_FFT_OP_EXEC, enc, len, stream);
 }
 
-/* Take plan out of this process's table; *dev gets its device (0 if unknown). */
-static cl_plan *plan_unlink(agile_handle_t plan, int *dev)
+/* Take plan out of the default client's table (NULL: not one of its plans). */
+static cl_plan *plan_unlink(agile_handle_t plan)
 {
-    cl_plan **pp, *p = NULL;
-    *dev = 0;
-    pthread_mutex_lock(&g_mu);
-    for (pp = &g_plans[bucket(plan)]; *pp; pp = &(*pp)->next)
-        if ((*pp)->h == plan) {
-            p = *pp;
-            *pp = p->next;
-            *dev = p->dev;
-            break;
-        }
-    pthread_mutex_unlock(&g_mu);
-    return p;
+    agile_client *c = agile__default_peek();
+    return c ? agile__objtab_take(&c->objs, plan, AGILE_OBJ_PLAN) : NULL;
 }
 
-static void plan_relink(cl_plan *p)
+/* Put p back (a failed destroy); if that fails the plan stays the worker's until the session
+ * ends, unknown here. */
+static void plan_relink(agile_handle_t plan, cl_plan *p)
 {
-    pthread_mutex_lock(&g_mu);
-    p->next = g_plans[bucket(p->h)];
-    g_plans[bucket(p->h)] = p;
-    pthread_mutex_unlock(&g_mu);
+    agile_client *c = agile__default_peek();
+    if (!c || agile__objtab_add(&c->objs, plan, AGILE_OBJ_PLAN, p, NULL) != AGILE_OK) free(p);
 }
 
 AGILE_API int agile_fft_destroy(agile_handle_t plan)
@@ -274,7 +244,7 @@ AGILE_API int agile_fft_destroy(agile_handle_t plan)
     rv = mod_ctl(AGILE_FFT_OP_PLAN_DESTROY, dev, enc, w.len, NULL, NULL, 0, NULL);
     /* Forgotten here once the worker has let it go (a concurrent exec keeps working until
      * then); kept when the worker still holds it. */
-    if (rv == AGILE_OK || rv == AGILE_EHANDLE) free(plan_unlink(plan, &dev));
+    if (rv == AGILE_OK || rv == AGILE_EHANDLE) free(plan_unlink(plan));
     return rv;
 }
 
@@ -282,17 +252,18 @@ AGILE_API int agile_fft_destroy_async(agile_handle_t plan, void *stream)
 {
     uint8_t enc[8];
     agile__wbuf w = {enc, sizeof enc, 0, 0};
-    int dev, rv;
-    cl_plan *p = plan_unlink(plan, &dev);
+    int rv;
+    cl_plan *p = plan_unlink(plan);
     if (!p) {
         agile__set_last_error("agile_fft_destroy_async: %#llx is not a plan of this process",
                               (unsigned long long)plan);
         return AGILE_EHANDLE;
     }
     agile__put_u64(&w, plan);
-    rv = agile_ring_mod_op(NULL, dev, FFT_MODULE, AGILE_FFT_DOP_PLAN_DESTROY, enc, w.len, stream);
+    rv = agile_ring_mod_op(NULL, p->dev, FFT_MODULE, AGILE_FFT_DOP_PLAN_DESTROY, enc, w.len,
+                           stream);
     if (rv != AGILE_OK) {
-        plan_relink(p);
+        plan_relink(plan, p);
         return rv;
     }
     free(p);

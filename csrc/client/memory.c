@@ -1,5 +1,6 @@
-/* libagile memory: one window and one sub-allocator arena per device, leases from the
- * worker imported as file descriptors and mapped at the worker's offsets. */
+/* libagile memory: per client, one window and one sub-allocator arena per device, leases
+ * from the worker imported as file descriptors and mapped at the worker's offsets. The
+ * public calls use the default client (client.c). */
 #include "client_int.h"
 
 #include <errno.h>
@@ -7,60 +8,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "alloc.h"
-#include "cwin.h"
-#include "evpool.h"
-
-#define MAX_DEV 16
 #define ALIGNMENT 512
 
-typedef struct cl_lease {
+struct agile__cl_lease {
     uint64_t off, size, handle;
-    struct cl_lease *next;
-} cl_lease;
-
-typedef struct cl_dev {
-    pthread_mutex_t mu; /* setup and the lease list; the arena has its own locks */
-    int ready;
-    int dev;
-    agile__cwin *cw;
-    uint64_t base, size, quota;
-    agile__arena arena;
-    cl_lease *leases;
-} cl_dev;
-
-static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
-static agile_client *g_client;
-static cl_dev g_dev[MAX_DEV];
-static pthread_once_t g_dev_once = PTHREAD_ONCE_INIT;
-static agile__evpool g_evpool[MAX_DEV]; /* CUevents per device (op_event_*) */
-
-static void dev_init_all(void)
-{
-    for (int i = 0; i < MAX_DEV; i++) {
-        pthread_mutex_init(&g_dev[i].mu, NULL);
-        g_dev[i].dev = i;
-        agile__evpool_init(&g_evpool[i]);
-    }
-}
-
-AGILE_API int agile_init(const agile_connect_opts *opts)
-{
-    int rv = AGILE_OK;
-    pthread_mutex_lock(&g_mu);
-    if (!g_client)
-        rv = agile_connect(opts, &g_client);
-    pthread_mutex_unlock(&g_mu);
-    return rv;
-}
-
-AGILE_API int agile_default_client(agile_client **out)
-{
-    int rv = agile_init(NULL);
-    if (rv == AGILE_OK)
-        *out = g_client;
-    return rv;
-}
+    struct agile__cl_lease *next;
+};
 
 /* ---- arena callbacks ---------------------------------------------------------------------- */
 
@@ -79,22 +32,22 @@ static int lease_release(agile_client *c, uint64_t handle)
 
 static int op_grow(void *ctx, uint64_t min_bytes, uint64_t *offset, uint64_t *size)
 {
-    cl_dev *d = ctx;
+    agile__cl_dev *d = ctx;
     agile__msg m, rep;
     uint8_t *buf = NULL;
     uint64_t h, a, b;
     int fd = -1, rv;
-    cl_lease *l = NULL;
+    agile__cl_lease *l = NULL;
 
     memset(&m, 0, sizeof m);
     m.h.type = AGILE_MSG_LEASE_GROW;
     m.u.lease_grow_req.device = (uint32_t)d->dev;
     m.u.lease_grow_req.bytes = min_bytes;
-    if ((rv = agile__call(g_client, &m, &rep, &buf)) != AGILE_OK)
+    if ((rv = agile__call(d->c, &m, &rep, &buf)) != AGILE_OK)
         return rv;
     struct agile__rec_lease_grow_rep r = rep.u.lease_grow_rep;
     free(buf);
-    rv = agile__recv_fd(g_client, r.fd_seq, &h, &a, &b, &fd);
+    rv = agile__recv_fd(d->c, r.fd_seq, &h, &a, &b, &fd);
     if (rv == AGILE_OK && (h != r.handle || a != r.offset || b != r.size || fd < 0 ||
                            r.offset + r.size > d->size || r.size < min_bytes)) {
         agile__set_last_error("worker sent an inconsistent lease");
@@ -110,7 +63,7 @@ static int op_grow(void *ctx, uint64_t min_bytes, uint64_t *offset, uint64_t *si
         if (fd >= 0)
             close(fd);
         free(l);
-        lease_release(g_client, r.handle);
+        lease_release(d->c, r.handle);
         return rv;
     }
     l->off = r.offset;
@@ -127,8 +80,8 @@ static int op_grow(void *ctx, uint64_t min_bytes, uint64_t *offset, uint64_t *si
 
 static int op_shrink(void *ctx, uint64_t offset, uint64_t size)
 {
-    cl_dev *d = ctx;
-    cl_lease *l, **pp;
+    agile__cl_dev *d = ctx;
+    agile__cl_lease *l, **pp;
     int rv;
     pthread_mutex_lock(&d->mu);
     for (pp = &d->leases; (l = *pp); pp = &l->next)
@@ -140,7 +93,7 @@ static int op_shrink(void *ctx, uint64_t offset, uint64_t size)
     if (!l)
         return AGILE_ENOENT;
     if ((rv = agile__cmem_unmap(d->cw, offset, size)) == AGILE_OK)
-        rv = lease_release(g_client, l->handle);
+        rv = lease_release(d->c, l->handle);
     free(l);
     return rv;
 }
@@ -150,20 +103,20 @@ static int op_shrink(void *ctx, uint64_t offset, uint64_t size)
  * destroy. The arena calls these with its mutex held: the pool never blocks or calls back. */
 static int op_event_record(void *ctx, uintptr_t stream, uint64_t *event)
 {
-    cl_dev *d = ctx;
-    return agile__evpool_record(&g_evpool[d->dev], stream, event);
+    agile__cl_dev *d = ctx;
+    return agile__evpool_record(&d->evpool, stream, event);
 }
 
 static int op_event_query(void *ctx, uint64_t event)
 {
-    cl_dev *d = ctx;
-    return agile__evpool_query(&g_evpool[d->dev], event);
+    agile__cl_dev *d = ctx;
+    return agile__evpool_query(&d->evpool, event);
 }
 
 static void op_event_release(void *ctx, uint64_t event)
 {
-    cl_dev *d = ctx;
-    agile__evpool_release(&g_evpool[d->dev], event);
+    agile__cl_dev *d = ctx;
+    agile__evpool_release(&d->evpool, event);
 }
 
 static const agile__arena_ops host_ops = {op_grow, op_shrink, NULL, NULL, NULL};
@@ -172,43 +125,44 @@ static const agile__arena_ops cuda_ops = {op_grow, op_shrink, op_event_record, o
 
 /* ---- per-device setup ----------------------------------------------------------------------- */
 
-static int dev_get(int device, cl_dev **out)
+static bool dev_ok(int device)
 {
-    cl_dev *d;
+    return device >= 0 && device < AGILE__CL_MAX_DEV;
+}
+
+/* Device `device` of c, its window and arena set up on first use. */
+static int dev_get(agile_client *c, int device, agile__cl_dev **out)
+{
+    agile__cl_dev *d;
     agile__msg m, rep;
     uint8_t *buf = NULL;
     int rv = AGILE_OK;
 
-    if (device < 0 || device >= MAX_DEV)
-        return AGILE_EINVAL;
-    pthread_once(&g_dev_once, dev_init_all);
-    d = &g_dev[device];
+    d = &c->dev[device];
     if (__atomic_load_n(&d->ready, __ATOMIC_ACQUIRE)) {
         *out = d;
         return AGILE_OK;
     }
-    if ((rv = agile_init(NULL)) != AGILE_OK)
-        return rv;
     pthread_mutex_lock(&d->mu);
     if (d->ready)
         goto out;
-    if ((unsigned)device >= g_client->info.ndev) {
+    if ((unsigned)device >= c->info.ndev) {
         agile__set_last_error("device %d does not exist (the worker has %u)", device,
-                              g_client->info.ndev);
+                              c->info.ndev);
         rv = AGILE_EINVAL;
         goto out;
     }
     memset(&m, 0, sizeof m);
     m.h.type = AGILE_MSG_WINDOW;
     m.u.window_req.device = (uint32_t)device;
-    AGILE_TRY(agile__call(g_client, &m, &rep, &buf));
+    AGILE_TRY(agile__call(c, &m, &rep, &buf));
     d->size = rep.u.window_rep.size;
     d->quota = rep.u.window_rep.quota;
-    AGILE_TRY(agile__cmem_reserve((int)g_client->info.backend, device, d->size, &d->cw));
+    AGILE_TRY(agile__cmem_reserve((int)c->info.backend, device, d->size, &d->cw));
     d->base = agile__cmem_base(d->cw);
     rv = agile__arena_init(&d->arena,
-                           g_client->info.backend == AGILE_BACKEND_KIND_CUDA ? &cuda_ops : &host_ops,
-                           d, d->base, d->size, ALIGNMENT, 0);
+                           c->info.backend == AGILE_BACKEND_KIND_CUDA ? &cuda_ops : &host_ops, d,
+                           d->base, d->size, ALIGNMENT, 0);
     if (rv != AGILE_OK) {
         agile__cmem_release(d->cw);
         d->cw = NULL;
@@ -223,39 +177,78 @@ out:
     return rv;
 }
 
-AGILE_API void *agile_malloc(size_t size, int device, void *stream)
+/* Device `device` of c if its window is set up (c may be NULL: no default client yet). */
+static agile__cl_dev *dev_ready(agile_client *c, int device)
 {
-    cl_dev *d;
+    if (!c || !dev_ok(device) || !__atomic_load_n(&c->dev[device].ready, __ATOMIC_ACQUIRE))
+        return NULL;
+    return &c->dev[device];
+}
+
+void *agile__malloc(agile_client *c, size_t size, int device, void *stream)
+{
+    agile__cl_dev *d;
     uint64_t addr = 0;
-    if (dev_get(device, &d) != AGILE_OK)
+    if (!dev_ok(device) || dev_get(c, device, &d) != AGILE_OK)
         return NULL;
     if (agile__arena_alloc(&d->arena, size, (uintptr_t)stream, &addr) != AGILE_OK)
         return NULL;
     return (void *)(uintptr_t)addr;
 }
 
-AGILE_API void agile_free(void *ptr, size_t size, int device, void *stream)
+void agile__free(agile_client *c, void *ptr, size_t size, int device, void *stream)
 {
-    cl_dev *d;
-    if (!ptr || device < 0 || device >= MAX_DEV)
-        return;
-    pthread_once(&g_dev_once, dev_init_all);
-    d = &g_dev[device];
-    if (!__atomic_load_n(&d->ready, __ATOMIC_ACQUIRE))
-        return;
+    agile__cl_dev *d = ptr ? dev_ready(c, device) : NULL;
     /* A refused free (unknown pointer, size mismatch, double free) is counted in the
      * stats (num_free_errors) and changes nothing. */
-    agile__arena_free(&d->arena, (uint64_t)(uintptr_t)ptr, size, (uintptr_t)stream);
+    if (d)
+        agile__arena_free(&d->arena, (uint64_t)(uintptr_t)ptr, size, (uintptr_t)stream);
+}
+
+void agile__mem_close(agile_client *c)
+{
+    /* A forked child's windows are copies of the parent's, in a CUDA state the child cannot
+     * use: left alone (the child's memory, gone when it exits). */
+    if (c->fork_gen != agile__fork_gen())
+        return;
+    for (int i = 0; i < AGILE__CL_MAX_DEV; i++) {
+        agile__cl_dev *d = &c->dev[i];
+        if (d->ready)
+            agile__arena_fini(&d->arena); /* its events go back to the pool */
+        agile__evpool_fini(&d->evpool);   /* in the context the window retains */
+        if (d->ready)
+            agile__cmem_release(d->cw); /* unmaps the leases; the worker freed them at BYE */
+        while (d->leases) {
+            agile__cl_lease *l = d->leases;
+            d->leases = l->next;
+            free(l);
+        }
+        pthread_mutex_destroy(&d->mu);
+    }
+}
+
+/* ---- the public calls: the default client's memory ------------------------------------------ */
+
+AGILE_API void *agile_malloc(size_t size, int device, void *stream)
+{
+    agile_client *c = agile__default_peek();
+    if (!dev_ok(device) || (!dev_ready(c, device) && agile_default_client(&c) != AGILE_OK))
+        return NULL;
+    return agile__malloc(c, size, device, stream);
+}
+
+AGILE_API void agile_free(void *ptr, size_t size, int device, void *stream)
+{
+    agile__free(agile__default_peek(), ptr, size, device, stream);
 }
 
 AGILE_API int agile_empty_cache(void)
 {
     int rv = AGILE_OK;
-    pthread_once(&g_dev_once, dev_init_all);
-    for (int i = 0; i < MAX_DEV; i++) {
-        if (!__atomic_load_n(&g_dev[i].ready, __ATOMIC_ACQUIRE))
-            continue;
-        int r = agile__arena_empty_cache(&g_dev[i].arena);
+    agile_client *c = agile__default_peek();
+    for (int i = 0; i < AGILE__CL_MAX_DEV; i++) {
+        agile__cl_dev *d = dev_ready(c, i);
+        int r = d ? agile__arena_empty_cache(&d->arena) : AGILE_OK;
         if (r != AGILE_OK && rv == AGILE_OK)
             rv = r;
     }
@@ -264,22 +257,19 @@ AGILE_API int agile_empty_cache(void)
 
 AGILE_API void agile_stream_synchronized(int device, void *stream)
 {
-    if (device < 0 || device >= MAX_DEV)
-        return;
-    pthread_once(&g_dev_once, dev_init_all);
-    if (__atomic_load_n(&g_dev[device].ready, __ATOMIC_ACQUIRE))
-        agile__arena_synchronized(&g_dev[device].arena, (uintptr_t)stream);
+    agile__cl_dev *d = dev_ready(agile__default_peek(), device);
+    if (d)
+        agile__arena_synchronized(&d->arena, (uintptr_t)stream);
 }
 
 AGILE_API int agile_memory_stats(int device, agile_mem_stats *out)
 {
     agile__alloc_stats s;
-    if (device < 0 || device >= MAX_DEV || !out)
+    agile__cl_dev *d;
+    if (!dev_ok(device) || !out)
         return AGILE_EINVAL;
     memset(out, 0, sizeof *out);
-    pthread_once(&g_dev_once, dev_init_all);
-    cl_dev *d = &g_dev[device];
-    if (!__atomic_load_n(&d->ready, __ATOMIC_ACQUIRE))
+    if (!(d = dev_ready(agile__default_peek(), device)))
         return AGILE_OK;
     agile__arena_stats(&d->arena, &s);
     out->allocated_bytes = s.allocated_bytes;
@@ -309,12 +299,12 @@ AGILE_API int agile_memory_stats(int device, agile_mem_stats *out)
 
 AGILE_API int agile_pool_window(int device, uint64_t *base, uint64_t *size)
 {
-    if (device < 0 || device >= MAX_DEV || !base || !size)
+    agile__cl_dev *d;
+    if (!dev_ok(device) || !base || !size)
         return AGILE_EINVAL;
-    pthread_once(&g_dev_once, dev_init_all);
-    if (!__atomic_load_n(&g_dev[device].ready, __ATOMIC_ACQUIRE))
+    if (!(d = dev_ready(agile__default_peek(), device)))
         return AGILE_ENOENT;
-    *base = g_dev[device].base;
-    *size = g_dev[device].size;
+    *base = d->base;
+    *size = d->size;
     return AGILE_OK;
 }

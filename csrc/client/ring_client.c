@@ -14,7 +14,6 @@
 #include "cudadrv.h"
 #include "ring/ring.h"
 
-#define MAX_DEV 16
 #define SYNC_BYTES (64u << 10) /* 8192 client streams, 8 bytes (c2w, w2c) each */
 
 typedef struct cl_stream {
@@ -58,24 +57,19 @@ struct agile__cring {
     atomic_bool rkick; /* posted since the reaper last looked */
 };
 
-/* Functions: their device and parameter layout, for agile_launch. */
+/* Functions (c->objs, AGILE_OBJ_FUNCTION): their device and parameter layout, for
+ * agile_launch. Kept until the client is disconnected: agile_function_params answers for a
+ * function whose module was unloaded, as the worker's refusal of its launch does. */
 typedef struct cl_fn {
-    agile_function_t h;
     int dev;
     uint32_t nparams, args_size;
     uint32_t *size, *off;
-    struct cl_fn *next;
 } cl_fn;
 
+/* Modules (c->objs, AGILE_OBJ_MODULE): their device. */
 typedef struct cl_mod {
-    agile_module_t h;
     int dev;
-    struct cl_mod *next;
 } cl_mod;
-
-static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
-static cl_fn *g_fns;
-static cl_mod *g_mods;
 static _Thread_local agile_async_error tl_async;
 
 static int64_t timeout_ns(const agile_client *c)
@@ -176,7 +170,7 @@ static int ring_get(agile_client *c, int dev, struct agile__cring **out)
     struct ucred cred;
     socklen_t clen = sizeof cred;
 
-    if (dev < 0 || dev >= MAX_DEV) return AGILE_EINVAL;
+    if (dev < 0 || dev >= AGILE__CL_MAX_DEV) return AGILE_EINVAL;
     if ((r = __atomic_load_n(&c->ring[dev], __ATOMIC_ACQUIRE))) {
         *out = r;
         return AGILE_OK;
@@ -231,7 +225,7 @@ out:
 
 void agile__rings_close(agile_client *c)
 {
-    for (int d = 0; d < MAX_DEV; d++) {
+    for (int d = 0; d < AGILE__CL_MAX_DEV; d++) {
         struct agile__cring *r = c->ring[d];
         if (!r) continue;
         if (has_reaper(r)) {
@@ -402,11 +396,12 @@ static void cmd_init(agile__ring_cmd *cmd, uint16_t op, void *stream)
 }
 
 /* Counters of the (client stream, worker stream) pair; SYNC_BYTES of pool memory per ring. */
-static int stream_counters(struct agile__cring *r, void *stream, uint64_t *c2w, uint32_t **n)
+static int stream_counters(agile_client *c, struct agile__cring *r, void *stream, uint64_t *c2w,
+                           uint32_t **n)
 {
     uint32_t i;
     if (!r->sync) {
-        void *p = agile_malloc(SYNC_BYTES, r->dev, NULL);
+        void *p = agile__malloc(c, SYNC_BYTES, r->dev, NULL);
         if (!p) return AGILE_ENOMEM;
         /* Zeroed before any stream can write a counter: cuMemsetD8 runs on the legacy stream,
          * which does not order with non-blocking (e.g. PyTorch's) streams, and lazy loading
@@ -415,7 +410,7 @@ static int stream_counters(struct agile__cring *r, void *stream, uint64_t *c2w, 
         CUresult cr = agile__cu.cuMemsetD8((CUdeviceptr)(uintptr_t)p, 0, SYNC_BYTES);
         if (cr == CUDA_SUCCESS) cr = agile__cu.cuStreamSynchronize(NULL);
         if (cr != CUDA_SUCCESS) {
-            agile_free(p, SYNC_BYTES, r->dev, NULL);
+            agile__free(c, p, SYNC_BYTES, r->dev, NULL);
             return agile_err_cuda((int)cr);
         }
         r->sync = (uint64_t)(uintptr_t)p;
@@ -451,7 +446,7 @@ static int post_ordered(agile_client *c, struct agile__cring *r, agile__ring_cmd
         rv = submit(c, r, cmd, 0, seq);
         goto out;
     }
-    AGILE_TRY(stream_counters(r, stream, &c2w, &np));
+    AGILE_TRY(stream_counters(c, r, stream, &c2w, &np));
     uint32_t n = *np + 1;
     cr = agile__cu.cuStreamWriteValue32((CUstream)stream, (CUdeviceptr)c2w, n, 0);
     if (cr != CUDA_SUCCESS) {
@@ -547,7 +542,7 @@ AGILE_API uint64_t agile_ring_completed(agile_client *c, int device)
 {
     struct agile__cring *r;
     uint64_t n;
-    if (client_of(c, &c) != AGILE_OK || device < 0 || device >= MAX_DEV ||
+    if (client_of(c, &c) != AGILE_OK || device < 0 || device >= AGILE__CL_MAX_DEV ||
         !(r = __atomic_load_n(&c->ring[device], __ATOMIC_ACQUIRE)))
         return 0;
     pthread_mutex_lock(&r->mu);
@@ -639,7 +634,7 @@ out:
 static int dev_of(const void *p, size_t n, int *dev)
 {
     uint64_t a = (uint64_t)(uintptr_t)p;
-    for (int d = 0; d < MAX_DEV; d++) {
+    for (int d = 0; d < AGILE__CL_MAX_DEV; d++) {
         uint64_t base, size;
         if (agile_pool_window(d, &base, &size) == AGILE_OK && a >= base && a - base < size) {
             *dev = d;
@@ -751,7 +746,7 @@ AGILE_API int agile_barrier(void *stream, uint64_t *err_seq)
     agile_async_error e, fe;
     memset(&fe, 0, sizeof fe);
     AGILE_TRY(agile_default_client(&c));
-    for (int d = 0; d < MAX_DEV; d++) {
+    for (int d = 0; d < AGILE__CL_MAX_DEV; d++) {
         if (!__atomic_load_n(&c->ring[d], __ATOMIC_ACQUIRE)) continue;
         int r = agile_ring_barrier(c, d, stream, &e);
         if (r != AGILE_OK && first == AGILE_OK) {
@@ -796,14 +791,11 @@ AGILE_API int agile_module_load(const char *ptx, size_t len, unsigned flags, agi
     m.u.module_load_req.flags = flags & (AGILE_MODULE_STRICT | AGILE_MODULE_TEST_UNGUARDED);
     m.u.module_load_req.ptx = agile__blob_of(ptx, len);
     AGILE_TRY(agile__call(c, &m, &rep, &buf));
-    cm->h = rep.u.module_load_rep.handle;
     cm->dev = dev;
-    pthread_mutex_lock(&g_mu);
-    cm->next = g_mods;
-    g_mods = cm;
-    pthread_mutex_unlock(&g_mu);
-    *module = cm->h;
+    AGILE_TRY(agile__objtab_add(&c->objs, rep.u.module_load_rep.handle, AGILE_OBJ_MODULE, cm,
+                                NULL));
     cm = NULL;
+    *module = rep.u.module_load_rep.handle;
 out:
     free(cm);
     free(buf);
@@ -821,18 +813,17 @@ AGILE_API int agile_module_unload(agile_module_t module)
     m.h.type = AGILE_MSG_MODULE_UNLOAD;
     m.u.handle.handle = module;
     rv = agile__call(c, &m, &rep, &buf);
-    pthread_mutex_lock(&g_mu);
-    for (cl_mod **pp = &g_mods, *p; (p = *pp); pp = &p->next) {
-        if (p->h == module) {
-            *pp = p->next;
-            free(p);
-            break;
-        }
-    }
-    pthread_mutex_unlock(&g_mu);
+    free(agile__objtab_take(&c->objs, module, AGILE_OBJ_MODULE));
 out:
     free(buf);
     return rv;
+}
+
+static void fn_fini(void *rec)
+{
+    cl_fn *f = rec;
+    free(f->size);
+    free(f->off);
 }
 
 AGILE_API int agile_module_function(agile_module_t module, const char *name, agile_function_t *fn,
@@ -842,13 +833,11 @@ AGILE_API int agile_module_function(agile_module_t module, const char *name, agi
     agile__msg m, rep;
     uint8_t *buf = NULL;
     cl_fn *f = NULL;
+    cl_mod mod;
     int rv = AGILE_OK, dev = -1;
     if (!name || !fn) return AGILE_EINVAL;
     AGILE_TRY(agile_default_client(&c));
-    pthread_mutex_lock(&g_mu);
-    for (cl_mod *p = g_mods; p; p = p->next)
-        if (p->h == module) dev = p->dev;
-    pthread_mutex_unlock(&g_mu);
+    if (agile__objtab_get(&c->objs, module, AGILE_OBJ_MODULE, &mod, sizeof mod)) dev = mod.dev;
     if (dev < 0) {
         rv = AGILE_EHANDLE;
         goto out;
@@ -882,48 +871,40 @@ AGILE_API int agile_module_function(agile_module_t module, const char *name, agi
         }
         end = f->off[i] + f->size[i];
     }
-    uint32_t off = end;
-    f->h = rep.u.module_function_rep.handle;
     f->dev = dev;
     f->nparams = np;
-    f->args_size = off;
-    pthread_mutex_lock(&g_mu);
-    f->next = g_fns;
-    g_fns = f;
-    pthread_mutex_unlock(&g_mu);
-    *fn = f->h;
-    if (nparams) *nparams = np;
+    f->args_size = end;
+    AGILE_TRY(agile__objtab_add(&c->objs, rep.u.module_function_rep.handle, AGILE_OBJ_FUNCTION,
+                                f, fn_fini));
     f = NULL;
+    *fn = rep.u.module_function_rep.handle;
+    if (nparams) *nparams = np;
 out:
     if (f) {
-        free(f->size);
-        free(f->off);
+        fn_fini(f);
         free(f);
     }
     free(buf);
     return rv;
 }
 
-static cl_fn *fn_find(agile_function_t fn)
+/* The default client's record of fn (copied: the arrays stay until it is disconnected). */
+static int fn_get(agile_function_t fn, cl_fn *out)
 {
-    cl_fn *f;
-    pthread_mutex_lock(&g_mu);
-    for (f = g_fns; f && f->h != fn; f = f->next)
-        ;
-    pthread_mutex_unlock(&g_mu);
-    return f; /* never freed while the process runs: functions are few */
+    agile_client *c = agile__default_peek();
+    return c && agile__objtab_get(&c->objs, fn, AGILE_OBJ_FUNCTION, out, sizeof *out);
 }
 
 AGILE_API int agile_function_params(agile_function_t fn, unsigned max, uint32_t *sizes,
                                     uint32_t *offsets, uint32_t *args_size)
 {
-    cl_fn *f = fn_find(fn);
-    if (!f) return AGILE_EHANDLE;
-    for (unsigned i = 0; i < f->nparams && i < max; i++) {
-        if (sizes) sizes[i] = f->size[i];
-        if (offsets) offsets[i] = f->off[i];
+    cl_fn f;
+    if (!fn_get(fn, &f)) return AGILE_EHANDLE;
+    for (unsigned i = 0; i < f.nparams && i < max; i++) {
+        if (sizes) sizes[i] = f.size[i];
+        if (offsets) offsets[i] = f.off[i];
     }
-    if (args_size) *args_size = f->args_size;
+    if (args_size) *args_size = f.args_size;
     return AGILE_OK;
 }
 
@@ -933,19 +914,19 @@ AGILE_API int agile_launch(agile_function_t fn, const unsigned grid[3], const un
     agile_client *c;
     struct agile__cring *r;
     agile__ring_cmd cmd;
-    cl_fn *f;
+    cl_fn f;
     uint64_t seq;
     int32_t st = AGILE_OK;
     int rv = AGILE_OK;
     if (!grid || !block || (args_size && !args) || args_size > UINT32_MAX) return AGILE_EINVAL;
-    if (!(f = fn_find(fn))) return AGILE_EHANDLE;
-    if (args_size != f->args_size) {
-        agile__set_last_error("kernel takes %u bytes of arguments, got %zu", f->args_size,
+    if (!fn_get(fn, &f)) return AGILE_EHANDLE;
+    if (args_size != f.args_size) {
+        agile__set_last_error("kernel takes %u bytes of arguments, got %zu", f.args_size,
                               args_size);
         return AGILE_EINVAL;
     }
     AGILE_TRY(agile_default_client(&c));
-    AGILE_TRY(ring_get(c, f->dev, &r));
+    AGILE_TRY(ring_get(c, f.dev, &r));
     cmd_init(&cmd, AGILE_RING_OP_LAUNCH, stream);
     cmd.u.launch.function = fn;
     cmd.u.launch.stream = cmd.tag;
