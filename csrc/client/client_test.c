@@ -20,10 +20,12 @@
 #include "agile/fft.h"
 #include "agile/ring.h"
 #include "core.h"
+#include "cudadrv.h"
 #include "objtab.h"
 
 extern char **environ;
 
+static const char *g_backend = "host"; /* "cuda" on mockcuda: client_test cuda-mock */
 static char g_dir[64];
 static pid_t g_worker = -1;
 static agile_connect_opts g_opts;
@@ -31,12 +33,12 @@ static agile_connect_opts g_opts;
 static int start_worker(void **state)
 {
     char *argv[] = {AGILE_WORKER_PATH, "--foreground", "--runtime-dir", g_dir, "--backend",
-                    "host", NULL};
+                    (char *)g_backend, NULL};
     agile_client *c = NULL;
     snprintf(g_dir, sizeof g_dir, "/tmp/agile-client-test.XXXXXX");
     if (!mkdtemp(g_dir) || posix_spawn(&g_worker, argv[0], NULL, NULL, argv, environ) != 0)
         return -1;
-    g_opts = (agile_connect_opts){g_dir, 5000, 1, NULL, "host"};
+    g_opts = (agile_connect_opts){g_dir, 5000, 1, NULL, g_backend};
     /* Up once it takes a connection (a loaded machine can take seconds to start it). */
     for (int i = 0; i < 3000 && agile_connect(&g_opts, &c) != AGILE_OK; i++)
         usleep(20000);
@@ -56,6 +58,24 @@ static int stop_worker(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* On cuda the client works in the device's primary context, current on its thread, as it is
+ * under PyTorch. */
+static bool cuda(void)
+{
+    return strcmp(g_backend, "cuda") == 0;
+}
+
+static void cuda_context(void)
+{
+    CUdevice dev;
+    CUcontext ctx;
+    if (!cuda()) return;
+    assert_int_equal(agile__cuda_load(NULL, 0), AGILE_OK);
+    assert_int_equal(agile__cu.cuDeviceGet(&dev, 0), CUDA_SUCCESS);
+    assert_int_equal(agile__cu.cuDevicePrimaryCtxRetain(&ctx, dev), CUDA_SUCCESS);
+    assert_int_equal(agile__cu.cuCtxSetCurrent(ctx), CUDA_SUCCESS);
+}
+
 static void test_disconnect_frees_the_default_clients_session(void **state)
 {
     agile_client *c = NULL, *c2 = NULL;
@@ -64,17 +84,33 @@ static void test_disconnect_frees_the_default_clients_session(void **state)
     long long n[1] = {256};
     agile_mem_stats st;
 
+    cuda_context();
     assert_int_equal(agile_init(&g_opts), AGILE_OK);
     uint8_t *p = agile_malloc(1 << 20, 0, NULL);
     assert_non_null(p);
-    assert_int_equal(agile_memset_async(p, 7, 4096, NULL), AGILE_OK); /* the ring */
-    assert_int_equal(agile_barrier(NULL, NULL), AGILE_OK);
-    assert_int_equal(p[4095], 7);
-    assert_int_equal(agile_fft_plan_many(0, 1, n, NULL, 0, 0, NULL, 0, 0, AGILE_FFT_C2C_T, 4, 0,
-                                         &plan),
-                     AGILE_OK);
-    assert_int_equal(agile_fft_plan_extent(plan, &in_bytes, NULL), AGILE_OK);
-    assert_int_equal(in_bytes, 4 * 256 * 8);
+    if (cuda()) {
+        /* the ring (stream-ordered posts would block mockcuda's legacy stream) */
+        assert_int_equal(agile_ring_nop(NULL, 0, 1), AGILE_OK);
+        /* an event in the pool: a block freed on a stream, settled by empty_cache */
+        CUstream s;
+        assert_int_equal(agile__cu.cuStreamCreate(&s, CU_STREAM_NON_BLOCKING), CUDA_SUCCESS);
+        void *q = agile_malloc(4096, 0, s);
+        assert_non_null(q);
+        agile_free(q, 4096, 0, s);
+        assert_int_equal(agile_empty_cache(), AGILE_OK);
+        assert_int_equal(agile__cu.cuStreamDestroy(s), CUDA_SUCCESS);
+    } else {
+        assert_int_equal(agile_memset_async(p, 7, 4096, NULL), AGILE_OK); /* the ring */
+        assert_int_equal(agile_barrier(NULL, NULL), AGILE_OK);
+        assert_int_equal(p[4095], 7);
+    }
+    if (!cuda()) { /* mockcuda has no cuFFT */
+        assert_int_equal(agile_fft_plan_many(0, 1, n, NULL, 0, 0, NULL, 0, 0, AGILE_FFT_C2C_T, 4,
+                                             0, &plan),
+                         AGILE_OK);
+        assert_int_equal(agile_fft_plan_extent(plan, &in_bytes, NULL), AGILE_OK);
+        assert_int_equal(in_bytes, 4 * 256 * 8);
+    }
     assert_int_equal(agile_pool_window(0, &base, &size), AGILE_OK);
     assert_true((uint64_t)(uintptr_t)p - base < size);
 
@@ -169,8 +205,9 @@ static void test_objtab(void **state)
     assert_int_equal(freed, 1 + 5000);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "cuda-mock") == 0) g_backend = "cuda";
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_objtab),
         cmocka_unit_test_setup_teardown(test_disconnect_frees_the_default_clients_session,
