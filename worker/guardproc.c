@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -143,6 +144,18 @@ out:
     agile_guard_result_fini(&gr);
 }
 
+/* Everything but stdin, stdout and stderr: the worker's sockets, its tenants' memory and
+ * ring fds must be out of reach of the code that reads hostile PTX. */
+static void close_inherited(void)
+{
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 3u, ~0u, 0u) == 0) return;
+#endif
+    long max = sysconf(_SC_OPEN_MAX);
+    for (long fd = 3; fd < (max > 0 ? max : 1024); fd++)
+        close((int)fd);
+}
+
 /* Serves the one job on fds 0 (request) and 1 (reply), then exits: the process is a guard
  * child (GJ_ENV set, stdin a socket), started by agile__guard_job_run. */
 static void child_main(void)
@@ -153,6 +166,7 @@ static void child_main(void)
     void *image = NULL;
     size_t image_len = 0;
     struct rlimit cpu = {GJ_CPU_S, GJ_CPU_S + 10};
+    close_inherited();
     setrlimit(RLIMIT_CPU, &cpu);
     if (!msg || xfer(0, &q, sizeof q, false, -1) || q.magic != GJ_REQ_MAGIC ||
         q.arch_len >= 32 || q.dir_len >= GJ_MAX_STR || q.ptx_len > GJ_MAX_PTX)

@@ -407,9 +407,10 @@ def guard_children(worker_pid):
 
 
 def test_a_crashed_guard_process_fails_its_load_only(opendir, tmp_path):
-    """Guard work runs in a child process: one that crashes (here: killed with SIGSEGV while
-    it guards a 3.5 MiB module) fails that load with AGILE_EGUARD naming the signal, and the
-    worker goes on serving (a load after it succeeds, status answers)."""
+    """Guard work runs in a child process that holds none of the worker's fds; one that
+    crashes (here: killed with SIGSEGV while it guards a 3.5 MiB module) fails that load with
+    AGILE_EGUARD naming the signal, and the worker goes on serving (a load after it succeeds,
+    status answers)."""
     w = Worker(opendir)
     try:
         big = tmp_path / "big.ptx"
@@ -424,6 +425,11 @@ def test_a_crashed_guard_process_fails_its_load_only(opendir, tmp_path):
             assert wait_for(lambda: kids.extend(guard_children(w.proc.pid)) or kids or
                             p.poll() is not None, 120) is not None
             for k in kids:
+                # while it reads the PTX it holds nothing of the worker's: no socket, no
+                # tenant's memory or ring (the fds it inherited are closed first thing)
+                wait_for(lambda: set(os.listdir(f"/proc/{k}/fd")) <= {"0", "1", "2"}, 60)
+                assert set(os.listdir(f"/proc/{k}/fd")) <= {"0", "1", "2"}, \
+                    os.listdir(f"/proc/{k}/fd")
                 os.kill(k, signal.SIGSEGV)
             o, _ = communicate(p, timeout=300)
             assert p.returncode == 0, o
