@@ -5,20 +5,27 @@
         x = torch.randn(1 << 20, device="cuda")
 
 See README.md for the worker, the protections and the numbers. The PyTorch-facing names are
-loaded on first use, so `python3 -m agile_torch.demo` also runs where PyTorch is absent.
+loaded on first use, so `python3 -m agile_torch.demo` also runs where PyTorch is absent, and
+so do agile_torch.worker_status(), session_info() and init() (session.py, torch-free).
 """
 from ._native import AgileError, GPUFault, GPUReset, WorkerGone, library_path
 
-_MEMORY = ("device", "empty_cache", "enable", "init", "is_agile_tensor", "is_enabled",
-           "memory_stats", "pool", "pool_window", "session_info", "use_pool", "worker_status")
+# Torch-free (session.py): usable where PyTorch is not installed.
+_SESSION = ("init", "session_info", "worker_status")
+_MEMORY = ("device", "empty_cache", "enable", "is_agile_tensor", "is_enabled",
+           "memory_stats", "pool", "pool_window", "use_pool")
 _FFT = ("enable_fft", "disable_fft", "is_fft_enabled", "fft_stats")
-__all__ = ["AgileError", "GPUFault", "GPUReset", "WorkerGone", "library_path", *_MEMORY, *_FFT]
+__all__ = ["AgileError", "GPUFault", "GPUReset", "WorkerGone", "library_path", *_SESSION, *_MEMORY,
+           *_FFT]
 __version__ = "0.1.0"
 _TRITON = ("guarded", "triton")  # guarded Triton launches through the worker (triton.py)
 __all__ = [*__all__, "guarded"]
 
 
 def __getattr__(name):
+    if name in _SESSION:
+        from . import session
+        return getattr(session, name)
     if name in _MEMORY:
         from . import memory
         return getattr(memory, name)

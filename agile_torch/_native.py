@@ -1,7 +1,12 @@
 """libagile's C ABI, typed for Python (ctypes; no logic of its own).
 
-The library is found, in order: $AGILE_LIBRARY, the package's _lib/ (installed wheel),
-$AGILE_BUILD_DIR/lib, and <repo>/build/lib (a development checkout).
+Where libagile comes from, so that the Python code and the libraries it loads are always of
+one build:
+  - $AGILE_LIBRARY, when set (either case);
+  - in a source checkout (this package beside the repository's CMakeLists.txt and csrc/):
+    $AGILE_BUILD_DIR/lib, else <repo>/build/lib (scripts/build); never a copy inside the
+    package, so an old install's leftovers are not loaded;
+  - installed (wheel): the package's own _lib/ (libagile.so.0) and _bin/, never a checkout's.
 """
 from __future__ import annotations
 
@@ -10,24 +15,34 @@ import os
 from functools import lru_cache
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+_REPO = os.path.dirname(_HERE)
+
+
+def in_checkout() -> bool:
+    """Whether this agile_torch is a source checkout's (not an installed package)."""
+    return (os.path.isfile(os.path.join(_REPO, "CMakeLists.txt"))
+            and os.path.isdir(os.path.join(_REPO, "csrc")))
 
 
 def library_path() -> str:
-    cands = []
     if os.environ.get("AGILE_LIBRARY"):
-        cands.append(os.environ["AGILE_LIBRARY"])
-    cands.append(os.path.join(_HERE, "_lib", "libagile.so"))
-    if os.environ.get("AGILE_BUILD_DIR"):
-        cands.append(os.path.join(os.environ["AGILE_BUILD_DIR"], "lib", "libagile.so"))
-    cands.append(os.path.join(_HERE, "..", "build", "lib", "libagile.so"))
+        cands = [os.environ["AGILE_LIBRARY"]]
+        hint = "$AGILE_LIBRARY names a file that does not exist"
+    elif in_checkout():
+        build = os.environ.get("AGILE_BUILD_DIR") or os.path.join(_REPO, "build")
+        cands = [os.path.join(build, "lib", "libagile.so")]
+        hint = "build first: scripts/build (or point AGILE_BUILD_DIR at a build directory)"
+    else:
+        cands = [os.path.join(_HERE, "_lib", "libagile.so.0")]
+        hint = "the installed package lacks its libraries: reinstall it (pip install agile-torch)"
     for c in cands:
         if os.path.exists(c):
             return os.path.abspath(c)
-    raise ImportError("libagile.so not found (looked in: " + ", ".join(cands) +
-                      "); build with scripts/build or pip install .")
+    raise ImportError("libagile not found (looked in: " + ", ".join(cands) + "); " + hint)
 
 
 def binary_path(name: str) -> str | None:
+    """agile-worker, agilectl or agile-guard of the same build as library_path()."""
     lib_dir = os.path.dirname(library_path())
     for c in (os.path.join(lib_dir, "..", "bin", name), os.path.join(lib_dir, "..", "_bin", name)):
         if os.path.exists(c):

@@ -137,8 +137,9 @@ class Binaries:
 
 def _others_can_reach(path):
     """Can a uid that owns none of path's folders traverse them all and execute path? (A checkout
-    in a 0700 folder, what mktemp -d makes, is not reachable for another uid.)"""
-    path = os.path.abspath(path)
+    in a 0700 folder, what mktemp -d makes, is not reachable for another uid; nor is a venv's
+    python that links to an interpreter in root's home: the link's target is what runs.)"""
+    path = os.path.realpath(path)
     if not os.stat(path).st_mode & stat.S_IXOTH:
         return False
     d = os.path.dirname(path)
