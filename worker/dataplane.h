@@ -1,6 +1,7 @@
 /* dataplane.h — the worker's data plane: per-session command rings (csrc/ring), the
  * dispatcher thread that serves them in deficit-round-robin order over tenants, and the
  * control-plane handlers that feed it (RING_ATTACH, MODULE_LOAD/UNLOAD/FUNCTION).
+ * Implemented in dataplane/, one file per job (dataplane/dp.h lists them).
  *
  * Threads: the handlers run on the nng request threads; one dispatcher thread per worker
  * (started with the first ring) polls every ring (adaptive spin, then futex_waitv sleep),

@@ -34,9 +34,9 @@ typedef struct agile__tenant {
     uint32_t sessions;
     uint64_t proto_errors;
     uint64_t quota_refusals;
-    uint64_t timelimit_exceeded; /* data-plane ops past policy time_limit_ms (dataplane.c) */
+    uint64_t timelimit_exceeded; /* data-plane ops past policy time_limit_ms (dataplane/) */
     /* Times one of its large host ops paused between pieces so that other work (another
-     * tenant's, or its own other ring's) went first (dataplane.c): dispatch fairness, seen. */
+     * tenant's, or its own other ring's) went first (dataplane/): dispatch fairness, seen. */
     _Atomic uint64_t host_op_pauses;
     uint64_t protected_bytes; /* module work areas etc. (worker/modules.c), all devices */
     uint64_t sink[AGILE_MAX_DEV]; /* its windows' sinks (twin.c), counted in the quota */
@@ -110,7 +110,7 @@ typedef struct agile__worker {
     nng_socket sock;
     int sock_open;
     agile__htab objs;
-    struct agile__dp *dp; /* data plane: rings and their dispatcher (worker/dataplane.c) */
+    struct agile__dp *dp; /* data plane: rings and their dispatcher (worker/dataplane/) */
     struct agile__modules *mods; /* worker/modules.c */
     agile__config cfg;
     int shared;           /* --shared: status shows a uid its own tenant only */
