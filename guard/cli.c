@@ -32,6 +32,7 @@ static void usage(FILE *f)
         "  --cache-dir DIR     compile cache (default $AGILE_GUARD_CACHE or ~/.cache/agile/guard)\n"
         "  --roundtrip         parse and print back unchanged (tests)\n"
         "  --no-verify         print the output even if the verifier refuses it (guard debugging)\n"
+        "  --version           print the version\n"
         "  --help              this text\n"
         "Exit: 0 guarded/verified, 1 rejected, 2 usage or I/O error.\n");
 }
@@ -137,6 +138,10 @@ int main(int argc, char **argv)
     } while (0)
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
+            rc = 0;
+            goto out;
+        } else if (strcmp(a, "--version") == 0) {
+            printf("agile-guard %s\n", AGILE_VERSION);
             rc = 0;
             goto out;
         } else if (strcmp(a, "--strict") == 0) {

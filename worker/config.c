@@ -150,6 +150,29 @@ static void trim(char **s)
     *s = p;
 }
 
+int agile__config_check_listen(const char *url)
+{
+    const char *p = url, *host, *colon;
+    size_t n = strlen(url);
+    if (n >= AGILE_METRICS_URL_MAX || strncmp(url, "http://", 7) != 0)
+        return AGILE_EINVAL;
+    host = p = url + 7;
+    if (*p == '[') {
+        p += 1 + strspn(p + 1, "0123456789abcdefABCDEF:.");
+        if (*p++ != ']' || p - host < 3)
+            return AGILE_EINVAL;
+    } else {
+        p += strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-");
+        if (p == host)
+            return AGILE_EINVAL;
+    }
+    colon = p;
+    if (*colon != ':' || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+        strlen(colon + 1) > 5 || atoi(colon + 1) > 65535)
+        return AGILE_EINVAL;
+    return AGILE_OK;
+}
+
 static int resolve_tenant(const char *name, uint32_t *uid)
 {
     uint32_t v;
@@ -168,6 +191,7 @@ static int resolve_tenant(const char *name, uint32_t *uid)
 int agile__config_parse(agile__config *c, const char *text, size_t len, char *err, size_t errcap)
 {
     agile__policy *cur = &c->dflt;
+    int in_worker = 0; /* in the [worker] section */
     char line[512];
     size_t pos = 0;
     unsigned lineno = 0;
@@ -205,18 +229,21 @@ int agile__config_parse(agile__config *c, const char *text, size_t len, char *er
         if (*s == '[') {
             char *end = strchr(s, ']');
             if (!end || end[1]) {
-                why = "section header must be [default] or [tenant UID|NAME]";
+                why = "section header must be [default], [tenant UID|NAME] or [worker]";
                 goto bad;
             }
             *end = 0;
             s++;
             trim(&s);
+            in_worker = !strcmp(s, "worker");
+            if (in_worker)
+                continue;
             if (!strcmp(s, "default")) {
                 cur = &c->dflt;
                 continue;
             }
             if (strncmp(s, "tenant ", 7) != 0 && strncmp(s, "tenant\t", 7) != 0) {
-                why = "section header must be [default] or [tenant UID|NAME]";
+                why = "section header must be [default], [tenant UID|NAME] or [worker]";
                 goto bad;
             }
             s += 6;
@@ -250,7 +277,18 @@ int agile__config_parse(agile__config *c, const char *text, size_t len, char *er
         val = eq + 1;
         trim(&key);
         trim(&val);
-        if (!strcmp(key, "quota")) {
+        if (in_worker) {
+            if (strcmp(key, "metrics_listen") != 0) {
+                why = "unknown key in [worker] (known: metrics_listen)";
+                goto bad;
+            }
+            if (*val && agile__config_check_listen(val) != AGILE_OK) {
+                why = "metrics_listen must be http://HOST:PORT (HOST a name, an IPv4 address "
+                      "or [IPv6]), or empty for none";
+                goto bad;
+            }
+            snprintf(c->metrics_listen, sizeof c->metrics_listen, "%s", val);
+        } else if (!strcmp(key, "quota")) {
             if (agile__parse_size(val, &cur->quota) != AGILE_OK) {
                 why = "bad size for quota";
                 goto bad;

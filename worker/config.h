@@ -19,6 +19,12 @@
  *   [tenant 1000]             # by uid
  *   [tenant alice]            # or by user name (resolved at load time)
  *
+ *   [worker]                  # the worker itself, not a tenant
+ *   metrics_listen = http://127.0.0.1:9464   # Prometheus metrics at /metrics; off without
+ *
+ * SIGHUP reloads the file (worker/main.c): the new policies apply to every tenant's next
+ * lease, session and request; a file that does not parse is refused and the old one kept.
+ *
  * The parser takes untrusted bytes (it is fuzzed): every error names the line.
  */
 #ifndef AGILE_WORKER_CONFIG_H
@@ -45,8 +51,12 @@ typedef struct agile__policy {
     uint64_t max_module_bytes;
 } agile__policy;
 
+#define AGILE_METRICS_URL_MAX 128
+
 typedef struct agile__config {
     agile__policy dflt;
+    /* [worker] metrics_listen: "http://HOST:PORT" (checked by the parser), "" = off */
+    char metrics_listen[AGILE_METRICS_URL_MAX];
     uint32_t nrules;
     struct {
         uint32_t uid;
@@ -56,6 +66,7 @@ typedef struct agile__config {
 
 /* Known module names, bit = index. */
 #define AGILE_MODULE_LIST(X) X(fft, 0) X(guard, 1)
+#define AGILE_MODULE_COUNTED 2 /* modules whose ops are counted per tenant (metrics) */
 
 void agile__config_defaults(agile__config *c);
 /* Parse text (len bytes, need not be NUL-terminated). On error returns AGILE_ECONFIG and
@@ -63,6 +74,9 @@ void agile__config_defaults(agile__config *c);
 int agile__config_parse(agile__config *c, const char *text, size_t len, char *err, size_t errcap);
 int agile__config_load(agile__config *c, const char *path, char *err, size_t errcap);
 const agile__policy *agile__config_policy(const agile__config *c, uint32_t uid);
+/* "http://HOST:PORT": HOST a name, an IPv4 address or [IPv6], PORT 0..65535 (0: the kernel
+ * picks one, see agilectl status --json "metrics_url"), nothing after. */
+int agile__config_check_listen(const char *url);
 /* Parse "64MiB", "8G", "1000": AGILE_EINVAL on junk or overflow. */
 int agile__parse_size(const char *s, uint64_t *out);
 

@@ -20,6 +20,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     if (rv == AGILE_OK && (c.dflt.priority < 1 || c.dflt.priority > 16 || c.nrules > AGILE_MAX_TENANT_RULES))
         abort();
+    /* a listen address that parsed is one the checker takes, NUL-terminated in its buffer */
+    if (rv == AGILE_OK && c.metrics_listen[0] && agile__config_check_listen(c.metrics_listen))
+        abort();
     free(copy);
     return 0;
 }

@@ -74,7 +74,11 @@ static void test_errors_name_the_line(void **state)
         {"quota = lots\n", "line 1: bad size for quota"},
         {"\n\npriority = 99\n", "line 3: priority must be 1..16"},
         {"[tenant nosuchuser_xyz]\n", "line 1: unknown tenant (not a uid nor a user name)"},
-        {"[weird]\n", "line 1: section header must be [default] or [tenant UID|NAME]"},
+        {"[weird]\n", "line 1: section header must be [default], [tenant UID|NAME] or [worker]"},
+        {"[worker]\nquota = 1G\n", "line 2: unknown key in [worker] (known: metrics_listen)"},
+        {"[worker]\nmetrics_listen = tcp://127.0.0.1:9464\n",
+         "line 2: metrics_listen must be http://HOST:PORT (HOST a name, an IPv4 address or "
+         "[IPv6]), or empty for none"},
         {"modules = fft, gpu\n", "line 1: unknown module in modules (known: fft, guard)"},
         {"just words\n", "line 1: expected key = value"},
         {"color = red\n", "line 1: unknown key (known: quota, modules, priority, time_limit_ms, "
@@ -103,6 +107,31 @@ static void test_errors_name_the_line(void **state)
     assert_string_equal(err, "line 1: NUL byte");
 }
 
+static void test_worker_section(void **state)
+{
+    agile__config c;
+    char err[256] = "";
+    (void)state;
+    assert_int_equal(parse(&c, "", err), AGILE_OK);
+    assert_string_equal(c.metrics_listen, ""); /* off by default */
+    /* sections switch as usual around [worker] */
+    assert_int_equal(parse(&c, "[tenant 7]\nquota = 1G\n[worker]\nmetrics_listen = "
+                               "http://127.0.0.1:9464\n[default]\npriority = 2\n", err),
+                     AGILE_OK);
+    assert_string_equal(c.metrics_listen, "http://127.0.0.1:9464");
+    assert_int_equal(c.dflt.priority, 2);
+    assert_int_equal(agile__config_policy(&c, 7)->quota, 1ull << 30);
+    static const char *good[] = {"http://localhost:1", "http://[::1]:9464", "http://0.0.0.0:65535",
+                                 "http://metrics-host.example:80", "http://127.0.0.1:0"};
+    static const char *bad[] = {"http://:9464", "http://127.0.0.1", "http://127.0.0.1:65536", "http://127.0.0.1:9464/metrics",
+                                "https://127.0.0.1:9464", "http://[::1:9464", "http://a b:1",
+                                "http://127.0.0.1:123456", "http://[]:1"};
+    for (size_t i = 0; i < AGILE_ARRAY_LEN(good); i++)
+        assert_int_equal(agile__config_check_listen(good[i]), AGILE_OK);
+    for (size_t i = 0; i < AGILE_ARRAY_LEN(bad); i++)
+        assert_int_equal(agile__config_check_listen(bad[i]), AGILE_EINVAL);
+}
+
 static void test_sizes(void **state)
 {
     uint64_t v;
@@ -126,6 +155,7 @@ int main(void)
         cmocka_unit_test(test_defaults_and_sections),
         cmocka_unit_test(test_tenant_limits),
         cmocka_unit_test(test_errors_name_the_line),
+        cmocka_unit_test(test_worker_section),
         cmocka_unit_test(test_sizes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,10 +3,13 @@
 #include <getopt.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <fcntl.h>
 
@@ -35,10 +38,16 @@ static const char usage[] =
     "                    and per-uid limits (max_sessions, max_pending, max_objects,\n"
     "                    max_requests, max_module_loads, max_module_bytes); defaults apply\n"
     "                    without one (see README, Configuration)\n"
-    "  --foreground      stay attached to the terminal and log to stderr; otherwise the\n"
-    "                    worker detaches once it is ready and logs to DIR/worker.log\n"
+    "  --foreground      stay attached to the terminal and log to stderr (under systemd: the\n"
+    "                    journal; readiness is told through $NOTIFY_SOCKET, Type=notify);\n"
+    "                    otherwise the worker detaches once it is ready and logs to\n"
+    "                    DIR/worker.log\n"
     "  --log-level L     overrides $AGILE_LOG\n"
     "  --version, --help\n"
+    "\n"
+    "Signals: SIGTERM/SIGINT shut down cleanly (agilectl stop); SIGHUP reloads --config (new\n"
+    "policies apply to the next lease, session and request; a file that does not parse is\n"
+    "refused, logged, and the running config kept) and reopens DIR/worker.log (logrotate).\n"
     "\n"
     "Exit status: 0 after a clean shutdown (SIGTERM/SIGINT) or, detached, once the worker is\n"
     "ready; 1 when it cannot start (DIR refused, no GPU with --backend cuda, ...), the reason\n"
@@ -57,6 +66,65 @@ static int parse_level(const char *s)
     return -1;
 }
 
+/* sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET (a path, or an abstract
+ * socket when it starts with '@'). The variable is taken out of the environment so that the
+ * worker's children (guard processes) never speak for it. */
+static char notify_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+
+static void notify_init(void)
+{
+    const char *e = getenv("NOTIFY_SOCKET");
+    if (e && (e[0] == '/' || e[0] == '@') && strlen(e) < sizeof notify_path)
+        snprintf(notify_path, sizeof notify_path, "%s", e);
+    unsetenv("NOTIFY_SOCKET");
+}
+
+static void notify(const char *state)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t n = strlen(notify_path);
+    int fd;
+    if (!n || (fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
+        return;
+    memcpy(sa.sun_path, notify_path, n);
+    if (sa.sun_path[0] == '@')
+        sa.sun_path[0] = 0;
+    if (sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) < 0)
+        agile__warn("sd_notify %s: %s", notify_path, strerror(errno));
+    close(fd);
+}
+
+/* SIGHUP on a detached worker: DIR/worker.log again (logrotate moved it away), with the same
+ * checks as at the start; the old file stays open (stderr) when the new one cannot be. */
+static void reopen_log(const char *logp)
+{
+    int fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        agile__error("cannot reopen %s: %s (logging on to the old file)", logp, strerror(errno));
+        return;
+    }
+    dup2(fd, 2);
+    close(fd);
+    agile__info("log reopened");
+}
+
+static void reload(agile__worker *w)
+{
+    char err[512] = "";
+    if (!w->config_path[0]) {
+        agile__info("SIGHUP: no --config file, nothing to reload");
+        return;
+    }
+    notify("RELOADING=1");
+    if (agile__worker_reload(w, err, sizeof err) == AGILE_OK)
+        agile__info("config reloaded from %s: new policies apply from the next lease, session "
+                    "and request", w->config_path);
+    else
+        agile__error("config reload refused, keeping the running config: %s", err);
+    notify("READY=1");
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -68,7 +136,7 @@ int main(int argc, char **argv)
     agile__worker_opts o = {0};
     int foreground = 0, ch, ready[2] = {-1, -1};
     static agile__worker w;
-    char err[512] = "";
+    char err[512] = "", logp[PATH_MAX] = "";
     sigset_t set;
 
     while ((ch = getopt_long(argc, argv, "b:d:c:fl:hVs", opts, NULL)) != -1) {
@@ -111,7 +179,7 @@ int main(int argc, char **argv)
 
     if (!foreground) {
         /* Detach, but exit only when the child says it is ready (or why it is not). */
-        char dir[PATH_MAX / 2], logp[PATH_MAX];
+        char dir[PATH_MAX / 2];
         pid_t pid;
         if (o.runtime_dir)
             snprintf(dir, sizeof dir, "%s", o.runtime_dir);
@@ -164,6 +232,7 @@ int main(int argc, char **argv)
      * and shoots down TLBs on every CPU, so one tenant's module loads would slow everyone. */
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
     mallopt(M_TRIM_THRESHOLD, 256 << 20);
+    notify_init();
 
     /* Signals are taken synchronously by this thread; every other thread blocks them. */
     sigemptyset(&set);
@@ -197,11 +266,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "agile-worker: no usable GPU (%s): running on the host backend\n",
                 w.backend_why);
     }
+    char ready_msg[64];
+    snprintf(ready_msg, sizeof ready_msg, "READY=1\nMAINPID=%d", (int)getpid());
+    notify(ready_msg);
     for (;;) {
         int sig;
-        if (sigwait(&set, &sig) == 0 && sig != SIGHUP)
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig != SIGHUP)
             break;
+        if (logp[0])
+            reopen_log(logp);
+        reload(&w);
     }
+    notify("STOPPING=1");
     agile__info("shutting down");
     agile__worker_fini(&w);
     agile__info("stopped");

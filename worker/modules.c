@@ -247,6 +247,8 @@ static int exec_locked(agile__worker *w, agile__session *s, mod_slot *m, uint32_
     AGILE_TRY(agile__backend_enter(w->be, dev));
     rv = m->ops->exec(m->state, &who, op, args, len);
     agile__backend_leave(w->be);
+    if (rv == AGILE_OK && m - w->mods->m < AGILE_MODULE_COUNTED) /* metrics */
+        atomic_fetch_add(&s->tenant->module_ops[m - w->mods->m], 1);
 out:
     return rv;
 }

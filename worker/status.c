@@ -60,19 +60,7 @@ static void sb_json_str(sbuf *b, const char *s)
     sb_printf(b, "\"");
 }
 
-typedef struct {
-    uint32_t uid, sessions, priority;
-    uint64_t quota, leased[AGILE_MAX_DEV], proto_errors, quota_refusals;
-    uint64_t sink[AGILE_MAX_DEV]; /* its windows' sinks, counted in the quota (twin.h) */
-    uint64_t protected_bytes;
-    uint64_t timelimit_exceeded, host_op_pauses;
-    uint32_t objs[AGILE_OBJ_MAX_];
-    /* per-uid limits: the policy's, what is in use, what they refused */
-    uint32_t pending, requests, loads, pipes;
-    uint64_t pipe_refusals, session_refusals, pending_refusals, object_refusals, request_refusals,
-        module_size_refusals;
-    agile__policy pol;
-} tsnap;
+typedef agile__tenant_snap tsnap;
 
 /* On a --shared worker a uid sees its own tenant only; root and the worker's uid see all. */
 static int visible(const agile__worker *w, uint32_t viewer, uint32_t uid)
@@ -81,7 +69,7 @@ static int visible(const agile__worker *w, uint32_t viewer, uint32_t uid)
            viewer == (uint32_t)geteuid() || viewer == uid;
 }
 
-static size_t snapshot(agile__worker *w, uint32_t viewer, tsnap **out)
+size_t agile__worker_snapshot(agile__worker *w, uint32_t viewer, tsnap **out)
 {
     size_t n = 0, i = 0;
     tsnap *v;
@@ -114,6 +102,11 @@ static size_t snapshot(agile__worker *w, uint32_t viewer, tsnap **out)
             v[i].request_refusals = atomic_load(&t->request_refusals);
             v[i].module_size_refusals = atomic_load(&t->module_size_refusals);
             v[i].pol = t->pol;
+            v[i].ring_cmds = atomic_load(&t->ring_cmds);
+            v[i].module_loads = atomic_load(&t->module_loads);
+            v[i].guard_sites = atomic_load(&t->guard_sites);
+            for (int k = 0; k < AGILE_MODULE_COUNTED; k++)
+                v[i].module_ops[k] = atomic_load(&t->module_ops[k]);
             pthread_mutex_lock(&w->objs.mu); /* the account is the table's */
             v[i].object_refusals = t->objs.refusals;
             pthread_mutex_unlock(&w->objs.mu);
@@ -172,7 +165,7 @@ char *agile__worker_status(agile__worker *w, int json, uint32_t viewer)
 {
     sbuf b = {0};
     tsnap *t = NULL;
-    size_t nt = snapshot(w, viewer, &t);
+    size_t nt = agile__worker_snapshot(w, viewer, &t);
     double up = (double)(agile__now_ns() - w->started_ns) / 1e9;
     uint64_t perr = atomic_load(&w->proto_errors), reqs = atomic_load(&w->requests);
     const char *be = agile__backend_name(w->be);
@@ -182,6 +175,13 @@ char *agile__worker_status(agile__worker *w, int json, uint32_t viewer)
         sb_json_str(&b, w->dir);
         sb_printf(&b, ",\"uptime_s\":%.3f,\"requests\":%llu,\"protocol_errors\":%llu,", up,
                   (unsigned long long)reqs, (unsigned long long)perr);
+        char murl[AGILE_METRICS_URL_MAX + 16];
+        agile__metrics_url(w, murl, sizeof murl);
+        sb_printf(&b, "\"metrics_url\":");
+        sb_json_str(&b, murl);
+        sb_printf(&b, ",\"config_reloads\":%llu,\"config_reload_failures\":%llu,",
+                  (unsigned long long)atomic_load(&w->reloads),
+                  (unsigned long long)atomic_load(&w->reload_failures));
         sb_printf(&b, "\"protocol\":\"%u.%u\",\"devices\":[", AGILE_WIRE_MAJOR, AGILE_WIRE_MINOR);
         for (int d = 0; d < w->ndev; d++) {
             sb_printf(&b, "%s{\"index\":%d,\"name\":", d ? "," : "", d);

@@ -441,10 +441,18 @@ int agile__worker_start(agile__worker *w, const agile__worker_opts *o, char *err
     snprintf(w->fd_path, sizeof w->fd_path, "%s/agile.fd.sock", w->dir);
     snprintf(w->lock_path, sizeof w->lock_path, "%s/agile.pid", w->dir);
     w->shared = o->shared;
+    /* Absolute: a reload (SIGHUP) reads it again whatever the cwd is then. */
+    if (o->config && !realpath(o->config, w->config_path)) {
+        snprintf(err, errcap, "%s: %s", o->config, strerror(errno));
+        return agile_err_sys(errno);
+    }
     AGILE_TRY(make_dir(w->dir, o->shared, err, errcap));
     /* The lock first: a second worker must not even open the GPU. */
     AGILE_TRY(take_lock(w, err, errcap));
-    AGILE_TRY(agile__worker_init_core(w, o->backend, o->config, err, errcap));
+    AGILE_TRY(agile__worker_init_core(w, o->backend, o->config ? w->config_path : NULL, err,
+                                      errcap));
+    if (w->cfg.metrics_listen[0])
+        AGILE_TRY(agile__metrics_listen(w, w->cfg.metrics_listen, err, errcap));
     if (pipe2(w->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
         rv = agile_err_sys(errno);
         goto out;
@@ -487,6 +495,35 @@ out:
     return rv;
 }
 
+int agile__worker_reload(agile__worker *w, char *err, size_t errcap)
+{
+    agile__config *nc = malloc(sizeof *nc);
+    int rv;
+    if (!nc)
+        return AGILE_ENOMEM;
+    rv = agile__config_load(nc, w->config_path, err, errcap);
+    /* cfg is written on this (the main) thread only: reading it here needs no lock */
+    if (rv == AGILE_OK && strcmp(nc->metrics_listen, w->cfg.metrics_listen) != 0)
+        rv = agile__metrics_listen(w, nc->metrics_listen, err, errcap);
+    if (rv != AGILE_OK) {
+        atomic_fetch_add(&w->reload_failures, 1);
+        free(nc);
+        return rv;
+    }
+    pthread_mutex_lock(&w->mu);
+    w->cfg = *nc;
+    for (agile__tenant *t = w->tenants; t; t = t->next) {
+        t->pol = *agile__config_policy(&w->cfg, t->uid);
+        pthread_mutex_lock(&w->objs.mu); /* the account is the table's */
+        t->objs.limit = t->pol.max_objects;
+        pthread_mutex_unlock(&w->objs.mu);
+    }
+    pthread_mutex_unlock(&w->mu);
+    atomic_fetch_add(&w->reloads, 1);
+    free(nc);
+    return AGILE_OK;
+}
+
 void agile__worker_request_stop(agile__worker *w)
 {
     atomic_store(&w->stop, 1);
@@ -504,6 +541,7 @@ void agile__worker_run_until_stopped(agile__worker *w)
 void agile__worker_fini(agile__worker *w)
 {
     atomic_store(&w->stop, 1);
+    agile__metrics_stop(w); /* its handler reads the tenants */
     if (w->sock_open)
         nng_close(w->sock); /* wakes every context thread with NNG_ECLOSED */
     for (int i = 0; i < w->nthreads; i++)

@@ -52,6 +52,11 @@ typedef struct agile__tenant {
     atomic_uint requests_inflight, loads_inflight;
     atomic_uint_fast64_t request_refusals; /* max_requests / max_module_loads */
     atomic_uint_fast64_t module_size_refusals; /* max_module_bytes */
+    /* Counted for the metrics endpoint only (metrics.c): ring commands executed
+     * (dataplane.c), MODULE_LOADs that succeeded and the access sites their guard fenced,
+     * module ops that succeeded by module (modules.c; fft = 0). */
+    atomic_uint_fast64_t ring_cmds, module_loads, guard_sites;
+    atomic_uint_fast64_t module_ops[AGILE_MODULE_COUNTED];
     struct agile__tenant *next;
 } agile__tenant;
 
@@ -112,7 +117,10 @@ typedef struct agile__worker {
     agile__htab objs;
     struct agile__dp *dp; /* data plane: rings and their dispatcher (worker/dataplane/) */
     struct agile__modules *mods; /* worker/modules.c */
-    agile__config cfg;
+    agile__config cfg;    /* replaced whole by a reload (SIGHUP), under mu */
+    char config_path[PATH_MAX]; /* --config, absolute; "" without one */
+    atomic_uint_fast64_t reloads, reload_failures;
+    struct agile__metrics *metrics; /* the metrics endpoint (metrics.c), NULL when off */
     int shared;           /* --shared: status shows a uid its own tenant only */
     pthread_mutex_t mu;
     pthread_cond_t reap_cv;
@@ -178,6 +186,39 @@ int agile__worker_handle(agile__worker *w, uint32_t pipe_id, uint32_t pipe_uid,
 /* A short error reply (status's message) to req, encoded into buf without allocating. */
 int agile__worker_error_reply(const uint8_t *req, size_t reqlen, int status, uint8_t *buf,
                               size_t cap, size_t *len);
+
+/* agile__worker_reload: read the --config file again (SIGHUP). A file that does not parse,
+ * or a metrics address that cannot be listened on, is refused (the message in err) and the
+ * running config kept; otherwise every tenant takes its new policy at once (its next lease,
+ * session and request see it; what it holds stays). */
+int agile__worker_reload(agile__worker *w, char *err, size_t errcap);
+
+/* The metrics endpoint (metrics.c): Prometheus text format at URL/metrics, served by nng's
+ * HTTP server. agile__metrics_listen moves it to url ("": off); on failure the old one goes
+ * on. agile__metrics_url: where it listens (the port the kernel chose for port 0), "" when
+ * off. agile__metrics_text: the page, malloc()ed. */
+int agile__metrics_listen(agile__worker *w, const char *url, char *err, size_t errcap);
+void agile__metrics_url(agile__worker *w, char *buf, size_t cap);
+void agile__metrics_stop(agile__worker *w);
+char *agile__metrics_text(agile__worker *w);
+
+/* A copy of one tenant's counters (status.c), taken under w->mu. */
+typedef struct agile__tenant_snap {
+    uint32_t uid, sessions, priority;
+    uint64_t quota, leased[AGILE_MAX_DEV], proto_errors, quota_refusals;
+    uint64_t sink[AGILE_MAX_DEV]; /* its windows' sinks, counted in the quota (twin.h) */
+    uint64_t protected_bytes;
+    uint64_t timelimit_exceeded, host_op_pauses;
+    uint32_t objs[AGILE_OBJ_MAX_];
+    /* per-uid limits: the policy's, what is in use, what they refused */
+    uint32_t pending, requests, loads, pipes;
+    uint64_t pipe_refusals, session_refusals, pending_refusals, object_refusals, request_refusals,
+        module_size_refusals;
+    uint64_t ring_cmds, module_loads, guard_sites, module_ops[AGILE_MODULE_COUNTED];
+    agile__policy pol;
+} agile__tenant_snap;
+/* The tenants viewer may see (AGILE_STATUS_ALL: all), calloc()ed into *out; their number. */
+size_t agile__worker_snapshot(agile__worker *w, uint32_t viewer, agile__tenant_snap **out);
 
 /* Status as JSON or text (status.c); malloc()ed, NUL-terminated. viewer: the uid asking;
  * on a --shared worker a uid other than root and the worker's sees its own tenant only

@@ -81,6 +81,7 @@ static bool pull(void *arg, uint32_t tenant, uint32_t allowance, uint32_t *used)
                 pthread_mutex_unlock(&r->w->mu);
                 atomic_fetch_add(&r->w->proto_errors, 1);
             } else if (got) {
+                atomic_fetch_add(&r->s->tenant->ring_cmds, 1); /* metrics */
                 *used += agile__dp_exec(r, cmd);
                 progress = true;
             }

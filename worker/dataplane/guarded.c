@@ -173,6 +173,8 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
                               &rep->u.module_load_rep.handle));
     m = NULL;
     rep->u.module_load_rep.log = agile__blob_of(tl_log, strlen(tl_log));
+    atomic_fetch_add(&s->tenant->module_loads, 1); /* metrics */
+    atomic_fetch_add(&s->tenant->guard_sites, gj.nsites);
     agile__log(AGILE_LOG_DEBUG, (long)s->uid, "module loaded: %u sites, %s%s", gj.nsites,
                gj.strict ? "strict" : "mask", gj.hit ? ", image from the cache" : "");
 out:
