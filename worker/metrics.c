@@ -243,7 +243,7 @@ static int metrics_open(agile__worker *w, const char *url, struct agile__metrics
         if (u)
             nng_url_free(u);
         metrics_free(m);
-        return AGILE_EBUSY;
+        return AGILE_ECONFIG; /* not EBUSY: that exit status (3) means another worker */
     }
     /* The address as bound: the port the kernel chose when the config said 0. */
     unsigned port = 0;

@@ -83,7 +83,7 @@ static int stop_worker(const char *dir, long timeout_s)
     struct stat dst, fst;
     snprintf(path, sizeof path, "%s/agile.pid", dir);
     if (lstat(dir, &dst) != 0 || !S_ISDIR(dst.st_mode)) {
-        fprintf(stderr, "agilectl stop: no worker runs on %s (no such directory)\n", dir);
+        fprintf(stderr, "agilectl stop: no worker runs on %s\n", dir);
         return 1;
     }
     if ((dst.st_uid != geteuid() && dst.st_uid != 0) || (dst.st_mode & (S_IWGRP | S_IWOTH))) {
