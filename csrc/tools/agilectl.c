@@ -129,6 +129,24 @@ static int stop_worker(const char *dir, long timeout_s)
     return 0;
 }
 
+/* A command's one optional argument, FLAG N with N in 1..max (*v keeps its default without
+ * it). 0: a usage error, said. */
+static int count_arg(int argc, char **argv, int cmd, const char *flag, long max, long *v)
+{
+    for (int i = cmd + 1; i < argc; i++) {
+        if (strcmp(argv[i], flag) != 0 || i + 1 == argc) {
+            fprintf(stderr, "agilectl %s: unknown argument '%s'\n", argv[cmd], argv[i]);
+            return 0;
+        }
+        *v = strtol(argv[++i], NULL, 10);
+    }
+    if (*v < 1 || *v > max) {
+        fprintf(stderr, "agilectl %s: %s must be 1..%ld\n", argv[cmd], flag, max);
+        return 0;
+    }
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"runtime-dir", required_argument, 0, 'd'},
@@ -170,33 +188,13 @@ int main(int argc, char **argv)
             }
         }
     } else if (!strcmp(cmd, "ping")) {
-        for (int i = optind + 1; i < argc; i++) {
-            if (!strcmp(argv[i], "-n") && i + 1 < argc)
-                n = strtol(argv[++i], NULL, 10);
-            else {
-                fprintf(stderr, "agilectl ping: unknown argument '%s'\n", argv[i]);
-                return 2;
-            }
-        }
-        if (n < 1 || n > 10000000) {
-            fprintf(stderr, "agilectl ping: -n must be 1..10000000\n");
+        if (!count_arg(argc, argv, optind, "-n", 10000000, &n))
             return 2;
-        }
     } else if (!strcmp(cmd, "stop")) {
         long timeout_s = 30;
         char dir[PATH_MAX / 2];
-        for (int i = optind + 1; i < argc; i++) {
-            if (!strcmp(argv[i], "--timeout") && i + 1 < argc)
-                timeout_s = strtol(argv[++i], NULL, 10);
-            else {
-                fprintf(stderr, "agilectl stop: unknown argument '%s'\n", argv[i]);
-                return 2;
-            }
-        }
-        if (timeout_s < 1 || timeout_s > 3600) {
-            fprintf(stderr, "agilectl stop: --timeout must be 1..3600\n");
+        if (!count_arg(argc, argv, optind, "--timeout", 3600, &timeout_s))
             return 2;
-        }
         if (co.runtime_dir)
             snprintf(dir, sizeof dir, "%s", co.runtime_dir);
         else if (agile__runtime_dir(dir, sizeof dir) != AGILE_OK) {
