@@ -474,7 +474,7 @@ def test_agilectl_says_why_a_runtime_dir_was_refused(tmp_path):
     link = tmp_path / "rt"
     link.symlink_to(target)
     t0 = time.monotonic()
-    out = subprocess.run([agilec.AGILECTL, "--runtime-dir", str(link), "status"],
+    out = subprocess.run([agilec.AGILECTL, "--runtime-dir", str(link), "--start", "status"],
                          capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, AGILE_WORKER=agilec.WORKER))
     took = time.monotonic() - t0
@@ -491,7 +491,7 @@ def test_agilectl_says_why_a_foreign_runtime_dir_was_refused(tmp_path):
     d = tmp_path / "rt"
     d.mkdir()
     os.chown(d, NOBODY, NOBODY)
-    out = subprocess.run([agilec.AGILECTL, "--runtime-dir", str(d), "status"],
+    out = subprocess.run([agilec.AGILECTL, "--runtime-dir", str(d), "--start", "status"],
                          capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, AGILE_WORKER=agilec.WORKER))
     assert out.returncode == 1 and f"belongs to uid {NOBODY}" in out.stderr, out.stderr
