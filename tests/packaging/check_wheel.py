@@ -103,9 +103,9 @@ def fresh_venv(path: str) -> str:
     return os.path.join(path, "bin")
 
 
-def pip_install(vbin: str, what: str, **kw) -> subprocess.CompletedProcess:
+def pip_install(vbin: str, what: str, *opts: str, **kw) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "pip", "--python", os.path.join(vbin, "python"), "install",
-                "-q", "--disable-pip-version-check", what], **kw)
+                "-q", "--disable-pip-version-check", *opts, what], **kw)
 
 
 def main() -> int:
@@ -189,7 +189,8 @@ def main() -> int:
 
         print("\n--- pip install . into a second fresh venv", flush=True)
         vbin2 = fresh_venv(os.path.join(tmp, "venv-src"))
-        p = pip_install(vbin2, ROOT, cwd=tmp, env=env_build)
+        # --no-deps: the dependencies were installed and seen above; this is about the build.
+        p = pip_install(vbin2, ROOT, "--no-deps", cwd=tmp, env=env_build)
         check(p.returncode == 0, "pip install . into a fresh venv")
         p = run([os.path.join(vbin2, "agilectl"), "--version"], cwd=tmp, env=env)
         check(p.returncode == 0 and version in p.stdout, f"agilectl --version says {version}")
