@@ -571,13 +571,40 @@ void agile__default_forget(agile_client *c)
     pthread_mutex_unlock(&g_mu);
 }
 
+/* The options agile_init last connected the default client with, under g_mu: a default
+ * client connected again after agile_disconnect (by the next implicit call) uses them. */
+static agile_connect_opts g_opts;
+static bool g_have_opts;
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void opts_keep(const agile_connect_opts *o)
+{
+    free((char *)g_opts.runtime_dir);
+    free((char *)g_opts.worker_path);
+    free((char *)g_opts.backend);
+    g_opts = *o;
+    g_opts.runtime_dir = dup_or_null(o->runtime_dir);
+    g_opts.worker_path = dup_or_null(o->worker_path);
+    g_opts.backend = dup_or_null(o->backend);
+    g_have_opts = true;
+}
+
 AGILE_API int agile_init(const agile_connect_opts *opts)
 {
     int rv = AGILE_OK;
     agile_client *c;
     pthread_mutex_lock(&g_mu);
-    if (!g_client && (rv = agile_connect(opts, &c)) == AGILE_OK)
+    if (!opts && g_have_opts)
+        opts = &g_opts;
+    if (!g_client && (rv = agile_connect(opts, &c)) == AGILE_OK) {
         __atomic_store_n(&g_client, c, __ATOMIC_RELEASE);
+        if (opts && opts != &g_opts)
+            opts_keep(opts);
+    }
     pthread_mutex_unlock(&g_mu);
     return rv;
 }

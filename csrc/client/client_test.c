@@ -123,7 +123,8 @@ static void test_disconnect_frees_the_default_clients_session(void **state)
     assert_int_equal(st.window_bytes, 0);
     agile_free(p, 1 << 20, 0, NULL); /* its window is gone: nothing to do */
 
-    /* The next implicit call connects a new default client. */
+    /* The next implicit call connects a new default client, with agile_init's options (no
+     * autostart, this test's worker). */
     p = agile_malloc(4096, 0, NULL);
     assert_non_null(p);
     assert_int_equal(agile_default_client(&c2), AGILE_OK);

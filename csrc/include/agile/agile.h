@@ -49,9 +49,10 @@ AGILE_API int agile_connect(const agile_connect_opts *opts, agile_client **out);
  * process: its windows and pools (pointers from them are invalid afterwards), rings, and
  * what it knows of modules, functions and fft plans. Everything the session holds in the
  * worker is released (as it is when the process dies). Disconnecting the default client
- * makes the next implicit call (agile_malloc, ...) connect a new one. No other call may be
- * using c meanwhile. A client inherited through fork() is the parent's: the child must not
- * use it; agile_disconnect there only frees the child's copy (the parent's session goes on). */
+ * makes the next implicit call (agile_malloc, ...) connect a new one, with the options
+ * agile_init connected the last one with. No other call may be using c meanwhile. A client
+ * inherited through fork() is the parent's: the child must not use it; agile_disconnect
+ * there only frees the child's copy (the parent's session goes on). */
 AGILE_API void agile_disconnect(agile_client *c);
 AGILE_API int agile_session_info_get(agile_client *c, agile_session_info *out);
 /* agile_ping: one control-plane round trip. */
