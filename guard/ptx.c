@@ -433,20 +433,27 @@ static uint32_t skip_line(ptx_module *m, uint32_t t)
     return t;
 }
 
-static uint64_t type_size(const ptx_module *m, uint32_t t)
+uint32_t agile_guard_type_size(const char *s, size_t n, bool data_only)
 {
     static const struct {
         const char *name;
-        uint8_t size;
+        uint8_t len, size, data;
     } types[] = {
-        {".b8", 1},    {".u8", 1},     {".s8", 1},   {".b16", 2},  {".u16", 2},  {".s16", 2},
-        {".f16", 2},   {".bf16", 2},   {".b32", 4},  {".u32", 4},  {".s32", 4},  {".f32", 4},
-        {".f16x2", 4}, {".bf16x2", 4}, {".b64", 8},  {".u64", 8},  {".s64", 8},  {".f64", 8},
-        {".b128", 16}, {".pred", 1},   {".e4m3", 1}, {".e5m2", 1}, {".tf32", 4},
+#define X(name, bytes, data) {#name, sizeof #name - 1, bytes, data},
+        AGILE_PTX_TYPE_LIST(X)
+#undef X
     };
+    if (n && s[0] == '.') s++, n--;
     for (size_t k = 0; k < AGILE_ARRAY_LEN(types); k++)
-        if (agile_guard_tok_eq(m, t, types[k].name)) return types[k].size;
+        if (types[k].len == n && memcmp(types[k].name, s, n) == 0)
+            return !data_only || types[k].data ? types[k].size : 0;
     return 0;
+}
+
+static uint64_t type_size(const ptx_module *m, uint32_t t)
+{
+    if (t >= m->ntoks || m->toks[t].len < 2 || ptx_tok_str(m, t)[0] != '.') return 0;
+    return agile_guard_type_size(ptx_tok_str(m, t), m->toks[t].len, false);
 }
 
 static ptx_space space_of(const ptx_module *m, uint32_t t)

@@ -128,4 +128,19 @@ static inline bool agile_guard_tok_punct(const ptx_module *m, uint32_t t, char c
 /* agile_guard_parse_int: a PTX integer literal (decimal, 0x, 0b, octal, U suffix). */
 bool agile_guard_parse_int(const char *s, size_t n, uint64_t *out);
 
+/* X(name, bytes, data): the PTX fundamental types and their sizes, the one table of the
+ * parser (variable layout), the rewriter (access widths) and the data plane (parameter
+ * layout). data = 1: a type of memory accesses and kernel parameters; 0: one that only a
+ * declaration carries (.pred, the fp8 and tf32 formats). The verifier keeps its own table
+ * on purpose (verify.c: it shares nothing with the rewriter). */
+#define AGILE_PTX_TYPE_LIST(X)                                                                     \
+    X(b8, 1, 1) X(u8, 1, 1) X(s8, 1, 1) X(b16, 2, 1) X(u16, 2, 1) X(s16, 2, 1) X(f16, 2, 1)   \
+    X(bf16, 2, 1) X(b32, 4, 1) X(u32, 4, 1) X(s32, 4, 1) X(f32, 4, 1) X(f16x2, 4, 1)          \
+    X(bf16x2, 4, 1) X(b64, 8, 1) X(u64, 8, 1) X(s64, 8, 1) X(f64, 8, 1) X(b128, 16, 1)        \
+    X(pred, 1, 0) X(e4m3, 1, 0) X(e5m2, 1, 0) X(tf32, 4, 0)
+
+/* agile_guard_type_size: the size in bytes of the type named s[0..n) ("u32" or ".u32"), 0 if
+ * it is none of AGILE_PTX_TYPE_LIST (or, with data_only, not a data type). */
+uint32_t agile_guard_type_size(const char *s, size_t n, bool data_only);
+
 #endif

@@ -203,13 +203,6 @@ static ptx_space part_space(const opparts *o, unsigned i)
  * type is not recognised. */
 static uint64_t op_width(const opparts *o)
 {
-    static const struct {
-        const char *n;
-        uint8_t s;
-    } t[] = {{"b8", 1},  {"u8", 1},  {"s8", 1},    {"b16", 2},    {"u16", 2},
-             {"s16", 2}, {"f16", 2}, {"bf16", 2},  {"b32", 4},    {"u32", 4},
-             {"s32", 4}, {"f32", 4}, {"f16x2", 4}, {"bf16x2", 4}, {"b64", 8},
-             {"u64", 8}, {"s64", 8}, {"f64", 8},   {"b128", 16}};
     uint64_t vec = 1, size = 0;
     for (unsigned i = 1; i < o->np; i++) {
         if (part_is(o, i, "v2"))
@@ -218,8 +211,10 @@ static uint64_t op_width(const opparts *o)
             vec = 4;
         else if (part_is(o, i, "v8"))
             vec = 8;
-        for (size_t k = 0; k < AGILE_ARRAY_LEN(t); k++)
-            if (part_is(o, i, t[k].n)) size = t[k].s;
+        if (o->n[i] && o->p[i][0] != '.') {
+            uint32_t s = agile_guard_type_size(o->p[i], o->n[i], true);
+            if (s) size = s;
+        }
     }
     return vec * size;
 }

@@ -98,12 +98,12 @@ static int parse_modules(char *s, uint32_t *out)
         char *e = tok + strlen(tok);
         while (e > tok && e[-1] == ' ')
             *--e = 0;
-#define X(name, bit)                                                                               \
-    if (!strcmp(tok, #name)) {                                                                     \
-        m |= 1u << (bit);                                                                          \
+#define X(NAME, id, name)                                                                          \
+    if (!strcmp(tok, name)) {                                                                      \
+        m |= AGILE_MODULE_BIT(id);                                                                 \
         continue;                                                                                  \
     }
-        AGILE_MODULE_LIST(X)
+        AGILE_MODULE_ID_LIST(X)
 #undef X
         return AGILE_EINVAL;
     }

@@ -33,6 +33,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agile/defs.h" /* AGILE_MODULE_ID_LIST, AGILE_MODULE_BIT */
+
 #define AGILE_MAX_TENANT_RULES 256
 /* Bounds of the per-uid limits: the worker's request contexts (AGILE_NCTX) and what one
  * message can carry (AGILE_WIRE_MAX_BODY, less room for the other fields). */
@@ -42,7 +44,7 @@
 
 typedef struct agile__policy {
     uint64_t quota;      /* bytes per GPU */
-    uint32_t modules;    /* bit i: module i allowed (AGILE_MODULE_ALL) */
+    uint32_t modules;    /* AGILE_MODULE_BIT(id): module id allowed (AGILE_MODULE_ALL) */
     uint32_t priority;   /* 1..16 */
     uint32_t time_limit_ms;
     uint64_t lease_step;
@@ -64,9 +66,8 @@ typedef struct agile__config {
     } rules[AGILE_MAX_TENANT_RULES];
 } agile__config;
 
-/* Known module names, bit = index. */
-#define AGILE_MODULE_LIST(X) X(fft, 0) X(guard, 1)
-#define AGILE_MODULE_COUNTED 2 /* modules whose ops are counted per tenant (metrics) */
+/* Modules whose ops are counted per tenant (metrics): all of AGILE_MODULE_ID_LIST. */
+#define AGILE_MODULE_COUNTED AGILE_MODULE_ID_COUNT
 
 void agile__config_defaults(agile__config *c);
 /* Parse text (len bytes, need not be NUL-terminated). On error returns AGILE_ECONFIG and

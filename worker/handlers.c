@@ -14,6 +14,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* One request in flight: what every handler gets (and the one handler signature,
+ * handler_fn, of the message table at the end of this file). */
 typedef struct {
     agile__worker *w;
     agile__session *s; /* NULL before HELLO */
@@ -21,6 +23,8 @@ typedef struct {
     const agile__msg *req;
     agile__msg rep;
     char errbuf[512];
+    char *text;      /* freed after the reply is encoded (STATUS) */
+    int close_after; /* end the session once the reply is encoded (BYE) */
 } hctx;
 
 static int fail(hctx *c, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -275,16 +279,91 @@ static int h_hello(hctx *c)
     return AGILE_OK;
 }
 
-static int h_status(hctx *c, char **text)
+static int h_ping(hctx *c)
+{
+    c->rep.u.ping.nonce = c->req->u.ping.nonce;
+    return AGILE_OK;
+}
+
+static int h_bye(hctx *c)
+{
+    c->close_after = 1;
+    return AGILE_OK;
+}
+
+static int h_status(hctx *c)
 {
     uint32_t fmt = c->req->u.status_req.format;
     if (fmt > 1)
         return fail(c, AGILE_EINVAL, "status format must be 0 (text) or 1 (json)");
-    *text = agile__worker_status(c->w, (int)fmt, c->s->uid);
-    if (!*text)
+    c->text = agile__worker_status(c->w, (int)fmt, c->s->uid);
+    if (!c->text)
         return AGILE_ENOMEM;
-    c->rep.u.status_rep.text = agile__blob_of(*text, strlen(*text));
+    c->rep.u.status_rep.text = agile__blob_of(c->text, strlen(c->text));
     return AGILE_OK;
+}
+
+/* ---- served by the data plane and the module registry (dataplane.h, modules.h) ------------- */
+
+static int h_ring_attach(hctx *c)
+{
+    return agile__dp_ring_attach(c->w, c->s, c->req, &c->rep, c->errbuf, sizeof c->errbuf);
+}
+
+static int h_module_load(hctx *c)
+{
+    return agile__dp_module_load(c->w, c->s, c->req, &c->rep, c->errbuf, sizeof c->errbuf);
+}
+
+static int h_module_unload(hctx *c)
+{
+    return agile__dp_module_unload(c->w, c->s, c->req, &c->rep, c->errbuf, sizeof c->errbuf);
+}
+
+static int h_module_function(hctx *c)
+{
+    return agile__dp_module_function(c->w, c->s, c->req, &c->rep, c->errbuf, sizeof c->errbuf);
+}
+
+static int h_mod_ctl(hctx *c)
+{
+    return agile__worker_mod_ctl(c->w, c->s, c->req, &c->rep, c->errbuf, sizeof c->errbuf);
+}
+
+/* ---- the message table -------------------------------------------------------------------- */
+
+typedef int handler_fn(hctx *c);
+
+/* Requests that may take long (they call the backend, the guard or a module) are SLOW: a
+ * uid may have max_requests of them in flight, so that one uid's burst cannot hold every
+ * request context while other uids wait for a HELLO. Releases are not limited: refusing one
+ * would keep what it frees. LOAD (guard work: parse, fence, verify, compile) also counts
+ * against max_module_loads and runs at nice LOAD_NICE (see nice_thread). */
+enum { H_SLOW = 1, H_LOAD = 2 };
+
+static const struct {
+    handler_fn *fn;
+    unsigned flags;
+} handlers[AGILE_MSG_MAX_] = {
+    [AGILE_MSG_HELLO] = {h_hello, 0},
+    [AGILE_MSG_PING] = {h_ping, 0},
+    [AGILE_MSG_STATUS] = {h_status, 0},
+    [AGILE_MSG_BYE] = {h_bye, 0},
+    [AGILE_MSG_OBJ_CREATE] = {h_obj_create, 0},
+    [AGILE_MSG_OBJ_DESTROY] = {h_obj_destroy, 0},
+    [AGILE_MSG_WINDOW] = {h_window, 0},
+    [AGILE_MSG_LEASE_GROW] = {h_lease_grow, H_SLOW},
+    [AGILE_MSG_LEASE_RELEASE] = {h_lease_release, 0},
+    [AGILE_MSG_RING_ATTACH] = {h_ring_attach, H_SLOW},
+    [AGILE_MSG_MODULE_LOAD] = {h_module_load, H_SLOW | H_LOAD},
+    [AGILE_MSG_MODULE_UNLOAD] = {h_module_unload, 0},
+    [AGILE_MSG_MODULE_FUNCTION] = {h_module_function, H_SLOW},
+    [AGILE_MSG_MOD_CTL] = {h_mod_ctl, H_SLOW},
+};
+
+static unsigned handler_flags(unsigned type)
+{
+    return type < AGILE_MSG_MAX_ ? handlers[type].flags : 0;
 }
 
 static int encode_reply(hctx *c, int status, uint8_t **rep, size_t *replen)
@@ -301,22 +380,6 @@ static int encode_reply(hctx *c, int status, uint8_t **rep, size_t *replen)
     if (!cap || !(*rep = malloc(cap)))
         return AGILE_ENOMEM;
     return agile__msg_encode(&c->rep, *rep, cap, replen);
-}
-
-/* Requests that may take long (they call the backend, the guard or a module): a uid may
- * have max_requests of them in flight, max_module_loads of them loads, so that one uid's
- * burst cannot hold every request context while other uids wait for a HELLO. Releases are
- * not limited: refusing one would keep what it frees. */
-static int slow_request(unsigned type)
-{
-    switch (type) {
-    case AGILE_MSG_LEASE_GROW:
-    case AGILE_MSG_MODULE_LOAD:
-    case AGILE_MSG_MODULE_FUNCTION:
-    case AGILE_MSG_MOD_CTL:
-    case AGILE_MSG_RING_ATTACH: return 1;
-    default: return 0;
-    }
 }
 
 enum { ADMIT_REQ = 1, ADMIT_LOAD = 2 };
@@ -345,13 +408,13 @@ static int admit(hctx *c, const agile__msg *m, int *admitted)
                     "tenant %u: module of %u bytes exceeds max_module_bytes (%llu)", t->uid,
                     m->u.module_load_req.ptx.n, (unsigned long long)t->pol.max_module_bytes);
     }
-    if (!slow_request(m->h.type))
+    if (!(handler_flags(m->h.type) & H_SLOW))
         return AGILE_OK;
     if ((rv = take_slot(c, &t->requests_inflight, t->pol.max_requests, "control requests",
                         "max_requests")) != AGILE_OK)
         return rv;
     *admitted = ADMIT_REQ;
-    if (m->h.type != AGILE_MSG_MODULE_LOAD)
+    if (!(handler_flags(m->h.type) & H_LOAD))
         return AGILE_OK;
     if ((rv = take_slot(c, &t->loads_inflight, t->pol.max_module_loads, "module loads",
                         "max_module_loads")) != AGILE_OK) {
@@ -429,8 +492,7 @@ int agile__worker_handle(agile__worker *w, uint32_t pipe_id, uint32_t pipe_uid,
 {
     agile__msg m;
     hctx c;
-    char *text = NULL;
-    int rv, close_after = 0, admitted = 0;
+    int rv, admitted = 0;
 
     memset(&c, 0, sizeof c);
     c.w = w;
@@ -468,30 +530,17 @@ int agile__worker_handle(agile__worker *w, uint32_t pipe_id, uint32_t pipe_uid,
     } else if (c.s && (rv = admit(&c, &m, &admitted)) != AGILE_OK) {
         /* refused by a per-uid limit: answered at once, holding no context */
     } else {
-        switch (m.h.type) {
-        case AGILE_MSG_HELLO: rv = h_hello(&c); break;
-        case AGILE_MSG_PING: c.rep.u.ping.nonce = m.u.ping.nonce; rv = AGILE_OK; break;
-        case AGILE_MSG_STATUS: rv = h_status(&c, &text); break;
-        case AGILE_MSG_BYE: rv = AGILE_OK; close_after = 1; break;
-        case AGILE_MSG_OBJ_CREATE: rv = h_obj_create(&c); break;
-        case AGILE_MSG_OBJ_DESTROY: rv = h_obj_destroy(&c); break;
-        case AGILE_MSG_WINDOW: rv = h_window(&c); break;
-        case AGILE_MSG_LEASE_GROW: rv = h_lease_grow(&c); break;
-        case AGILE_MSG_LEASE_RELEASE: rv = h_lease_release(&c); break;
-        case AGILE_MSG_RING_ATTACH: rv = agile__dp_ring_attach(w, c.s, &m, &c.rep, c.errbuf, sizeof c.errbuf); break;
-        case AGILE_MSG_MODULE_LOAD: {
-            int old = 0, niced = nice_thread(&old);
-            rv = agile__dp_module_load(w, c.s, &m, &c.rep, c.errbuf, sizeof c.errbuf);
-            if (niced)
-                unnice_thread(old);
-            break;
-        }
-        case AGILE_MSG_MODULE_UNLOAD: rv = agile__dp_module_unload(w, c.s, &m, &c.rep, c.errbuf, sizeof c.errbuf); break;
-        case AGILE_MSG_MODULE_FUNCTION: rv = agile__dp_module_function(w, c.s, &m, &c.rep, c.errbuf, sizeof c.errbuf); break;
-        case AGILE_MSG_MOD_CTL: rv = agile__worker_mod_ctl(w, c.s, &m, &c.rep, c.errbuf, sizeof c.errbuf); break;
-        default:
+        handler_fn *fn = m.h.type < AGILE_MSG_MAX_ ? handlers[m.h.type].fn : NULL;
+        if (!fn) {
             rv = fail(&c, AGILE_ENOTSUP, "%s is not served by this worker",
                       agile__msg_name(m.h.type));
+        } else if (handler_flags(m.h.type) & H_LOAD) {
+            int old = 0, niced = nice_thread(&old);
+            rv = fn(&c);
+            if (niced)
+                unnice_thread(old);
+        } else {
+            rv = fn(&c);
         }
         if (rv == AGILE_EPROTO)
             count_proto_error(&c);
@@ -501,12 +550,12 @@ int agile__worker_handle(agile__worker *w, uint32_t pipe_id, uint32_t pipe_uid,
     }
     unadmit(&c, admitted);
     rv = encode_reply(&c, rv, rep, replen);
-    if (close_after && c.s)
+    if (c.close_after && c.s)
         agile__session_kill(c.s, "BYE");
 done:
     if (c.s)
         agile__session_rele(c.s);
-    free(text);
+    free(c.text);
     if (rv != AGILE_OK) {
         free(*rep);
         *rep = NULL;

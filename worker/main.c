@@ -142,13 +142,12 @@ int main(int argc, char **argv)
     while ((ch = getopt_long(argc, argv, "b:d:c:fl:hVs", opts, NULL)) != -1) {
         switch (ch) {
         case 'b':
-            if (!strcmp(optarg, "auto"))
-                o.backend = 0;
-            else if (!strcmp(optarg, "cuda"))
-                o.backend = AGILE_BACKEND_CUDA;
-            else if (!strcmp(optarg, "host"))
-                o.backend = AGILE_BACKEND_HOST;
-            else {
+            o.backend = strcmp(optarg, "auto") ? -1 : 0;
+#define X(NAME, value, name)                                                                       \
+    if (!strcmp(optarg, name)) o.backend = AGILE_BACKEND_KIND_##NAME;
+            AGILE_BACKEND_LIST(X)
+#undef X
+            if (o.backend < 0) {
                 fprintf(stderr, "agile-worker: unknown backend '%s'\n%s", optarg, usage);
                 return 2;
             }
@@ -262,7 +261,7 @@ int main(int argc, char **argv)
                 (int)getpid(), agile__backend_name(w.be), w.backend_why[0] ? " (no usable GPU: " : "",
                 w.backend_why, w.backend_why[0] ? ")" : "", w.dir);
         close(ready[1]);
-    } else if (agile__backend_kind(w.be) == AGILE_BACKEND_HOST && w.backend_why[0]) {
+    } else if (agile__backend_kind(w.be) == AGILE_BACKEND_KIND_HOST && w.backend_why[0]) {
         fprintf(stderr, "agile-worker: no usable GPU (%s): running on the host backend\n",
                 w.backend_why);
     }

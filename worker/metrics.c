@@ -96,8 +96,8 @@ static void label(FILE *f, const char *s)
 char *agile__metrics_text(agile__worker *w)
 {
     static const char *mod_names[] = {
-#define X(name, bit) [bit] = #name,
-        AGILE_MODULE_LIST(X)
+#define X(NAME, id, name) [id] = name,
+        AGILE_MODULE_ID_LIST(X)
 #undef X
     };
     char *buf = NULL;

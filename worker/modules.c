@@ -12,10 +12,10 @@
 
 typedef struct agile__modules agile__modules;
 
-/* Modules with an ops table, by policy bit (config.h AGILE_MODULE_LIST); "guard" is
+/* Modules with an ops table, by id (AGILE_MODULE_ID_LIST, agile/defs.h); "guard" is
  * served by the data plane's MODULE_LOAD, not through this table. */
-#define MODOPS_fft (&agile__fft_module)
-#define MODOPS_guard NULL
+#define MODOPS_FFT (&agile__fft_module)
+#define MODOPS_GUARD NULL
 #define NMOD 32
 #define REPLY_CAP 4096
 
@@ -107,8 +107,8 @@ int agile__worker_modules_init(agile__worker *w)
     ms->env.ctx = w;
     ms->env.config = NULL;
     ms->env.objs = &w->objs;
-#define X(nm, bit) ms->m[bit].name = #nm, ms->m[bit].ops = MODOPS_##nm;
-    AGILE_MODULE_LIST(X)
+#define X(NAME, id, str) ms->m[id].name = str, ms->m[id].ops = MODOPS_##NAME;
+    AGILE_MODULE_ID_LIST(X)
 #undef X
     for (int i = 0; i < NMOD; i++) {
         mod_slot *m = &ms->m[i];
@@ -190,7 +190,7 @@ static int lookup(agile__worker *w, agile__session *s, uint32_t module, mod_slot
     pthread_mutex_lock(&w->mu);
     allowed = s->tenant->pol.modules;
     pthread_mutex_unlock(&w->mu);
-    if (!(allowed & (1u << module))) {
+    if (!(allowed & AGILE_MODULE_BIT(module))) {
         snprintf(err, errcap,
                  "tenant %u may not use module %s: not in its policy's \"modules\" list", s->uid,
                  m->name);

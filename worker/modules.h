@@ -7,8 +7,8 @@
  * allocates is counted in the session's tenant (agile__tenant.protected_bytes, status JSON
  * "protected_bytes"). Handles a module issues live in w->objs (owner = session id).
  *
- * Policy: a session may use module i only if its tenant's policy has bit i
- * (config.h AGILE_MODULE_LIST); otherwise AGILE_EPERM, on the control and the data plane.
+ * Policy: a session may use module id only if its tenant's policy has AGILE_MODULE_BIT(id)
+ * (AGILE_MODULE_ID_LIST, agile/defs.h); otherwise AGILE_EPERM, on the control and the data plane.
  *
  * Threads: ctl and exec run on any request or dispatcher thread. Teardown of a session
  * (agile__worker_modules_session_gone) waits for every module call in flight, so a module's

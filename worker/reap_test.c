@@ -163,7 +163,7 @@ int main(void)
     agile__worker_zero(&W);
     W.cfg.dflt.quota = 64ull << 20;
     W.cfg.dflt.lease_step = 2ull << 20;
-    if (agile__worker_init_core(&W, AGILE_BACKEND_HOST, NULL, err, sizeof err) != AGILE_OK) {
+    if (agile__worker_init_core(&W, AGILE_BACKEND_KIND_HOST, NULL, err, sizeof err) != AGILE_OK) {
         fprintf(stderr, "init: %s\n", err);
         return 1;
     }

@@ -384,19 +384,19 @@ static void *reap_main(void *arg)
 static int open_backend(agile__worker *w, int kind, char *err, size_t errcap)
 {
     int rv;
-    if (kind == 0 || kind == AGILE_BACKEND_CUDA) {
-        rv = agile__backend_open(AGILE_BACKEND_CUDA, &w->be, w->backend_why,
+    if (kind == 0 || kind == AGILE_BACKEND_KIND_CUDA) {
+        rv = agile__backend_open(AGILE_BACKEND_KIND_CUDA, &w->be, w->backend_why,
                                  sizeof w->backend_why);
         if (rv == AGILE_OK)
             return AGILE_OK;
-        if (kind == AGILE_BACKEND_CUDA) {
+        if (kind == AGILE_BACKEND_KIND_CUDA) {
             snprintf(err, errcap, "cuda backend unavailable: %s", w->backend_why);
             return rv;
         }
         agile__info("no usable GPU (%s): running on the host backend", w->backend_why);
     }
     char why[256] = "";
-    rv = agile__backend_open(AGILE_BACKEND_HOST, &w->be, why, sizeof why);
+    rv = agile__backend_open(AGILE_BACKEND_KIND_HOST, &w->be, why, sizeof why);
     if (rv != AGILE_OK)
         snprintf(err, errcap, "host backend unavailable: %s", why);
     return rv;

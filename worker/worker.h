@@ -17,11 +17,11 @@
 
 #include <nng/nng.h>
 
+#include "agile/defs.h" /* AGILE_MAX_DEV */
 #include "backend/backend.h"
 #include "config.h"
 #include "core.h"
 
-#define AGILE_MAX_DEV 16
 #define AGILE_NCTX 32
 #define AGILE_TOKEN_TTL_NS (10ull * 1000000000ull)
 /* Trailing guard gap after each window: covers the widest fenced [reg+imm] access. */
@@ -137,7 +137,7 @@ typedef struct agile__worker {
 } agile__worker;
 
 typedef struct agile__worker_opts {
-    int backend;            /* 0 = auto, else AGILE_BACKEND_* */
+    int backend;            /* 0 = auto, else AGILE_BACKEND_KIND_* */
     const char *runtime_dir; /* NULL: agile__runtime_dir() */
     const char *config;     /* NULL: defaults */
     int shared;             /* --shared: dir 0755, sockets 0666, every local uid may connect */

@@ -48,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* small quota and steps so leases are cheap */
         w.cfg.dflt.quota = 256ull << 20;
         w.cfg.dflt.lease_step = 2ull << 20;
-        if (agile__worker_init_core(&w, AGILE_BACKEND_HOST, NULL, err, sizeof err) != AGILE_OK)
+        if (agile__worker_init_core(&w, AGILE_BACKEND_KIND_HOST, NULL, err, sizeof err) != AGILE_OK)
             abort();
         ready = 1;
     }

@@ -50,7 +50,7 @@
 
 namespace {
 
-constexpr int kMaxDev = 16;
+constexpr int kMaxDev = AGILE_MAX_DEV;
 // A plan handle holds its worker cache entry (256 by default): release the oldest ourselves.
 constexpr size_t kMaxPlans = 128;
 

@@ -422,7 +422,7 @@ AGILE_API int agile_connect(const agile_connect_opts *opts, agile_client **out)
     c->timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : 10000;
     pthread_mutex_init(&c->fd_mu, NULL);
     pthread_mutex_init(&c->ring_mu, NULL);
-    for (int i = 0; i < AGILE__CL_MAX_DEV; i++) {
+    for (int i = 0; i < AGILE_MAX_DEV; i++) {
         pthread_mutex_init(&c->dev[i].mu, NULL);
         c->dev[i].dev = i;
         c->dev[i].c = c;
@@ -520,7 +520,7 @@ fail:
         close(c->fd);
     pthread_mutex_destroy(&c->fd_mu);
     pthread_mutex_destroy(&c->ring_mu);
-    for (int i = 0; i < AGILE__CL_MAX_DEV; i++) {
+    for (int i = 0; i < AGILE_MAX_DEV; i++) {
         pthread_mutex_destroy(&c->dev[i].mu);
         agile__evpool_fini(&c->dev[i].evpool);
     }

@@ -23,9 +23,6 @@ typedef struct agile__fdstash {
     struct agile__fdstash *next;
 } agile__fdstash;
 
-/* Devices a client can have windows and rings on. */
-#define AGILE__CL_MAX_DEV 16
-
 typedef struct agile__cl_lease agile__cl_lease;
 
 /* One device of a client (memory.c): its window, the sub-allocator arena in it, the leases
@@ -57,10 +54,10 @@ struct agile_client {
     pid_t worker_pid;
     unsigned fork_gen; /* agile__fork_gen() when connected */
     /* memory (memory.c) */
-    agile__cl_dev dev[AGILE__CL_MAX_DEV];
+    agile__cl_dev dev[AGILE_MAX_DEV];
     /* data plane (ring_client.c) */
     pthread_mutex_t ring_mu;                      /* attaching rings */
-    struct agile__cring *ring[AGILE__CL_MAX_DEV]; /* command ring per device, NULL until first use */
+    struct agile__cring *ring[AGILE_MAX_DEV]; /* command ring per device, NULL until first use */
     /* modules, functions (ring_client.c) and fft plans (fft.c) the worker made for us */
     agile__objtab objs;
 };

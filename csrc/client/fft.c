@@ -13,7 +13,7 @@
 #include "cudadrv.h"
 #include "fft_plan.h"
 
-#define FFT_MODULE 0u /* config.h AGILE_MODULE_LIST: fft = bit 0 */
+#define FFT_MODULE ((uint32_t)AGILE_MODULE_ID_FFT)
 
 /* What the default client knows about its plans (c->objs, AGILE_OBJ_PLAN): the device (to
  * pick the window) and extents. */
@@ -76,7 +76,7 @@ AGILE_API int agile_fft_plan_many(int device, int rank, const long long *n,
     agile_client *c;
     int rv = AGILE_OK;
 
-    if (!plan || !n || rank < 1 || rank > 3 || device < 0 || device >= AGILE__CL_MAX_DEV ||
+    if (!plan || !n || rank < 1 || rank > 3 || device < 0 || device >= AGILE_MAX_DEV ||
         batch < 0) {
         agile__set_last_error("agile_fft_plan_many: bad arguments (rank 1..3, n and plan "
                               "non-NULL, batch >= 0)");
@@ -164,7 +164,7 @@ AGILE_API int agile_fft_exec(agile_handle_t plan, const void *in, void *out, int
         dev = p.dev;
     } else {
         /* Not one of ours: let the worker say so (EHANDLE), on the buffer's device. */
-        for (int d = 0; d < AGILE__CL_MAX_DEV && dev < 0; d++)
+        for (int d = 0; d < AGILE_MAX_DEV && dev < 0; d++)
             if (in_window(d, in)) dev = d;
     }
     if (dev < 0 || !in_window(dev, in) || !in_window(dev, out)) {

@@ -127,7 +127,7 @@ static const agile__arena_ops cuda_ops = {op_grow, op_shrink, op_event_record, o
 
 static bool dev_ok(int device)
 {
-    return device >= 0 && device < AGILE__CL_MAX_DEV;
+    return device >= 0 && device < AGILE_MAX_DEV;
 }
 
 /* Device `device` of c, its window and arena set up on first use. */
@@ -211,7 +211,7 @@ void agile__mem_close(agile_client *c)
      * use: left alone (the child's memory, gone when it exits). */
     if (c->fork_gen != agile__fork_gen())
         return;
-    for (int i = 0; i < AGILE__CL_MAX_DEV; i++) {
+    for (int i = 0; i < AGILE_MAX_DEV; i++) {
         agile__cl_dev *d = &c->dev[i];
         if (d->ready)
             agile__arena_fini(&d->arena); /* its events go back to the pool */
@@ -246,7 +246,7 @@ AGILE_API int agile_empty_cache(void)
 {
     int rv = AGILE_OK;
     agile_client *c = agile__default_peek();
-    for (int i = 0; i < AGILE__CL_MAX_DEV; i++) {
+    for (int i = 0; i < AGILE_MAX_DEV; i++) {
         agile__cl_dev *d = dev_ready(c, i);
         int r = d ? agile__arena_empty_cache(&d->arena) : AGILE_OK;
         if (r != AGILE_OK && rv == AGILE_OK)

@@ -170,7 +170,7 @@ static int ring_get(agile_client *c, int dev, struct agile__cring **out)
     struct ucred cred;
     socklen_t clen = sizeof cred;
 
-    if (dev < 0 || dev >= AGILE__CL_MAX_DEV) return AGILE_EINVAL;
+    if (dev < 0 || dev >= AGILE_MAX_DEV) return AGILE_EINVAL;
     if ((r = __atomic_load_n(&c->ring[dev], __ATOMIC_ACQUIRE))) {
         *out = r;
         return AGILE_OK;
@@ -225,7 +225,7 @@ out:
 
 void agile__rings_close(agile_client *c)
 {
-    for (int d = 0; d < AGILE__CL_MAX_DEV; d++) {
+    for (int d = 0; d < AGILE_MAX_DEV; d++) {
         struct agile__cring *r = c->ring[d];
         if (!r) continue;
         if (has_reaper(r)) {
@@ -542,7 +542,7 @@ AGILE_API uint64_t agile_ring_completed(agile_client *c, int device)
 {
     struct agile__cring *r;
     uint64_t n;
-    if (client_of(c, &c) != AGILE_OK || device < 0 || device >= AGILE__CL_MAX_DEV ||
+    if (client_of(c, &c) != AGILE_OK || device < 0 || device >= AGILE_MAX_DEV ||
         !(r = __atomic_load_n(&c->ring[device], __ATOMIC_ACQUIRE)))
         return 0;
     pthread_mutex_lock(&r->mu);
@@ -634,7 +634,7 @@ out:
 static int dev_of(const void *p, size_t n, int *dev)
 {
     uint64_t a = (uint64_t)(uintptr_t)p;
-    for (int d = 0; d < AGILE__CL_MAX_DEV; d++) {
+    for (int d = 0; d < AGILE_MAX_DEV; d++) {
         uint64_t base, size;
         if (agile_pool_window(d, &base, &size) == AGILE_OK && a >= base && a - base < size) {
             *dev = d;
@@ -746,7 +746,7 @@ AGILE_API int agile_barrier(void *stream, uint64_t *err_seq)
     agile_async_error e, fe;
     memset(&fe, 0, sizeof fe);
     AGILE_TRY(agile_default_client(&c));
-    for (int d = 0; d < AGILE__CL_MAX_DEV; d++) {
+    for (int d = 0; d < AGILE_MAX_DEV; d++) {
         if (!__atomic_load_n(&c->ring[d], __ATOMIC_ACQUIRE)) continue;
         int r = agile_ring_barrier(c, d, stream, &e);
         if (r != AGILE_OK && first == AGILE_OK) {

@@ -51,3 +51,18 @@ AGILE_API const char *agile_strerror(int err)
     snprintf(buf, sizeof buf, "unknown error %d", err);
     return buf;
 }
+
+AGILE_API const char *agile_err_entry(unsigned i, int *code)
+{
+    static const struct {
+        const char *name;
+        int code;
+    } tab[] = {
+#define X(name, value, msg) {"AGILE_" #name, value},
+        AGILE_ERR_LIST(X)
+#undef X
+    };
+    if (i >= sizeof tab / sizeof tab[0]) return NULL;
+    if (code) *code = tab[i].code;
+    return tab[i].name;
+}

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "agile/agile.h"
 #include "core.h"
 
 static void test_names_and_messages(void **state)
@@ -34,6 +35,31 @@ static void test_wrapped(void **state)
     assert_string_equal(agile_err_name(e), "AGILE_ECUFFT");
 }
 
+/* The name tables that bindings read instead of copying the lists (agile/err.h, defs.h). */
+static void test_tables(void **state)
+{
+    unsigned i, n = 0;
+    int code = -1;
+    const char *name, *key = NULL;
+    (void)state;
+    for (i = 0; (name = agile_err_entry(i, &code)) != NULL; i++)
+        assert_string_equal(agile_err_name(code), name);
+    assert_int_equal(i, 30);
+    assert_string_equal(agile_err_entry(12, &code), "AGILE_EGUARD");
+    assert_int_equal(code, AGILE_EGUARD);
+    for (; agile_mem_stat_name(n, NULL); n++)
+        ;
+    assert_int_equal(n, sizeof(agile_mem_stats) / sizeof(uint64_t));
+    assert_string_equal(agile_mem_stat_name(0, &key), "allocated_bytes");
+    assert_string_equal(key, "allocated_bytes.all.current");
+    assert_string_equal(agile_mem_stat_name(n - 1, NULL), "window_bytes");
+    assert_null(agile_mem_stat_name(n, &key));
+    assert_string_equal(agile_backend_name(AGILE_BACKEND_KIND_HOST), "host");
+    assert_string_equal(agile_backend_name(AGILE_BACKEND_KIND_CUDA), "cuda");
+    assert_null(agile_backend_name(0));
+    assert_int_equal(AGILE_MODULE_BIT(AGILE_MODULE_ID_GUARD), 2u);
+}
+
 static void test_runtime_dir(void **state)
 {
     char buf[256], small[4];
@@ -56,6 +82,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names_and_messages),
         cmocka_unit_test(test_wrapped),
+        cmocka_unit_test(test_tables),
         cmocka_unit_test(test_runtime_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

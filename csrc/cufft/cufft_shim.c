@@ -31,7 +31,6 @@
 
 #define SHIM_API __attribute__((visibility("default")))
 #define MAX_PLANS 4096
-#define MAX_DEV 16
 
 typedef struct shim_plan {
     int made;
@@ -39,7 +38,7 @@ typedef struct shim_plan {
     long long n[3], inembed[3], onembed[3];
     long long istride, idist, ostride, odist, batch;
     void *stream;
-    agile_handle_t h[MAX_DEV][2]; /* [device][in place] */
+    agile_handle_t h[AGILE_MAX_DEV][2]; /* [device][in place] */
 } shim_plan;
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -123,7 +122,7 @@ SHIM_API cufftResult cufftDestroy(cufftHandle plan)
     if (p) g_plans[((unsigned)plan & 0xffffu) - 1] = NULL;
     pthread_mutex_unlock(&g_mu);
     if (!p) return plan == CUFFT_PLAN_NULL ? CUFFT_SUCCESS : CUFFT_INVALID_PLAN;
-    for (int d = 0; d < MAX_DEV; d++)
+    for (int d = 0; d < AGILE_MAX_DEV; d++)
         for (int ip = 0; ip < 2; ip++)
             if (p->h[d][ip]) agile_fft_destroy(p->h[d][ip]);
     free(p);
@@ -377,7 +376,7 @@ SHIM_API cufftResult cufftGetVersion(int *version)
 static int device_of(const void *ptr)
 {
     uint64_t base, size, a = (uint64_t)(uintptr_t)ptr;
-    for (int d = 0; d < MAX_DEV; d++)
+    for (int d = 0; d < AGILE_MAX_DEV; d++)
         if (agile_pool_window(d, &base, &size) == AGILE_OK && a >= base && a - base < size)
             return d;
     return -1;

@@ -301,7 +301,7 @@ static void cufft_close(agile__fft_backend *bb)
 int agile__fft_cufft_version(agile__fft_backend *bb, int *version)
 {
     cbackend *b = (cbackend *)bb;
-    if (bb->kind != AGILE_FFT_BACKEND_CUDA) return AGILE_EINVAL;
+    if (bb->kind != AGILE_BACKEND_KIND_CUDA) return AGILE_EINVAL;
     return agile_err_cufft(b->cufftGetVersion(version));
 }
 
@@ -348,7 +348,7 @@ int agile__fft_cufft_open(const agile__fft_cufft_cfg *cfg, agile__fft_backend **
     }
     pthread_mutex_init(&b->mu, NULL);
     b->b.name = "cufft";
-    b->b.kind = AGILE_FFT_BACKEND_CUDA;
+    b->b.kind = AGILE_BACKEND_KIND_CUDA;
     b->b.plan_create = cufft_plan_create;
     b->b.exec = cufft_exec;
     b->b.plan_destroy = cufft_plan_destroy;

@@ -221,7 +221,7 @@ int agile__fft_fftw_open(agile__fft_backend **out)
     agile__fft_backend *b = calloc(1, sizeof *b);
     if (!b) return AGILE_ENOMEM;
     b->name = "fftw";
-    b->kind = AGILE_FFT_BACKEND_HOST;
+    b->kind = AGILE_BACKEND_KIND_HOST;
     b->plan_create = fftw_plan_create;
     b->exec = fftw_exec;
     b->plan_destroy = fftw_plan_destroy;

@@ -55,7 +55,7 @@ static uint64_t fake_work(const agile__fft_bplan *bp)
 
 static agile__fft_backend fake = {
     .name = "fake",
-    .kind = AGILE_FFT_BACKEND_HOST,
+    .kind = AGILE_BACKEND_KIND_HOST,
     .plan_create = fake_create,
     .plan_destroy = fake_destroy,
     .work_size = fake_work,

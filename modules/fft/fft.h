@@ -9,14 +9,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agile/defs.h"
 #include "core.h"
 #include "fft_plan.h"
 #include "../module.h"
 
 /* ---- backends ------------------------------------------------------------------------------ */
 
-#define AGILE_FFT_BACKEND_HOST 1 /* FFTW */
-#define AGILE_FFT_BACKEND_CUDA 2 /* cuFFT */
+/* Backend kinds: AGILE_BACKEND_KIND_* (agile/defs.h): HOST runs FFTW, CUDA cuFFT. */
 
 typedef struct agile__fft_backend agile__fft_backend;
 typedef struct agile__fft_bplan agile__fft_bplan; /* a backend's plan object */
@@ -39,7 +39,7 @@ typedef void (*agile__fft_free_protected_fn)(void *ctx, uint32_t tenant, int dev
 
 struct agile__fft_backend {
     const char *name;
-    int kind; /* AGILE_FFT_BACKEND_* */
+    int kind; /* AGILE_BACKEND_KIND_* */
     /* plan_create: a plan for a validated desc. Blocking (cuFFT planning can take tens of
      * ms). The caller must have the device's context current (cuda). */
     int (*plan_create)(agile__fft_backend *b, const agile__fft_desc *d, int device,

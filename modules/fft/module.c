@@ -67,7 +67,7 @@ static int fft_init(const agile__module_env *env, void **state)
     agile__fft_backend *be = NULL;
     int rv = AGILE_OK;
     if (!env || env->abi != AGILE_MODULE_ABI) return AGILE_EVERSION;
-    if (env->backend == AGILE_FFT_BACKEND_CUDA) {
+    if (env->backend == AGILE_BACKEND_KIND_CUDA) {
         /* AGILE_CUFFT_LIBRARY: the worker's operator picks the cuFFT build (the worker's own
          * environment, never a client's message). */
         agile__fft_cufft_cfg cfg = {getenv("AGILE_CUFFT_LIBRARY"), env->alloc_protected,

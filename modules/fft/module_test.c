@@ -24,7 +24,8 @@ static const uint64_t client_base = 0x7f1200000000ull;
 
 static int setup(void **state)
 {
-    agile__module_env env = {AGILE_MODULE_ABI, AGILE_FFT_BACKEND_HOST, NULL, NULL, NULL, NULL, NULL};
+    agile__module_env env = {AGILE_MODULE_ABI, AGILE_BACKEND_KIND_HOST, NULL, NULL, NULL, NULL,
+                             NULL};
     (void)state;
     assert_int_equal(ops->init(&env, &mod), AGILE_OK);
     window = aligned_alloc(W, W);
@@ -82,7 +83,8 @@ static int destroy(const agile__module_caller *who, uint64_t h)
 
 static void test_ops_table(void **state)
 {
-    agile__module_env env = {AGILE_MODULE_ABI + 1, AGILE_FFT_BACKEND_HOST, NULL, NULL, NULL, NULL, NULL};
+    agile__module_env env = {AGILE_MODULE_ABI + 1, AGILE_BACKEND_KIND_HOST, NULL, NULL, NULL,
+                             NULL, NULL};
     void *m2;
     (void)state;
     assert_string_equal(ops->name, "fft");
@@ -91,7 +93,7 @@ static void test_ops_table(void **state)
     assert_int_equal(ops->init(&env, &m2), AGILE_EVERSION);
     /* cuda backend without protected memory callbacks: refused cleanly */
     env.abi = AGILE_MODULE_ABI;
-    env.backend = AGILE_FFT_BACKEND_CUDA;
+    env.backend = AGILE_BACKEND_KIND_CUDA;
     assert_int_not_equal(ops->init(&env, &m2), AGILE_OK);
 }
 

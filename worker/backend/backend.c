@@ -29,9 +29,9 @@ int agile__backend_open(int kind, agile__backend **out, char *why, size_t whycap
     if (why && whycap) why[0] = '\0';
     if (!out) return AGILE_EINVAL;
     switch (kind) {
-    case AGILE_BACKEND_HOST:
+    case AGILE_BACKEND_KIND_HOST:
         return agile__host_open(out, why, whycap);
-    case AGILE_BACKEND_CUDA:
+    case AGILE_BACKEND_KIND_CUDA:
         return agile__cuda_open(out, why, whycap);
     default:
         if (why && whycap) snprintf(why, whycap, "unknown backend kind %d", kind);
@@ -51,7 +51,7 @@ int agile__backend_kind(const agile__backend *be)
 
 const char *agile__backend_name(const agile__backend *be)
 {
-    return be->ops->name;
+    return agile_backend_name(be->kind);
 }
 
 int agile__backend_device_count(agile__backend *be)
@@ -145,7 +145,7 @@ uint64_t agile__window_sink_bytes_for(agile__backend *be, int dev, uint64_t size
     if (!be || !dev_ok(be, dev)) return 0;
     uint64_t gran = be->ops->granularity(be, dev), chunk = agile__sink_chunk(size, gran);
     /* cuda keeps a one-granule small sink beside a larger chunk; host maps the chunk only */
-    return chunk + (be->kind == AGILE_BACKEND_CUDA && chunk != gran ? gran : 0);
+    return chunk + (be->kind == AGILE_BACKEND_KIND_CUDA && chunk != gran ? gran : 0);
 }
 
 int agile__window_dev(const agile__window *w)

@@ -56,12 +56,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agile/defs.h"
+
 typedef struct agile__backend agile__backend;
 typedef struct agile__window agile__window;
 typedef struct agile__lease agile__lease;
 typedef struct agile__pmem agile__pmem;
-
-enum { AGILE_BACKEND_HOST = 1, AGILE_BACKEND_CUDA = 2 };
 
 typedef struct agile__devinfo {
     char name[128];

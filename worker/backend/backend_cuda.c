@@ -215,7 +215,7 @@ int agile__cuda_open(agile__backend **out, char *why, size_t whycap)
         goto out;
     }
     cb->be.ops = &agile__cuda_ops;
-    cb->be.kind = AGILE_BACKEND_CUDA;
+    cb->be.kind = AGILE_BACKEND_KIND_CUDA;
     cb->ndev = n;
     {
         /* the refill thread's backoff waits on agile__now_ns()'s clock */
@@ -1624,7 +1624,6 @@ static const agile__queue_ops cuda_queue_ops = {
 };
 
 const agile__backend_ops agile__cuda_ops = {
-    .name = "cuda",
     .close = cuda_close,
     .device_count = cuda_device_count,
     .device_info = cuda_device_info,

@@ -34,7 +34,7 @@ static int setup(void **state)
     char why[256];
     void *h;
     (void)state;
-    if (agile__backend_open(AGILE_BACKEND_CUDA, &be, why, sizeof why) != AGILE_OK) {
+    if (agile__backend_open(AGILE_BACKEND_KIND_CUDA, &be, why, sizeof why) != AGILE_OK) {
         fprintf(stderr, "cuda backend: %s (LD_LIBRARY_PATH must hold mockcuda)\n", why);
         return -1;
     }

@@ -98,7 +98,7 @@ static int child(int sock, uint64_t W, uint64_t off, uint64_t len)
 
     CHECK(buf);
     t0 = agile__now_ns();
-    OK(agile__cmem_reserve(AGILE_BACKEND_CUDA, 0, W, &cw));
+    OK(agile__cmem_reserve(AGILE_BACKEND_KIND_CUDA, 0, W, &cw));
     printf("  child: reserve %" PRIu64 " GiB: %.2f ms, base %#" PRIx64 "\n", W / GiB, ms_since(t0),
            agile__cmem_base(cw));
     CHECK(agile__cmem_base(cw) % W == 0);
@@ -481,7 +481,7 @@ int main(int argc, char **argv)
         return child(atoi(argv[2]), strtoull(argv[3], NULL, 0), strtoull(argv[4], NULL, 0),
                      strtoull(argv[5], NULL, 0));
     }
-    rv = agile__backend_open(AGILE_BACKEND_CUDA, &be, why, sizeof why);
+    rv = agile__backend_open(AGILE_BACKEND_KIND_CUDA, &be, why, sizeof why);
     if (rv == AGILE_ENODEV) {
         printf("SKIP: no GPU: %s\n", why);
         return 77;

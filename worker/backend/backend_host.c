@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 
-static agile__backend host_backend = {.ops = &agile__host_ops, .kind = AGILE_BACKEND_HOST};
+static agile__backend host_backend = {.ops = &agile__host_ops, .kind = AGILE_BACKEND_KIND_HOST};
 
 uint64_t agile__host_phys_mem(void)
 {
@@ -196,7 +196,6 @@ static void *host_cuda_context(agile__backend *be, int dev)
 }
 
 const agile__backend_ops agile__host_ops = {
-    .name = "host",
     .close = host_close,
     .device_count = host_device_count,
     .device_info = host_device_info,

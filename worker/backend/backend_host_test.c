@@ -38,8 +38,8 @@ static agile__backend *open_host(void)
 {
     agile__backend *be = NULL;
     char why[128];
-    assert_int_equal(agile__backend_open(AGILE_BACKEND_HOST, &be, why, sizeof why), AGILE_OK);
-    assert_int_equal(agile__backend_kind(be), AGILE_BACKEND_HOST);
+    assert_int_equal(agile__backend_open(AGILE_BACKEND_KIND_HOST, &be, why, sizeof why), AGILE_OK);
+    assert_int_equal(agile__backend_kind(be), AGILE_BACKEND_KIND_HOST);
     assert_string_equal(agile__backend_name(be), "host");
     return be;
 }
@@ -165,7 +165,7 @@ static int child_import(int sock, uint64_t size, uint64_t off, uint64_t len)
     size_t got;
     volatile uint8_t *p;
 
-    if (agile__cmem_reserve(AGILE_BACKEND_HOST, 0, size, &cw) != AGILE_OK) return 10;
+    if (agile__cmem_reserve(AGILE_BACKEND_KIND_HOST, 0, size, &cw) != AGILE_OK) return 10;
     if (agile__cmem_base(cw) % size) return 11;
     if (agile__fd_recv(sock, &fd, &tag, sizeof tag, &got) != AGILE_OK || got != sizeof tag ||
         fd < 0 || tag != off)

@@ -7,7 +7,6 @@
 
 /* One operations table per backend kind; backend.c validates arguments and dispatches. */
 typedef struct agile__backend_ops {
-    const char *name;
     void (*close)(agile__backend *be);
     int (*device_count)(agile__backend *be);
     int (*device_info)(agile__backend *be, int dev, agile__devinfo *out);

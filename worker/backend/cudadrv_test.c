@@ -79,7 +79,7 @@ static void test_backend_open_no_driver(void **state)
     char why[256];
     int rv;
     (void)state;
-    rv = agile__backend_open(AGILE_BACKEND_CUDA, &be, why, sizeof why);
+    rv = agile__backend_open(AGILE_BACKEND_KIND_CUDA, &be, why, sizeof why);
     if (rv == AGILE_OK) {
         agile__backend_close(be);
         skip();
@@ -88,7 +88,8 @@ static void test_backend_open_no_driver(void **state)
     assert_int_equal(rv, AGILE_ENODEV);
     assert_true(strlen(why) > 0);
     assert_null(be);
-    assert_int_equal(agile__cmem_reserve(AGILE_BACKEND_CUDA, 0, 1ull << 30, &cw), AGILE_ENODEV);
+    assert_int_equal(agile__cmem_reserve(AGILE_BACKEND_KIND_CUDA, 0, 1ull << 30, &cw),
+                     AGILE_ENODEV);
     assert_null(cw);
     assert_int_equal(agile__backend_open(42, &be, why, sizeof why), AGILE_EINVAL);
 }
@@ -151,7 +152,7 @@ static int child_main(void)
     char why[256];
     agile__backend *be = NULL;
     int rv = agile__cuda_load(why, sizeof why);
-    int rv2 = agile__backend_open(AGILE_BACKEND_CUDA, &be, NULL, 0);
+    int rv2 = agile__backend_open(AGILE_BACKEND_KIND_CUDA, &be, NULL, 0);
     printf("rv=%s why=%s\n", rv == AGILE_OK ? "0" : agile_err_name(rv), why);
     if (be) agile__backend_close(be);
     return rv2 == rv ? 0 : 1;

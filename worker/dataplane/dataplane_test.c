@@ -642,7 +642,7 @@ static void test_unguarded_is_test_only(void **state)
     close_conn(&c);
 }
 
-static int backend = AGILE_BACKEND_HOST;
+static int backend = AGILE_BACKEND_KIND_HOST;
 
 static int setup(void **state)
 {
@@ -781,7 +781,7 @@ int main(int argc, char **argv)
             cmocka_unit_test(test_teardown_with_busy_ring),
             cmocka_unit_test(test_tenant_window),
         };
-        backend = AGILE_BACKEND_CUDA;
+        backend = AGILE_BACKEND_KIND_CUDA;
         return cmocka_run_group_tests(mock, setup, teardown);
     }
     const struct CMUnitTest tests[] = {

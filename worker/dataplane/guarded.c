@@ -91,7 +91,7 @@ int agile__dp_module_load(agile__worker *w, agile__session *s, const agile__msg 
     pthread_mutex_lock(&w->mu);
     allowed = s->tenant->pol.modules;
     pthread_mutex_unlock(&w->mu);
-    if (!(allowed & (1u << 1))) /* AGILE_MODULE_LIST: guard = 1 */
+    if (!(allowed & AGILE_MODULE_BIT(AGILE_MODULE_ID_GUARD)))
         return agile__dp_efail(err, errcap, AGILE_EPERM,
                                "tenant %u may not load PTX (module 'guard' "
                                "not allowed by policy)",

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agile/defs.h"
 #include "agile/err.h"
 
 #ifdef __cplusplus
@@ -30,12 +31,10 @@ typedef struct agile_connect_opts {
     const char *backend;     /* for an autostarted worker: "auto" (NULL), "cuda", "host" */
 } agile_connect_opts;
 
-enum { AGILE_BACKEND_KIND_HOST = 1, AGILE_BACKEND_KIND_CUDA = 2 };
-
 typedef struct agile_session_info {
     uint64_t session;   /* the session's handle */
     uint32_t tenant;    /* our uid, as the worker's kernel saw it */
-    uint32_t backend;   /* AGILE_BACKEND_KIND_* */
+    uint32_t backend;   /* AGILE_BACKEND_KIND_* (agile/defs.h) */
     uint32_t ndev;
     uint32_t priority;
     uint64_t quota;     /* bytes per GPU */
@@ -99,16 +98,11 @@ AGILE_API int agile_empty_cache(void);
  * stream = (void*)-1): blocks freed on it are reusable on every stream at once. */
 AGILE_API void agile_stream_synchronized(int device, void *stream);
 
+/* The counters of AGILE_MEM_STAT_LIST (agile/defs.h), one uint64_t each, in its order. */
 typedef struct agile_mem_stats {
-    uint64_t allocated_bytes, allocated_bytes_peak, allocated_bytes_total, freed_bytes_total;
-    uint64_t requested_bytes, requested_bytes_peak;
-    uint64_t reserved_bytes, reserved_bytes_peak;
-    uint64_t cached_bytes, free_bytes;
-    uint64_t allocations, num_allocs, num_frees;
-    uint64_t segments, num_grows, num_shrinks, num_grow_failures;
-    uint64_t num_alloc_retries, num_ooms, num_free_errors;
-    uint64_t quota_bytes;   /* the tenant's quota on this device */
-    uint64_t window_bytes;  /* W */
+#define AGILE__MEM_STAT_FIELD(field, torch_key) uint64_t field;
+    AGILE_MEM_STAT_LIST(AGILE__MEM_STAT_FIELD)
+#undef AGILE__MEM_STAT_FIELD
 } agile_mem_stats;
 /* agile_memory_stats: this process's counters for device (zeros before its first use). */
 AGILE_API int agile_memory_stats(int device, agile_mem_stats *out);

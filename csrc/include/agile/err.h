@@ -71,6 +71,11 @@ AGILE_API const char *agile_strerror(int err);
 /* agile_err_name: the symbolic name ("AGILE_EQUOTA"). Static storage. Never NULL. */
 AGILE_API const char *agile_err_name(int err);
 
+/* agile_err_entry: the name of the i-th code of AGILE_ERR_LIST ("AGILE_EQUOTA"); *code (may
+ * be NULL) gets its value. NULL for i past the end. Static storage. Bindings read the codes
+ * through it instead of copying them. */
+AGILE_API const char *agile_err_entry(unsigned i, int *code);
+
 /* agile_err_sys / agile_err_cuda / agile_err_cufft: wrap an errno / CUresult / cufftResult. */
 static inline int agile_err_sys(int errnum)
 {

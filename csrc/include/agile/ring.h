@@ -72,9 +72,9 @@ AGILE_API int agile_memset_async(void *dst, int value, size_t n, void *stream);
  * 10 s) with AGILE_ETIMEDOUT at the barrier. Later commands of the ring wait behind a WAIT. */
 AGILE_API int agile_signal_async(uint32_t *counter, uint32_t value, void *stream);
 AGILE_API int agile_wait_async(const uint32_t *counter, uint32_t value, void *stream);
-/* agile_ring_mod_op: post data-plane op `op` of worker module `module` (the worker's module
- * index, e.g. fft = 0) with args[0..len) (the module's own format; client addresses in it
- * are translated and bounds-checked by the module), ordered with stream like the other
+/* agile_ring_mod_op: post data-plane op `op` of worker module `module` (an AGILE_MODULE_ID_*
+ * of agile/defs.h) with args[0..len) (the module's own format; client addresses in it are
+ * translated and bounds-checked by the module), ordered with stream like the other
  * commands. Errors come at the barrier. c NULL: the default client. */
 AGILE_API int agile_ring_mod_op(agile_client *c, int device, uint32_t module, uint32_t op,
                                 const void *args, size_t len, void *stream);
