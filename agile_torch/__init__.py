@@ -26,12 +26,10 @@ def __getattr__(name):
     if name in _SESSION:
         from . import session
         return getattr(session, name)
-    if name in _MEMORY:
-        from . import memory
-        return getattr(memory, name)
-    if name in _FFT:
-        from . import fft
-        return getattr(fft, name)
+    if name in _MEMORY or name in _FFT:
+        # fft registers its hooks on memory's pools when imported (memory never imports it)
+        from . import fft, memory
+        return getattr(memory if name in _MEMORY else fft, name)
     if name in _TRITON:
         import importlib
         mod = importlib.import_module(".triton", __name__)

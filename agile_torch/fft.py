@@ -71,38 +71,16 @@ def _load() -> ctypes.CDLL:
         except OSError as e:
             _unavailable = f"agile_torch.fft: cannot load {path}: {e}"
             raise RuntimeError(_unavailable) from e
-        L.agile_aten_torch_version.restype = ctypes.c_char_p
+        version = "agile_aten_torch_version"  # first: a hook of another build may lack the rest
+        _native.bind(L, {version: _native.ATEN_SIGNATURES[version]})
         built = L.agile_aten_torch_version().decode()
         if _release(built) != _release(torch.__version__):
             _unavailable = (f"agile_torch.fft: {path} was built against torch {built}, this is "
                             f"torch {torch.__version__}: rebuild agile (pip install . / "
                             "scripts/build)")
             raise RuntimeError(_unavailable)
-        L.agile_aten_fft_enable.restype = ctypes.c_int
-        L.agile_aten_error.restype = ctypes.c_char_p
-        L.agile_aten_set_pool.argtypes = [ctypes.c_int, ctypes.c_ulonglong, ctypes.c_ulonglong]
-        L.agile_aten_set_allocator.argtypes = [ctypes.c_int]
-        L.agile_aten_fft_stats.argtypes = [ctypes.POINTER(ctypes.c_ulonglong)]
-        _aten = L
+        _aten = _native.bind(L, _native.ATEN_SIGNATURES)
     return _aten
-
-
-def _typed_lib() -> ctypes.CDLL:
-    """libagile with the agile_fft_* calls typed (benchmarks time plans through it)."""
-    L = _native.lib()
-    if not getattr(L, "_agile_fft_typed", False):
-        LL = ctypes.POINTER(ctypes.c_longlong)
-        L.agile_fft_plan_many.restype = ctypes.c_int
-        L.agile_fft_plan_many.argtypes = [
-            ctypes.c_int, ctypes.c_int, LL, LL, ctypes.c_longlong, ctypes.c_longlong, LL,
-            ctypes.c_longlong, ctypes.c_longlong, ctypes.c_int, ctypes.c_longlong, ctypes.c_int,
-            ctypes.POINTER(ctypes.c_uint64)]
-        L.agile_fft_destroy.restype = ctypes.c_int
-        L.agile_fft_destroy.argtypes = [ctypes.c_uint64]
-        L.agile_fft_cache_stats.restype = ctypes.c_int
-        L.agile_fft_cache_stats.argtypes = [ctypes.c_void_p]
-        L._agile_fft_typed = True
-    return L
 
 
 def _on_pool(device: int, pool: "torch.cuda.MemPool") -> None:
@@ -172,9 +150,10 @@ def fft_stats() -> dict:
         _aten.agile_aten_fft_stats(v)
     out = dict(zip(("served", "fallback", "plans_created", "plans_held", "plan_failures"),
                    list(v)))
-    st = (ctypes.c_uint64 * 9)()
-    if _typed_lib().agile_fft_cache_stats(st) == 0:
-        names = ("hits", "misses", "evictions", "create_failures", "entries", "in_use",
-                 "work_bytes", "max_entries", "max_work_bytes")
-        out["worker_cache"] = dict(zip(names, list(st)))
+    st = _native.FftStats()
+    if _native.lib().agile_fft_cache_stats(ctypes.byref(st)) == 0:
+        out["worker_cache"] = {n: getattr(st, n) for n, _ in _native.FftStats._fields_}
     return out
+
+
+memory.add_hooks(_on_pool, _on_enable, _auto_enable)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -16,6 +16,29 @@ _lock = threading.Lock()
 _allocator = None          # one CUDAPluggableAllocator for the whole process (kept alive)
 _pools: dict[int, "torch.cuda.MemPool"] = {}
 _enabled = False
+
+# What follows the pools (agile_torch.fft: the torch.fft hook), registered by its module when
+# it is imported (importing agile_torch's pool functions imports it): this module calls the
+# hooks and never imports them.
+_on_pool: list[Callable[[int, "torch.cuda.MemPool"], None]] = []  # pool() made one for a device
+_on_enable: list[Callable[[], None]] = []                         # enable() made agile the allocator
+_auto_enable: list[Callable[[], None]] = []                       # pool()/enable() with fft=True
+
+
+def add_hooks(on_pool: Callable[[int, "torch.cuda.MemPool"], None], on_enable: Callable[[], None],
+              auto_enable: Callable[[], None]) -> None:
+    """Register a feature that follows the pools (agile_torch.fft does, on import)."""
+    with _lock:
+        _on_pool.append(on_pool)
+        _on_enable.append(on_enable)
+        _auto_enable.append(auto_enable)
+
+
+def _call(hooks: list, *args) -> None:
+    with _lock:
+        todo = list(hooks)
+    for h in todo:
+        h(*args)
 
 
 def _get_allocator():
@@ -52,11 +75,10 @@ def pool(device=None, fft: bool = True) -> "torch.cuda.MemPool":
         if made:
             _pools[idx] = torch.cuda.MemPool(alloc.allocator())
         p = _pools[idx]
-    from . import fft as _fft
     if made:
-        _fft._on_pool(idx, p)  # the hook allocates its outputs in this pool
+        _call(_on_pool, idx, p)  # the torch.fft hook allocates its outputs in this pool
     if fft:
-        _fft._auto_enable()
+        _call(_auto_enable)
     return p
 
 
@@ -108,10 +130,9 @@ def enable(fft: bool = True) -> None:
             "agile_torch.pool() / agile_torch.use_pool(), which work at any time.")
     torch.cuda.memory.change_current_allocator(_get_allocator())
     _enabled = True
-    from . import fft as _fft
-    _fft._on_enable()
+    _call(_on_enable)
     if fft:
-        _fft._auto_enable()
+        _call(_auto_enable)
 
 
 def is_enabled() -> bool:
@@ -124,31 +145,8 @@ def memory_stats(device=None) -> dict:
     idx = _device_index(device)
     s = _native.MemStats()
     _native.check(_native.lib().agile_memory_stats(idx, ctypes.byref(s)), "memory_stats")
-    v = {n: getattr(s, n) for n in _native.MEM_FIELDS}
-    return {
-        "allocated_bytes.all.current": v["allocated_bytes"],
-        "allocated_bytes.all.peak": v["allocated_bytes_peak"],
-        "allocated_bytes.all.allocated": v["allocated_bytes_total"],
-        "allocated_bytes.all.freed": v["freed_bytes_total"],
-        "requested_bytes.all.current": v["requested_bytes"],
-        "requested_bytes.all.peak": v["requested_bytes_peak"],
-        "reserved_bytes.all.current": v["reserved_bytes"],
-        "reserved_bytes.all.peak": v["reserved_bytes_peak"],
-        "inactive_split_bytes.all.current": v["free_bytes"],
-        "allocation.all.current": v["allocations"],
-        "allocation.all.allocated": v["num_allocs"],
-        "allocation.all.freed": v["num_frees"],
-        "segment.all.current": v["segments"],
-        "segment.all.allocated": v["num_grows"],
-        "segment.all.freed": v["num_shrinks"],
-        "num_alloc_retries": v["num_alloc_retries"],
-        "num_ooms": v["num_ooms"],
-        "cached_bytes": v["cached_bytes"],
-        "num_free_errors": v["num_free_errors"],
-        "num_grow_failures": v["num_grow_failures"],
-        "quota_bytes": v["quota_bytes"],
-        "window_bytes": v["window_bytes"],
-    }
+    # the keys: AGILE_MEM_STAT_LIST's (agile/defs.h), read from the library
+    return {key: getattr(s, field) for field, key in _native.mem_stat_names()}
 
 
 def empty_cache() -> None:

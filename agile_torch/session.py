@@ -34,7 +34,7 @@ def session_info() -> dict:
     """This process's session: tenant uid (as the kernel told the worker), backend, quota."""
     si = _native.SessionInfo()
     _native.check(_native.lib().agile_session_info_get(_client(), ctypes.byref(si)), "session_info")
-    return {"tenant": si.tenant, "backend": {1: "host", 2: "cuda"}.get(si.backend, "?"),
+    return {"tenant": si.tenant, "backend": _native.backend_name(si.backend),
             "devices": si.ndev, "priority": si.priority, "quota_bytes": si.quota,
             "protocol": f"{si.worker_major}.{si.worker_minor}"}
 

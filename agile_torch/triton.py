@@ -28,14 +28,10 @@ import ctypes
 import hashlib
 import struct
 import threading
-from functools import lru_cache
 from typing import Any, Callable, Sequence
 
 from . import _native
 
-AGILE_EGUARD = 12
-# guard.h AGILE_GUARD_SITE_ASSERT / _TRAP: the site of a device assert / trap in the record
-_SITE_ASSERT, _SITE_TRAP = 0xFFFFFFFF, 0xFFFFFFFE
 _lock = threading.Lock()
 _modules: dict[tuple, int] = {}
 _functions: dict[tuple, tuple[int, list[int], list[int], int]] = {}
@@ -49,30 +45,6 @@ class GuardViolation(_native.AgileError):
         self.kernel, self.site, self.addr = kernel, site, addr
 
 
-class _AsyncError(ctypes.Structure):
-    _fields_ = [("status", ctypes.c_int32), ("kernel", ctypes.c_uint32), ("seq", ctypes.c_uint64),
-                ("site", ctypes.c_uint64), ("addr", ctypes.c_uint64)]
-
-
-@lru_cache(maxsize=None)
-def _lib() -> ctypes.CDLL:
-    L = _native.lib()
-    V, U64, U32, SZ, UI = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_size_t, ctypes.c_uint
-    sig = {
-        "agile_module_load": (ctypes.c_int, [ctypes.c_char_p, SZ, UI, ctypes.POINTER(U64)]),
-        "agile_module_function": (ctypes.c_int, [U64, ctypes.c_char_p, ctypes.POINTER(U64),
-                                                 ctypes.POINTER(UI)]),
-        "agile_function_params": (ctypes.c_int, [U64, UI, ctypes.POINTER(U32), ctypes.POINTER(U32),
-                                                 ctypes.POINTER(U32)]),
-        "agile_launch": (ctypes.c_int, [U64, ctypes.POINTER(UI), ctypes.POINTER(UI), UI, V, V, SZ]),
-        "agile_ring_barrier": (ctypes.c_int, [V, ctypes.c_int, V, ctypes.POINTER(_AsyncError)]),
-    }
-    for name, (res, args) in sig.items():
-        f = getattr(L, name)
-        f.restype, f.argtypes = res, args
-    return L
-
-
 def _check(rv: int, what: str) -> None:
     _native.check(rv, what)
 
@@ -83,8 +55,9 @@ def _module(ptx: bytes, device: int, strict: bool) -> int:
         h = _modules.get(key)
         if h is None:
             out = ctypes.c_uint64()
-            flags = (1 if strict else 0) | (device << 8)
-            _check(_lib().agile_module_load(ptx, len(ptx), flags, ctypes.byref(out)),
+            flags = ((_native.MODULE_STRICT if strict else 0)
+                     | (device << _native.MODULE_DEVICE_SHIFT))
+            _check(_native.lib().agile_module_load(ptx, len(ptx), flags, ctypes.byref(out)),
                    "loading the guarded kernel into the agile worker")
             h = _modules[key] = out.value
         return h
@@ -95,7 +68,7 @@ def _function(module: int, name: str):
     with _lock:
         f = _functions.get(key)
         if f is None:
-            L = _lib()
+            L = _native.lib()
             h, n = ctypes.c_uint64(), ctypes.c_uint()
             _check(L.agile_module_function(module, name.encode(), ctypes.byref(h), ctypes.byref(n)),
                    f"kernel {name}")
@@ -248,7 +221,8 @@ def launch(kernel, grid, *args, strict: bool = False, **meta) -> None:
         return  # an empty grid launches nothing, as in Triton
     gridc = (ctypes.c_uint * 3)(*g)
     block = (ctypes.c_uint * 3)(nthreads, 1, 1)
-    _check(_lib().agile_launch(fn, gridc, block, shared, ctypes.c_void_p(stream), params, len(params)),
+    _check(_native.lib().agile_launch(fn, gridc, block, shared, ctypes.c_void_p(stream), params,
+                                      len(params)),
            f"launching {compiled.metadata.name}")
 
 
@@ -259,14 +233,15 @@ def synchronize(device: int | None = None) -> None:
     dev = torch.cuda.current_device() if device is None else device
     c = ctypes.c_void_p()
     _check(_native.lib().agile_default_client(ctypes.byref(c)), "agile client")
-    e = _AsyncError()
+    e = _native.AsyncError()
     stream = torch.cuda.current_stream().cuda_stream
-    rv = _lib().agile_ring_barrier(c, dev, ctypes.c_void_p(stream), ctypes.byref(e))
-    if rv == AGILE_EGUARD and e.site in (_SITE_ASSERT, _SITE_TRAP):
-        what = "failed a device assert" if e.site == _SITE_ASSERT else "trapped"
+    rv = _native.lib().agile_ring_barrier(c, dev, ctypes.c_void_p(stream), ctypes.byref(e))
+    eguard = _native.err_code("EGUARD")
+    if rv == eguard and e.site in (_native.SITE_ASSERT, _native.SITE_TRAP):
+        what = "failed a device assert" if e.site == _native.SITE_ASSERT else "trapped"
         raise GuardViolation(rv, f"guarded kernel {e.kernel} {what} at PTX line {e.addr}; "
                                  f"that thread ended", e.kernel, e.site, e.addr)
-    if rv == AGILE_EGUARD:
+    if rv == eguard:
         raise GuardViolation(rv, f"guarded kernel {e.kernel} accessed {e.addr:#x} outside the "
                                  f"tenant's window (site {e.site})", e.kernel, e.site, e.addr)
     _check(rv, "guarded launches")

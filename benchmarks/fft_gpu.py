@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 import agile_torch  # noqa: E402
 import agile_torch.fft as afft  # noqa: E402
+from agile_torch import _native  # noqa: E402
 
 
 def p50_us(fn, iters, warmup=3):
@@ -64,7 +65,7 @@ def main():
         agile_in[name] = a
     res = {"bench": "fft_gpu", "device": torch.cuda.get_device_name(), "torch": torch.__version__}
 
-    L = afft._typed_lib()
+    L = _native.lib()  # typed from _native.SIGNATURES
     rounds = 7
     nat_r = {n: [] for n in shapes}
     ag_r = {n: [] for n in shapes}

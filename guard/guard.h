@@ -1,5 +1,5 @@
 /* guard.h — the PTX guard: confine every global/generic memory access of untrusted PTX
- * to the tenant's window (see shared/DESIGN.md, "Guard"). Worker-internal API.
+ * to the tenant's window (see docs/design.md, "Guard", and guard/README.md). Worker-internal API.
  *
  * Contract of a guarded module
  * ----------------------------
@@ -56,6 +56,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agile/ring.h" /* AGILE_SITE_ASSERT, AGILE_SITE_TRAP */
+
 #define AGILE_GUARD_DEFAULT_GAP (1u << 20)
 /* Bytes past [fenced+imm] that one access may touch (vector and bulk-less accesses). */
 #define AGILE_GUARD_ACCESS_SLACK 256u
@@ -63,8 +65,8 @@
 /* Sites of a device assert and a trap in the violation record: `call __assertfail` and
  * `trap` (which would fault the shared context) are replaced by writing (kernel, site,
  * PTX line) to the record (first one wins) and `exit`. */
-#define AGILE_GUARD_SITE_ASSERT 0xffffffffu
-#define AGILE_GUARD_SITE_TRAP 0xfffffffeu
+#define AGILE_GUARD_SITE_ASSERT AGILE_SITE_ASSERT
+#define AGILE_GUARD_SITE_TRAP AGILE_SITE_TRAP
 /* Operands of one instruction (a {vector} or [address] counts as one): more is not PTX that
  * compilers emit, and both the rewriter and the verifier refuse it. */
 #define AGILE_GUARD_MAX_OPERANDS 12u

@@ -1,5 +1,5 @@
 /* fdpass.h — pass one file descriptor with a small payload over a Unix socket (SCM_RIGHTS).
- * nng cannot carry fds, so lease fds travel on a side socket (DESIGN.md). Internal. */
+ * nng cannot carry fds, so lease fds travel on a side socket (docs/design.md). Internal. */
 #ifndef AGILE_FDPASS_H
 #define AGILE_FDPASS_H
 

@@ -9,32 +9,23 @@ LIB = os.path.join(BUILD, "lib", "libagile.so")
 WORKER = os.path.join(BUILD, "bin", "agile-worker")
 AGILECTL = os.path.join(BUILD, "bin", "agilectl")
 
-ERR = {"OK": 0, "EINVAL": 1, "ENOMEM": 2, "EQUOTA": 3, "EHANDLE": 4, "EPROTO": 5, "EVERSION": 6,
-       "ETIMEDOUT": 7, "ECLOSED": 8, "EBUSY": 9, "ENODEV": 10, "EBOUNDS": 11, "EPERM": 14,
-       "ENOWORKER": 19}
 OBJ_STREAM, OBJ_EVENT = 3, 4
 
 
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-from agile_torch._native import ConnectOpts, MemStats, SessionInfo  # noqa: E402  (one layout)
+from agile_torch import _native  # noqa: E402  (one layout, one signature table)
+from agile_torch._native import ConnectOpts, SessionInfo  # noqa: E402
+
+
+def __getattr__(name):
+    if name == "ERR":  # {"EINVAL": 1, ...}: the library's AGILE_ERR_LIST (agile_err_entry)
+        return _native.error_codes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load():
-    lib = ctypes.CDLL(LIB)
-    lib.agile_connect.argtypes = [ctypes.POINTER(ConnectOpts), ctypes.POINTER(ctypes.c_void_p)]
-    lib.agile_disconnect.argtypes = [ctypes.c_void_p]
-    lib.agile_ping.argtypes = [ctypes.c_void_p]
-    lib.agile_strerror.restype = ctypes.c_char_p
-    lib.agile_last_error.restype = ctypes.c_char_p
-    lib.agile_object_create.argtypes = [ctypes.c_void_p, ctypes.c_uint, ctypes.c_int,
-                                        ctypes.POINTER(ctypes.c_uint64)]
-    lib.agile_object_destroy.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
-    lib.agile_session_info_get.argtypes = [ctypes.c_void_p, ctypes.POINTER(SessionInfo)]
-    lib.agile_raw_request.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
-                                      ctypes.POINTER(ctypes.c_void_p),
-                                      ctypes.POINTER(ctypes.c_size_t)]
-    lib.agile_free_string.argtypes = [ctypes.c_void_p]
-    return lib
+    """libagile typed from agile_torch._native.SIGNATURES (a CDLL of its own)."""
+    return _native.load(LIB)
 
 
 class Client:
@@ -82,14 +73,7 @@ class Client:
 
 
 def load_mem(lib, runtime_dir):
-    """Point the process's default client at runtime_dir (no autostart) and type the calls."""
-    lib.agile_init.argtypes = [ctypes.POINTER(ConnectOpts)]
-    lib.agile_malloc.restype = ctypes.c_void_p
-    lib.agile_malloc.argtypes = [ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
-    lib.agile_free.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p]
-    lib.agile_memory_stats.argtypes = [ctypes.c_int, ctypes.POINTER(MemStats)]
-    lib.agile_pool_window.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_uint64),
-                                      ctypes.POINTER(ctypes.c_uint64)]
+    """Point the process's default client at runtime_dir (no autostart)."""
     opts = ConnectOpts(runtime_dir.encode(), 5000, 1, WORKER.encode(), b"host")
     rv = lib.agile_init(ctypes.byref(opts))
     assert rv == 0, lib.agile_last_error()
@@ -97,6 +81,6 @@ def load_mem(lib, runtime_dir):
 
 
 def stats(lib, dev=0):
-    s = MemStats()
+    s = _native.MemStats()
     assert lib.agile_memory_stats(dev, ctypes.byref(s)) == 0
     return s

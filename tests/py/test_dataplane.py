@@ -21,7 +21,9 @@ from test_worker import wait_for
 
 HERE = os.path.dirname(__file__)
 PTX = os.path.join(HERE, "..", "data", "ptx")
-EBOUNDS, ENOTSUP, EREJECT, EINVAL = 11, 15, 13, 1
+# the library's codes (agilec.ERR)
+EBOUNDS, ENOTSUP, EREJECT, EINVAL = (
+    agilec.ERR[n] for n in ("EBOUNDS", "ENOTSUP", "EREJECT", "EINVAL"))
 
 PRELUDE = textwrap.dedent("""
     import ctypes, json, os, re, sys, time
@@ -346,7 +348,7 @@ def test_launch_on_host_is_enotsup_and_module_params(worker):
     assert r["total"] == 48
     assert r["rv"] == ENOTSUP
     assert r["bad"] == EINVAL
-    assert r["nofn"] == 16 and "no_such_kernel" in r["nofn_err"]
+    assert r["nofn"] == agilec.ERR["ENOENT"] and "no_such_kernel" in r["nofn_err"]
     # the worker keeps the error sticky too: the next barrier names the launch (seq 0)
     assert r["after"] == [ENOTSUP, 0]
 
@@ -402,7 +404,7 @@ def test_module_policy_and_status_counter(rundir):
             ptx = open({ptx!r}, "rb").read()
             out(rv=lib.agile_module_load(ptx, len(ptx), 0, ctypes.byref(U64())), msg=err())
         """, ptx=os.path.join(PTX, "triton", "add.ptx"))
-        assert r["rv"] == 14 and "guard" in r["msg"]          # AGILE_EPERM
+        assert r["rv"] == agilec.ERR["EPERM"] and "guard" in r["msg"]
         assert mine(w)["timelimit_exceeded"] == 0
     finally:
         w.stop()

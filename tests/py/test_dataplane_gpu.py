@@ -12,11 +12,13 @@ import textwrap
 
 import pytest
 
+import agilec
 from conftest import Worker, communicate
 
 pytestmark = pytest.mark.gpu
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-EBOUNDS, EGUARD, ETIMELIMIT = 11, 12, 21
+# the library's codes (agilec.ERR)
+EBOUNDS, EGUARD, ETIMELIMIT = (agilec.ERR[n] for n in ("EBOUNDS", "EGUARD", "ETIMELIMIT"))
 
 # Hand-written PTX: a store at p + off, an add of two vectors, and a spin on %globaltimer.
 PTX = r"""

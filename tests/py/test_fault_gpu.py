@@ -27,11 +27,13 @@ import time
 
 import pytest
 
+import agilec
 from conftest import CABI_PRELUDE, Worker, communicate, run_as
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 NOBODY = 65534
-EFAULT, ERESET, EWORKER = 23, 24, 25
+# the library's codes (agilec.ERR)
+EFAULT, ERESET, EWORKER = (agilec.ERR[n] for n in ("EFAULT", "ERESET", "EWORKER"))
 
 # ---- section: worker and client (engineer "fault") --------------------------------------------
 
@@ -372,7 +374,8 @@ def test_stream_waiting_on_a_killed_worker_is_released(rundir):
 # (its access was confined), or AGILE_EGUARD naming the kernel for the trap (reported, thread
 # ended), or its load is refused naming the instruction and the kernel (brkpt).
 
-EGUARD, EREJECT = 12, 13
+# the library's codes (agilec.ERR)
+EGUARD, EREJECT = (agilec.ERR[n] for n in ("EGUARD", "EREJECT"))
 ATTACKS_PTX = os.path.join(ROOT, "tests", "data", "ptx", "hand", "fault_attacks.ptx")
 BRKPT_PTX = r"""
 .version 8.7

@@ -95,3 +95,20 @@ def test_release_compares_major_minor_patch(tmp_path):
         print("ok")
     """)
     assert out.strip().endswith("ok")
+
+
+def test_memory_reaches_fft_through_hooks_only(tmp_path):
+    """memory <-> fft is no import cycle: fft registers its hooks on memory when imported, and
+    memory never imports fft."""
+    out = run(tmp_path, """
+        import ast, inspect
+        import agile_torch.memory as m
+        assert f._on_pool in m._on_pool and f._on_enable in m._on_enable
+        assert f._auto_enable in m._auto_enable
+        tree = ast.parse(inspect.getsource(m))
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                    for a in n.names}
+        assert "fft" not in imported and not any(x.endswith(".fft") for x in imported), imported
+        print("ok")
+    """)
+    assert out.strip().endswith("ok")

@@ -21,13 +21,16 @@ import pathlib
 import numpy as np
 import pytest
 
+import agilec
+
 C2C, Z2Z, R2C, D2Z, C2R, Z2D = 0x29, 0x69, 0x2A, 0x6A, 0x2C, 0x6C
 TYPES = (C2C, Z2Z, R2C, D2Z, C2R, Z2D)
 NAMES = {C2C: "C2C", Z2Z: "Z2Z", R2C: "R2C", D2Z: "D2Z", C2R: "C2R", Z2D: "Z2D"}
 F_IN_EMBED, F_OUT_EMBED, F_INPLACE = 1, 2, 4
 F_ADVANCED = F_IN_EMBED | F_OUT_EMBED
 FORWARD, INVERSE = -1, 1
-OK, EINVAL, EHANDLE, EBOUNDS = 0, 1, 4, 11
+# the library's codes (agilec.ERR)
+OK, EINVAL, EHANDLE, EBOUNDS = (agilec.ERR[n] for n in ("OK", "EINVAL", "EHANDLE", "EBOUNDS"))
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

@@ -80,7 +80,7 @@ int agile__window_create(agile__backend *be, int dev, uint64_t size, uint64_t gu
 
     if (!out || !dev_ok(be, dev)) return AGILE_EINVAL;
     gran = be->ops->granularity(be, dev);
-    /* Power-of-two sizes are what makes translation one and/or (DESIGN.md); 2^62 keeps
+    /* Power-of-two sizes are what makes translation one and/or (docs/design.md); 2^62 keeps
      * size*2 + gap from overflowing. */
     if (!is_pow2(gran) || !is_pow2(size) || size < gran || size > (1ull << 46) || guard_gap > size)
         return AGILE_EINVAL;

@@ -1,6 +1,6 @@
 /* backend.h — the GPU backends behind one interface: `cuda` (CUDA driver API through
  * dlopen("libcuda.so.1"), one primary context per GPU, owned by the worker) and `host`
- * (memfd-backed memory, no GPU). See ../../../shared/DESIGN.md "Memory model: windows".
+ * (memfd-backed memory, no GPU). See docs/design.md "Memory: windows, leases, sinks".
  *
  * Worker side: a backend hands out per-tenant windows of W = 2^k bytes, aligned to W,
  * reserved with a trailing guard gap; every unleased part of a window (and the gap) is
@@ -44,7 +44,7 @@
  *     (the driver table agile__cu, agile__cuda_load, agile__cu_err(r, what)).
  *   - Lease pool (agile__lease_pool_*): on cuda, lease_create of exactly the pool's chunk
  *     size takes a chunk that was created, zeroed and exported ahead of time by a refill
- *     thread, so the hot path is sink unmap + map + access (DESIGN.md measured ~2 ms for
+ *     thread, so the hot path is sink unmap + map + access (measured ~2 ms for
  *     create + zero + export). Pool chunks are the worker's memory until leased; a chunk
  *     is leased once and released with its lease, never pooled again, so the scrub at
  *     refill time is the scrub at hand-out time.
@@ -88,7 +88,7 @@ int agile__backend_device_info(agile__backend *be, int dev, agile__devinfo *out)
 /* agile__window_create: reserve `size` (a power of two >= granularity, <= 2^46) aligned to
  * `size`, plus `guard_gap` bytes (<= size, rounded up to the granularity) after it, on
  * device dev, and map the sink over all of it. Blocks: on cuda ~20 ms per GiB with 2 MiB
- * sink mappings (DESIGN.md); backend-gpu-test measures it with the chunked sink. */
+ * sink mappings; backend-gpu-test measures it with the chunked sink. */
 int agile__window_create(agile__backend *be, int dev, uint64_t size, uint64_t guard_gap,
                          agile__window **out);
 /* Unmaps and releases everything, leases included (they must not be used afterwards). */

@@ -1,6 +1,6 @@
 /* backend_cuda.c — windows in GPU virtual memory through the driver's VMM API
  * (cuMemAddressReserve / cuMemCreate / cuMemMap / cuMemSetAccess), leases exported as
- * POSIX file descriptors. See DESIGN.md "Memory model: windows" for the measured costs. */
+ * POSIX file descriptors. See docs/design.md "Memory: windows, leases, sinks". */
 #include "backend_int.h"
 #include "cudadrv.h"
 
@@ -482,7 +482,7 @@ static int cuda_window_create(agile__window *w)
         rv = AGILE_ENOMEM;
         goto popout;
     }
-    /* alignment = size: offsets translate with one and/or (DESIGN.md). */
+    /* alignment = size: offsets translate with one and/or (docs/design.md). */
     rv = CU(agile__cu.cuMemAddressReserve(&va, w->size + w->gap, w->size, 0, 0));
     if (rv != AGILE_OK) goto popout;
     w->base = va;

@@ -232,7 +232,7 @@ agile__window *agile__dp_ring_window(dp_ring *r)
 }
 
 /* The tenant's window on the ring's device, translated: worker address of [client, +n),
- * or AGILE_EBOUNDS when it leaves the window (the formula of DESIGN.md: offsets only). */
+ * or AGILE_EBOUNDS when it leaves the window (the window formula of docs/design.md: offsets only). */
 int agile__dp_xlate(dp_ring *r, uint64_t client, uint64_t n, uint64_t *out)
 {
     agile__window *win = agile__dp_ring_window(r);

@@ -43,6 +43,10 @@ typedef struct agile_async_error {
     uint64_t site;   /* AGILE_EGUARD: the guard's site id of the access */
     uint64_t addr;   /* AGILE_EGUARD: the address the kernel tried */
 } agile_async_error;
+/* agile_async_error.site of an AGILE_EGUARD that is no access: a guarded kernel's device
+ * assert failed / it trapped (the guard ends that thread instead); addr is the PTX line. */
+#define AGILE_SITE_ASSERT 0xffffffffu
+#define AGILE_SITE_TRAP 0xfffffffeu
 
 /* agile_ring_open: attach c's command ring for device (c NULL: the default client).
  * Idempotent; the other calls open it on first use. Blocks (one control round trip). */

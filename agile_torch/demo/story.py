@@ -18,10 +18,19 @@ import subprocess
 import sys
 import time
 
-from . import _native
+from .. import _native
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MiB = 1 << 20
+
+
+def default_runtime_dir() -> str:
+    """Where the worker lives: the same rule as agile-worker's --runtime-dir default."""
+    if os.environ.get("AGILE_RUNTIME_DIR"):
+        return os.environ["AGILE_RUNTIME_DIR"]
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return os.path.join(os.environ["XDG_RUNTIME_DIR"], "agile")
+    return f"/tmp/agile-{os.getuid()}"
 
 
 def bar(i: int, n: int, label: str) -> None:
@@ -84,7 +93,7 @@ def host_demo(runtime_dir: str) -> None:
     _native.check(L.agile_default_client(ctypes.byref(c)), "connect")
     si = _native.SessionInfo()
     L.agile_session_info_get(c, ctypes.byref(si))
-    backend = {1: "host", 2: "cuda"}.get(si.backend, "?")
+    backend = _native.backend_name(si.backend)
     print(f"session: tenant uid {si.tenant} (from the kernel), backend {backend}, quota {si.quota >> 20} MiB/GPU")
 
     print("\n[leases] three 100 MiB blocks from the tenant's pool, written and read back")
@@ -179,7 +188,7 @@ def gpu_demo(runtime_dir: str) -> None:
 
     print("\n[fft] torch.fft on agile tensors, served by the worker's cuFFT (C++ ATen hook, ring)")
     try:
-        from . import fft as afft
+        from agile_torch import fft as afft
         afft.enable_fft()
         with agile_torch.use_pool():
             s = torch.randn(16, 4096, device="cuda")
@@ -211,8 +220,8 @@ def gpu_demo(runtime_dir: str) -> None:
 
     print("\n[triton] a guarded Triton kernel launched inside the worker")
     try:
-        from . import _demo_gpu
-        r = _demo_gpu.guarded_add(bar)
+        from . import gpu as demo_gpu
+        r = demo_gpu.guarded_add(bar)
         print(f"  result equal to torch: {r['equal']}; launch+sync p50 {r['guarded_us']:.1f} us "
               f"guarded vs {r['native_us']:.1f} us native Triton")
         rows.append(("guarded launches", f"{r['launches']}", f"result equal: {r['equal']}"))
@@ -225,7 +234,7 @@ def gpu_demo(runtime_dir: str) -> None:
             canary = torch.full((1 << 16,), 0x5A5A5A5A, dtype=torch.int32, device="cuda")
         torch.cuda.synchronize()
         base, _ = agile_torch.pool_window()
-        p = subprocess.run([sys.executable, "-m", "agile_torch._demo_gpu", str(canary.data_ptr() - base),
+        p = subprocess.run([sys.executable, "-m", "agile_torch.demo.gpu", str(canary.data_ptr() - base),
                             runtime_dir], capture_output=True, text=True, timeout=300,
                            cwd=ROOT)
         rep = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {}
@@ -250,7 +259,6 @@ def gpu_demo(runtime_dir: str) -> None:
 
 
 def main(argv=None) -> int:
-    from .memory_paths import default_runtime_dir
     ap = argparse.ArgumentParser(prog="python3 -m agile_torch.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--host", action="store_true", help="the host-backend story even if a GPU is present")
@@ -270,6 +278,3 @@ def main(argv=None) -> int:
         host_demo(a.runtime_dir)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

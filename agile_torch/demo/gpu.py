@@ -1,6 +1,6 @@
 """The GPU demo's Triton parts (imported only where torch and triton are): a guarded add
 kernel timed against the same kernel launched natively, and a wild writer run as another
-process (`python3 -m agile_torch._demo_gpu OFFSET RUNTIME_DIR`)."""
+process (`python3 -m agile_torch.demo.gpu OFFSET RUNTIME_DIR`)."""
 from __future__ import annotations
 
 import json
