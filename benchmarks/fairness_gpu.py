@@ -210,15 +210,8 @@ def child_agile(a):
     """libagile's default client (no torch): the guarded kernel through the worker's ring,
     agile_barrier every BATCH. On the host backend: a 4 KiB memset through the ring."""
     from agile_torch import _native
-    L = _native.lib()
-    V, U64, SZ, UI, I = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int
-    L.agile_malloc.argtypes = [SZ, I, V]
-    L.agile_malloc.restype = V
-    L.agile_barrier.argtypes = [V, ctypes.POINTER(U64)]
-    L.agile_module_load.argtypes = [ctypes.c_char_p, SZ, UI, ctypes.POINTER(U64)]
-    L.agile_module_function.argtypes = [U64, ctypes.c_char_p, ctypes.POINTER(U64), ctypes.POINTER(UI)]
-    L.agile_launch.argtypes = [U64, ctypes.POINTER(UI), ctypes.POINTER(UI), UI, V, V, SZ]
-    L.agile_memset_async.argtypes = [V, I, SZ, V]
+    L = _native.lib()  # typed from _native.SIGNATURES
+    U64, UI = ctypes.c_uint64, ctypes.c_uint
     cuda = a.backend == "cuda"
     if cuda:
         primary_ctx(cuda_lib())  # libagile maps the pool into, and orders on, this context

@@ -57,14 +57,8 @@ def main():
     stream = torch.cuda.current_stream()
     s = ctypes.c_void_p(stream.cuda_stream)
 
-    L = _native.lib()
-    V, U64, SZ, UI = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_size_t, ctypes.c_uint
-    L.agile_module_load.argtypes = [ctypes.c_char_p, SZ, UI, ctypes.POINTER(U64)]
-    L.agile_module_function.argtypes = [U64, ctypes.c_char_p, ctypes.POINTER(U64), ctypes.POINTER(UI)]
-    L.agile_launch.argtypes = [U64, ctypes.POINTER(UI), ctypes.POINTER(UI), UI, V, V, SZ]
-    L.agile_barrier.argtypes = [V, ctypes.POINTER(U64)]
-    L.agile_ring_completed.argtypes = [V, ctypes.c_int]
-    L.agile_ring_completed.restype = U64
+    L = _native.lib()  # typed from _native.SIGNATURES
+    V, U64, UI = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint
     m, f = U64(), U64()
     t0 = time.perf_counter()
     _native.check(L.agile_module_load(PTX, len(PTX), 0, ctypes.byref(m)), "module load")
