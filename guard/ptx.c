@@ -850,14 +850,12 @@ void agile_guard_ptx_fini(ptx_module *m)
 
 /* ---- kernel parameters (guard.h agile_guard_entry_params) ------------------------------- */
 
-/* Element size of a kernel parameter's type token, 0 if it is none: the types of type_size
- * that a variable can have (not .pred, nor the formats only instructions name). */
+/* Element size of a kernel parameter's type token, 0 if it is none: the data types of
+ * AGILE_PTX_TYPE_LIST (not .pred, nor the formats only instructions name). */
 static uint32_t param_type_size(const ptx_module *m, uint32_t t)
 {
-    if (agile_guard_tok_eq(m, t, ".pred") || agile_guard_tok_eq(m, t, ".e4m3") ||
-        agile_guard_tok_eq(m, t, ".e5m2") || agile_guard_tok_eq(m, t, ".tf32"))
-        return 0;
-    return (uint32_t)type_size(m, t);
+    if (t >= m->ntoks || m->toks[t].len < 2 || ptx_tok_str(m, t)[0] != '.') return 0;
+    return agile_guard_type_size(ptx_tok_str(m, t), m->toks[t].len, true);
 }
 
 static int param_fail(char *err, size_t cap, int rv, const char *fmt, ...)
