@@ -14,8 +14,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-/* One request in flight: what every handler gets (and the one handler signature,
- * handler_fn, of the message table at the end of this file). */
+/* One request in flight: what every handler of the message table (handler_fn, below)
+ * gets. */
 typedef struct {
     agile__worker *w;
     agile__session *s; /* NULL before HELLO */
