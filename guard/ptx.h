@@ -129,8 +129,8 @@ static inline bool agile_guard_tok_punct(const ptx_module *m, uint32_t t, char c
 bool agile_guard_parse_int(const char *s, size_t n, uint64_t *out);
 
 /* X(name, bytes, data): the PTX fundamental types and their sizes, the one table of the
- * parser (variable layout), the rewriter (access widths) and the data plane (parameter
- * layout). data = 1: a type of memory accesses and kernel parameters; 0: one that only a
+ * parser (variable layout), the rewriter (access widths) and kernel parameter layouts
+ * (agile_guard_entry_params). data = 1: a type of memory accesses and kernel parameters; 0: one that only a
  * declaration carries (.pred, the fp8 and tf32 formats). The verifier keeps its own table
  * on purpose (verify.c: it shares nothing with the rewriter). */
 #define AGILE_PTX_TYPE_LIST(X)                                                                     \
