@@ -3,9 +3,9 @@
 # (cmake/wheel.cmake) and never configures this file.
 #   P/bin/           agile-worker, agilectl, agile-guard (RPATH $ORIGIN/../LIBDIR)
 #   P/LIBDIR/        libagile.so (+ SONAME link), libagile_cufft.so, pkgconfig/agile.pc
-#   P/include/agile/ agile.h err.h fft.h ring.h
+#   P/include/agile/ agile.h defs.h err.h fft.h ring.h
 #   P/lib/systemd/system/agile-worker.service, P/share/doc/agile/ (operating.md, c-api.md,
-#   an example worker.conf)
+#   design.md, an example worker.conf)
 include(GNUInstallDirs)
 set(_agile_bins agile-worker agilectl agile-guard)
 # The installed files keep the build tree's RUNPATH ($ORIGIN/../lib first, top CMakeLists):
@@ -31,7 +31,7 @@ configure_file(packaging/agile-worker.service.in ${CMAKE_BINARY_DIR}/packaging/a
                @ONLY)
 install(FILES ${CMAKE_BINARY_DIR}/packaging/agile-worker.service
         DESTINATION lib/systemd/system)
-install(FILES docs/operating.md docs/c-api.md packaging/worker.conf
+install(FILES docs/operating.md docs/c-api.md docs/design.md packaging/worker.conf
         DESTINATION ${CMAKE_INSTALL_DOCDIR})
 # The unit's --config: the example, unless an operator's file is there already (kept).
 # PREFIX/etc (/etc for /usr), PREFIX as given to cmake --install.
