@@ -15,7 +15,8 @@
  * Threads: a backend's functions may be called from any thread; calls on one window are
  * serialised by the caller (the worker's per-session lock). No function holds a global
  * lock across a GPU call. On cuda every function makes the device's primary context
- * current for its own duration (push/pop), so callers need not.
+ * current for its own duration (push/pop), so callers need not; the queue operations are
+ * the exception (see there).
  *
  * Sink: one per window, a physical chunk of agile__window_sink_chunk() bytes =
  * clamp(W / 1024, granularity, 64 MiB), mapped over every chunk-aligned piece of the
@@ -26,28 +27,21 @@
  * chunk-aligned) use a second sink chunk of one granule; both belong to the tenant, both
  * are zeroed at window creation, and a chunk whose lease goes away is one mapping again.
  *
- * Changes to the first version of this header (all backwards-compatible in spirit):
- *   - devinfo.uuid is 48 bytes: "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" as nvidia-smi
- *     prints it is 40 characters plus the NUL.
- *   - agile__window_sink_chunk, agile__window_gap, agile__window_dev: tests and the guard
- *     need the sink geometry and the gap actually reserved.
- *   - agile__backend_enter/leave and agile__backend_cuda_context: the worker runs its own
- *     CUDA work (modules, guarded launches) in the backend's context.
- *   - agile__lease_create fails with AGILE_EBUSY on overlap with a live lease,
- *     AGILE_EBOUNDS outside the window and AGILE_EINVAL when not granule-aligned.
- *   - Scrubbing happens when memory is handed out (lease_create), which covers every reuse
- *     of physical memory; lease_destroy does not zero memory a client may still map.
- *   - Limits stated: window size <= 2^46, guard_gap <= size (rounded up to granularity);
- *     backends are closed only
- *     after their windows and protected memory are gone.
- *   - csrc/platform: fdpass.h (agile__fd_send/agile__fd_recv, SCM_RIGHTS) and cudadrv.h
- *     (the driver table agile__cu, agile__cuda_load, agile__cu_err(r, what)).
- *   - Lease pool (agile__lease_pool_*): on cuda, lease_create of exactly the pool's chunk
- *     size takes a chunk that was created, zeroed and exported ahead of time by a refill
- *     thread, so the hot path is sink unmap + map + access (measured ~2 ms for
- *     create + zero + export). Pool chunks are the worker's memory until leased; a chunk
- *     is leased once and released with its lease, never pooled again, so the scrub at
- *     refill time is the scrub at hand-out time.
+ * Scrubbing: memory is zeroed when it is handed out (agile__lease_create), which covers every
+ * reuse of physical memory; agile__lease_destroy does not zero memory a client may still map.
+ *
+ * Lease pool (agile__lease_pool_*): on cuda, a lease of exactly the pool's chunk size takes a
+ * chunk that a refill thread created, zeroed and exported ahead of time, so the hot path is
+ * sink unmap + map + access (measured: ~2 ms for create + zero + export). Pool chunks
+ * are the worker's memory until leased; a chunk is leased once and released with its lease,
+ * never pooled again, so the scrub at refill time is the scrub at hand-out time.
+ *
+ * Queues (agile__stream_*, agile__event_*, agile__kmodule_*, agile__launch): what the data
+ * plane runs on a device, so that it never asks which backend it has; they run in the
+ * context the caller entered (agile__backend_enter).
+ *
+ * Beside this header: csrc/platform's fdpass.h (agile__fd_send/agile__fd_recv, SCM_RIGHTS)
+ * and cudadrv.h (the driver table agile__cu, agile__cuda_load, agile__cu_err).
  */
 #ifndef AGILE_BACKEND_H
 #define AGILE_BACKEND_H
@@ -69,7 +63,7 @@ typedef struct agile__devinfo {
     uint64_t free_mem;
     int cc_major, cc_minor;
     uint64_t granularity; /* physical chunk granularity (2 MiB on H100/H200, host: 2 MiB) */
-    char uuid[48];        /* "GPU-<uuid>" on cuda, "host" on host */
+    char uuid[48];        /* "GPU-<uuid>" (40 characters, as nvidia-smi) on cuda, "host" */
 } agile__devinfo;
 
 /* agile__backend_open: open the backend of the given kind (AGILE_BACKEND_*). On failure

@@ -1443,24 +1443,27 @@ static void *cuda_context(agile__backend *be, int dev)
     return CB(be)->devs[dev].ctx;
 }
 
-static int cuda_read(agile__backend *be, int dev, void *dst, uint64_t src, uint64_t n)
+/* n bytes between device address addr and the host: into to_host, else from from_host. */
+static int host_xfer(agile__backend *be, int dev, uint64_t addr, void *to_host,
+                     const void *from_host, uint64_t n)
 {
     int rv = AGILE_OK;
     AGILE_TRY(push(be, dev));
-    rv = agile_err_cuda(agile__cu.cuMemcpyDtoH(dst, src, n));
+    rv = agile_err_cuda(to_host ? agile__cu.cuMemcpyDtoH(to_host, addr, n)
+                                : agile__cu.cuMemcpyHtoD(addr, from_host, n));
     pop();
 out:
     return rv;
 }
 
+static int cuda_read(agile__backend *be, int dev, void *dst, uint64_t src, uint64_t n)
+{
+    return host_xfer(be, dev, src, dst, NULL, n);
+}
+
 static int cuda_write(agile__backend *be, int dev, uint64_t dst, const void *src, uint64_t n)
 {
-    int rv = AGILE_OK;
-    AGILE_TRY(push(be, dev));
-    rv = agile_err_cuda(agile__cu.cuMemcpyHtoD(dst, src, n));
-    pop();
-out:
-    return rv;
+    return host_xfer(be, dev, dst, NULL, src, n);
 }
 
 /* ---- queues: the driver's streams, events, modules and functions, in the current context.

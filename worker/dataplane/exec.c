@@ -18,18 +18,25 @@ void agile__dp_post(dp_ring *r, const dp_pend *p)
     agile__ring_complete(&r->rw, &c, p->status, p->result);
 }
 
-/* Complete now if nothing is queued before it, else queue behind. */
-static void finish_ids(dp_ring *r, uint64_t seq, uint64_t tag, uint16_t opcode, int32_t status,
-                       uint64_t result)
+/* A completion of the given kind for the command (seq, tag, opcode), everything else zero. */
+static dp_pend pend_of(uint64_t seq, uint64_t tag, uint16_t opcode, uint8_t kind)
 {
     dp_pend p;
     memset(&p, 0, sizeof p);
     p.seq = seq;
     p.tag = tag;
     p.opcode = opcode;
+    p.kind = kind;
+    return p;
+}
+
+/* Complete now if nothing is queued before it, else queue behind. */
+static void finish_ids(dp_ring *r, uint64_t seq, uint64_t tag, uint16_t opcode, int32_t status,
+                       uint64_t result)
+{
+    dp_pend p = pend_of(seq, tag, opcode, P_DONE);
     p.status = status;
     p.result = result;
-    p.kind = P_DONE;
     if (!r->pcount) {
         agile__dp_post(r, &p);
         return;
@@ -78,9 +85,8 @@ static int worker_stream(dp_ring *r, uint64_t tag, agile__stream **out)
 static int gpu_queue(dp_ring *r, const agile__ring_cmd *cmd, agile__stream *st, bool launch)
 {
     agile__backend *be = r->w->be;
-    dp_pend p;
+    dp_pend p = pend_of(cmd->seq, cmd->tag, cmd->opcode, P_EVENT);
     int rv;
-    memset(&p, 0, sizeof p);
     if (r->nev)
         p.ev = r->evpool[--r->nev];
     else if ((rv = agile__event_create(be, &p.ev)) != AGILE_OK)
@@ -89,10 +95,6 @@ static int gpu_queue(dp_ring *r, const agile__ring_cmd *cmd, agile__stream *st, 
         agile__event_destroy(be, p.ev);
         return rv;
     }
-    p.seq = cmd->seq;
-    p.tag = cmd->tag;
-    p.opcode = cmd->opcode;
-    p.kind = P_EVENT;
     p.launch = launch;
     queue(r, &p);
     return DP_QUEUED;
@@ -312,12 +314,7 @@ static int exec_sigwait(dp_ring *r, const agile__ring_cmd *cmd)
             __atomic_store_n((uint32_t *)(uintptr_t)a, (uint32_t)value, __ATOMIC_RELEASE);
             return AGILE_OK;
         }
-        dp_pend p;
-        memset(&p, 0, sizeof p);
-        p.seq = cmd->seq;
-        p.tag = cmd->tag;
-        p.opcode = cmd->opcode;
-        p.kind = P_HOSTWAIT;
+        dp_pend p = pend_of(cmd->seq, cmd->tag, cmd->opcode, P_HOSTWAIT);
         p.addr = a;
         p.val = (uint32_t)value;
         p.cond = cmd->u.wait.cond;
@@ -397,12 +394,7 @@ uint32_t agile__dp_exec(dp_ring *r, const agile__ring_cmd *cmd)
             finish(r, cmd, AGILE_EINVAL, 0);
             return 1;
         }
-        dp_pend p;
-        memset(&p, 0, sizeof p);
-        p.seq = cmd->seq;
-        p.tag = cmd->tag;
-        p.opcode = cmd->opcode;
-        p.kind = P_BARRIER;
+        dp_pend p = pend_of(cmd->seq, cmd->tag, cmd->opcode, P_BARRIER);
         queue(r, &p); /* completes when everything before it has (drain) */
         return 1;
     }
