@@ -57,8 +57,9 @@ int agile__dp_module_function(struct agile__worker *w, struct agile__session *s,
 /* agile__dataplane_fini: stop the dispatcher. Every ring must be gone (sessions reaped). */
 void agile__dataplane_fini(struct agile__worker *w);
 
-/* Fault containment (cuda): a sticky error (agile__cu_sticky) seen at a completion, at a
- * module op or by the driver wrapper ends the pass; the dispatcher then names the suspect
+/* Fault containment (cuda): an error of a lost context (a sticky error,
+ * agile__backend_err_lost) seen at a completion, at a module op or by any backend call
+ * (agile__backend_fault_take) ends the pass; the dispatcher then names the suspect
  * (the tenants with launches in flight whose kernel never completed before; else every
  * tenant with launches or module ops in flight), posts AGILE_EFAULT on the suspects' rings
  * and AGILE_ERESET on everyone else's in-flight commands on that device (writing their
