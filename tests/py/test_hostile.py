@@ -258,11 +258,13 @@ def test_control_connections_per_uid_are_bounded(opendir, tmp_path, attack_dir):
             def hoarded():
                 t = tenants(opendir).get(NOBODY)
                 return t and t["connections"] == 6 and t["refusals"]["connections"] >= 44
-            assert wait_for(hoarded, 60) is not None, tenants(opendir)
+            # generous bounds: 50 connections, each refused in turn, on a machine that may be
+            # at load 16 (60 s ran out once there)
+            assert wait_for(hoarded, 240) is not None, tenants(opendir)
         finally:
             p.stdin.close()
-            p.wait(60)
-        assert wait_for(lambda: tenants(opendir)[NOBODY]["connections"] == 0, 60) is not None
+            p.wait(120)
+        assert wait_for(lambda: tenants(opendir)[NOBODY]["connections"] == 0, 240) is not None
         assert "closing a control connection" in w.logtext()
     finally:
         assert w.stop() == 0
