@@ -4,7 +4,12 @@ With a GPU and PyTorch: trains a small model on tensors from agile_torch.pool(),
 torch.fft through the worker, launches a guarded Triton kernel, tries an out-of-window write
 and shows it contained, and prints a summary table. Without (or with --host): the same story
 on the host backend with the C client (libagile): leases, an FFT via FFTW in the worker,
-guarding a PTX file with its report, and `agilectl status`.
+guarding a PTX file with its report, and `agilectl status`. Either way the worker keeps
+running afterwards, and the last lines say how to stop it.
+
+Its PTX files ship in the wheel as package data (demo/data/, pyproject.toml's
+wheel.force-include); a checkout reads them from the corpus, tests/data/ptx/. Every tool it
+runs has its exit status checked; its scratch files live in a fresh temporary directory.
 """
 from __future__ import annotations
 
@@ -16,12 +21,33 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 from .. import _native
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 MiB = 1 << 20
+# The demo's PTX: name -> where it is in the corpus (the wheel has it as demo/data/NAME).
+DEMO_PTX = {"softmax.ptx": "triton/softmax.ptx", "bulk_tensor.ptx": "reject/bulk_tensor.ptx"}
+
+
+def demo_ptx(name: str) -> str:
+    cands = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", name),
+             os.path.join(ROOT, "tests", "data", "ptx", DEMO_PTX[name])]
+    for c in cands:
+        if os.path.exists(c):
+            return c
+    raise SystemExit(f"demo data {name} not found (looked in: {', '.join(cands)})")
+
+
+def run_tool(cmd: list, what: str, ok=(0,)) -> subprocess.CompletedProcess:
+    """Run one of agile's tools; an exit status outside ok ends the demo with its output."""
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode not in ok:
+        raise SystemExit(f"{what} failed (exit {p.returncode}): {' '.join(cmd)}\n"
+                         f"{(p.stdout + p.stderr).strip()}")
+    return p
 
 
 def default_runtime_dir() -> str:
@@ -64,22 +90,21 @@ def start_worker(runtime_dir: str, backend: str) -> None:
 
 def guard_story(rows: list) -> None:
     print("\n[guard] rewriting Triton's softmax PTX so every global access stays in the window")
-    src = os.path.join(ROOT, "tests", "data", "ptx", "triton", "softmax.ptx")
-    rep = "/tmp/agile-demo-guard.json"
-    t0 = time.perf_counter()
-    p = subprocess.run([tool("agile-guard"), "--report", rep, src, "-o", "/tmp/agile-demo-softmax.ptx"],
-                       capture_output=True, text=True)
-    dt = time.perf_counter() - t0
-    r = json.load(open(rep))
-    f = r["functions"][0]
-    print(f"  {f['name']}: {f['nsites']} sites fenced {f['sites']}, hidden params {f['hidden_params']}")
-    v = subprocess.run([tool("agile-guard"), "--verify", "/tmp/agile-demo-softmax.ptx"],
-                       capture_output=True, text=True)
-    print(f"  independent verifier: {'pass' if v.returncode == 0 else 'FAIL ' + v.stderr}")
-    bad = os.path.join(ROOT, "tests", "data", "ptx", "reject", "bulk_tensor.ptx")
-    if os.path.exists(bad):
-        rj = subprocess.run([tool("agile-guard"), bad, "-o", "/dev/null"], capture_output=True, text=True)
-        print(f"  a TMA kernel is refused (exit {rj.returncode}): {rj.stderr.strip().splitlines()[0]}")
+    guard = tool("agile-guard")
+    with tempfile.TemporaryDirectory(prefix="agile-demo.") as tmp:
+        rep, out = os.path.join(tmp, "guard.json"), os.path.join(tmp, "softmax.guarded.ptx")
+        t0 = time.perf_counter()
+        run_tool([guard, "--report", rep, demo_ptx("softmax.ptx"), "-o", out], "agile-guard")
+        dt = time.perf_counter() - t0
+        with open(rep) as fh:
+            f = json.load(fh)["functions"][0]
+        print(f"  {f['name']}: {f['nsites']} sites fenced {f['sites']}, hidden params {f['hidden_params']}")
+        run_tool([guard, "--verify", out], "the independent verifier (agile-guard --verify)")
+        print("  independent verifier: pass")
+    # 1 = refused; anything else (0 accepted, 2 an I/O error) ends the demo.
+    rj = run_tool([guard, demo_ptx("bulk_tensor.ptx"), "-o", os.devnull],
+                  "agile-guard on a TMA kernel", ok=(1,))
+    print(f"  a TMA kernel is refused (exit {rj.returncode}): {rj.stderr.strip().splitlines()[0]}")
     rows.append(("guard sites (softmax)", f"{f['nsites']}", f"{dt * 1e3:.1f} ms incl. process start"))
 
 
@@ -131,8 +156,8 @@ def host_demo(runtime_dir: str) -> None:
     for i, p in enumerate(ptrs):
         L.agile_free(p, 100 * MiB, 0, None)
     print("\n[status] agilectl status (through the same control plane as every client)")
-    print(subprocess.run([tool("agilectl"), "--runtime-dir", runtime_dir, "status"],
-                         capture_output=True, text=True).stdout)
+    print(run_tool([tool("agilectl"), "--runtime-dir", runtime_dir, "status"],
+                   "agilectl status").stdout)
     summary(rows, backend)
 
 
@@ -237,11 +262,14 @@ def gpu_demo(runtime_dir: str) -> None:
         p = subprocess.run([sys.executable, "-m", "agile_torch.demo.gpu", str(canary.data_ptr() - base),
                             runtime_dir], capture_output=True, text=True, timeout=300,
                            cwd=ROOT)
-        rep = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {}
+        if p.returncode != 0:
+            raise RuntimeError(f"the other process failed (exit {p.returncode}): "
+                               f"{p.stderr.strip()[-300:]}")
+        rep = json.loads(p.stdout.strip().splitlines()[-1])
         torch.cuda.synchronize()
         intact = bool((canary == 0x5A5A5A5A).all())
         print(f"  target {canary.data_ptr():#x}: intact {intact}; worker report: "
-              f"{rep.get('message', p.stderr.strip()[-300:])}")
+              f"{rep.get('message')}")
         rows.append(("wild write contained", f"{intact}",
                      f"reported: {rep.get('reported')} (site {rep.get('site')})"))
     except Exception as e:
@@ -253,8 +281,8 @@ def gpu_demo(runtime_dir: str) -> None:
     rows.append(("tenant leased bytes", f"{me['leased_bytes'] >> 20} MiB",
                  f"objects {me['object_count']}"))
     print("\n[status]")
-    print(subprocess.run([tool("agilectl"), "--runtime-dir", runtime_dir, "status"],
-                         capture_output=True, text=True).stdout)
+    print(run_tool([tool("agilectl"), "--runtime-dir", runtime_dir, "status"],
+                   "agilectl status").stdout)
     summary(rows, info["backend"])
 
 
@@ -276,5 +304,23 @@ def main(argv=None) -> int:
     else:
         print("no GPU with PyTorch here: the host-backend story with the C client")
         host_demo(a.runtime_dir)
+    still_running(a.runtime_dir)
     return 0
+
+
+def still_running(runtime_dir: str) -> None:
+    """The demo's last words: the worker it started (or reused) keeps running, and how to stop it."""
+    try:
+        with open(os.path.join(runtime_dir, "agile.pid")) as fh:
+            pid = fh.read().split()[0]
+    except (OSError, IndexError):
+        pid = "?"
+    ctl = tool("agilectl")
+    on_path = shutil.which("agilectl")
+    # The wheel's console command (beside this interpreter) runs the same binary.
+    if on_path and (os.path.realpath(on_path) == os.path.realpath(ctl)
+                    or os.path.dirname(on_path) == os.path.dirname(sys.executable)):
+        ctl = "agilectl"
+    print(f"\nThe worker (pid {pid}) is still running on {runtime_dir}: later runs and clients "
+          f"reuse it. Stop it with:\n  {ctl} --runtime-dir {runtime_dir} stop")
 

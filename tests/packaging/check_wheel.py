@@ -9,7 +9,8 @@
    checkout, with no AGILE_BUILD_DIR/AGILE_LIBRARY, it runs `agilectl --version`,
    `agile-worker --version`, `agile-guard --version` and
    `python -c "import agile_torch; print(agile_torch.worker_status())"` (a worker autostarted
-   from the wheel in a private runtime dir, stopped at the end).
+   from the wheel in a private runtime dir), then `python -m agile_torch.demo --host` (its PTX
+   from the package data) and the `agilectl ... stop` that the demo's last line gives.
 3. `pip install .` into a second fresh venv, then `agilectl --version` from it.
 4. Neither build wrote into the source tree (agile_torch/_lib, _bin, dist) or build/lib.
 Exit status 0 when all hold; every command and its output is printed.
@@ -30,7 +31,9 @@ import zipfile
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BINARIES = ("agile-worker", "agilectl", "agile-guard")
 REQUIRED = ["agile_torch/__init__.py", "agile_torch/_lib/libagile.so.0",
-            "agile_torch/_lib/libagile_cufft.so", *(f"agile_torch/_bin/{b}" for b in BINARIES)]
+            "agile_torch/_lib/libagile_cufft.so", *(f"agile_torch/_bin/{b}" for b in BINARIES),
+            "agile_torch/demo/__main__.py", "agile_torch/demo/data/softmax.ptx",
+            "agile_torch/demo/data/bulk_tensor.ptx"]
 failures: list[str] = []
 
 
@@ -185,7 +188,19 @@ def main() -> int:
                  if os.path.isfile(os.path.join(site, f)) and (".so" in f or f.endswith(".a"))]
         print("site-packages: " + " ".join(sorted(os.listdir(site))))
         check(not stray, "no libraries at the top of site-packages" + (f": {stray}" if stray else ""))
-        stop_worker(env["AGILE_RUNTIME_DIR"])
+        rt = env["AGILE_RUNTIME_DIR"]
+        p = run([py_exe, "-m", "agile_torch.demo", "--host", "--runtime-dir", rt], cwd=tmp, env=env)
+        last = p.stdout.strip().splitlines()[-1].split() if p.stdout.strip() else []
+        check(p.returncode == 0 and "independent verifier: pass" in p.stdout
+              and "is still running on" in p.stdout and last[-3:] == ["--runtime-dir", rt, "stop"],
+              "python -m agile_torch.demo --host from the wheel; it ends saying how to stop the worker")
+        if last[-3:] == ["--runtime-dir", rt, "stop"]:
+            p = run(last, cwd=tmp, env=env)  # what the demo told the user to run
+            q = run([os.path.join(vbin, "agilectl"), "--runtime-dir", rt, "status"], cwd=tmp,
+                    env=env)
+            check(p.returncode == 0 and q.returncode == 1,
+                  "the demo's stop command stopped the worker (status then finds none)")
+        stop_worker(rt)
 
         print("\n--- pip install . into a second fresh venv", flush=True)
         vbin2 = fresh_venv(os.path.join(tmp, "venv-src"))

@@ -22,6 +22,9 @@ def test_host_demo_runs(rundir):
         assert "independent verifier: pass" in out
         assert "TENANT(uid)" in out            # agilectl status
         assert "summary (backend host)" in out
+        # It ends saying that the worker runs on and how to stop it.
+        assert f"is still running on {rundir}" in out
+        assert out.strip().splitlines()[-1].endswith(f"agilectl --runtime-dir {rundir} stop")
     finally:
         pid = os.path.join(rundir, "agile.pid")
         if os.path.exists(pid):
