@@ -175,11 +175,10 @@ static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
  * only this context; the others keep serving. */
 static void *ctx_main(void *arg)
 {
-    agile__worker *w = arg;
-    nng_ctx ctx;
-    nng_aio *aio;
-    if (nng_ctx_open(&ctx, w->sock) != 0 || nng_aio_alloc(&aio, NULL, NULL) != 0)
-        return NULL;
+    struct agile__ctxslot *slot = arg;
+    agile__worker *w = slot->w;
+    nng_ctx ctx = slot->ctx;
+    nng_aio *aio = slot->aio;
     while (!atomic_load(&w->stop)) {
         nng_msg *msg, *out;
         uint8_t *rep;
@@ -217,6 +216,10 @@ static void *ctx_main(void *arg)
             continue;
         }
         free(rep);
+        if (atomic_load(&w->stop)) { /* shutting down: the socket closes after this thread */
+            nng_msg_free(out);
+            break;
+        }
         nng_aio_set_msg(aio, out);
         /* A client that never reads its replies must not hold this context forever. */
         nng_aio_set_timeout(aio, 2000);
@@ -228,8 +231,7 @@ static void *ctx_main(void *arg)
         }
         nng_aio_set_timeout(aio, NNG_DURATION_DEFAULT);
     }
-    nng_aio_free(aio);
-    nng_ctx_close(ctx);
+    atomic_fetch_add(&w->ctx_done, 1);
     return NULL;
 }
 
@@ -477,9 +479,20 @@ int agile__worker_start(agile__worker *w, const agile__worker_opts *o, char *err
         AGILE_TRY(share_socket(w->url + 6, err, errcap));
     else
         chmod(w->url + 6, 0700);
-    for (w->nthreads = 0; w->nthreads < AGILE_NCTX; w->nthreads++)
-        if (pthread_create(&w->ctx_threads[w->nthreads], NULL, ctx_main, w) != 0)
+    for (w->nthreads = 0; w->nthreads < AGILE_NCTX; w->nthreads++) {
+        struct agile__ctxslot *slot = &w->ctx_slots[w->nthreads];
+        slot->w = w;
+        if (nng_ctx_open(&slot->ctx, w->sock) != 0) break;
+        if (nng_aio_alloc(&slot->aio, NULL, NULL) != 0) {
+            nng_ctx_close(slot->ctx);
             break;
+        }
+        if (pthread_create(&w->ctx_threads[w->nthreads], NULL, ctx_main, slot) != 0) {
+            nng_aio_free(slot->aio);
+            nng_ctx_close(slot->ctx);
+            break;
+        }
+    }
     if (pthread_create(&w->fd_thread, NULL, fd_main, w) != 0 ||
         pthread_create(&w->reap_thread, NULL, reap_main, w) != 0) {
         rv = AGILE_ENOMEM;
@@ -542,10 +555,21 @@ void agile__worker_fini(agile__worker *w)
 {
     atomic_store(&w->stop, 1);
     agile__metrics_stop(w); /* its handler reads the tenants */
-    if (w->sock_open)
-        nng_close(w->sock); /* wakes every context thread with NNG_ECLOSED */
-    for (int i = 0; i < w->nthreads; i++)
+    /* The control threads first: each one's wait is cancelled (again, until it has seen
+     * `stop`: it may be between two waits), a request in hand is finished; then the socket. */
+    while (atomic_load(&w->ctx_done) < w->nthreads) {
+        for (int i = 0; i < w->nthreads; i++)
+            nng_aio_cancel(w->ctx_slots[i].aio);
+        usleep(2000);
+    }
+    for (int i = 0; i < w->nthreads; i++) {
         pthread_join(w->ctx_threads[i], NULL);
+        nng_aio_free(w->ctx_slots[i].aio);
+        nng_ctx_close(w->ctx_slots[i].ctx);
+    }
+    w->nthreads = 0;
+    if (w->sock_open)
+        nng_close(w->sock);
     if (w->fd_thread)
         pthread_join(w->fd_thread, NULL);
     pthread_mutex_lock(&w->mu);

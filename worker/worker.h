@@ -133,6 +133,15 @@ typedef struct agile__worker {
     atomic_int stop;
     int nthreads;
     pthread_t ctx_threads[AGILE_NCTX];
+    /* Each control thread's nng context and aio: owned here, not by the thread, so that
+     * shutdown can cancel a thread's wait and close the socket only after every thread is
+     * gone (a send on a context of a closed socket crashes nng 1.5). */
+    struct agile__ctxslot {
+        struct agile__worker *w;
+        nng_ctx ctx;
+        nng_aio *aio;
+    } ctx_slots[AGILE_NCTX];
+    atomic_int ctx_done; /* control threads that have left their loop */
     pthread_t fd_thread, reap_thread;
 } agile__worker;
 
