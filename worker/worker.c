@@ -132,6 +132,30 @@ static int listen_fd_socket(agile__worker *w, char *err, size_t errcap)
 /* nng connections per uid: one per session and one per connection about to say HELLO is
  * all a uid needs; more (connections that never send anything hold a socket and nng state
  * each) are closed as they arrive. A pipe closed at ADD_PRE gets no further events. */
+/* w->admitted: add (false when out of memory) and take out (whether it was there). */
+static bool admitted_add(agile__worker *w, uint32_t id)
+{
+    if (w->nadmitted == w->capadmitted) {
+        size_t cap = w->capadmitted ? 2 * w->capadmitted : 64;
+        uint32_t *a = realloc(w->admitted, cap * sizeof *a);
+        if (!a) return false;
+        w->admitted = a;
+        w->capadmitted = cap;
+    }
+    w->admitted[w->nadmitted++] = id;
+    return true;
+}
+
+static bool admitted_take(agile__worker *w, uint32_t id)
+{
+    for (size_t i = 0; i < w->nadmitted; i++)
+        if (w->admitted[i] == id) {
+            w->admitted[i] = w->admitted[--w->nadmitted];
+            return true;
+        }
+    return false;
+}
+
 static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
     agile__worker *w = arg;
@@ -145,7 +169,7 @@ static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
         agile__tenant *t = agile__tenant_get_locked(w, (uint32_t)uid);
         if (t) {
             max = t->pol.max_sessions + t->pol.max_pending;
-            refuse = t->pipes >= max;
+            refuse = t->pipes >= max || !admitted_add(w, (uint32_t)nng_pipe_id(p));
             if (refuse)
                 t->pipe_refusals++;
             else
@@ -164,7 +188,7 @@ static void pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
     if (ev == NNG_PIPE_EV_REM_POST) {
         pthread_mutex_lock(&w->mu);
         agile__tenant *t = agile__tenant_get_locked(w, (uint32_t)uid);
-        if (t && t->pipes)
+        if (admitted_take(w, (uint32_t)nng_pipe_id(p)) && t && t->pipes)
             t->pipes--;
         pthread_mutex_unlock(&w->mu);
         agile__session_kill_pipe(w, nng_pipe_id(p));
@@ -609,6 +633,9 @@ void agile__worker_fini(agile__worker *w)
     for (int i = 0; i < 2; i++)
         if (w->wake[i] >= 0)
             close(w->wake[i]);
+    free(w->admitted);
+    w->admitted = NULL;
+    w->nadmitted = w->capadmitted = 0;
     pthread_cond_destroy(&w->reap_cv);
     pthread_mutex_destroy(&w->mu);
 }

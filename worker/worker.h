@@ -142,6 +142,10 @@ typedef struct agile__worker {
         nng_aio *aio;
     } ctx_slots[AGILE_NCTX];
     atomic_int ctx_done; /* control threads that have left their loop */
+    /* The nng connections counted in their tenant's `pipes` (admitted at ADD_PRE), under mu:
+     * only these are uncounted at REM_POST, whatever events nng sends for refused ones. */
+    uint32_t *admitted;
+    size_t nadmitted, capadmitted;
     pthread_t fd_thread, reap_thread;
 } agile__worker;
 

@@ -257,10 +257,11 @@ def test_control_connections_per_uid_are_bounded(opendir, tmp_path, attack_dir):
 
             def hoarded():
                 t = tenants(opendir).get(NOBODY)
-                return t and t["connections"] == 6 and t["refusals"]["connections"] >= 44
+                # at most 6 held (one may have gone: nng ends a pipe now and then)
+                return t and t["connections"] <= 6 and t["refusals"]["connections"] >= 44
             # generous bounds: 50 connections, each refused in turn, on a machine that may be
             # at load 16 (60 s ran out once there)
-            assert wait_for(hoarded, 240) is not None, tenants(opendir)
+            assert wait_for(hoarded, 240) is not None, json.dumps(tenants(opendir).get(NOBODY))
         finally:
             p.stdin.close()
             p.wait(120)
