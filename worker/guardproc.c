@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,16 +64,26 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* All of buf to/from fd before the deadline (-1: none). 0, or -1 (EOF, error, past it). */
+/* Set while the worker shuts down: jobs in progress end at once (their child killed). */
+static atomic_int g_cancel;
+
+void agile__guard_jobs_cancel(bool on)
+{
+    atomic_store(&g_cancel, on);
+}
+
+/* All of buf to/from fd before the deadline (-1: none). 0, or -1 (EOF, error, past it, or
+ * cancelled). */
 static int xfer(int fd, void *buf, size_t n, bool out, int64_t deadline)
 {
     char *p = buf;
     while (n) {
         if (deadline >= 0) {
             int64_t left = deadline - now_ms();
+            if (atomic_load(&g_cancel)) return -1;
             struct pollfd pf = {.fd = fd, .events = out ? POLLOUT : POLLIN};
             if (left <= 0) return -1;
-            int r = poll(&pf, 1, (int)(left > 1000 ? 1000 : left));
+            int r = poll(&pf, 1, (int)(left > 100 ? 100 : left));
             if (r < 0 && errno != EINTR) return -1;
             if (r <= 0) continue;
         }

@@ -48,5 +48,8 @@ typedef struct agile__guard_job {
  * limits, a compile error), with j->stage and j->msg saying which and why. */
 int agile__guard_job_run(agile__guard_job *j);
 void agile__guard_job_fini(agile__guard_job *j);
+/* on: every job in progress or started later fails at once (the worker is shutting down and
+ * must not wait up to 300 s for a guard); off: jobs run (a worker starting). */
+void agile__guard_jobs_cancel(bool on);
 
 #endif

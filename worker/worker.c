@@ -3,6 +3,7 @@
 #include "dataplane.h"
 #include "modules.h"
 #include "twin.h"
+#include "guardproc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -431,6 +432,7 @@ static int open_backend(agile__worker *w, int kind, char *err, size_t errcap)
 void agile__worker_zero(agile__worker *w)
 {
     memset(w, 0, sizeof *w);
+    agile__guard_jobs_cancel(false);
     w->lock_fd = w->fd_listen = w->wake[0] = w->wake[1] = -1;
     w->started_ns = agile__now_ns();
     pthread_mutex_init(&w->mu, NULL);
@@ -579,6 +581,7 @@ void agile__worker_fini(agile__worker *w)
 {
     atomic_store(&w->stop, 1);
     agile__metrics_stop(w); /* its handler reads the tenants */
+    agile__guard_jobs_cancel(true); /* a module load in progress ends now, failed */
     /* The control threads first: each one's wait is cancelled (again, until it has seen
      * `stop`: it may be between two waits), a request in hand is finished; then the socket. */
     while (atomic_load(&w->ctx_done) < w->nthreads) {
