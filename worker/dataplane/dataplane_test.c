@@ -74,7 +74,8 @@ static void open_conn(conn *c, uint32_t pipe)
     open_conn_uid(c, pipe, (uint32_t)getuid());
 }
 
-static void lease(conn *c, uint64_t bytes)
+/* A LEASE_GROW of `bytes` on c's session: the lease's offset in the tenant's window. */
+static uint64_t lease_off(conn *c, uint64_t bytes)
 {
     agile__msg m, rep;
     uint8_t *buf = NULL;
@@ -82,8 +83,16 @@ static void lease(conn *c, uint64_t bytes)
     m.h.type = AGILE_MSG_LEASE_GROW;
     m.u.lease_grow_req.bytes = bytes;
     assert_int_equal(call(c, &m, &rep, &buf), AGILE_OK);
+    uint64_t off = rep.u.lease_grow_rep.offset;
+    assert_true(rep.u.lease_grow_rep.size >= bytes);
     free(buf);
     close(recv_fd(c));
+    return off;
+}
+
+static void lease(conn *c, uint64_t bytes)
+{
+    (void)lease_off(c, bytes);
 }
 
 static void attach(conn *c)
@@ -725,21 +734,6 @@ static void test_large_host_ops(void **state)
 /* Windows per tenant (twin.h): a tenant's sessions share one window and sink, with disjoint
  * lease offsets; another uid has its own; the window goes with the tenant's last session.
  * On the host backend and on mockcuda (the cuda window and sink paths). */
-static uint64_t lease_off(conn *c, uint64_t bytes)
-{
-    agile__msg m, rep;
-    uint8_t *buf = NULL;
-    memset(&m, 0, sizeof m);
-    m.h.type = AGILE_MSG_LEASE_GROW;
-    m.u.lease_grow_req.bytes = bytes;
-    assert_int_equal(call(c, &m, &rep, &buf), AGILE_OK);
-    uint64_t off = rep.u.lease_grow_rep.offset;
-    assert_true(rep.u.lease_grow_rep.size >= bytes);
-    free(buf);
-    close(recv_fd(c));
-    return off;
-}
-
 static void test_tenant_window(void **state)
 {
     conn a, b, o;
